@@ -1,0 +1,202 @@
+//! The `sluice` command: runs, explains and validates SQL pipelines.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sluice_runtime::{run_job, JobSummary};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Sluice: a real-time stream processor that runs Flink SQL pipelines.
+#[derive(Parser)]
+#[command(name = "sluice", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter for stderr (e.g. `info`, `debug`, `sluice_runtime=debug`).
+    #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
+    log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a SQL script as one streaming job (embedded, no server needed).
+    Run {
+        /// The SQL script.
+        script: PathBuf,
+        /// Print the operator graph the job would run, then exit.
+        #[arg(long)]
+        explain: bool,
+        /// Override a setting, as `SET 'key' = 'value'` would (repeatable).
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// Subtasks per operator (same as `--set parallelism.default=N`).
+        #[arg(long, short = 'p')]
+        parallelism: Option<usize>,
+    },
+    /// Check a SQL script (syntax, tables, connectors, options) without running it.
+    Validate {
+        /// The SQL script.
+        script: PathBuf,
+    },
+}
+
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got '{text}'"))
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .max(2);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(error) = runtime.block_on(execute(cli.command)) {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+    // Source threads blocked on stdin or a followed file must not keep us alive.
+    runtime.shutdown_background();
+}
+
+async fn execute(command: Command) -> Result<()> {
+    match command {
+        Command::Validate { script } => {
+            let plan = plan(&script, BTreeMap::new()).await?;
+            println!(
+                "{}: OK ({} sink(s), {} operator(s))",
+                script.display(),
+                plan.sinks.len(),
+                plan.nodes.len()
+            );
+            Ok(())
+        }
+        Command::Run {
+            script,
+            explain,
+            settings,
+            parallelism,
+        } => {
+            let mut overrides: BTreeMap<String, String> = settings.into_iter().collect();
+            if let Some(parallelism) = parallelism {
+                overrides.insert("parallelism.default".into(), parallelism.to_string());
+            }
+            let plan = plan(&script, overrides).await?;
+            if explain {
+                print!("{}", plan.explain());
+                return Ok(());
+            }
+            for key in &plan.settings.ignored_keys {
+                warn!("setting '{key}' is not used by Sluice and is ignored");
+            }
+            let (stop_sender, stop) = watch::channel(false);
+            tokio::spawn(stop_on_signal(stop_sender));
+            info!(
+                job = %plan.settings.job_name,
+                parallelism = plan.settings.parallelism,
+                "job started"
+            );
+            let started = std::time::Instant::now();
+            let summary = run_job(&plan, stop).await.context("job failed")?;
+            report(&summary, started.elapsed());
+            Ok(())
+        }
+    }
+}
+
+async fn plan(script: &Path, overrides: BTreeMap<String, String>) -> Result<sluice_sql::JobPlan> {
+    let text = std::fs::read_to_string(script)
+        .with_context(|| format!("cannot read script '{}'", script.display()))?;
+    let default_name = script
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    let registry = sluice_connectors::builtin_connectors();
+    match sluice_sql::plan_script(&text, &default_name, &registry, &overrides).await {
+        Ok(plan) => Ok(plan),
+        Err(error) => bail!("{}: {error}", script.display()),
+    }
+}
+
+/// Stops the job on the first Ctrl-C / SIGTERM; exits at once on the second.
+async fn stop_on_signal(stop: watch::Sender<bool>) {
+    let mut first = true;
+    loop {
+        wait_for_signal().await;
+        if !first {
+            eprintln!("second signal: exiting without draining");
+            std::process::exit(130);
+        }
+        first = false;
+        info!("stopping: draining in-flight data and closing sinks (signal again to exit at once)");
+        let _ = stop.send(true);
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = terminate.recv() => {},
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn report(summary: &JobSummary, elapsed: std::time::Duration) {
+    for source in &summary.sources {
+        let mut line = format!("source `{}`: {} rows read", source.table, source.rows);
+        if source.skipped > 0 {
+            line.push_str(&format!(", {} bad records skipped", source.skipped));
+        }
+        if source.dead_lettered > 0 {
+            let path = source
+                .dead_letter_path
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            line.push_str(&format!(
+                ", {} bad records dead-lettered to {path}",
+                source.dead_lettered
+            ));
+        }
+        info!("{line}");
+    }
+    for sink in &summary.sinks {
+        info!("sink `{}`: {} rows written", sink.table, sink.rows);
+    }
+    info!("job finished in {:.2?}", elapsed);
+}

@@ -1,0 +1,138 @@
+//! Record formats for line-oriented connectors: newline-delimited `json` and
+//! `csv`, configured with Flink's option names.
+
+pub mod csv;
+pub mod json;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use sluice_core::dlq::BadRecordPolicy;
+use sluice_core::options::{OptionSpec, Options};
+use sluice_core::{Result, SluiceError};
+
+/// A run of complete input lines, with where they came from.
+#[derive(Debug, Clone)]
+pub struct LineChunk {
+    /// File path (or `stdin`) the lines came from.
+    pub source: std::sync::Arc<str>,
+    /// 1-based number of the first line.
+    pub first_line: u64,
+    /// The lines, each ended by `\n` (the last one may not be).
+    pub data: Vec<u8>,
+}
+
+impl LineChunk {
+    /// The lines with their numbers, without line terminators.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
+        data.split(|b| *b == b'\n')
+            .enumerate()
+            .map(move |(i, line)| {
+                (
+                    self.first_line + i as u64,
+                    line.strip_suffix(b"\r").unwrap_or(line),
+                )
+            })
+    }
+}
+
+/// Turns chunks of lines into record batches, applying the bad-record policy.
+pub trait RecordDecoder: Send {
+    /// Decodes every record of `chunk`; bad records go to the policy.
+    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>>;
+}
+
+/// Turns record batches into lines of bytes.
+pub trait RecordEncoder: Send {
+    /// Appends one line per row of `batch` to `out`.
+    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// A configured format.
+#[derive(Debug, Clone)]
+pub enum Format {
+    /// Newline-delimited JSON.
+    Json(json::JsonOptions),
+    /// CSV, one record per line.
+    Csv(csv::CsvOptions),
+}
+
+/// Names of the formats line-oriented connectors accept.
+pub const FORMAT_NAMES: [&str; 2] = ["json", "csv"];
+
+impl Format {
+    /// Reads `format` and the format's own options from a table's options.
+    pub fn from_options(options: &Options) -> Result<Format> {
+        let name = options.require("format")?;
+        match name {
+            "json" => Ok(Format::Json(json::JsonOptions::from_options(options)?)),
+            "csv" => Ok(Format::Csv(csv::CsvOptions::from_options(options)?)),
+            other => Err(SluiceError::Config(format!(
+                "{}: unknown format '{other}'; available formats: {}",
+                options.owner(),
+                FORMAT_NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// The option keys the format accepts.
+    pub fn option_specs(&self) -> &'static [OptionSpec] {
+        match self {
+            Format::Json(_) => &json::JSON_OPTIONS,
+            Format::Csv(_) => &csv::CSV_OPTIONS,
+        }
+    }
+
+    /// Whether the format's own flag asks to skip bad records.
+    pub fn ignore_parse_errors(&self) -> bool {
+        match self {
+            Format::Json(options) => options.ignore_parse_errors,
+            Format::Csv(options) => options.ignore_parse_errors,
+        }
+    }
+
+    /// File name extension for part files.
+    pub fn extension(&self) -> &'static str {
+        match self {
+            Format::Json(_) => "json",
+            Format::Csv(_) => "csv",
+        }
+    }
+
+    /// A decoder producing `schema`.
+    pub fn decoder(
+        &self,
+        schema: SchemaRef,
+        policy: BadRecordPolicy,
+    ) -> Result<Box<dyn RecordDecoder>> {
+        match self {
+            Format::Json(options) => Ok(Box::new(json::JsonDecoder::new(
+                schema,
+                options.clone(),
+                policy,
+            )?)),
+            Format::Csv(options) => Ok(Box::new(csv::CsvDecoder::new(
+                schema,
+                options.clone(),
+                policy,
+            )?)),
+        }
+    }
+
+    /// An encoder for batches of `schema`.
+    pub fn encoder(&self, schema: SchemaRef) -> Result<Box<dyn RecordEncoder>> {
+        match self {
+            Format::Json(options) => Ok(Box::new(json::JsonEncoder::new(schema, options.clone())?)),
+            Format::Csv(options) => Ok(Box::new(csv::CsvEncoder::new(schema, options.clone())?)),
+        }
+    }
+}
+
+/// Concatenates per-line batches, or returns `None` when there are none.
+pub(crate) fn concat(schema: &SchemaRef, batches: Vec<RecordBatch>) -> Result<Option<RecordBatch>> {
+    match batches.len() {
+        0 => Ok(None),
+        1 => Ok(batches.into_iter().next()),
+        _ => Ok(Some(arrow::compute::concat_batches(schema, &batches)?)),
+    }
+}

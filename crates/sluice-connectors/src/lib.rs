@@ -1,0 +1,46 @@
+//! Built-in connectors and formats: `filesystem`, `stdin`, `print`, `blackhole`,
+//! `datagen` and the `nexmark` benchmark generator; `json` and `csv` formats.
+
+pub mod datagen;
+pub mod filesystem;
+pub mod formats;
+pub mod lines;
+pub mod nexmark;
+pub mod print;
+pub mod stdin;
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use sluice_core::connector::ConnectorRegistry;
+use sluice_core::options::OptionSpec;
+use sluice_core::table::TableDef;
+use sluice_core::Result;
+
+/// A registry holding every built-in connector.
+pub fn builtin_connectors() -> ConnectorRegistry {
+    let mut registry = ConnectorRegistry::default();
+    registry.register(Arc::new(filesystem::FilesystemConnector));
+    registry.register(Arc::new(stdin::StdinConnector));
+    registry.register(Arc::new(print::PrintConnector));
+    registry.register(Arc::new(print::BlackholeConnector));
+    registry.register(Arc::new(datagen::DatagenConnector));
+    registry.register(Arc::new(nexmark::NexmarkConnector));
+    registry
+}
+
+/// The physical columns `projection` selects from a table.
+pub(crate) fn project_schema(table: &TableDef, projection: &[usize]) -> SchemaRef {
+    let physical = table.physical_schema();
+    let fields: Vec<_> = projection
+        .iter()
+        .map(|&i| physical.field(i).clone())
+        .collect();
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
+/// Validates a table's options against the union of several spec lists.
+pub(crate) fn validate_options(table: &TableDef, specs: &[&[OptionSpec]]) -> Result<()> {
+    let all: Vec<OptionSpec> = specs.iter().flat_map(|list| list.iter().copied()).collect();
+    table.options.validate(&all)
+}

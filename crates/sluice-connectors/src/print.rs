@@ -1,0 +1,200 @@
+//! The `print` sink (rows with Flink's row kinds on stdout or stderr) and the
+//! `blackhole` sink (discards everything; for benchmarks).
+
+use std::io::Write;
+use std::sync::Arc;
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use async_trait::async_trait;
+use sluice_core::connector::{ConnectorFactory, JobContext, SinkConnector, SinkWriter};
+use sluice_core::options::OptionSpec;
+use sluice_core::table::TableDef;
+use sluice_core::{ChangeBatch, Result, SluiceError};
+
+use crate::validate_options;
+
+const PRINT_OPTIONS: [OptionSpec; 4] = [
+    OptionSpec::required("connector", "'print'"),
+    OptionSpec::optional("print-identifier", "prefix for every printed line"),
+    OptionSpec::optional(
+        "standard-error",
+        "print to stderr instead of stdout (default false)",
+    ),
+    OptionSpec::optional("sink.parallelism", "accepted for compatibility"),
+];
+
+const BLACKHOLE_OPTIONS: [OptionSpec; 1] = [OptionSpec::required("connector", "'blackhole'")];
+
+/// Creates `print` sinks. Output is at-least-once: after a restart rows may be
+/// printed again.
+pub struct PrintConnector;
+
+impl ConnectorFactory for PrintConnector {
+    fn name(&self) -> &'static str {
+        "print"
+    }
+
+    fn create_sink(&self, table: &TableDef, _job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
+        validate_options(table, &[&PRINT_OPTIONS])?;
+        Ok(Arc::new(PrintSink {
+            identifier: table.options.get("print-identifier").map(str::to_string),
+            to_stderr: table.options.bool("standard-error", false)?,
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct PrintSink {
+    identifier: Option<String>,
+    to_stderr: bool,
+}
+
+impl SinkConnector for PrintSink {
+    fn accepts_updates(&self) -> bool {
+        true
+    }
+
+    fn open(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SinkWriter>> {
+        // Flink's prefixes: "id:2> ", "2> ", "id> " or nothing.
+        let prefix = match (&self.identifier, parallelism > 1) {
+            (Some(id), true) => format!("{id}:{}> ", subtask + 1),
+            (None, true) => format!("{}> ", subtask + 1),
+            (Some(id), false) => format!("{id}> "),
+            (None, false) => String::new(),
+        };
+        Ok(Box::new(PrintWriter {
+            prefix,
+            to_stderr: self.to_stderr,
+        }))
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "print to {}",
+            if self.to_stderr { "stderr" } else { "stdout" }
+        )
+    }
+}
+
+struct PrintWriter {
+    prefix: String,
+    to_stderr: bool,
+}
+
+/// Formats each row as Flink's print sink does: `+I[1, abc, 2020-01-01T00:00]`.
+pub fn format_rows(batch: &ChangeBatch, prefix: &str) -> Result<String> {
+    let options = FormatOptions::default().with_null("null");
+    let formatters = batch
+        .data
+        .columns()
+        .iter()
+        .map(|column| ArrayFormatter::try_new(column.as_ref(), &options))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut text = String::new();
+    for row in 0..batch.num_rows() {
+        use std::fmt::Write as _;
+        text.push_str(prefix);
+        text.push_str(batch.kind(row).short_string());
+        text.push('[');
+        for (index, formatter) in formatters.iter().enumerate() {
+            if index > 0 {
+                text.push_str(", ");
+            }
+            let _ = write!(text, "{}", formatter.value(row));
+        }
+        text.push_str("]\n");
+    }
+    Ok(text)
+}
+
+#[async_trait]
+impl SinkWriter for PrintWriter {
+    async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        let text = format_rows(batch, &self.prefix)?;
+        let result = if self.to_stderr {
+            std::io::stderr().lock().write_all(text.as_bytes())
+        } else {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|_| stdout.flush())
+        };
+        result.map_err(|e| SluiceError::io("printing rows", e))
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        std::io::stdout()
+            .flush()
+            .map_err(|e| SluiceError::io("flushing stdout", e))
+    }
+}
+
+/// Creates `blackhole` sinks.
+pub struct BlackholeConnector;
+
+impl ConnectorFactory for BlackholeConnector {
+    fn name(&self) -> &'static str {
+        "blackhole"
+    }
+
+    fn create_sink(&self, table: &TableDef, _job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
+        validate_options(table, &[&BLACKHOLE_OPTIONS])?;
+        Ok(Arc::new(BlackholeSink))
+    }
+}
+
+#[derive(Debug)]
+struct BlackholeSink;
+
+impl SinkConnector for BlackholeSink {
+    fn accepts_updates(&self) -> bool {
+        true
+    }
+
+    fn open(&self, _subtask: usize, _parallelism: usize) -> Result<Box<dyn SinkWriter>> {
+        Ok(Box::new(BlackholeWriter))
+    }
+
+    fn describe(&self) -> String {
+        "blackhole".to_string()
+    }
+}
+
+struct BlackholeWriter;
+
+#[async_trait]
+impl SinkWriter for BlackholeWriter {
+    async fn write(&mut self, _batch: &ChangeBatch) -> Result<()> {
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, Int8Array, RecordBatch, StringArray};
+
+    #[test]
+    fn rows_print_with_row_kinds() {
+        let data = RecordBatch::try_from_iter([
+            ("id", Arc::new(Int64Array::from(vec![1, 2])) as _),
+            (
+                "name",
+                Arc::new(StringArray::from(vec![Some("a"), None])) as _,
+            ),
+        ])
+        .unwrap();
+        let batch = ChangeBatch {
+            data,
+            kinds: Some(Int8Array::from(vec![0, 3])),
+        };
+        assert_eq!(
+            format_rows(&batch, "2> ").unwrap(),
+            "2> +I[1, a]\n2> -D[2, null]\n"
+        );
+    }
+}

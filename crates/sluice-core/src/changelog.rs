@@ -1,0 +1,146 @@
+//! Change batches: Arrow record batches tagged with Flink row kinds, and the
+//! messages that flow on the channels between operators.
+
+use arrow::array::{Array, BooleanArray, Int8Array, RecordBatch};
+use arrow::compute::filter;
+
+use crate::Result;
+
+/// The kind of change a row describes, as in Flink's changelog model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(i8)]
+pub enum RowKind {
+    /// `+I`: a new row.
+    Insert = 0,
+    /// `-U`: the old value of an updated row.
+    UpdateBefore = 1,
+    /// `+U`: the new value of an updated row.
+    UpdateAfter = 2,
+    /// `-D`: a deleted row.
+    Delete = 3,
+}
+
+impl RowKind {
+    /// Flink's short notation (`+I`, `-U`, `+U`, `-D`).
+    pub fn short_string(self) -> &'static str {
+        match self {
+            RowKind::Insert => "+I",
+            RowKind::UpdateBefore => "-U",
+            RowKind::UpdateAfter => "+U",
+            RowKind::Delete => "-D",
+        }
+    }
+
+    /// Decodes the `i8` representation used in [`ChangeBatch::kinds`].
+    pub fn from_i8(value: i8) -> RowKind {
+        match value {
+            1 => RowKind::UpdateBefore,
+            2 => RowKind::UpdateAfter,
+            3 => RowKind::Delete,
+            _ => RowKind::Insert,
+        }
+    }
+
+    /// Whether the row adds to the materialised result (`+I`, `+U`).
+    pub fn is_addition(self) -> bool {
+        matches!(self, RowKind::Insert | RowKind::UpdateAfter)
+    }
+}
+
+/// A batch of rows plus, for updating streams, the kind of each row.
+/// `kinds == None` means every row is an insert (an append-only batch).
+#[derive(Debug, Clone)]
+pub struct ChangeBatch {
+    /// The rows.
+    pub data: RecordBatch,
+    /// Row kinds as `i8` values of [`RowKind`]; `None` = all inserts.
+    pub kinds: Option<Int8Array>,
+}
+
+impl ChangeBatch {
+    /// An append-only batch.
+    pub fn inserts(data: RecordBatch) -> Self {
+        ChangeBatch { data, kinds: None }
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.data.num_rows()
+    }
+
+    /// The kind of row `row`.
+    pub fn kind(&self, row: usize) -> RowKind {
+        match &self.kinds {
+            None => RowKind::Insert,
+            Some(kinds) => RowKind::from_i8(kinds.value(row)),
+        }
+    }
+
+    /// Keeps the rows where `mask` is true, for the data and the row kinds alike.
+    pub fn filter(&self, mask: &BooleanArray) -> Result<ChangeBatch> {
+        let data = arrow::compute::filter_record_batch(&self.data, mask)?;
+        let kinds = match &self.kinds {
+            None => None,
+            Some(kinds) => {
+                let filtered = filter(kinds, mask)?;
+                Some(
+                    filtered
+                        .as_any()
+                        .downcast_ref::<Int8Array>()
+                        .cloned()
+                        .unwrap_or_else(|| Int8Array::from(vec![0i8; data.num_rows()])),
+                )
+            }
+        };
+        Ok(ChangeBatch { data, kinds })
+    }
+
+    /// Replaces the rows (same count, same order), keeping the row kinds.
+    pub fn with_data(&self, data: RecordBatch) -> ChangeBatch {
+        ChangeBatch {
+            data,
+            kinds: self.kinds.clone(),
+        }
+    }
+}
+
+/// What travels on the channels between operator subtasks.
+#[derive(Debug, Clone)]
+pub enum Message {
+    /// A batch of rows.
+    Data(ChangeBatch),
+    /// Event time has advanced to this many milliseconds since the epoch.
+    Watermark(i64),
+    /// The sender has no more input (bounded source exhausted or job stopping).
+    EndOfInput,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use std::sync::Arc;
+
+    #[test]
+    fn filter_keeps_row_kinds_aligned() {
+        let data =
+            RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![1, 2, 3])) as _)])
+                .unwrap();
+        let batch = ChangeBatch {
+            data,
+            kinds: Some(Int8Array::from(vec![0, 1, 2])),
+        };
+        let kept = batch
+            .filter(&BooleanArray::from(vec![false, true, true]))
+            .unwrap();
+        assert_eq!(kept.num_rows(), 2);
+        assert_eq!(kept.kind(0), RowKind::UpdateBefore);
+        assert_eq!(kept.kind(1), RowKind::UpdateAfter);
+    }
+
+    #[test]
+    fn short_strings_follow_flink() {
+        let all = [0i8, 1, 2, 3].map(|k| RowKind::from_i8(k).short_string());
+        assert_eq!(all, ["+I", "-U", "+U", "-D"]);
+    }
+}

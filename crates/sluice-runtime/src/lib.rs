@@ -1,0 +1,9 @@
+//! The streaming runtime: turns a [`sluice_sql::JobPlan`] into tasks that move
+//! Arrow batches from sources through operator chains to sinks over bounded
+//! channels, with `parallelism` subtasks per operator on a multi-threaded tokio
+//! runtime.
+
+pub mod executor;
+pub mod operators;
+
+pub use executor::{run_job, JobSummary, StopSignal};

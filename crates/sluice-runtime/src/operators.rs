@@ -1,0 +1,174 @@
+//! Stateless operators evaluated with DataFusion physical expressions.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::datatypes::SchemaRef;
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_core::{ChangeBatch, Result, SluiceError};
+
+/// A step of an operator chain. Operators run inside one subtask and pass
+/// batches on without channels.
+pub trait Operator: Send {
+    /// Processes one batch, pushing any results to `out`.
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()>;
+}
+
+fn df(error: datafusion::error::DataFusionError) -> SluiceError {
+    SluiceError::Runtime(error.to_string())
+}
+
+/// Computes one column per expression.
+pub struct Project {
+    exprs: Vec<Arc<dyn PhysicalExpr>>,
+    schema: SchemaRef,
+}
+
+impl Project {
+    /// A projection producing `schema` from `exprs`.
+    pub fn new(exprs: Vec<Arc<dyn PhysicalExpr>>, schema: SchemaRef) -> Self {
+        Project { exprs, schema }
+    }
+}
+
+impl Operator for Project {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let rows = batch.num_rows();
+        let columns = self
+            .exprs
+            .iter()
+            .map(|expr| {
+                expr.evaluate(&batch.data)
+                    .and_then(|v| v.into_array(rows))
+                    .map_err(df)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        out.push(batch.with_data(data));
+        Ok(())
+    }
+}
+
+/// Keeps rows where a predicate is true (NULL counts as false).
+pub struct Filter {
+    predicate: Arc<dyn PhysicalExpr>,
+}
+
+impl Filter {
+    /// A filter on `predicate`.
+    pub fn new(predicate: Arc<dyn PhysicalExpr>) -> Self {
+        Filter { predicate }
+    }
+}
+
+impl Operator for Filter {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let mask = self
+            .predicate
+            .evaluate(&batch.data)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(df)?;
+        let mask = mask.as_boolean_opt().ok_or_else(|| {
+            SluiceError::Runtime(format!(
+                "filter predicate {} is not boolean",
+                self.predicate
+            ))
+        })?;
+        let kept = if mask.null_count() == 0 && mask.true_count() == mask.len() {
+            batch
+        } else {
+            batch.filter(mask)?
+        };
+        if kept.num_rows() > 0 {
+            out.push(kept);
+        }
+        Ok(())
+    }
+}
+
+/// Relabels batches with a schema of the same column types (used after a union,
+/// whose inputs may name their columns differently).
+pub struct Relabel {
+    schema: SchemaRef,
+}
+
+impl Relabel {
+    /// Relabels to `schema`.
+    pub fn new(schema: SchemaRef) -> Self {
+        Relabel { schema }
+    }
+}
+
+impl Operator for Relabel {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+        let rows = batch.num_rows();
+        let data = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            batch.data.columns().to_vec(),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        out.push(batch.with_data(data));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, Int64Array};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::Operator as BinaryOp;
+    use datafusion::physical_expr::expressions::{binary, col, lit};
+
+    fn input() -> (SchemaRef, ChangeBatch) {
+        let schema = Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)]));
+        let data = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(Int64Array::from(vec![Some(1), None, Some(5)])) as ArrayRef],
+        )
+        .unwrap();
+        (schema, ChangeBatch::inserts(data))
+    }
+
+    #[test]
+    fn filter_drops_false_and_null() {
+        let (schema, batch) = input();
+        let predicate =
+            binary(col("v", &schema).unwrap(), BinaryOp::Gt, lit(2i64), &schema).unwrap();
+        let mut out = Vec::new();
+        Filter::new(predicate).process(batch, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].num_rows(), 1);
+    }
+
+    #[test]
+    fn project_evaluates_expressions() {
+        let (schema, batch) = input();
+        let doubled = binary(
+            col("v", &schema).unwrap(),
+            BinaryOp::Multiply,
+            lit(2i64),
+            &schema,
+        )
+        .unwrap();
+        let out_schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Int64, true)]));
+        let mut out = Vec::new();
+        Project::new(vec![doubled], out_schema)
+            .process(batch, &mut out)
+            .unwrap();
+        let values = out[0]
+            .data
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        assert_eq!(
+            values.iter().collect::<Vec<_>>(),
+            vec![Some(2), None, Some(10)]
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! SQL front end: parses Flink-dialect scripts, registers tables and views with
+//! DataFusion, and turns each `INSERT INTO` into a [`plan::JobPlan`] of streaming
+//! operators for the runtime.
+
+pub mod functions;
+pub mod plan;
+pub mod planner;
+mod rewrite;
+pub mod script;
+pub mod settings;
+pub mod types;
+
+pub use plan::{JobPlan, PlanNode};
+pub use planner::plan_script;
+pub use script::{parse_script, ScriptStatement};
+pub use settings::JobSettings;

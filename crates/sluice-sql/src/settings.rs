@@ -1,0 +1,127 @@
+//! Job-wide settings from `SET 'key' = 'value'` statements (Flink's keys where
+//! Flink has one).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice_core::options::Options;
+use sluice_core::Result;
+
+/// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
+/// carry many that do not apply) and reported as ignored.
+pub const KNOWN_SETTINGS: [(&str, &str); 5] = [
+    ("parallelism.default", "subtasks per operator (default 1)"),
+    (
+        "pipeline.name",
+        "job name, used for data directories (default: script file name)",
+    ),
+    (
+        "sluice.data-dir",
+        "job data directory (default ./sluice-data/<job name>)",
+    ),
+    ("sluice.batch.size", "target rows per batch (default 8192)"),
+    (
+        "sluice.batch.linger",
+        "longest wait to fill a batch before emitting it (default 100 ms)",
+    ),
+];
+
+/// The settings a job runs with.
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Subtasks per operator.
+    pub parallelism: usize,
+    /// Job name.
+    pub job_name: String,
+    /// Where the job keeps its files.
+    pub data_dir: PathBuf,
+    /// Target rows per batch.
+    pub batch_size: usize,
+    /// Longest wait to fill a batch.
+    pub batch_linger: Duration,
+    /// Keys that were set but that Sluice does not use.
+    pub ignored_keys: Vec<String>,
+}
+
+impl JobSettings {
+    /// Builds settings from `SET` pairs; `default_name` is used without `pipeline.name`.
+    pub fn from_pairs(pairs: &BTreeMap<String, String>, default_name: &str) -> Result<Self> {
+        let options = Options::new("SET", pairs.clone());
+        let parallelism = options
+            .parse::<usize>("parallelism.default")?
+            .unwrap_or(1)
+            .max(1);
+        let job_name = options
+            .get("pipeline.name")
+            .map(str::to_string)
+            .unwrap_or_else(|| default_name.to_string());
+        let data_dir = options
+            .get("sluice.data-dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("sluice-data").join(sanitize(&job_name)));
+        let batch_size = options
+            .parse::<usize>("sluice.batch.size")?
+            .unwrap_or(8192)
+            .max(1);
+        let batch_linger = options
+            .duration("sluice.batch.linger")?
+            .unwrap_or(Duration::from_millis(100));
+        let ignored_keys = pairs
+            .keys()
+            .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
+            .cloned()
+            .collect();
+        Ok(JobSettings {
+            parallelism,
+            job_name,
+            data_dir,
+            batch_size,
+            batch_linger,
+            ignored_keys,
+        })
+    }
+}
+
+/// Makes a job name safe as a directory name.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_known_keys_and_lists_ignored_ones() {
+        let pairs: BTreeMap<String, String> = [
+            ("parallelism.default", "2"),
+            ("pipeline.name", "my job"),
+            ("table.exec.mini-batch.enabled", "true"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let settings = JobSettings::from_pairs(&pairs, "script").unwrap();
+        assert_eq!(settings.parallelism, 2);
+        assert_eq!(settings.data_dir, PathBuf::from("sluice-data/my_job"));
+        assert_eq!(settings.ignored_keys, vec!["table.exec.mini-batch.enabled"]);
+    }
+
+    #[test]
+    fn bad_parallelism_is_rejected() {
+        let pairs = [("parallelism.default".to_string(), "two".to_string())].into();
+        let err = JobSettings::from_pairs(&pairs, "x")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("parallelism.default"), "{err}");
+    }
+}
