@@ -86,7 +86,7 @@ impl ConnectorFactory for FilesystemConnector {
         }
         let schema = project_schema(table, projection);
         // Fail on unsupported column types now rather than when reading.
-        format.decoder(schema.clone(), BadRecordPolicy::fail(&table.name))?;
+        format.decoder(schema.clone(), BadRecordPolicy::fail(&table.name), 1)?;
         let policy = BadRecordPolicy::from_options(
             &table.name,
             &table.options,
@@ -152,7 +152,7 @@ impl SourceConnector for FileSource {
         let decoders = (0..parallelism)
             .map(|_| {
                 self.format
-                    .decoder(self.schema.clone(), self.policy.clone())
+                    .decoder(self.schema.clone(), self.policy.clone(), self.lines_per_chunk)
             })
             .collect::<Result<Vec<_>>>()?;
         let path = self.path.clone();

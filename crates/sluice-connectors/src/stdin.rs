@@ -42,7 +42,7 @@ impl ConnectorFactory for StdinConnector {
             &[&STDIN_OPTIONS, &BAD_RECORD_OPTIONS, format.option_specs()],
         )?;
         let schema = project_schema(table, projection);
-        format.decoder(schema.clone(), BadRecordPolicy::fail(&table.name))?;
+        format.decoder(schema.clone(), BadRecordPolicy::fail(&table.name), 1)?;
         let policy = BadRecordPolicy::from_options(
             &table.name,
             &options,
@@ -83,7 +83,7 @@ impl SourceConnector for StdinSource {
         let decoders = (0..parallelism)
             .map(|_| {
                 self.format
-                    .decoder(self.schema.clone(), self.policy.clone())
+                    .decoder(self.schema.clone(), self.policy.clone(), self.lines_per_chunk)
             })
             .collect::<Result<Vec<_>>>()?;
         let lines = self.lines_per_chunk;

@@ -113,25 +113,28 @@ pub struct CsvDecoder {
     options: CsvOptions,
     policy: BadRecordPolicy,
     decoder: Decoder,
+    batch_size: usize,
 }
 
 impl CsvDecoder {
     /// A decoder producing `schema`.
-    pub fn new(schema: SchemaRef, options: CsvOptions, policy: BadRecordPolicy) -> Result<Self> {
+    pub fn new(schema: SchemaRef, options: CsvOptions, policy: BadRecordPolicy, batch_size: usize) -> Result<Self> {
+        let batch_size = batch_size.max(1);
         check_flat(&schema)?;
-        let decoder = Self::build(&schema, &options)?;
+        let decoder = Self::build(&schema, &options, batch_size)?;
         Ok(CsvDecoder {
             schema,
             options,
             policy,
             decoder,
+            batch_size,
         })
     }
 
-    fn build(schema: &SchemaRef, options: &CsvOptions) -> Result<Decoder> {
+    fn build(schema: &SchemaRef, options: &CsvOptions, batch_size: usize) -> Result<Decoder> {
         let mut builder = ReaderBuilder::new(schema.clone())
             .with_header(false)
-            .with_batch_size(usize::MAX / 2)
+            .with_batch_size(batch_size)
             .with_delimiter(options.delimiter)
             .with_quote(options.quote.unwrap_or(0));
         if let Some(escape) = options.escape {
@@ -202,7 +205,7 @@ impl RecordDecoder for CsvDecoder {
                     if line.is_empty() {
                         continue;
                     }
-                    self.decoder = Self::build(&self.schema, &self.options)?;
+                    self.decoder = Self::build(&self.schema, &self.options, self.batch_size)?;
                     match self.decode_bytes(line) {
                         Ok(Some(batch)) => batches.push(batch),
                         Ok(None) => {}
@@ -213,7 +216,7 @@ impl RecordDecoder for CsvDecoder {
                         }
                     }
                 }
-                self.decoder = Self::build(&self.schema, &self.options)?;
+                self.decoder = Self::build(&self.schema, &self.options, self.batch_size)?;
                 concat(&self.schema, batches)
             }
         }
@@ -274,7 +277,7 @@ mod tests {
             Field::new("id", DataType::Int64, true),
             Field::new("price", DataType::Int64, true),
         ]));
-        let mut decoder = CsvDecoder::new(schema, options(), BadRecordPolicy::fail("t")).unwrap();
+        let mut decoder = CsvDecoder::new(schema, options(), BadRecordPolicy::fail("t"), 1024).unwrap();
         let chunk = LineChunk {
             source: Arc::from("in.csv"),
             first_line: 10,
@@ -292,7 +295,7 @@ mod tests {
             Field::new("name", DataType::Utf8, true),
         ]));
         let mut decoder =
-            CsvDecoder::new(schema.clone(), options(), BadRecordPolicy::fail("t")).unwrap();
+            CsvDecoder::new(schema.clone(), options(), BadRecordPolicy::fail("t"), 1024).unwrap();
         let chunk = LineChunk {
             source: Arc::from("in.csv"),
             first_line: 1,

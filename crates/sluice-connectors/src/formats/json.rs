@@ -129,11 +129,13 @@ pub struct JsonDecoder {
     options: JsonOptions,
     policy: BadRecordPolicy,
     decoder: Decoder,
+    batch_size: usize,
 }
 
 impl JsonDecoder {
     /// A decoder producing `schema`.
-    pub fn new(schema: SchemaRef, options: JsonOptions, policy: BadRecordPolicy) -> Result<Self> {
+    pub fn new(schema: SchemaRef, options: JsonOptions, policy: BadRecordPolicy, batch_size: usize) -> Result<Self> {
+        let batch_size = batch_size.max(1);
         check_types(&schema)?;
         let mut binary_columns = Vec::new();
         let fields: Vec<Field> = schema
@@ -151,7 +153,7 @@ impl JsonDecoder {
             })
             .collect();
         let decode_schema = Arc::new(Schema::new(fields));
-        let decoder = Self::build(&decode_schema)?;
+        let decoder = Self::build(&decode_schema, batch_size)?;
         Ok(JsonDecoder {
             output_schema: schema,
             decode_schema,
@@ -159,12 +161,13 @@ impl JsonDecoder {
             options,
             policy,
             decoder,
+            batch_size,
         })
     }
 
-    fn build(schema: &SchemaRef) -> Result<Decoder> {
+    fn build(schema: &SchemaRef, batch_size: usize) -> Result<Decoder> {
         Ok(ReaderBuilder::new(schema.clone())
-            .with_batch_size(usize::MAX / 2)
+            .with_batch_size(batch_size)
             .build_decoder()?)
     }
 
@@ -284,7 +287,7 @@ impl RecordDecoder for JsonDecoder {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    self.decoder = Self::build(&self.decode_schema)?;
+                    self.decoder = Self::build(&self.decode_schema, self.batch_size)?;
                     match self.decode_bytes(line) {
                         Ok(Some(batch)) => {
                             rows.push((line_number, line_index));
@@ -298,7 +301,7 @@ impl RecordDecoder for JsonDecoder {
                         }
                     }
                 }
-                self.decoder = Self::build(&self.decode_schema)?;
+                self.decoder = Self::build(&self.decode_schema, self.batch_size)?;
                 match concat(&self.decode_schema, batches)? {
                     None => Ok(None),
                     Some(batch) => self.finish_batch(chunk, &rows, batch),
@@ -605,7 +608,7 @@ mod tests {
     fn bad_line_is_rejected_and_good_lines_kept() {
         let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, true)]));
         let policy = BadRecordPolicy::fail("t");
-        let mut decoder = JsonDecoder::new(schema.clone(), options(), policy).unwrap();
+        let mut decoder = JsonDecoder::new(schema.clone(), options(), policy, 1024).unwrap();
         let err = decoder
             .decode(&chunk("{\"a\":1}\n{\"a\":\"x\"}\n"))
             .unwrap_err()
@@ -620,7 +623,7 @@ mod tests {
             &dir,
         )
         .unwrap();
-        let mut decoder = JsonDecoder::new(schema, options(), skip.clone()).unwrap();
+        let mut decoder = JsonDecoder::new(schema, options(), skip.clone(), 1024).unwrap();
         let batch = decoder
             .decode(&chunk("{\"a\":1}\n{oops\n\n{\"a\":3}\n"))
             .unwrap()
@@ -648,7 +651,7 @@ mod tests {
         ]));
         let mut opts = options();
         opts.fail_on_missing_field = true;
-        let mut decoder = JsonDecoder::new(schema, opts, BadRecordPolicy::fail("t")).unwrap();
+        let mut decoder = JsonDecoder::new(schema, opts, BadRecordPolicy::fail("t"), 1024).unwrap();
         let err = decoder
             .decode(&chunk("{\"a\":1}\n"))
             .unwrap_err()

@@ -104,17 +104,20 @@ impl Format {
         &self,
         schema: SchemaRef,
         policy: BadRecordPolicy,
+        batch_size: usize,
     ) -> Result<Box<dyn RecordDecoder>> {
         match self {
             Format::Json(options) => Ok(Box::new(json::JsonDecoder::new(
                 schema,
                 options.clone(),
                 policy,
+                batch_size,
             )?)),
             Format::Csv(options) => Ok(Box::new(csv::CsvDecoder::new(
                 schema,
                 options.clone(),
                 policy,
+                batch_size,
             )?)),
         }
     }

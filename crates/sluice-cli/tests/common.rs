@@ -1,0 +1,115 @@
+//! Helpers for end-to-end tests that run the real `sluice` binary.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary working directory for one test.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Self {
+        Workspace {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file and returns its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// Writes `sql` (with `$DIR` replaced by this directory) and runs `sluice run` on it.
+    pub fn run(&self, sql: &str, extra: &[&str]) -> Output {
+        let script = self.write("job.sql", &self.expand(sql));
+        self.sluice(&[&["run", script.to_str().expect("utf8")], extra].concat())
+    }
+
+    pub fn expand(&self, sql: &str) -> String {
+        sql.replace("$DIR", self.dir.path().to_str().expect("utf8"))
+    }
+
+    /// Runs `sluice` with arguments in this directory.
+    pub fn sluice(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("SLUICE_LOG", "warn")
+            .output()
+            .expect("run sluice")
+    }
+
+    /// All lines of the published part files in a sink directory, sorted.
+    pub fn sink_lines(&self, name: &str) -> Vec<String> {
+        read_part_files(&self.path(name))
+    }
+}
+
+/// Lines of every `part-*` file under `dir`, sorted (a multiset).
+pub fn read_part_files(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return lines;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("part-") {
+            let text = std::fs::read_to_string(entry.path()).expect("read part");
+            lines.extend(text.lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// Asserts success and returns stdout.
+pub fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "sluice failed ({}):\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Asserts failure and returns stderr.
+pub fn failed(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "sluice unexpectedly succeeded:\nstdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The nexmark-flink source table and views over a JSON-lines file (as in
+/// benchmarks/nexmark/queries/_source.sql).
+pub fn nexmark_file_source(path: &str) -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../benchmarks/nexmark/queries/_source.sql"))
+        .expect("nexmark source sql")
+        .replace("${INPUT}", path)
+}
+
+/// A Nexmark query from benchmarks/nexmark/queries with its sink filled in.
+pub fn nexmark_query(name: &str, sink_options: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../../benchmarks/nexmark/queries/{name}.sql",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .expect("nexmark query")
+    .replace("${SINK}", sink_options)
+}

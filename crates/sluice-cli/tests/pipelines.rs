@@ -1,0 +1,387 @@
+//! End-to-end tests: the `sluice` binary on SQL scripts, checked against the
+//! files its sinks write.
+
+mod common;
+
+use common::{failed, ok, Workspace};
+
+const ALL_TYPES_DDL: &str = "
+    id BIGINT, b BOOLEAN, ti TINYINT, si SMALLINT, i INT, bi BIGINT, f FLOAT, d DOUBLE,
+    amount DECIMAL(10, 3), s STRING, raw BYTES, dt DATE, tm TIME, ts TIMESTAMP(3),
+    ltz TIMESTAMP_LTZ(3), arr ARRAY<INT>, m MAP<STRING, INT>,
+    r ROW<x INT, `inner` ROW<y STRING>>";
+
+#[test]
+fn every_type_round_trips_through_json() {
+    let ws = Workspace::new();
+    let full = r#"{"id":1,"b":true,"ti":-1,"si":300,"i":70000,"bi":9000000000,"f":1.5,"d":-2.25,"amount":12.345,"s":"h\u00e9llo \"q\"","raw":"AQID","dt":"2020-01-02","tm":"12:34:56","ts":"2020-01-02 03:04:05.678","ltz":"2020-01-02 03:04:05.678","arr":[1,2,null],"m":{"a":1},"r":{"x":7,"inner":{"y":"z"}}}"#;
+    ws.write("in/data.json", &format!("{full}\n{{\"id\":2}}\n"));
+    let out = ws.run(
+        &format!(
+            "CREATE TABLE src ({ALL_TYPES_DDL}) WITH ('connector' = 'filesystem', 'path' = '$DIR/in', 'format' = 'json');
+             CREATE TABLE dst ({ALL_TYPES_DDL}) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+             INSERT INTO dst SELECT * FROM src;"
+        ),
+        &[],
+    );
+    ok(&out);
+    let lines = ws.sink_lines("out");
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let expected_full = r#"{"id":1,"b":true,"ti":-1,"si":300,"i":70000,"bi":9000000000,"f":1.5,"d":-2.25,"amount":12.345,"s":"héllo \"q\"","raw":"AQID","dt":"2020-01-02","tm":"12:34:56","ts":"2020-01-02 03:04:05.678","ltz":"2020-01-02 03:04:05.678","arr":[1,2,null],"m":{"a":1},"r":{"x":7,"inner":{"y":"z"}}}"#;
+    assert_eq!(lines[0], expected_full);
+    let expected_nulls = r#"{"id":2,"b":null,"ti":null,"si":null,"i":null,"bi":null,"f":null,"d":null,"amount":null,"s":null,"raw":null,"dt":null,"tm":null,"ts":null,"ltz":null,"arr":null,"m":null,"r":null}"#;
+    assert_eq!(lines[1], expected_nulls);
+}
+
+#[test]
+fn nested_row_fields_are_addressable() {
+    let ws = Workspace::new();
+    ws.write(
+        "in.json",
+        "{\"id\":1,\"person\":{\"name\":\"Ann\",\"address\":{\"city\":\"Oslo\"}}}\n{\"id\":2,\"person\":null}\n",
+    );
+    let out = ws.run(
+        "CREATE TABLE people (id INT, person ROW<name STRING, address ROW<city STRING>>)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+         CREATE TABLE out (id INT, name STRING, city STRING)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT id, person.name, person.address.city FROM people;",
+        &[],
+    );
+    ok(&out);
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec![
+            r#"{"id":1,"name":"Ann","city":"Oslo"}"#.to_string(),
+            r#"{"id":2,"name":null,"city":null}"#.to_string()
+        ]
+    );
+}
+
+#[test]
+fn csv_in_and_out_with_filter_and_options() {
+    let ws = Workspace::new();
+    ws.write("in.csv", "1;apple;2.5\n2;\"banana; ripe\";3\n# a comment\n3;NULL;4.25\n");
+    let out = ws.run(
+        "CREATE TABLE fruit (id INT, name STRING, price DOUBLE) WITH (
+             'connector' = 'filesystem', 'path' = '$DIR/in.csv', 'format' = 'csv',
+             'csv.field-delimiter' = ';', 'csv.allow-comments' = 'true', 'csv.null-literal' = 'NULL');
+         CREATE TABLE pricey (id INT, name STRING, price DOUBLE)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'csv');
+         INSERT INTO pricey SELECT id, name, price FROM fruit WHERE price > 2.6;",
+        &[],
+    );
+    ok(&out);
+    assert_eq!(ws.sink_lines("out"), vec!["2,banana; ripe,3.0".to_string(), "3,,4.25".to_string()]);
+}
+
+const BAD_INPUT: &str = "{\"id\":1,\"v\":\"a\"}\n{\"id\":\"oops\",\"v\":\"b\"}\n{bad json\n{\"id\":4,\"v\":\"d\"}\n";
+
+fn bad_input_job(errors: &str) -> String {
+    format!(
+        "CREATE TABLE src (id BIGINT, v STRING) WITH (
+             'connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json' {errors});
+         CREATE TABLE dst (id BIGINT, v STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO dst SELECT id, v FROM src;"
+    )
+}
+
+#[test]
+fn errors_fail_names_file_line_and_field() {
+    let ws = Workspace::new();
+    ws.write("in.json", BAD_INPUT);
+    let stderr = failed(&ws.run(&bad_input_job(""), &[]));
+    assert!(stderr.contains("in.json:2"), "{stderr}");
+    assert!(stderr.contains("id"), "{stderr}");
+}
+
+#[test]
+fn errors_skip_keeps_every_good_record() {
+    let ws = Workspace::new();
+    ws.write("in.json", BAD_INPUT);
+    ok(&ws.run(&bad_input_job(", 'errors' = 'skip'"), &[]));
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec![r#"{"id":1,"v":"a"}"#.to_string(), r#"{"id":4,"v":"d"}"#.to_string()]
+    );
+    // Flink's json.ignore-parse-errors means the same.
+    let ws = Workspace::new();
+    ws.write("in.json", BAD_INPUT);
+    ok(&ws.run(&bad_input_job(", 'json.ignore-parse-errors' = 'true'"), &[]));
+    assert_eq!(ws.sink_lines("out").len(), 2);
+}
+
+#[test]
+fn errors_dlq_writes_raw_record_and_reason() {
+    let ws = Workspace::new();
+    ws.write("in.json", BAD_INPUT);
+    ok(&ws.run(&bad_input_job(", 'errors' = 'dlq', 'dlq.path' = '$DIR/dead.jsonl'"), &[]));
+    assert_eq!(ws.sink_lines("out").len(), 2);
+    let dead = std::fs::read_to_string(ws.path("dead.jsonl")).expect("dead letter file");
+    let letters: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    assert_eq!(letters.len(), 2, "{dead}");
+    assert_eq!(letters[0]["raw"], "{\"id\":\"oops\",\"v\":\"b\"}");
+    assert_eq!(letters[0]["position"], 2);
+    assert!(letters[0]["reason"].as_str().unwrap_or("").contains("id"), "{dead}");
+    assert_eq!(letters[1]["raw"], "{bad json");
+    assert_eq!(letters[1]["position"], 3);
+    assert!(letters[1]["reason"].as_str().unwrap_or("").contains("invalid JSON"), "{dead}");
+    assert!(letters[1]["source"].as_str().unwrap_or("").ends_with("in.json"));
+    assert_eq!(letters[1]["table"], "src");
+}
+
+#[test]
+fn syntax_error_names_line_and_column() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.run(
+        "CREATE TABLE t (a INT) WITH ('connector' = 'blackhole');\n\nINSERT INTO t SELEC a FROM t;",
+        &[],
+    ));
+    assert!(stderr.contains("line 3:15"), "{stderr}");
+}
+
+#[test]
+fn unknown_connector_lists_the_valid_ones() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.run(
+        "CREATE TABLE t (a INT) WITH ('connector' = 'kafak');
+         CREATE TABLE o (a INT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT a FROM t;",
+        &[],
+    ));
+    assert!(stderr.contains("unknown connector 'kafak'"), "{stderr}");
+    assert!(stderr.contains("blackhole, datagen, filesystem, nexmark, print, stdin"), "{stderr}");
+}
+
+#[test]
+fn unknown_option_lists_the_valid_ones() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.run(
+        "CREATE TABLE t (a INT) WITH ('connector' = 'filesystem', 'pth' = '/x', 'format' = 'json');
+         CREATE TABLE o (a INT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT a FROM t;",
+        &[],
+    ));
+    assert!(stderr.contains("unknown option 'pth'"), "{stderr}");
+    assert!(stderr.contains("path"), "{stderr}");
+    assert!(stderr.contains("json.fail-on-missing-field"), "{stderr}");
+}
+
+#[test]
+fn missing_input_file_is_reported() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.run(
+        "CREATE TABLE t (a INT) WITH ('connector' = 'filesystem', 'path' = '$DIR/nope.json', 'format' = 'json');
+         CREATE TABLE o (a INT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT a FROM t;",
+        &[],
+    ));
+    assert!(stderr.contains("nope.json"), "{stderr}");
+    assert!(stderr.contains("table `t`"), "{stderr}");
+}
+
+#[test]
+fn missing_script_is_reported() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.sluice(&["run", "no-such-script.sql"]));
+    assert!(stderr.contains("cannot read script 'no-such-script.sql'"), "{stderr}");
+}
+
+#[test]
+fn aggregation_is_rejected_at_planning_time() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.run(
+        "CREATE TABLE t (a INT) WITH ('connector' = 'datagen', 'number-of-rows' = '5');
+         CREATE TABLE o (a INT, n BIGINT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT a, COUNT(*) FROM t GROUP BY a;",
+        &[],
+    ));
+    assert!(stderr.contains("not supported"), "{stderr}");
+    assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+const GENERATED_BIDS: &str = "
+    CREATE TABLE gen (
+        event_type INT,
+        bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>
+    ) WITH ('connector' = 'nexmark', 'events.num' = '20000');
+    CREATE TABLE out (auction BIGINT, price BIGINT, channel STRING, ts TIMESTAMP(3))
+        WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+    INSERT INTO out SELECT bid.auction, bid.price, bid.channel, bid.`dateTime` FROM gen WHERE event_type = 2;";
+
+#[test]
+fn parallelism_two_produces_the_same_rows() {
+    let single = Workspace::new();
+    ok(&single.run(GENERATED_BIDS, &["--parallelism", "1"]));
+    let double = Workspace::new();
+    ok(&double.run(GENERATED_BIDS, &["--parallelism", "2"]));
+    let rows = single.sink_lines("out");
+    assert_eq!(rows.len(), 18_400);
+    assert_eq!(rows, double.sink_lines("out"));
+    // Two subtasks write their own part files.
+    let parts = std::fs::read_dir(double.path("out")).expect("out").count();
+    assert!(parts >= 2, "expected a part file per subtask, got {parts}");
+}
+
+#[test]
+fn file_source_parallelism_two_produces_the_same_rows() {
+    let ws = Workspace::new();
+    let mut input = String::new();
+    for i in 0..30_000 {
+        input.push_str(&format!("{{\"k\":{i},\"v\":\"value-{}\"}}\n", i % 97));
+    }
+    ws.write("in.json", &input);
+    let job = "CREATE TABLE src (k BIGINT, v STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+               CREATE TABLE dst (k BIGINT, v STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/OUT', 'format' = 'json');
+               INSERT INTO dst SELECT k, UPPER(v) FROM src WHERE MOD(k, 3) <> 0;";
+    ok(&ws.run(&job.replace("OUT", "p1"), &["-p", "1", "--set", "sluice.batch.size=1000"]));
+    ok(&ws.run(&job.replace("OUT", "p2"), &["-p", "2", "--set", "sluice.batch.size=1000"]));
+    let p1 = ws.sink_lines("p1");
+    assert_eq!(p1.len(), 20_000);
+    assert_eq!(p1, ws.sink_lines("p2"));
+}
+
+#[test]
+fn union_all_merges_inputs() {
+    let ws = Workspace::new();
+    ws.write("a.json", "{\"x\":1}\n{\"x\":2}\n");
+    ws.write("b.csv", "10,ten\n20,twenty\n");
+    ok(&ws.run(
+        "CREATE TABLE a (x INT) WITH ('connector' = 'filesystem', 'path' = '$DIR/a.json', 'format' = 'json');
+         CREATE TABLE b (y BIGINT, name STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/b.csv', 'format' = 'csv');
+         CREATE TABLE o (v BIGINT, tag STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO o SELECT x, 'a' FROM a UNION ALL SELECT y, name FROM b;",
+        &["-p", "2"],
+    ));
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec![
+            r#"{"v":1,"tag":"a"}"#.to_string(),
+            r#"{"v":10,"tag":"ten"}"#.to_string(),
+            r#"{"v":2,"tag":"a"}"#.to_string(),
+            r#"{"v":20,"tag":"twenty"}"#.to_string(),
+        ]
+    );
+}
+
+#[test]
+fn flink_functions_and_expressions() {
+    let ws = Workspace::new();
+    ws.write(
+        "in.json",
+        "{\"url\":\"https://x.com/a/b/c?q=1\",\"ts\":\"2015-07-15 19:04:05.123\",\"n\":17,\"s\":\"2020-01-02 03:04:05\"}\n",
+    );
+    let out = ok(&ws.run(
+        "CREATE TABLE t (url STRING, ts TIMESTAMP(3), n BIGINT, s STRING)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+         CREATE TABLE o (a STRING, b STRING, c INT, d BIGINT, e BIGINT, f TIMESTAMP(3), g STRING, h STRING, i STRING, j STRING, k INT)
+             WITH ('connector' = 'print');
+         INSERT INTO o SELECT
+             SPLIT_INDEX(url, '/', 3), DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm'), CHAR_LENGTH(url), MOD(n, 5), HOUR(ts),
+             TO_TIMESTAMP(s), IF(n > 10, 'big', 'small'), REGEXP_EXTRACT(url, 'q=(\\d+)', 1),
+             CASE WHEN n % 2 = 1 THEN 'odd' ELSE 'even' END, UPPER(CONCAT('x', CAST(n AS STRING))),
+             TRY_CAST('12' AS INT)
+         FROM t;",
+        &[],
+    ));
+    assert_eq!(
+        out.trim(),
+        "+I[a, 2015-07-15 19:04, 23, 2, 19, 2020-01-02T03:04:05, big, 1, odd, X17, 12]"
+    );
+}
+
+#[test]
+fn stdin_source_and_bare_select_print_rows() {
+    use std::io::Write;
+    let ws = Workspace::new();
+    let script = ws.write(
+        "job.sql",
+        "CREATE TABLE lines (name STRING, n INT) WITH ('connector' = 'stdin', 'format' = 'json');
+         SELECT name, n * 2 AS doubled FROM lines WHERE n > 1;",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", script.to_str().expect("utf8")])
+        .env("SLUICE_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{\"name\":\"a\",\"n\":1}\n{\"name\":\"b\",\"n\":2}\n{\"name\":\"c\",\"n\":3}\n")
+        .expect("write");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(ok(&output), "+I[b, 4]\n+I[c, 6]\n");
+}
+
+#[test]
+fn explain_prints_the_operator_graph() {
+    let ws = Workspace::new();
+    let out = ok(&ws.run(GENERATED_BIDS, &["--explain"]));
+    assert!(out.contains("Sink `out`: filesystem"), "{out}");
+    assert!(out.contains("Filter: event_type"), "{out}");
+    assert!(out.contains("Source `gen`: nexmark generator, 20000 events"), "{out}");
+    assert!(!ws.path("out").exists(), "--explain must not run the job");
+}
+
+#[test]
+fn validate_accepts_good_and_rejects_bad_scripts() {
+    let ws = Workspace::new();
+    let good = ws.write("good.sql", &ws.expand(GENERATED_BIDS));
+    assert!(ok(&ws.sluice(&["validate", good.to_str().expect("utf8")])).contains("OK"));
+    let bad = ws.write("bad.sql", "CREATE TABLE t (a INTEGR) WITH ('connector' = 'print');");
+    let stderr = failed(&ws.sluice(&["validate", bad.to_str().expect("utf8")]));
+    assert!(stderr.contains("unknown data type 'INTEGR'"), "{stderr}");
+    assert!(stderr.contains("line 1:19"), "{stderr}");
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_drains_and_publishes_sink_files() {
+    let ws = Workspace::new();
+    let script = ws.write(
+        "job.sql",
+        &ws.expand(
+            "CREATE TABLE gen (event_type INT) WITH ('connector' = 'nexmark', 'events.per-second' = '5000');
+             CREATE TABLE out (event_type INT) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'csv');
+             INSERT INTO out SELECT event_type FROM gen;",
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", script.to_str().expect("utf8")])
+        .env("SLUICE_LOG", "warn")
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let output = child.wait_with_output().expect("wait");
+    ok(&output);
+    let rows = ws.sink_lines("out");
+    assert!(rows.len() > 1000, "only {} rows", rows.len());
+    let leftovers: Vec<_> = std::fs::read_dir(ws.path("out"))
+        .expect("out")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".inprogress"))
+        .collect();
+    assert!(leftovers.is_empty(), "in-progress files left behind");
+}
+
+#[test]
+fn failing_sink_stops_the_job_with_an_error() {
+    let ws = Workspace::new();
+    // A file where the sink directory should be: the sink cannot create it.
+    ws.write("blocked", "not a directory");
+    let stderr = failed(&ws.run(
+        "CREATE TABLE gen (event_type INT) WITH ('connector' = 'nexmark', 'events.num' = '100');
+         CREATE TABLE out (event_type INT) WITH ('connector' = 'filesystem', 'path' = '$DIR/blocked/out', 'format' = 'csv');
+         INSERT INTO out SELECT event_type FROM gen;",
+        &[],
+    ));
+    assert!(stderr.contains("blocked/out"), "{stderr}");
+}
