@@ -352,7 +352,7 @@ impl StructColumns {
 impl Generator {
     /// A generator with its channel table.
     pub fn new(config: NexmarkConfig) -> Self {
-        let mut rng = SmallRng::seed_from_u64(splitmix(config.seed ^ 0x5EED_C4A));
+        let mut rng = SmallRng::seed_from_u64(splitmix(config.seed ^ 0x05EE_DC4A));
         let mut channel_names: Vec<String> = HOT_CHANNELS.iter().map(|s| s.to_string()).collect();
         let mut channel_urls = Vec::with_capacity(CHANNELS + HOT_CHANNELS.len());
         let base_url = |rng: &mut SmallRng| {
