@@ -44,8 +44,12 @@ fn orders_example_filters_and_dead_letters() {
     ok(&ws.sluice(&["run", "examples/orders_filter.sql"]));
     let rows = read_part_files(&ws.path("sluice-data/orders_filter/out"));
     assert_eq!(rows.len(), 3, "{rows:?}");
-    assert!(rows[0].contains(r#""customer_name":"Ada","country":"GB","amount":120.50"#), "{rows:?}");
-    let dead = std::fs::read_to_string(ws.path("sluice-data/orders_filter/dead-letters.jsonl")).expect("dlq");
+    assert!(
+        rows[0].contains(r#""customer_name":"Ada","country":"GB","amount":120.50"#),
+        "{rows:?}"
+    );
+    let dead = std::fs::read_to_string(ws.path("sluice-data/orders_filter/dead-letters.jsonl"))
+        .expect("dlq");
     assert!(dead.contains("order_id"), "{dead}");
 }
 

@@ -33,7 +33,10 @@ fn generate_events(ws: &Workspace) -> Vec<Value> {
     ok(&ws.run(&job, &[]));
     let lines = read_part_files(&ws.path("events"));
     assert_eq!(lines.len(), EVENTS);
-    lines.iter().map(|l| serde_json::from_str(l).expect("event json")).collect()
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("event json"))
+        .collect()
 }
 
 fn run_query(ws: &Workspace, query: &str, parallelism: &str) -> Vec<String> {
@@ -53,7 +56,10 @@ fn text(value: &Value) -> String {
 }
 
 fn bids(events: &[Value]) -> impl Iterator<Item = &Value> {
-    events.iter().filter(|e| e["event_type"] == 2).map(|e| &e["bid"])
+    events
+        .iter()
+        .filter(|e| e["event_type"] == 2)
+        .map(|e| &e["bid"])
 }
 
 /// `0.908 * price` as Flink's DECIMAL(23, 3), computed exactly.
@@ -76,7 +82,11 @@ fn stateless_queries_match_an_independent_reference() {
         .map(|b| {
             format!(
                 r#"{{"auction":{},"bidder":{},"price":{},"dateTime":{},"extra":{}}}"#,
-                b["auction"], b["bidder"], b["price"], text(&b["dateTime"]), text(&b["extra"])
+                b["auction"],
+                b["bidder"],
+                b["price"],
+                text(&b["dateTime"]),
+                text(&b["extra"])
             )
         })
         .collect();
@@ -167,11 +177,17 @@ fn generator_source_equals_its_own_file() {
     let sink = "'connector' = 'filesystem', 'path' = '$DIR/direct', 'format' = 'json'";
     let source = nexmark_file_source("unused")
         .replace("'connector' = 'filesystem',", "'connector' = 'nexmark',")
-        .replace("'path' = 'unused',", &format!("'events.num' = '{EVENTS}', 'seed' = '7'"))
+        .replace(
+            "'path' = 'unused',",
+            &format!("'events.num' = '{EVENTS}', 'seed' = '7'"),
+        )
         .replace("'format' = 'json',", "")
         .replace("'json.fail-on-missing-field' = 'false',", "")
         .replace("'json.ignore-parse-errors' = 'false',", "")
         .replace("'json.timestamp-format.standard' = 'SQL'", "");
-    ok(&ws.run(&format!("{source}\n{}", nexmark_query("q2", sink)), &["-p", "2"]));
+    ok(&ws.run(
+        &format!("{source}\n{}", nexmark_query("q2", sink)),
+        &["-p", "2"],
+    ));
     assert_eq!(read_part_files(&ws.path("direct")), from_file);
 }

@@ -61,7 +61,10 @@ fn nested_row_fields_are_addressable() {
 #[test]
 fn csv_in_and_out_with_filter_and_options() {
     let ws = Workspace::new();
-    ws.write("in.csv", "1;apple;2.5\n2;\"banana; ripe\";3\n# a comment\n3;NULL;4.25\n");
+    ws.write(
+        "in.csv",
+        "1;apple;2.5\n2;\"banana; ripe\";3\n# a comment\n3;NULL;4.25\n",
+    );
     let out = ws.run(
         "CREATE TABLE fruit (id INT, name STRING, price DOUBLE) WITH (
              'connector' = 'filesystem', 'path' = '$DIR/in.csv', 'format' = 'csv',
@@ -72,10 +75,14 @@ fn csv_in_and_out_with_filter_and_options() {
         &[],
     );
     ok(&out);
-    assert_eq!(ws.sink_lines("out"), vec!["2,banana; ripe,3.0".to_string(), "3,,4.25".to_string()]);
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec!["2,banana; ripe,3.0".to_string(), "3,,4.25".to_string()]
+    );
 }
 
-const BAD_INPUT: &str = "{\"id\":1,\"v\":\"a\"}\n{\"id\":\"oops\",\"v\":\"b\"}\n{bad json\n{\"id\":4,\"v\":\"d\"}\n";
+const BAD_INPUT: &str =
+    "{\"id\":1,\"v\":\"a\"}\n{\"id\":\"oops\",\"v\":\"b\"}\n{bad json\n{\"id\":4,\"v\":\"d\"}\n";
 
 fn bad_input_job(errors: &str) -> String {
     format!(
@@ -102,7 +109,10 @@ fn errors_skip_keeps_every_good_record() {
     ok(&ws.run(&bad_input_job(", 'errors' = 'skip'"), &[]));
     assert_eq!(
         ws.sink_lines("out"),
-        vec![r#"{"id":1,"v":"a"}"#.to_string(), r#"{"id":4,"v":"d"}"#.to_string()]
+        vec![
+            r#"{"id":1,"v":"a"}"#.to_string(),
+            r#"{"id":4,"v":"d"}"#.to_string()
+        ]
     );
     // Flink's json.ignore-parse-errors means the same.
     let ws = Workspace::new();
@@ -115,18 +125,36 @@ fn errors_skip_keeps_every_good_record() {
 fn errors_dlq_writes_raw_record_and_reason() {
     let ws = Workspace::new();
     ws.write("in.json", BAD_INPUT);
-    ok(&ws.run(&bad_input_job(", 'errors' = 'dlq', 'dlq.path' = '$DIR/dead.jsonl'"), &[]));
+    ok(&ws.run(
+        &bad_input_job(", 'errors' = 'dlq', 'dlq.path' = '$DIR/dead.jsonl'"),
+        &[],
+    ));
     assert_eq!(ws.sink_lines("out").len(), 2);
     let dead = std::fs::read_to_string(ws.path("dead.jsonl")).expect("dead letter file");
-    let letters: Vec<serde_json::Value> = dead.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let letters: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(letters.len(), 2, "{dead}");
     assert_eq!(letters[0]["raw"], "{\"id\":\"oops\",\"v\":\"b\"}");
     assert_eq!(letters[0]["position"], 2);
-    assert!(letters[0]["reason"].as_str().unwrap_or("").contains("id"), "{dead}");
+    assert!(
+        letters[0]["reason"].as_str().unwrap_or("").contains("id"),
+        "{dead}"
+    );
     assert_eq!(letters[1]["raw"], "{bad json");
     assert_eq!(letters[1]["position"], 3);
-    assert!(letters[1]["reason"].as_str().unwrap_or("").contains("invalid JSON"), "{dead}");
-    assert!(letters[1]["source"].as_str().unwrap_or("").ends_with("in.json"));
+    assert!(
+        letters[1]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("invalid JSON"),
+        "{dead}"
+    );
+    assert!(letters[1]["source"]
+        .as_str()
+        .unwrap_or("")
+        .ends_with("in.json"));
     assert_eq!(letters[1]["table"], "src");
 }
 
@@ -150,7 +178,10 @@ fn unknown_connector_lists_the_valid_ones() {
         &[],
     ));
     assert!(stderr.contains("unknown connector 'kafak'"), "{stderr}");
-    assert!(stderr.contains("blackhole, datagen, filesystem, nexmark, print, stdin"), "{stderr}");
+    assert!(
+        stderr.contains("blackhole, datagen, filesystem, nexmark, print, stdin"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -184,7 +215,10 @@ fn missing_input_file_is_reported() {
 fn missing_script_is_reported() {
     let ws = Workspace::new();
     let stderr = failed(&ws.sluice(&["run", "no-such-script.sql"]));
-    assert!(stderr.contains("cannot read script 'no-such-script.sql'"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read script 'no-such-script.sql'"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -234,8 +268,14 @@ fn file_source_parallelism_two_produces_the_same_rows() {
     let job = "CREATE TABLE src (k BIGINT, v STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
                CREATE TABLE dst (k BIGINT, v STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/OUT', 'format' = 'json');
                INSERT INTO dst SELECT k, UPPER(v) FROM src WHERE MOD(k, 3) <> 0;";
-    ok(&ws.run(&job.replace("OUT", "p1"), &["-p", "1", "--set", "sluice.batch.size=1000"]));
-    ok(&ws.run(&job.replace("OUT", "p2"), &["-p", "2", "--set", "sluice.batch.size=1000"]));
+    ok(&ws.run(
+        &job.replace("OUT", "p1"),
+        &["-p", "1", "--set", "sluice.batch.size=1000"],
+    ));
+    ok(&ws.run(
+        &job.replace("OUT", "p2"),
+        &["-p", "2", "--set", "sluice.batch.size=1000"],
+    ));
     let p1 = ws.sink_lines("p1");
     assert_eq!(p1.len(), 20_000);
     assert_eq!(p1, ws.sink_lines("p2"));
@@ -310,7 +350,9 @@ fn stdin_source_and_bare_select_print_rows() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(b"{\"name\":\"a\",\"n\":1}\n{\"name\":\"b\",\"n\":2}\n{\"name\":\"c\",\"n\":3}\n")
+        .write_all(
+            b"{\"name\":\"a\",\"n\":1}\n{\"name\":\"b\",\"n\":2}\n{\"name\":\"c\",\"n\":3}\n",
+        )
         .expect("write");
     let output = child.wait_with_output().expect("wait");
     assert_eq!(ok(&output), "+I[b, 4]\n+I[c, 6]\n");
@@ -322,7 +364,10 @@ fn explain_prints_the_operator_graph() {
     let out = ok(&ws.run(GENERATED_BIDS, &["--explain"]));
     assert!(out.contains("Sink `out`: filesystem"), "{out}");
     assert!(out.contains("Filter: event_type"), "{out}");
-    assert!(out.contains("Source `gen`: nexmark generator, 20000 events"), "{out}");
+    assert!(
+        out.contains("Source `gen`: nexmark generator, 20000 events"),
+        "{out}"
+    );
     assert!(!ws.path("out").exists(), "--explain must not run the job");
 }
 
@@ -331,7 +376,10 @@ fn validate_accepts_good_and_rejects_bad_scripts() {
     let ws = Workspace::new();
     let good = ws.write("good.sql", &ws.expand(GENERATED_BIDS));
     assert!(ok(&ws.sluice(&["validate", good.to_str().expect("utf8")])).contains("OK"));
-    let bad = ws.write("bad.sql", "CREATE TABLE t (a INTEGR) WITH ('connector' = 'print');");
+    let bad = ws.write(
+        "bad.sql",
+        "CREATE TABLE t (a INTEGR) WITH ('connector' = 'print');",
+    );
     let stderr = failed(&ws.sluice(&["validate", bad.to_str().expect("utf8")]));
     assert!(stderr.contains("unknown data type 'INTEGR'"), "{stderr}");
     assert!(stderr.contains("line 1:19"), "{stderr}");

@@ -82,8 +82,11 @@ impl SourceConnector for StdinSource {
     fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>> {
         let decoders = (0..parallelism)
             .map(|_| {
-                self.format
-                    .decoder(self.schema.clone(), self.policy.clone(), self.lines_per_chunk)
+                self.format.decoder(
+                    self.schema.clone(),
+                    self.policy.clone(),
+                    self.lines_per_chunk,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         let lines = self.lines_per_chunk;

@@ -105,9 +105,12 @@ pub fn failed(output: &Output) -> String {
 /// The nexmark-flink source table and views over a JSON-lines file (as in
 /// benchmarks/nexmark/queries/_source.sql).
 pub fn nexmark_file_source(path: &str) -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../benchmarks/nexmark/queries/_source.sql"))
-        .expect("nexmark source sql")
-        .replace("${INPUT}", path)
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../benchmarks/nexmark/queries/_source.sql"
+    ))
+    .expect("nexmark source sql")
+    .replace("${INPUT}", path)
 }
 
 /// A Nexmark query from benchmarks/nexmark/queries with its sink filled in.

@@ -118,7 +118,12 @@ pub struct CsvDecoder {
 
 impl CsvDecoder {
     /// A decoder producing `schema`.
-    pub fn new(schema: SchemaRef, options: CsvOptions, policy: BadRecordPolicy, batch_size: usize) -> Result<Self> {
+    pub fn new(
+        schema: SchemaRef,
+        options: CsvOptions,
+        policy: BadRecordPolicy,
+        batch_size: usize,
+    ) -> Result<Self> {
         let batch_size = batch_size.max(1);
         check_flat(&schema)?;
         let decoder = Self::build(&schema, &options, batch_size)?;
@@ -277,7 +282,8 @@ mod tests {
             Field::new("id", DataType::Int64, true),
             Field::new("price", DataType::Int64, true),
         ]));
-        let mut decoder = CsvDecoder::new(schema, options(), BadRecordPolicy::fail("t"), 1024).unwrap();
+        let mut decoder =
+            CsvDecoder::new(schema, options(), BadRecordPolicy::fail("t"), 1024).unwrap();
         let chunk = LineChunk {
             source: Arc::from("in.csv"),
             first_line: 10,

@@ -83,10 +83,12 @@ impl JsonOptions {
         {
             None | Some("SQL") => TimestampStandard::Sql,
             Some("ISO-8601") => TimestampStandard::Iso8601,
-            Some(other) => return Err(SluiceError::Config(format!(
+            Some(other) => {
+                return Err(SluiceError::Config(format!(
                 "{}: 'json.timestamp-format.standard' must be 'SQL' or 'ISO-8601', got '{other}'",
                 options.owner()
-            ))),
+            )))
+            }
         };
         Ok(JsonOptions {
             fail_on_missing_field: options.bool("json.fail-on-missing-field", false)?,
@@ -134,7 +136,12 @@ pub struct JsonDecoder {
 
 impl JsonDecoder {
     /// A decoder producing `schema`.
-    pub fn new(schema: SchemaRef, options: JsonOptions, policy: BadRecordPolicy, batch_size: usize) -> Result<Self> {
+    pub fn new(
+        schema: SchemaRef,
+        options: JsonOptions,
+        policy: BadRecordPolicy,
+        batch_size: usize,
+    ) -> Result<Self> {
         let batch_size = batch_size.max(1);
         check_types(&schema)?;
         let mut binary_columns = Vec::new();
