@@ -167,6 +167,33 @@ fn stateless_queries_match_an_independent_reference() {
         })
         .collect();
     assert_eq!(run_query(&ws, "q22", "1"), sorted(q22));
+
+    let q21: Vec<String> = bids(&events)
+        .filter_map(|b| {
+            let channel = b["channel"].as_str().expect("channel");
+            let url = b["url"].as_str().expect("url");
+            let from_url = url
+                .split(['?', '&'])
+                .find_map(|part| part.strip_prefix("channel_id="))
+                .map(str::to_string);
+            let id = match channel.to_lowercase().as_str() {
+                "apple" => Some("0".to_string()),
+                "google" => Some("1".to_string()),
+                "facebook" => Some("2".to_string()),
+                "baidu" => Some("3".to_string()),
+                _ => from_url,
+            }?;
+            Some(format!(
+                r#"{{"auction":{},"bidder":{},"price":{},"channel":{},"channel_id":"{id}"}}"#,
+                b["auction"],
+                b["bidder"],
+                b["price"],
+                text(&b["channel"])
+            ))
+        })
+        .collect();
+    assert!(q21.len() > 1000);
+    assert_eq!(run_query(&ws, "q21", "2"), sorted(q21));
 }
 
 #[test]

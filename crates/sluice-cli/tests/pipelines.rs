@@ -433,3 +433,124 @@ fn failing_sink_stops_the_job_with_an_error() {
     ));
     assert!(stderr.contains("blocked/out"), "{stderr}");
 }
+
+#[cfg(unix)]
+#[test]
+fn monitored_directory_picks_up_new_files_and_appended_lines() {
+    use std::io::Write;
+    let ws = Workspace::new();
+    ws.write("in/a.json", "{\"n\":1}\n{\"n\":2}\n");
+    let script = ws.write(
+        "job.sql",
+        &ws.expand(
+            "CREATE TABLE src (n INT) WITH ('connector' = 'filesystem', 'path' = '$DIR/in', 'format' = 'json',
+                                           'source.monitor-interval' = '50 ms');
+             CREATE TABLE dst (n INT) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'csv');
+             INSERT INTO dst SELECT n * 10 FROM src;",
+        ),
+    );
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", script.to_str().expect("utf8")])
+        .env("SLUICE_LOG", "warn")
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(ws.path("in/a.json"))
+        .expect("open");
+    // A line written in two parts is read once, whole.
+    file.write_all(b"{\"n\":").expect("append");
+    file.flush().expect("flush");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    file.write_all(b"3}\n").expect("append");
+    ws.write("in/b.json", "{\"n\":4}\n");
+    ws.write("in/.hidden.json", "{\"n\":99}\n");
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    ok(&child.wait_with_output().expect("wait"));
+    assert_eq!(ws.sink_lines("out"), vec!["10", "20", "30", "40"]);
+}
+
+#[test]
+fn file_sink_rolls_part_files_by_size() {
+    let ws = Workspace::new();
+    ok(&ws.run(
+        "CREATE TABLE gen (id BIGINT) WITH ('connector' = 'datagen', 'fields.id.kind' = 'sequence',
+                                            'fields.id.start' = '1', 'fields.id.end' = '5000',
+                                            'rows-per-second' = '10000000');
+         CREATE TABLE dst (id BIGINT) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'csv',
+                                            'sink.rolling-policy.file-size' = '2kb');
+         INSERT INTO dst SELECT id FROM gen;",
+        &["--set", "sluice.batch.size=100"],
+    ));
+    let parts = std::fs::read_dir(ws.path("out")).expect("out").count();
+    assert!(parts > 5, "expected rolled part files, got {parts}");
+    let mut ids: Vec<i64> = ws
+        .sink_lines("out")
+        .iter()
+        .map(|l| l.parse().expect("id"))
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (1..=5000).collect::<Vec<_>>());
+}
+
+#[test]
+fn datagen_respects_field_options() {
+    let ws = Workspace::new();
+    ok(&ws.run(
+        "CREATE TABLE gen (id INT, name STRING, score DOUBLE, tags ARRAY<INT>, nested ROW<a BOOLEAN>)
+             WITH ('connector' = 'datagen', 'number-of-rows' = '200', 'rows-per-second' = '100000',
+                   'fields.name.length' = '5', 'fields.score.min' = '1', 'fields.score.max' = '2',
+                   'fields.id.min' = '10', 'fields.id.max' = '20', 'fields.tags.element-count' = '2');
+         CREATE TABLE dst (id INT, name STRING, score DOUBLE, tags ARRAY<INT>, nested ROW<a BOOLEAN>)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO dst SELECT * FROM gen;",
+        &["-p", "2"],
+    ));
+    let rows: Vec<serde_json::Value> = ws
+        .sink_lines("out")
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 200);
+    for row in rows {
+        let id = row["id"].as_i64().expect("id");
+        assert!((10..=20).contains(&id), "{row}");
+        assert_eq!(row["name"].as_str().expect("name").len(), 5);
+        let score = row["score"].as_f64().expect("score");
+        assert!((1.0..=2.0).contains(&score), "{row}");
+        assert_eq!(row["tags"].as_array().expect("tags").len(), 2);
+        assert!(row["nested"]["a"].is_boolean(), "{row}");
+    }
+    let bad = ws.run(
+        "CREATE TABLE gen (id INT) WITH ('connector' = 'datagen', 'fields.idd.min' = '1');
+         CREATE TABLE dst (id INT) WITH ('connector' = 'blackhole');
+         INSERT INTO dst SELECT id FROM gen;",
+        &[],
+    );
+    assert!(failed(&bad).contains("unknown option 'fields.idd.min'"));
+}
+
+#[test]
+fn iso_timestamp_standard_is_written() {
+    let ws = Workspace::new();
+    ws.write(
+        "in.json",
+        "{\"ts\":\"2020-01-02 03:04:05.678\",\"ltz\":\"2020-01-02T03:04:05.678Z\"}\n",
+    );
+    ok(&ws.run(
+        "CREATE TABLE src (ts TIMESTAMP(3), ltz TIMESTAMP_LTZ(3)) WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+         CREATE TABLE dst (ts TIMESTAMP(3), ltz TIMESTAMP_LTZ(3)) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json',
+                                                                     'json.timestamp-format.standard' = 'ISO-8601');
+         INSERT INTO dst SELECT * FROM src;",
+        &[],
+    ));
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec![r#"{"ts":"2020-01-02T03:04:05.678","ltz":"2020-01-02T03:04:05.678Z"}"#.to_string()]
+    );
+}

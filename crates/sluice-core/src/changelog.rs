@@ -95,6 +95,30 @@ impl ChangeBatch {
         Ok(ChangeBatch { data, kinds })
     }
 
+    /// Concatenates batches of one schema (row kinds included) into one.
+    pub fn concat(batches: &[ChangeBatch]) -> Result<ChangeBatch> {
+        let Some(first) = batches.first() else {
+            return Err(crate::SluiceError::Runtime("nothing to concatenate".into()));
+        };
+        if batches.len() == 1 {
+            return Ok(first.clone());
+        }
+        let data = arrow::compute::concat_batches(
+            first.data.schema_ref(),
+            batches.iter().map(|b| &b.data),
+        )?;
+        let kinds = if batches.iter().all(|b| b.kinds.is_none()) {
+            None
+        } else {
+            let all: Vec<i8> = batches
+                .iter()
+                .flat_map(|b| (0..b.num_rows()).map(move |row| b.kind(row) as i8))
+                .collect();
+            Some(Int8Array::from(all))
+        };
+        Ok(ChangeBatch { data, kinds })
+    }
+
     /// Replaces the rows (same count, same order), keeping the row kinds.
     pub fn with_data(&self, data: RecordBatch) -> ChangeBatch {
         ChangeBatch {
@@ -136,6 +160,27 @@ mod tests {
         assert_eq!(kept.num_rows(), 2);
         assert_eq!(kept.kind(0), RowKind::UpdateBefore);
         assert_eq!(kept.kind(1), RowKind::UpdateAfter);
+    }
+
+    #[test]
+    fn concat_keeps_row_kinds() {
+        let data =
+            RecordBatch::try_from_iter([("v", Arc::new(Int64Array::from(vec![1])) as _)]).unwrap();
+        let inserts = ChangeBatch::inserts(data.clone());
+        let delete = ChangeBatch {
+            data,
+            kinds: Some(Int8Array::from(vec![3])),
+        };
+        let both = ChangeBatch::concat(&[inserts.clone(), delete]).unwrap();
+        assert_eq!(both.num_rows(), 2);
+        assert_eq!(
+            (both.kind(0), both.kind(1)),
+            (RowKind::Insert, RowKind::Delete)
+        );
+        assert!(ChangeBatch::concat(&[inserts.clone(), inserts])
+            .unwrap()
+            .kinds
+            .is_none());
     }
 
     #[test]

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -23,8 +22,6 @@ pub struct JobContext {
     pub data_dir: PathBuf,
     /// Target rows per batch.
     pub batch_size: usize,
-    /// How long a source may wait to fill a batch before emitting what it has.
-    pub batch_linger: Duration,
 }
 
 impl JobContext {

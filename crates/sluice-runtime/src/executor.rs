@@ -18,6 +18,7 @@ use sluice_sql::plan::{JobPlan, NodeId, PlanNode};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::batching::Coalescer;
 use crate::operators::{Filter, Operator, Project, Relabel};
 
 /// Set to `true` to stop a job: sources stop reading, in-flight batches drain,
@@ -95,9 +96,13 @@ pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
         ..
     } = builder;
 
+    let batching = Batching {
+        rows: plan.settings.batch_size,
+        linger: plan.settings.batch_linger,
+    };
     let mut running = JoinSet::new();
     for task in tasks {
-        running.spawn(run_task(task, stop.clone()));
+        running.spawn(run_task(task, stop.clone(), batching));
     }
     while let Some(joined) = running.join_next().await {
         let outcome = joined.map_err(|e| SluiceError::Runtime(format!("a task panicked: {e}")))?;
@@ -318,23 +323,50 @@ impl Task {
     }
 }
 
-async fn run_task(mut task: Task, mut stop: StopSignal) -> Result<()> {
+async fn sleep_until_some(deadline: Option<tokio::time::Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+/// How sources batch their output.
+#[derive(Debug, Clone, Copy)]
+struct Batching {
+    rows: usize,
+    linger: std::time::Duration,
+}
+
+async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> Result<()> {
     let input = std::mem::replace(&mut task.input, Input::Channels(Vec::new()));
     match input {
-        Input::Source(mut reader) => loop {
-            if *stop.borrow() {
-                break;
+        Input::Source(mut reader) => {
+            let mut coalescer = Coalescer::new(batching.rows, batching.linger);
+            loop {
+                if *stop.borrow() {
+                    break;
+                }
+                let deadline = coalescer.deadline();
+                let ready = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stopped| *stopped) => break,
+                    _ = sleep_until_some(deadline), if deadline.is_some() => coalescer.flush()?,
+                    next = reader.next_batch() => match next? {
+                        Some(batch) => coalescer.push(batch)?,
+                        None => break,
+                    },
+                };
+                if let Some(batch) = ready {
+                    if !task.emit(batch, true).await? {
+                        return Ok(());
+                    }
+                }
             }
-            let next = tokio::select! {
-                biased;
-                _ = stop.wait_for(|stopped| *stopped) => break,
-                next = reader.next_batch() => next?,
-            };
-            let Some(batch) = next else { break };
-            if !task.emit(batch, true).await? {
-                return Ok(());
+            if let Some(batch) = coalescer.flush()? {
+                if !task.emit(batch, true).await? {
+                    return Ok(());
+                }
             }
-        },
+        }
         Input::Channels(receivers) => {
             let inputs = receivers.len();
             let mut merged = futures::stream::select_all(receivers.into_iter().map(|receiver| {

@@ -47,7 +47,6 @@ pub async fn plan_script(
         job_name: settings.job_name.clone(),
         data_dir: settings.data_dir.clone(),
         batch_size: settings.batch_size,
-        batch_linger: settings.batch_linger,
     };
 
     let ctx = new_session();

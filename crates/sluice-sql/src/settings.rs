@@ -66,7 +66,7 @@ impl JobSettings {
             .max(1);
         let batch_linger = options
             .duration("sluice.batch.linger")?
-            .unwrap_or(Duration::from_millis(100));
+            .unwrap_or(Duration::ZERO);
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
