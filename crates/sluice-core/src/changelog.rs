@@ -95,6 +95,22 @@ impl ChangeBatch {
         Ok(ChangeBatch { data, kinds })
     }
 
+    /// Keeps the rows at `indices`, in that order.
+    pub fn take(&self, indices: &arrow::array::UInt32Array) -> Result<ChangeBatch> {
+        let data = arrow::compute::take_record_batch(&self.data, indices)?;
+        let kinds = match &self.kinds {
+            None => None,
+            Some(kinds) => Some(
+                arrow::compute::take(kinds, indices, None)?
+                    .as_any()
+                    .downcast_ref::<Int8Array>()
+                    .cloned()
+                    .unwrap_or_else(|| Int8Array::from(vec![0i8; data.num_rows()])),
+            ),
+        };
+        Ok(ChangeBatch { data, kinds })
+    }
+
     /// Concatenates batches of one schema (row kinds included) into one.
     pub fn concat(batches: &[ChangeBatch]) -> Result<ChangeBatch> {
         let Some(first) = batches.first() else {

@@ -1,16 +1,23 @@
 //! Builds the tasks of a job plan and runs them to completion (bounded input),
 //! until a stop signal (unbounded input), or until the first error.
 //!
-//! Each plan node runs as `parallelism` subtasks. Consecutive single-input
-//! operators are chained into one task per subtask; a union starts a new task
-//! that merges its inputs' channels. Channels are bounded, so a slow sink slows
-//! its sources (backpressure).
+//! Each plan node runs as `parallelism` subtasks. Consecutive operators are
+//! chained into one task per subtask. A union starts a new task that merges its
+//! inputs' channels; a keyed operator (window aggregation) at parallelism > 1
+//! starts a new task fed by a hash shuffle from every upstream subtask.
+//! Channels are bounded, so a slow sink slows its sources (backpressure).
+//! Watermarks flow with the data; a task with several inputs forwards the
+//! minimum of its inputs' watermarks. At the end of input every source emits a
+//! final watermark (`i64::MAX`) so every open window fires.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use arrow::array::UInt32Array;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::physical_expr::PhysicalExpr;
 use futures::StreamExt;
 use sluice_core::connector::{SinkWriter, SourceReader};
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
@@ -19,7 +26,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batching::Coalescer;
-use crate::operators::{Filter, Operator, Project, Relabel};
+use crate::operators::{df, Filter, Operator, Project, Relabel};
+use crate::watermark::WatermarkAssigner;
+use crate::window::WindowAggregateOperator;
 
 /// Set to `true` to stop a job: sources stop reading, in-flight batches drain,
 /// sinks flush and close.
@@ -35,6 +44,8 @@ pub struct JobSummary {
     pub sources: Vec<SourceSummary>,
     /// Per sink table.
     pub sinks: Vec<SinkSummary>,
+    /// Records dropped by window operators because they arrived behind the watermark.
+    pub late_records: u64,
 }
 
 /// Rows a source emitted and rejected.
@@ -68,7 +79,19 @@ enum Input {
 
 enum Output {
     Sink(Box<dyn SinkWriter>),
-    Channel(mpsc::Sender<Message>),
+    Forward(mpsc::Sender<Message>),
+    Shuffle {
+        senders: Vec<mpsc::Sender<Message>>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    },
+}
+
+/// A chain under construction for one subtask: where it reads from and the
+/// operators so far.
+struct Pending {
+    input: Input,
+    chain: Vec<Box<dyn Operator>>,
+    source_rows: Option<Arc<AtomicU64>>,
 }
 
 struct Task {
@@ -84,15 +107,14 @@ struct Task {
 /// Runs a job until its input ends or `stop` becomes true.
 pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
     let mut builder = TaskBuilder::new(plan)?;
-    for subtask in 0..plan.settings.parallelism {
-        for &sink in &plan.sinks {
-            builder.build_sink(sink, subtask)?;
-        }
+    for &sink in &plan.sinks {
+        builder.build_sink(sink)?;
     }
     let TaskBuilder {
         tasks,
         source_counters,
         sink_counters,
+        late_records,
         ..
     } = builder;
 
@@ -112,7 +134,10 @@ pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
         }
     }
 
-    let mut summary = JobSummary::default();
+    let mut summary = JobSummary {
+        late_records: late_records.load(Ordering::Relaxed),
+        ..JobSummary::default()
+    };
     for (node, counter) in source_counters {
         if let PlanNode::Source {
             table, connector, ..
@@ -146,10 +171,12 @@ pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
 
 struct TaskBuilder<'a> {
     plan: &'a JobPlan,
-    readers: HashMap<NodeId, Vec<Option<Box<dyn SourceReader>>>>,
+    parallelism: usize,
+    readers: HashMap<NodeId, Vec<Box<dyn SourceReader>>>,
     tasks: Vec<Task>,
     source_counters: Vec<(NodeId, Arc<AtomicU64>)>,
     sink_counters: Vec<(NodeId, Arc<AtomicU64>)>,
+    late_records: Arc<AtomicU64>,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -167,156 +194,293 @@ impl<'a> TaskBuilder<'a> {
                         opened.len()
                     )));
                 }
-                readers.insert(id, opened.into_iter().map(Some).collect());
+                readers.insert(id, opened);
                 source_counters.push((id, Arc::new(AtomicU64::new(0))));
             }
         }
         Ok(TaskBuilder {
             plan,
+            parallelism,
             readers,
             tasks: Vec::new(),
             source_counters,
             sink_counters: Vec::new(),
+            late_records: Arc::default(),
         })
     }
 
-    fn counter(list: &[(NodeId, Arc<AtomicU64>)], node: NodeId) -> Option<Arc<AtomicU64>> {
-        list.iter()
-            .find(|(id, _)| *id == node)
-            .map(|(_, c)| c.clone())
-    }
-
-    fn build_sink(&mut self, node: NodeId, subtask: usize) -> Result<()> {
+    fn build_sink(&mut self, node: NodeId) -> Result<()> {
         let PlanNode::Sink {
             input, connector, ..
         } = &self.plan.nodes[node]
         else {
             return Err(SluiceError::Runtime(format!("node {node} is not a sink")));
         };
-        let (task_input, chain, source_counter) = self.build_chain(*input, subtask)?;
-        let writer = connector.open(subtask, self.plan.settings.parallelism)?;
-        let counter = match Self::counter(&self.sink_counters, node) {
-            Some(counter) => counter,
-            None => {
-                let counter = Arc::new(AtomicU64::new(0));
-                self.sink_counters.push((node, counter.clone()));
-                counter
-            }
-        };
-        self.tasks.push(Task {
-            input: task_input,
-            chain,
-            output: Output::Sink(writer),
-            source_rows: source_counter,
-            sink_rows: Some(counter),
-        });
+        let counter = Arc::new(AtomicU64::new(0));
+        self.sink_counters.push((node, counter.clone()));
+        for (subtask, pending) in self.build(*input)?.into_iter().enumerate() {
+            let writer = connector.open(subtask, self.parallelism)?;
+            self.tasks.push(Task {
+                input: pending.input,
+                chain: pending.chain,
+                output: Output::Sink(writer),
+                source_rows: pending.source_rows,
+                sink_rows: Some(counter.clone()),
+            });
+        }
         Ok(())
     }
 
-    /// Builds the chain ending at `node` for one subtask; returns the chain's
-    /// input, its operators, and the source counter if the chain starts at a source.
-    #[allow(clippy::type_complexity)]
-    fn build_chain(
-        &mut self,
-        node: NodeId,
-        subtask: usize,
-    ) -> Result<(Input, Vec<Box<dyn Operator>>, Option<Arc<AtomicU64>>)> {
+    /// Builds the chains ending at `node`, one per subtask.
+    fn build(&mut self, node: NodeId) -> Result<Vec<Pending>> {
         match &self.plan.nodes[node] {
             PlanNode::Source { .. } => {
-                let reader = self
-                    .readers
-                    .get_mut(&node)
-                    .and_then(|readers| readers.get_mut(subtask))
-                    .and_then(Option::take)
-                    .ok_or_else(|| {
-                        SluiceError::Runtime(format!("source node {node} read twice"))
-                    })?;
-                Ok((
-                    Input::Source(reader),
-                    Vec::new(),
-                    Self::counter(&self.source_counters, node),
-                ))
+                let readers = self.readers.remove(&node).ok_or_else(|| {
+                    SluiceError::Runtime(format!("source node {node} read twice"))
+                })?;
+                let counter = self
+                    .source_counters
+                    .iter()
+                    .find(|(id, _)| *id == node)
+                    .map(|(_, c)| c.clone());
+                Ok(readers
+                    .into_iter()
+                    .map(|reader| Pending {
+                        input: Input::Source(reader),
+                        chain: Vec::new(),
+                        source_rows: counter.clone(),
+                    })
+                    .collect())
             }
             PlanNode::Project {
                 input,
                 exprs,
                 schema,
-            } => {
-                let (task_input, mut chain, counter) = self.build_chain(*input, subtask)?;
-                chain.push(Box::new(Project::new(exprs.clone(), schema.clone())));
-                Ok((task_input, chain, counter))
-            }
-            PlanNode::Filter { input, predicate } => {
-                let (task_input, mut chain, counter) = self.build_chain(*input, subtask)?;
-                chain.push(Box::new(Filter::new(predicate.clone())));
-                Ok((task_input, chain, counter))
-            }
+            } => self.extend(*input, |_| {
+                Ok(Box::new(Project::new(exprs.clone(), schema.clone())) as Box<dyn Operator>)
+            }),
+            PlanNode::Filter { input, predicate } => self.extend(*input, |_| {
+                Ok(Box::new(Filter::new(predicate.clone())) as Box<dyn Operator>)
+            }),
+            PlanNode::Watermark { input, expr, .. } => self.extend(*input, |_| {
+                Ok(Box::new(WatermarkAssigner::new(expr.clone())) as Box<dyn Operator>)
+            }),
             PlanNode::Union { inputs, schema } => {
-                let mut receivers = Vec::with_capacity(inputs.len());
+                let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> =
+                    (0..self.parallelism).map(|_| Vec::new()).collect();
                 for &branch in inputs {
-                    let (branch_input, branch_chain, counter) =
-                        self.build_chain(branch, subtask)?;
-                    let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                    self.tasks.push(Task {
-                        input: branch_input,
-                        chain: branch_chain,
-                        output: Output::Channel(sender),
-                        source_rows: counter,
-                        sink_rows: None,
-                    });
-                    receivers.push(receiver);
+                    for (subtask, pending) in self.build(branch)?.into_iter().enumerate() {
+                        let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                        self.spawn(pending, Output::Forward(sender));
+                        receivers[subtask].push(receiver);
+                    }
                 }
-                Ok((
-                    Input::Channels(receivers),
-                    vec![Box::new(Relabel::new(schema.clone()))],
-                    None,
-                ))
+                Ok(receivers
+                    .into_iter()
+                    .map(|receivers| Pending {
+                        input: Input::Channels(receivers),
+                        chain: vec![Box::new(Relabel::new(schema.clone())) as Box<dyn Operator>],
+                        source_rows: None,
+                    })
+                    .collect())
+            }
+            PlanNode::WindowAggregate(window) => {
+                let upstream = self.build(window.input)?;
+                let make = |late: &Arc<AtomicU64>| -> Result<Box<dyn Operator>> {
+                    Ok(Box::new(WindowAggregateOperator::new(
+                        window.clone(),
+                        &window.input_schema,
+                        late.clone(),
+                    )?))
+                };
+                if self.parallelism == 1 {
+                    let mut chains = upstream;
+                    for pending in &mut chains {
+                        pending.chain.push(make(&self.late_records)?);
+                    }
+                    return Ok(chains);
+                }
+                let downstream = self.shuffle(upstream, window.keys.clone());
+                downstream
+                    .into_iter()
+                    .map(|receivers| {
+                        Ok(Pending {
+                            input: Input::Channels(receivers),
+                            chain: vec![make(&self.late_records)?],
+                            source_rows: None,
+                        })
+                    })
+                    .collect()
             }
             PlanNode::Sink { .. } => Err(SluiceError::Runtime(format!(
                 "sink node {node} cannot feed another operator"
             ))),
         }
     }
+
+    /// Appends an operator to every subtask's chain.
+    fn extend(
+        &mut self,
+        input: NodeId,
+        make: impl Fn(usize) -> Result<Box<dyn Operator>>,
+    ) -> Result<Vec<Pending>> {
+        let mut chains = self.build(input)?;
+        for (subtask, pending) in chains.iter_mut().enumerate() {
+            pending.chain.push(make(subtask)?);
+        }
+        Ok(chains)
+    }
+
+    /// Ends every upstream chain in a hash shuffle on `keys`; returns each
+    /// downstream subtask's receivers (one per upstream subtask).
+    fn shuffle(
+        &mut self,
+        upstream: Vec<Pending>,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> Vec<Vec<mpsc::Receiver<Message>>> {
+        let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> =
+            (0..self.parallelism).map(|_| Vec::new()).collect();
+        for pending in upstream {
+            let mut senders = Vec::with_capacity(self.parallelism);
+            for downstream in receivers.iter_mut() {
+                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                senders.push(sender);
+                downstream.push(receiver);
+            }
+            self.spawn(
+                pending,
+                Output::Shuffle {
+                    senders,
+                    keys: keys.clone(),
+                },
+            );
+        }
+        receivers
+    }
+
+    fn spawn(&mut self, pending: Pending, output: Output) {
+        self.tasks.push(Task {
+            input: pending.input,
+            chain: pending.chain,
+            output,
+            source_rows: pending.source_rows,
+            sink_rows: None,
+        });
+    }
+}
+
+/// Splits a batch by the hash of its key columns into one part per target.
+fn partition(
+    batch: &ChangeBatch,
+    keys: &[Arc<dyn PhysicalExpr>],
+    targets: usize,
+) -> Result<Vec<Option<ChangeBatch>>> {
+    let rows = batch.num_rows();
+    let columns = keys
+        .iter()
+        .map(|key| {
+            key.evaluate(&batch.data)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut hashes = vec![0u64; rows];
+    if !columns.is_empty() {
+        create_hashes(&columns, &RandomState::default(), &mut hashes).map_err(df)?;
+    }
+    let mut indices: Vec<Vec<u32>> = vec![Vec::new(); targets];
+    for (row, hash) in hashes.iter().enumerate() {
+        indices[(*hash % targets as u64) as usize].push(row as u32);
+    }
+    indices
+        .into_iter()
+        .map(|rows| {
+            if rows.is_empty() {
+                Ok(None)
+            } else {
+                batch.take(&UInt32Array::from(rows)).map(Some)
+            }
+        })
+        .collect()
 }
 
 impl Task {
-    /// Pushes a batch through the chain and out. Returns false when the
+    /// Pushes a message through the chain and out. Returns false when a
     /// downstream task is gone (it failed; its error ends the job).
-    async fn emit(&mut self, batch: ChangeBatch, from_source: bool) -> Result<bool> {
-        if let Some(counter) = self.source_rows.as_ref().filter(|_| from_source) {
-            counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-        }
-        let mut batches = vec![batch];
+    async fn push(&mut self, message: Message) -> Result<bool> {
+        let mut messages = vec![message];
         for operator in &mut self.chain {
-            let mut next = Vec::with_capacity(batches.len());
-            for batch in batches {
-                operator.process(batch, &mut next)?;
+            let mut next = Vec::with_capacity(messages.len());
+            for message in messages {
+                match message {
+                    Message::Data(batch) => operator.process(batch, &mut next)?,
+                    Message::Watermark(watermark) => operator.on_watermark(watermark, &mut next)?,
+                    Message::EndOfInput => next.push(Message::EndOfInput),
+                }
             }
-            batches = next;
+            messages = next;
         }
-        for batch in batches {
-            match &mut self.output {
-                Output::Sink(writer) => {
-                    writer.write(&batch).await?;
-                    if let Some(counter) = &self.sink_rows {
-                        counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
-                    }
-                }
-                Output::Channel(sender) => {
-                    if sender.send(Message::Data(batch)).await.is_err() {
-                        return Ok(false);
-                    }
-                }
+        for message in messages {
+            if !self.deliver(message).await? {
+                return Ok(false);
             }
         }
         Ok(true)
     }
 
+    /// Pushes a batch read from this task's source, counting its rows.
+    async fn push_from_source(&mut self, batch: ChangeBatch) -> Result<bool> {
+        if let Some(counter) = &self.source_rows {
+            counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+        }
+        self.push(Message::Data(batch)).await
+    }
+
+    async fn deliver(&mut self, message: Message) -> Result<bool> {
+        match &mut self.output {
+            Output::Sink(writer) => {
+                if let Message::Data(batch) = message {
+                    writer.write(&batch).await?;
+                    if let Some(counter) = &self.sink_rows {
+                        counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                    }
+                }
+                Ok(true)
+            }
+            Output::Forward(sender) => Ok(sender.send(message).await.is_ok()),
+            Output::Shuffle { senders, keys } => match message {
+                Message::Data(batch) => {
+                    let parts = partition(&batch, keys, senders.len())?;
+                    for (sender, part) in senders.iter().zip(parts) {
+                        if let Some(part) = part {
+                            if sender.send(Message::Data(part)).await.is_err() {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                    Ok(true)
+                }
+                other => {
+                    for sender in senders.iter() {
+                        if sender.send(other.clone()).await.is_err() {
+                            return Ok(false);
+                        }
+                    }
+                    Ok(true)
+                }
+            },
+        }
+    }
+
+    /// Fires everything event time still holds, then closes the output.
     async fn finish(&mut self) -> Result<()> {
+        if !self.push(Message::Watermark(i64::MAX)).await? {
+            return Ok(());
+        }
         match &mut self.output {
             Output::Sink(writer) => writer.finish().await,
-            Output::Channel(sender) => {
-                let _ = sender.send(Message::EndOfInput).await;
+            Output::Forward(_) | Output::Shuffle { .. } => {
+                self.deliver(Message::EndOfInput).await?;
                 Ok(())
             }
         }
@@ -356,38 +520,60 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                     },
                 };
                 if let Some(batch) = ready {
-                    if !task.emit(batch, true).await? {
+                    if !task.push_from_source(batch).await? {
                         return Ok(());
                     }
                 }
             }
             if let Some(batch) = coalescer.flush()? {
-                if !task.emit(batch, true).await? {
+                if !task.push_from_source(batch).await? {
                     return Ok(());
                 }
             }
         }
         Input::Channels(receivers) => {
             let inputs = receivers.len();
-            let mut merged = futures::stream::select_all(receivers.into_iter().map(|receiver| {
-                Box::pin(futures::stream::unfold(
-                    receiver,
-                    |mut receiver| async move {
-                        receiver.recv().await.map(|message| (message, receiver))
-                    },
-                ))
-            }));
+            let mut merged = futures::stream::select_all(receivers.into_iter().enumerate().map(
+                |(index, receiver)| {
+                    Box::pin(futures::stream::unfold(
+                        receiver,
+                        move |mut receiver| async move {
+                            receiver
+                                .recv()
+                                .await
+                                .map(|message| ((index, message), receiver))
+                        },
+                    ))
+                },
+            ));
+            let mut watermarks = vec![i64::MIN; inputs];
+            let mut forwarded = i64::MIN;
             let mut ended = 0;
             while ended < inputs {
-                match merged.next().await {
+                let Some((index, message)) = merged.next().await else {
                     // All senders gone without EndOfInput: an upstream task failed.
-                    None => return Ok(()),
-                    Some(Message::EndOfInput) => ended += 1,
-                    Some(Message::Watermark(_)) => {}
-                    Some(Message::Data(batch)) => {
-                        if !task.emit(batch, false).await? {
+                    return Ok(());
+                };
+                match message {
+                    Message::Data(batch) => {
+                        if !task.push(Message::Data(batch)).await? {
                             return Ok(());
                         }
+                        continue;
+                    }
+                    Message::EndOfInput => {
+                        ended += 1;
+                        watermarks[index] = i64::MAX;
+                    }
+                    Message::Watermark(watermark) => {
+                        watermarks[index] = watermarks[index].max(watermark);
+                    }
+                }
+                let combined = watermarks.iter().copied().min().unwrap_or(i64::MIN);
+                if combined > forwarded && combined < i64::MAX {
+                    forwarded = combined;
+                    if !task.push(Message::Watermark(combined)).await? {
+                        return Ok(());
                     }
                 }
             }

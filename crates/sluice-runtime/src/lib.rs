@@ -6,5 +6,7 @@
 pub mod batching;
 pub mod executor;
 pub mod operators;
+pub mod watermark;
+pub mod window;
 
 pub use executor::{run_job, JobSummary, StopSignal};

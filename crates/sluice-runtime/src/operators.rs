@@ -5,16 +5,22 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
-use sluice_core::{ChangeBatch, Result, SluiceError};
+use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 
 /// A step of an operator chain. Operators run inside one subtask and pass
-/// batches on without channels.
+/// batches and watermarks on without channels.
 pub trait Operator: Send {
-    /// Processes one batch, pushing any results to `out`.
-    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()>;
+    /// Processes one batch, pushing results (batches, watermarks) to `out`.
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()>;
+
+    /// Event time advanced to `watermark`; stateless operators pass it on.
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
 }
 
-fn df(error: datafusion::error::DataFusionError) -> SluiceError {
+pub(crate) fn df(error: datafusion::error::DataFusionError) -> SluiceError {
     SluiceError::Runtime(error.to_string())
 }
 
@@ -32,7 +38,7 @@ impl Project {
 }
 
 impl Operator for Project {
-    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         let rows = batch.num_rows();
         let columns = self
             .exprs
@@ -48,7 +54,7 @@ impl Operator for Project {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
-        out.push(batch.with_data(data));
+        out.push(Message::Data(batch.with_data(data)));
         Ok(())
     }
 }
@@ -66,7 +72,7 @@ impl Filter {
 }
 
 impl Operator for Filter {
-    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         let mask = self
             .predicate
             .evaluate(&batch.data)
@@ -84,7 +90,7 @@ impl Operator for Filter {
             batch.filter(mask)?
         };
         if kept.num_rows() > 0 {
-            out.push(kept);
+            out.push(Message::Data(kept));
         }
         Ok(())
     }
@@ -104,14 +110,14 @@ impl Relabel {
 }
 
 impl Operator for Relabel {
-    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<ChangeBatch>) -> Result<()> {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         let rows = batch.num_rows();
         let data = RecordBatch::try_new_with_options(
             self.schema.clone(),
             batch.data.columns().to_vec(),
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?;
-        out.push(batch.with_data(data));
+        out.push(Message::Data(batch.with_data(data)));
         Ok(())
     }
 }
@@ -134,6 +140,13 @@ mod tests {
         (schema, ChangeBatch::inserts(data))
     }
 
+    fn data(message: &Message) -> &ChangeBatch {
+        match message {
+            Message::Data(batch) => batch,
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
     #[test]
     fn filter_drops_false_and_null() {
         let (schema, batch) = input();
@@ -142,7 +155,7 @@ mod tests {
         let mut out = Vec::new();
         Filter::new(predicate).process(batch, &mut out).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].num_rows(), 1);
+        assert_eq!(data(&out[0]).num_rows(), 1);
     }
 
     #[test]
@@ -160,7 +173,7 @@ mod tests {
         Project::new(vec![doubled], out_schema)
             .process(batch, &mut out)
             .unwrap();
-        let values = out[0]
+        let values = data(&out[0])
             .data
             .column(0)
             .as_any()

@@ -40,6 +40,19 @@ pub enum PlanNode {
         /// Boolean expression over the input's columns.
         predicate: Arc<dyn PhysicalExpr>,
     },
+    /// Assigns event-time watermarks from the `WATERMARK FOR` expression.
+    Watermark {
+        /// Input node.
+        input: NodeId,
+        /// The watermark expression over the input's columns.
+        expr: Arc<dyn PhysicalExpr>,
+        /// The clause as written, for `--explain`.
+        text: String,
+    },
+    /// Aggregates rows per key and event-time window (window TVF + GROUP BY
+    /// window_start, window_end, ...), emitting each window when the watermark
+    /// passes its end.
+    WindowAggregate(Arc<WindowAggregate>),
     /// Concatenates the streams of its inputs (`UNION ALL`).
     Union {
         /// Input nodes, all with the same column types.
@@ -65,9 +78,9 @@ impl PlanNode {
             PlanNode::Source { .. } => vec![],
             PlanNode::Project { input, .. }
             | PlanNode::Filter { input, .. }
-            | PlanNode::Sink { input, .. } => {
-                vec![*input]
-            }
+            | PlanNode::Sink { input, .. }
+            | PlanNode::Watermark { input, .. } => vec![*input],
+            PlanNode::WindowAggregate(window) => vec![window.input],
             PlanNode::Union { inputs, .. } => inputs.clone(),
         }
     }
@@ -101,11 +114,175 @@ impl PlanNode {
                 format!("Project: {}", columns.join(", "))
             }
             PlanNode::Filter { predicate, .. } => format!("Filter: {predicate}"),
+            PlanNode::Watermark { text, .. } => format!("Watermark: {text}"),
+            PlanNode::WindowAggregate(window) => window.describe(),
             PlanNode::Union { inputs, .. } => format!("Union all ({} inputs)", inputs.len()),
             PlanNode::Sink {
                 table, connector, ..
             } => format!("Sink `{table}`: {}", connector.describe()),
         }
+    }
+}
+
+/// The kind and size of event-time windows (milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowKind {
+    /// Fixed, non-overlapping windows.
+    Tumble {
+        /// Window length.
+        size: i64,
+    },
+    /// Sliding windows of `size`, starting every `slide`.
+    Hop {
+        /// Window length.
+        size: i64,
+        /// Distance between window starts.
+        slide: i64,
+    },
+    /// Windows growing by `step` from the start of each `size` period.
+    Cumulate {
+        /// Largest window length (the period).
+        size: i64,
+        /// Growth step.
+        step: i64,
+    },
+}
+
+impl WindowKind {
+    /// Width of the panes rows are pre-aggregated into: every window is a
+    /// whole number of consecutive panes.
+    pub fn pane(&self) -> i64 {
+        match *self {
+            WindowKind::Tumble { size } => size,
+            WindowKind::Hop { size, slide } => gcd(size, slide),
+            WindowKind::Cumulate { step, .. } => step,
+        }
+    }
+
+    /// The largest window length.
+    pub fn max_size(&self) -> i64 {
+        match *self {
+            WindowKind::Tumble { size }
+            | WindowKind::Hop { size, .. }
+            | WindowKind::Cumulate { size, .. } => size,
+        }
+    }
+
+    /// Ends of the windows that contain the pane starting at `pane_start`,
+    /// shifted by `offset`; `(start, end)` pairs.
+    pub fn windows_of_pane(&self, pane_start: i64, offset: i64, out: &mut Vec<(i64, i64)>) {
+        out.clear();
+        let base = pane_start - offset;
+        match *self {
+            WindowKind::Tumble { size } => {
+                let start = base.div_euclid(size) * size + offset;
+                out.push((start, start + size));
+            }
+            WindowKind::Hop { size, slide } => {
+                let last_start = base.div_euclid(slide) * slide;
+                let mut start = last_start;
+                while start > base - size {
+                    out.push((start + offset, start + size + offset));
+                    start -= slide;
+                }
+            }
+            WindowKind::Cumulate { size, step } => {
+                let start = base.div_euclid(size) * size;
+                let mut end = base.div_euclid(step) * step + step;
+                while end <= start + size {
+                    out.push((start + offset, end + offset));
+                    end += step;
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match *self {
+            WindowKind::Tumble { size } => format!("TUMBLE({size} ms)"),
+            WindowKind::Hop { size, slide } => format!("HOP(size {size} ms, slide {slide} ms)"),
+            WindowKind::Cumulate { size, step } => {
+                format!("CUMULATE(size {size} ms, step {step} ms)")
+            }
+        }
+    }
+}
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 {
+        a.abs().max(1)
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// One output column of a window aggregate, in the query's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowOutput {
+    /// The i-th grouping key.
+    Key(usize),
+    /// `window_start`.
+    WindowStart,
+    /// `window_end`.
+    WindowEnd,
+    /// `window_time` (= window_end - 1 ms).
+    WindowTime,
+    /// The i-th aggregate.
+    Aggregate(usize),
+}
+
+/// An aggregate function call with its optional `FILTER (WHERE ...)`.
+#[derive(Debug, Clone)]
+pub struct AggregateCall {
+    /// The aggregate (arguments, DISTINCT, accumulator factory).
+    pub function: Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
+    /// Rows where this is false are not aggregated.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+}
+
+/// A windowed aggregation: what `GROUP BY window_start, window_end, keys...`
+/// over a window TVF computes.
+#[derive(Debug)]
+pub struct WindowAggregate {
+    /// Input node (the relation the TVF windows).
+    pub input: NodeId,
+    /// Schema of the input's batches.
+    pub input_schema: SchemaRef,
+    /// The window's time column over the input (the DESCRIPTOR column).
+    pub time: Arc<dyn PhysicalExpr>,
+    /// Window kind and sizes.
+    pub kind: WindowKind,
+    /// Window alignment offset (ms).
+    pub offset: i64,
+    /// Grouping keys other than the window columns, over the input.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Aggregate calls.
+    pub aggregates: Vec<AggregateCall>,
+    /// Output columns in order.
+    pub outputs: Vec<WindowOutput>,
+    /// Output schema.
+    pub schema: SchemaRef,
+}
+
+impl WindowAggregate {
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| strip_index(&k.to_string()).to_string())
+            .collect();
+        let aggregates: Vec<String> = self
+            .aggregates
+            .iter()
+            .map(|a| a.function.name().to_string())
+            .collect();
+        format!(
+            "WindowAggregate {} on {}: keys [{}], aggregates [{}]",
+            self.kind.describe(),
+            strip_index(&self.time.to_string()),
+            keys.join(", "),
+            aggregates.join(", ")
+        )
     }
 }
 
@@ -166,5 +343,28 @@ impl JobPlan {
         for input in self.nodes[id].inputs() {
             self.explain_node(input, depth + 1, out);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panes_map_to_their_windows() {
+        let mut out = Vec::new();
+        WindowKind::Tumble { size: 10 }.windows_of_pane(20, 0, &mut out);
+        assert_eq!(out, vec![(20, 30)]);
+        let hop = WindowKind::Hop { size: 10, slide: 2 };
+        assert_eq!(hop.pane(), 2);
+        hop.windows_of_pane(4, 0, &mut out);
+        assert_eq!(out, vec![(4, 14), (2, 12), (0, 10), (-2, 8), (-4, 6)]);
+        let cumulate = WindowKind::Cumulate { size: 10, step: 5 };
+        cumulate.windows_of_pane(0, 0, &mut out);
+        assert_eq!(out, vec![(0, 5), (0, 10)]);
+        cumulate.windows_of_pane(15, 0, &mut out);
+        assert_eq!(out, vec![(10, 20)]);
+        WindowKind::Tumble { size: 10 }.windows_of_pane(-3, 0, &mut out);
+        assert_eq!(out, vec![(-10, 0)]);
     }
 }

@@ -1,0 +1,63 @@
+//! Watermark generation from a table's `WATERMARK FOR col AS expr` clause:
+//! the watermark is the largest value of `expr` seen so far (bounded
+//! out-of-orderness), emitted after each batch that advances it.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_core::{ChangeBatch, Message, Result};
+
+use crate::operators::{df, Operator};
+
+/// Converts any timestamp column into epoch milliseconds.
+pub fn epoch_millis(
+    array: &dyn Array,
+) -> Result<arrow::array::PrimitiveArray<TimestampMillisecondType>> {
+    let millis = cast(array, &DataType::Timestamp(TimeUnit::Millisecond, None))?;
+    Ok(millis.as_primitive::<TimestampMillisecondType>().clone())
+}
+
+/// Emits watermarks computed from each batch.
+pub struct WatermarkAssigner {
+    expr: Arc<dyn PhysicalExpr>,
+    current: i64,
+}
+
+impl WatermarkAssigner {
+    /// Assigns watermarks from `expr` (e.g. `ts - INTERVAL '4' SECOND`).
+    pub fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
+        WatermarkAssigner {
+            expr,
+            current: i64::MIN,
+        }
+    }
+}
+
+impl Operator for WatermarkAssigner {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
+        let values = self
+            .expr
+            .evaluate(&batch.data)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(df)?;
+        let max = arrow::compute::max(&epoch_millis(values.as_ref())?);
+        out.push(Message::Data(batch));
+        if let Some(max) = max.filter(|max| *max > self.current) {
+            self.current = max;
+            out.push(Message::Watermark(max));
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        // Only the end-of-input watermark passes; the rest come from the data.
+        if watermark == i64::MAX && self.current < i64::MAX {
+            self.current = i64::MAX;
+            out.push(Message::Watermark(watermark));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,334 @@
+//! Event-time window aggregation (window TVF + `GROUP BY window_start,
+//! window_end, ...`). Rows are pre-aggregated per key into panes (the greatest
+//! common divisor of a window's size and slide), so a sliding window costs one
+//! accumulator update per row, not one per window; when the watermark passes a
+//! window's end, the window's panes are merged and the result emitted. Panes are
+//! freed as soon as no open window needs them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions,
+    TimestampMillisecondArray, UInt32Array,
+};
+use arrow::compute::{cast, take};
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use sluice_core::{ChangeBatch, Message, Result, SluiceError};
+use sluice_sql::plan::{WindowAggregate, WindowOutput};
+
+use crate::operators::{df, Operator};
+use crate::watermark::epoch_millis;
+
+type Accumulators = Vec<Box<dyn Accumulator>>;
+
+/// The window aggregation operator of one subtask.
+pub struct WindowAggregateOperator {
+    spec: Arc<WindowAggregate>,
+    converter: RowConverter,
+    /// Pane start → key → accumulators.
+    panes: BTreeMap<i64, HashMap<Vec<u8>, Accumulators>>,
+    watermark: i64,
+    late_records: Arc<AtomicU64>,
+    windows: Vec<(i64, i64)>,
+}
+
+impl WindowAggregateOperator {
+    /// An operator for `spec`; late records are counted in `late_records`.
+    pub fn new(
+        spec: Arc<WindowAggregate>,
+        input_schema: &SchemaRef,
+        late_records: Arc<AtomicU64>,
+    ) -> Result<Self> {
+        let fields = spec
+            .keys
+            .iter()
+            .map(|key| key.data_type(input_schema).map(SortField::new).map_err(df))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WindowAggregateOperator {
+            converter: RowConverter::new(fields)?,
+            spec,
+            panes: BTreeMap::new(),
+            watermark: i64::MIN,
+            late_records,
+            windows: Vec::new(),
+        })
+    }
+
+    fn new_accumulators(&self) -> Result<Accumulators> {
+        self.spec
+            .aggregates
+            .iter()
+            .map(|call| call.function.create_accumulator().map_err(df))
+            .collect()
+    }
+
+    /// The last millisecond of the last window containing `pane`.
+    fn pane_last_window_end(&mut self, pane: i64) -> i64 {
+        self.spec
+            .kind
+            .windows_of_pane(pane, self.spec.offset, &mut self.windows);
+        self.windows
+            .iter()
+            .map(|(_, end)| *end)
+            .max()
+            .unwrap_or(pane)
+            - 1
+    }
+
+    fn fire(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        // Windows that close at this watermark: every window of a live pane
+        // whose last millisecond is now at or behind the watermark.
+        let mut closing: BTreeSet<(i64, i64)> = BTreeSet::new();
+        let pane_starts: Vec<i64> = self.panes.keys().copied().collect();
+        for pane in &pane_starts {
+            self.spec
+                .kind
+                .windows_of_pane(*pane, self.spec.offset, &mut self.windows);
+            for &(start, end) in &self.windows {
+                if end - 1 <= watermark && end - 1 > self.watermark {
+                    closing.insert((end, start));
+                }
+            }
+        }
+        let pane_width = self.spec.kind.pane();
+        let mut rows: Vec<(i64, i64, Vec<u8>, Vec<ScalarValue>)> = Vec::new();
+        for (end, start) in closing {
+            let in_window: Vec<i64> = self.panes.range(start..end).map(|(p, _)| *p).collect();
+            if in_window.len() == 1 && in_window[0] == start && start + pane_width == end {
+                // One pane is the whole window: evaluate it directly.
+                if let Some(keys) = self.panes.get_mut(&start) {
+                    for (key, accumulators) in keys.iter_mut() {
+                        let values = accumulators
+                            .iter_mut()
+                            .map(|a| a.evaluate().map_err(df))
+                            .collect::<Result<Vec<_>>>()?;
+                        rows.push((start, end, key.clone(), values));
+                    }
+                }
+                continue;
+            }
+            let mut merged: HashMap<Vec<u8>, Accumulators> = HashMap::new();
+            for pane in in_window {
+                let Some(keys) = self.panes.get_mut(&pane) else {
+                    continue;
+                };
+                for (key, accumulators) in keys.iter_mut() {
+                    if !merged.contains_key(key) {
+                        let fresh = self
+                            .spec
+                            .aggregates
+                            .iter()
+                            .map(|call| call.function.create_accumulator().map_err(df))
+                            .collect::<Result<Accumulators>>()?;
+                        merged.insert(key.clone(), fresh);
+                    }
+                    let target = merged
+                        .get_mut(key)
+                        .ok_or_else(|| SluiceError::Runtime("merge target vanished".into()))?;
+                    for (into, from) in target.iter_mut().zip(accumulators.iter_mut()) {
+                        let state = from.state().map_err(df)?;
+                        let arrays = state
+                            .iter()
+                            .map(|v| v.to_array_of_size(1))
+                            .collect::<Result<Vec<_>, _>>()
+                            .map_err(df)?;
+                        into.merge_batch(&arrays).map_err(df)?;
+                    }
+                }
+            }
+            for (key, mut accumulators) in merged {
+                let values = accumulators
+                    .iter_mut()
+                    .map(|a| a.evaluate().map_err(df))
+                    .collect::<Result<Vec<_>>>()?;
+                rows.push((start, end, key, values));
+            }
+        }
+        // Free panes no open window needs any more.
+        for pane in pane_starts {
+            if self.pane_last_window_end(pane) <= watermark {
+                self.panes.remove(&pane);
+            }
+        }
+        if !rows.is_empty() {
+            out.push(Message::Data(ChangeBatch::inserts(
+                self.build_output(rows)?,
+            )));
+        }
+        Ok(())
+    }
+
+    fn build_output(
+        &self,
+        rows: Vec<(i64, i64, Vec<u8>, Vec<ScalarValue>)>,
+    ) -> Result<RecordBatch> {
+        let schema = &self.spec.schema;
+        let count = rows.len();
+        let parser = self.converter.parser();
+        let keys = self
+            .converter
+            .convert_rows(rows.iter().map(|(_, _, key, _)| parser.parse(key)))?;
+        let mut columns = Vec::with_capacity(self.spec.outputs.len());
+        for (index, output) in self.spec.outputs.iter().enumerate() {
+            let target = schema.field(index).data_type();
+            let array: ArrayRef = match output {
+                WindowOutput::Key(i) => keys[*i].clone(),
+                WindowOutput::WindowStart => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.0),
+                )),
+                WindowOutput::WindowEnd => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1),
+                )),
+                WindowOutput::WindowTime => Arc::new(TimestampMillisecondArray::from_iter_values(
+                    rows.iter().map(|r| r.1 - 1),
+                )),
+                WindowOutput::Aggregate(i) => {
+                    if count == 0 {
+                        new_null_array(target, 0)
+                    } else {
+                        ScalarValue::iter_to_array(rows.iter().map(|r| r.3[*i].clone()))
+                            .map_err(df)?
+                    }
+                }
+            };
+            columns.push(if array.data_type() == target {
+                array
+            } else {
+                cast(&array, target)?
+            });
+        }
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(count)),
+        )?)
+    }
+}
+
+impl Operator for WindowAggregateOperator {
+    fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
+        if batch.kinds.is_some()
+            && (0..batch.num_rows()).any(|row| batch.kind(row) != sluice_core::RowKind::Insert)
+        {
+            return Err(SluiceError::Unsupported(
+                "window aggregation over an updating (changelog) input".into(),
+            ));
+        }
+        let rows = batch.num_rows();
+        let data = &batch.data;
+        let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+            expr.evaluate(data)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)
+        };
+        let times = epoch_millis(evaluate(&self.spec.time)?.as_ref())?;
+        let key_arrays = self
+            .spec
+            .keys
+            .iter()
+            .map(evaluate)
+            .collect::<Result<Vec<_>>>()?;
+        let key_rows = self.converter.convert_columns(&key_arrays)?;
+        let mut arguments = Vec::with_capacity(self.spec.aggregates.len());
+        let mut filters = Vec::with_capacity(self.spec.aggregates.len());
+        for call in &self.spec.aggregates {
+            arguments.push(
+                call.function
+                    .expressions()
+                    .iter()
+                    .map(evaluate)
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            filters.push(match &call.filter {
+                Some(filter) => Some(evaluate(filter)?.as_boolean().clone()),
+                None => None,
+            });
+        }
+
+        // Group row indices by (pane, key); drop rows whose windows all closed.
+        let pane_width = self.spec.kind.pane();
+        let offset = self.spec.offset;
+        let mut groups: HashMap<(i64, arrow::row::Row<'_>), Vec<u32>> = HashMap::new();
+        let mut late_by_pane: HashMap<i64, bool> = HashMap::new();
+        let mut late = 0u64;
+        for row in 0..rows {
+            if times.is_null(row) {
+                late += 1;
+                continue;
+            }
+            let pane = (times.value(row) - offset).div_euclid(pane_width) * pane_width + offset;
+            let is_late = match late_by_pane.get(&pane) {
+                Some(known) => *known,
+                None => {
+                    let known = self.pane_last_window_end(pane) <= self.watermark;
+                    late_by_pane.insert(pane, known);
+                    known
+                }
+            };
+            if is_late {
+                late += 1;
+                continue;
+            }
+            groups
+                .entry((pane, key_rows.row(row)))
+                .or_default()
+                .push(row as u32);
+        }
+        if late > 0 {
+            self.late_records.fetch_add(late, Ordering::Relaxed);
+        }
+        for ((pane, key), indices) in groups {
+            if !self
+                .panes
+                .get(&pane)
+                .is_some_and(|keys| keys.contains_key(key.as_ref()))
+            {
+                let fresh = self.new_accumulators()?;
+                self.panes
+                    .entry(pane)
+                    .or_default()
+                    .insert(key.as_ref().to_vec(), fresh);
+            }
+            let accumulators = self
+                .panes
+                .get_mut(&pane)
+                .and_then(|keys| keys.get_mut(key.as_ref()))
+                .ok_or_else(|| SluiceError::Runtime("window state vanished".into()))?;
+            for (index, accumulator) in accumulators.iter_mut().enumerate() {
+                let selected: Vec<u32> = match &filters[index] {
+                    None => indices.clone(),
+                    Some(mask) => indices
+                        .iter()
+                        .copied()
+                        .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
+                        .collect(),
+                };
+                if selected.is_empty() {
+                    continue;
+                }
+                let selected = UInt32Array::from(selected);
+                let values = arguments[index]
+                    .iter()
+                    .map(|array| take(array.as_ref(), &selected, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                accumulator.update_batch(&values).map_err(df)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.fire(watermark, out)?;
+        self.watermark = watermark;
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+}
