@@ -30,8 +30,11 @@ type Accumulators = Vec<Box<dyn Accumulator>>;
 pub struct WindowAggregateOperator {
     spec: Arc<WindowAggregate>,
     converter: RowConverter,
-    /// Pane start → key → accumulators.
+    /// Pane start → key → accumulators, for panes that may still get rows.
     panes: BTreeMap<i64, HashMap<Vec<u8>, Accumulators>>,
+    /// Pane start → key → accumulator states, for complete panes that later
+    /// windows still need (accumulator `state()` may drain, so it is taken once).
+    frozen: BTreeMap<i64, HashMap<Vec<u8>, Vec<Vec<ScalarValue>>>>,
     watermark: i64,
     late_records: Arc<AtomicU64>,
     windows: Vec<(i64, i64)>,
@@ -53,6 +56,7 @@ impl WindowAggregateOperator {
             converter: RowConverter::new(fields)?,
             spec,
             panes: BTreeMap::new(),
+            frozen: BTreeMap::new(),
             watermark: i64::MIN,
             late_records,
             windows: Vec::new(),
@@ -84,7 +88,12 @@ impl WindowAggregateOperator {
         // Windows that close at this watermark: every window of a live pane
         // whose last millisecond is now at or behind the watermark.
         let mut closing: BTreeSet<(i64, i64)> = BTreeSet::new();
-        let pane_starts: Vec<i64> = self.panes.keys().copied().collect();
+        let pane_starts: BTreeSet<i64> = self
+            .panes
+            .keys()
+            .chain(self.frozen.keys())
+            .copied()
+            .collect();
         for pane in &pane_starts {
             self.spec
                 .kind
@@ -98,8 +107,12 @@ impl WindowAggregateOperator {
         let pane_width = self.spec.kind.pane();
         let mut rows: Vec<(i64, i64, Vec<u8>, Vec<ScalarValue>)> = Vec::new();
         for (end, start) in closing {
-            let in_window: Vec<i64> = self.panes.range(start..end).map(|(p, _)| *p).collect();
-            if in_window.len() == 1 && in_window[0] == start && start + pane_width == end {
+            let in_window: Vec<i64> = pane_starts.range(start..end).copied().collect();
+            if in_window.len() == 1
+                && in_window[0] == start
+                && start + pane_width == end
+                && self.panes.contains_key(&start)
+            {
                 // One pane is the whole window: evaluate it directly.
                 if let Some(keys) = self.panes.get_mut(&start) {
                     for (key, accumulators) in keys.iter_mut() {
@@ -114,10 +127,11 @@ impl WindowAggregateOperator {
             }
             let mut merged: HashMap<Vec<u8>, Accumulators> = HashMap::new();
             for pane in in_window {
-                let Some(keys) = self.panes.get_mut(&pane) else {
+                self.freeze(pane)?;
+                let Some(keys) = self.frozen.get(&pane) else {
                     continue;
                 };
-                for (key, accumulators) in keys.iter_mut() {
+                for (key, states) in keys {
                     if !merged.contains_key(key) {
                         let fresh = self
                             .spec
@@ -130,8 +144,7 @@ impl WindowAggregateOperator {
                     let target = merged
                         .get_mut(key)
                         .ok_or_else(|| SluiceError::Runtime("merge target vanished".into()))?;
-                    for (into, from) in target.iter_mut().zip(accumulators.iter_mut()) {
-                        let state = from.state().map_err(df)?;
+                    for (into, state) in target.iter_mut().zip(states) {
                         let arrays = state
                             .iter()
                             .map(|v| v.to_array_of_size(1))
@@ -150,15 +163,38 @@ impl WindowAggregateOperator {
             }
         }
         // Free panes no open window needs any more.
-        for pane in pane_starts {
+        let live: Vec<i64> = self
+            .panes
+            .keys()
+            .chain(self.frozen.keys())
+            .copied()
+            .collect();
+        for pane in live {
             if self.pane_last_window_end(pane) <= watermark {
                 self.panes.remove(&pane);
+                self.frozen.remove(&pane);
             }
         }
         if !rows.is_empty() {
             out.push(Message::Data(ChangeBatch::inserts(
                 self.build_output(rows)?,
             )));
+        }
+        Ok(())
+    }
+
+    /// Turns a complete pane's accumulators into their states, once.
+    fn freeze(&mut self, pane: i64) -> Result<()> {
+        if let Some(keys) = self.panes.remove(&pane) {
+            let mut states = HashMap::with_capacity(keys.len());
+            for (key, mut accumulators) in keys {
+                let state = accumulators
+                    .iter_mut()
+                    .map(|a| a.state().map_err(df))
+                    .collect::<Result<Vec<_>>>()?;
+                states.insert(key, state);
+            }
+            self.frozen.insert(pane, states);
         }
         Ok(())
     }
@@ -233,7 +269,12 @@ impl Operator for WindowAggregateOperator {
             .iter()
             .map(evaluate)
             .collect::<Result<Vec<_>>>()?;
-        let key_rows = self.converter.convert_columns(&key_arrays)?;
+        // Without grouping keys every row has the same (empty) key.
+        let key_rows = if key_arrays.is_empty() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&key_arrays)?)
+        };
         let mut arguments = Vec::with_capacity(self.spec.aggregates.len());
         let mut filters = Vec::with_capacity(self.spec.aggregates.len());
         for call in &self.spec.aggregates {
@@ -253,7 +294,7 @@ impl Operator for WindowAggregateOperator {
         // Group row indices by (pane, key); drop rows whose windows all closed.
         let pane_width = self.spec.kind.pane();
         let offset = self.spec.offset;
-        let mut groups: HashMap<(i64, arrow::row::Row<'_>), Vec<u32>> = HashMap::new();
+        let mut groups: HashMap<(i64, &[u8]), Vec<u32>> = HashMap::new();
         let mut late_by_pane: HashMap<i64, bool> = HashMap::new();
         let mut late = 0u64;
         for row in 0..rows {
@@ -274,10 +315,11 @@ impl Operator for WindowAggregateOperator {
                 late += 1;
                 continue;
             }
-            groups
-                .entry((pane, key_rows.row(row)))
-                .or_default()
-                .push(row as u32);
+            let key: &[u8] = match &key_rows {
+                Some(rows) => rows.row(row).data(),
+                None => &[],
+            };
+            groups.entry((pane, key)).or_default().push(row as u32);
         }
         if late > 0 {
             self.late_records.fetch_add(late, Ordering::Relaxed);
@@ -286,18 +328,18 @@ impl Operator for WindowAggregateOperator {
             if !self
                 .panes
                 .get(&pane)
-                .is_some_and(|keys| keys.contains_key(key.as_ref()))
+                .is_some_and(|keys| keys.contains_key(key))
             {
                 let fresh = self.new_accumulators()?;
                 self.panes
                     .entry(pane)
                     .or_default()
-                    .insert(key.as_ref().to_vec(), fresh);
+                    .insert(key.to_vec(), fresh);
             }
             let accumulators = self
                 .panes
                 .get_mut(&pane)
-                .and_then(|keys| keys.get_mut(key.as_ref()))
+                .and_then(|keys| keys.get_mut(key))
                 .ok_or_else(|| SluiceError::Runtime("window state vanished".into()))?;
             for (index, accumulator) in accumulators.iter_mut().enumerate() {
                 let selected: Vec<u32> = match &filters[index] {

@@ -9,6 +9,7 @@ mod rewrite;
 pub mod script;
 pub mod settings;
 pub mod types;
+pub mod window_tvf;
 
 pub use plan::{JobPlan, PlanNode};
 pub use planner::plan_script;

@@ -125,7 +125,7 @@ impl PlanNode {
 }
 
 /// The kind and size of event-time windows (milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd)]
 pub enum WindowKind {
     /// Fixed, non-overlapping windows.
     Tumble {

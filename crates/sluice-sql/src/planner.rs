@@ -9,7 +9,7 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNodeCore, WriteOp};
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -21,9 +21,13 @@ use sluice_core::table::{TableColumn, TableDef};
 use sluice_core::{Result, SluiceError};
 
 use crate::functions::register_flink_functions;
-use crate::plan::{JobPlan, NodeId, PlanNode};
+use crate::plan::{AggregateCall, JobPlan, NodeId, PlanNode, WindowAggregate, WindowOutput};
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
+use crate::window_tvf::{
+    rewrite_window_aggregates, Relations, WindowAggregateNode, WindowTableFunction, WindowTvfNode,
+    WINDOW_COLUMNS, WINDOW_FUNCTION,
+};
 
 /// Parses and plans a whole script into one job. `default_job_name` names the
 /// job when the script sets no `pipeline.name`; `overrides` are `SET` pairs
@@ -49,10 +53,12 @@ pub async fn plan_script(
         batch_size: settings.batch_size,
     };
 
-    let ctx = new_session();
+    let relations = Relations::default();
+    let ctx = new_session(&relations);
     let mut catalog = Catalog {
         ctx,
         tables: HashMap::new(),
+        relations,
     };
     let mut queries = Vec::new();
     for statement in statements {
@@ -111,7 +117,7 @@ fn locate(error: SluiceError, line: u64) -> SluiceError {
 }
 
 /// A DataFusion session set up for Flink's SQL semantics.
-fn new_session() -> SessionContext {
+fn new_session(relations: &Relations) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false)
@@ -126,6 +132,12 @@ fn new_session() -> SessionContext {
         );
     let ctx = SessionContext::new_with_config(config);
     register_flink_functions(&ctx);
+    ctx.register_udtf(
+        WINDOW_FUNCTION,
+        Arc::new(WindowTableFunction {
+            relations: relations.clone(),
+        }),
+    );
     ctx
 }
 
@@ -138,6 +150,18 @@ enum Query {
 struct Catalog {
     ctx: SessionContext,
     tables: HashMap<String, TableDef>,
+    /// Plans of tables and views, for window TVFs.
+    relations: Relations,
+}
+
+impl Catalog {
+    fn remember_relation(&self, name: &str, plan: LogicalPlan) -> Result<()> {
+        self.relations
+            .write()
+            .map_err(|_| SluiceError::Runtime("relations lock poisoned".into()))?
+            .insert(name.to_string(), plan);
+        Ok(())
+    }
 }
 
 impl Catalog {
@@ -174,9 +198,18 @@ impl Catalog {
                 )));
             }
         }
-        let provider = EmptyTable::new(Arc::new(Schema::new(fields)));
+        let provider: Arc<dyn datafusion::catalog::TableProvider> =
+            Arc::new(EmptyTable::new(Arc::new(Schema::new(fields))));
+        let scan = datafusion::logical_expr::LogicalPlanBuilder::scan(
+            table.name.as_str(),
+            datafusion::datasource::provider_as_source(provider.clone()),
+            None,
+        )
+        .and_then(|builder| builder.build())
+        .map_err(df_error)?;
+        self.remember_relation(&table.name, scan)?;
         self.ctx
-            .register_table(table.name.as_str(), Arc::new(provider))
+            .register_table(table.name.as_str(), provider)
             .map_err(df_error)?;
         self.tables.insert(table.name.clone(), table);
         Ok(())
@@ -319,8 +352,129 @@ impl Translator<'_> {
         }
     }
 
+    /// DataFusion's analyzer (type coercion, view inlining), then the window
+    /// aggregate rewrite, then DataFusion's optimizer.
     fn optimize(&self, plan: &LogicalPlan) -> Result<LogicalPlan> {
-        self.state.optimize(plan).map_err(df_error)
+        let analyzed = self
+            .state
+            .analyzer()
+            .execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})
+            .map_err(df_error)?;
+        let rewritten = rewrite_window_aggregates(analyzed).map_err(df_error)?;
+        self.state
+            .optimizer()
+            .optimize(rewritten, &self.state, |_, _| {})
+            .map_err(df_error)
+    }
+
+    fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
+        let mut input = self.translate(&node.input)?;
+        let width = node.input.schema().fields().len();
+        let truncate = |schema: &DFSchema| -> Result<DFSchema> {
+            DFSchema::new_with_metadata(
+                schema
+                    .iter()
+                    .take(width)
+                    .map(|(q, f)| (q.cloned(), f.clone()))
+                    .collect(),
+                HashMap::new(),
+            )
+            .map_err(df_error)
+        };
+        for (predicate, schema) in &node.filters {
+            let visible = truncate(schema)?;
+            let physical = self.physical_expr(predicate, &visible).map_err(|_| {
+                SluiceError::Unsupported(format!(
+                    "a WHERE condition on window columns before the window aggregation ({predicate})"
+                ))
+            })?;
+            input = self.push(PlanNode::Filter {
+                input,
+                predicate: physical,
+            });
+        }
+        let visible = truncate(&node.agg_input_schema)?;
+        let input_schema: SchemaRef = Arc::new(visible.as_arrow().clone());
+        let (qualifier, _) = node
+            .input
+            .schema()
+            .qualified_field_with_unqualified_name(&node.time_column)
+            .map_err(df_error)?;
+        let time_column =
+            datafusion::common::Column::new(qualifier.cloned(), node.time_column.clone());
+        let time = self.physical_expr(
+            &datafusion::logical_expr::Expr::Column(time_column),
+            node.input.schema(),
+        )?;
+
+        let mut keys = Vec::new();
+        let mut outputs = Vec::new();
+        for expr in &node.group_expr {
+            let window_column = match expr {
+                datafusion::logical_expr::Expr::Column(column) => node
+                    .agg_input_schema
+                    .index_of_column(column)
+                    .ok()
+                    .filter(|index| *index >= width)
+                    .map(|index| index - width),
+                _ => None,
+            };
+            match window_column {
+                Some(0) => outputs.push(WindowOutput::WindowStart),
+                Some(1) => outputs.push(WindowOutput::WindowEnd),
+                Some(_) => outputs.push(WindowOutput::WindowTime),
+                None => {
+                    let key = self.physical_expr(expr, &visible).map_err(|_| {
+                        SluiceError::Unsupported(format!(
+                            "GROUP BY expression {expr} over a window TVF"
+                        ))
+                    })?;
+                    outputs.push(WindowOutput::Key(keys.len()));
+                    keys.push(key);
+                }
+            }
+        }
+        if !outputs.contains(&WindowOutput::WindowStart)
+            || !outputs.contains(&WindowOutput::WindowEnd)
+        {
+            return Err(SluiceError::Unsupported(format!(
+                "GROUP BY over a window TVF without both {} and {}",
+                WINDOW_COLUMNS[0], WINDOW_COLUMNS[1]
+            )));
+        }
+        let mut aggregates = Vec::new();
+        for (index, expr) in node.aggr_expr.iter().enumerate() {
+            // The one-call helper keeps us on DataFusion's own aggregate lowering.
+            #[allow(deprecated)]
+            let (function, filter, ordering) =
+                datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                    expr,
+                    &visible,
+                    &input_schema,
+                    self.state.execution_props(),
+                )
+                .map_err(df_error)?;
+            if !ordering.is_empty() {
+                return Err(SluiceError::Unsupported(format!(
+                    "ORDER BY inside aggregate {expr}"
+                )));
+            }
+            aggregates.push(AggregateCall { function, filter });
+            outputs.push(WindowOutput::Aggregate(index));
+        }
+        Ok(
+            self.push(PlanNode::WindowAggregate(Arc::new(WindowAggregate {
+                input,
+                input_schema,
+                time,
+                kind: node.kind,
+                offset: node.offset,
+                keys,
+                aggregates,
+                outputs,
+                schema: nullable_schema(node.schema().inner()),
+            }))),
+        )
     }
 
     /// A sink writes physical columns only: project computed ones away.
@@ -396,6 +550,29 @@ impl Translator<'_> {
                 }))
             }
             LogicalPlan::TableScan(scan) => self.translate_scan(scan),
+            LogicalPlan::Extension(extension) => {
+                if let Some(window) = extension
+                    .node
+                    .as_any()
+                    .downcast_ref::<WindowAggregateNode>()
+                {
+                    return self.translate_window_aggregate(window);
+                }
+                if extension
+                    .node
+                    .as_any()
+                    .downcast_ref::<WindowTvfNode>()
+                    .is_some()
+                {
+                    return Err(SluiceError::Unsupported(
+                        "a window TVF that is not aggregated with GROUP BY window_start, window_end (window Top-N, window join and plain window TVF queries come later)".into(),
+                    ));
+                }
+                Err(SluiceError::Unsupported(format!(
+                    "plan node {}",
+                    extension.node.name()
+                )))
+            }
             other => Err(SluiceError::Unsupported(format!(
                 "{} in a streaming query is not supported by this version of Sluice (plan: {})",
                 describe_unsupported(other),
@@ -421,12 +598,43 @@ impl Translator<'_> {
         };
         let physical = table.physical_schema();
         let physical_df = DFSchema::try_from(physical.as_ref().clone()).map_err(df_error)?;
+        let full_df = DFSchema::try_from(self.full_table_schema(table)?).map_err(df_error)?;
 
-        // Physical columns the source must produce: the wanted physical ones plus
-        // those the wanted computed columns read.
+        // The watermark expression may read columns the query does not.
+        let watermark = match &table.watermark {
+            Some(watermark) => {
+                let expr = self
+                    .state
+                    .create_logical_expr(&watermark.expr_sql, &full_df)
+                    .map_err(|e| {
+                        SluiceError::Sql(format!(
+                            "table `{name}`: WATERMARK: {}",
+                            clean_df_message(&e)
+                        ))
+                    })?;
+                Some((
+                    expr,
+                    format!("FOR {} AS {}", watermark.column, watermark.expr_sql),
+                ))
+            }
+            None => None,
+        };
+        let mut columns = wanted.clone();
+        if let Some((expr, _)) = &watermark {
+            for column in expr.column_refs() {
+                if let Some(index) = table.columns.iter().position(|c| c.name() == column.name) {
+                    if !columns.contains(&index) {
+                        columns.push(index);
+                    }
+                }
+            }
+        }
+
+        // Physical columns the source must produce: the physical ones among
+        // `columns` plus those the computed ones read.
         let mut computed_exprs = HashMap::new();
         let mut needed: Vec<usize> = Vec::new();
-        for &index in &wanted {
+        for &index in &columns {
             match &table.columns[index] {
                 TableColumn::Physical(field) => needed.extend(table.physical_index(field.name())),
                 TableColumn::Computed { name, expr_sql } => {
@@ -449,43 +657,87 @@ impl Translator<'_> {
             .for_table(table)?
             .create_source(table, &needed, self.job)?;
         let source_schema = connector.schema();
-        let source = self.push(PlanNode::Source {
+        let mut node = self.push(PlanNode::Source {
             table: table.name.clone(),
             connector,
-            watermark: table
-                .watermark
-                .as_ref()
-                .map(|w| format!("FOR {} AS {}", w.column, w.expr_sql)),
+            watermark: watermark.as_ref().map(|(_, text)| text.clone()),
         });
-        let wanted_physical: Vec<usize> = wanted
+        let columns_physical: Vec<usize> = columns
             .iter()
             .filter_map(|&i| table.physical_index(table.columns[i].name()))
             .collect();
-        if computed_exprs.is_empty() && wanted_physical == needed {
-            return Ok(source);
+        let mut schema = source_schema.clone();
+        if !(computed_exprs.is_empty() && columns_physical == needed) {
+            let source_df = DFSchema::try_from(source_schema.as_ref().clone()).map_err(df_error)?;
+            let mut exprs = Vec::with_capacity(columns.len());
+            let mut fields = Vec::with_capacity(columns.len());
+            for &index in &columns {
+                let column = &table.columns[index];
+                let expr: Arc<dyn PhysicalExpr> = match computed_exprs.get(&index) {
+                    Some(logical) => self.physical_expr(logical, &source_df)?,
+                    None => {
+                        let position = source_schema.index_of(column.name())?;
+                        Arc::new(ColumnExpr::new(column.name(), position))
+                    }
+                };
+                let data_type = expr.data_type(&source_schema).map_err(df_error)?;
+                fields.push(Field::new(column.name(), data_type, true));
+                exprs.push(expr);
+            }
+            schema = Arc::new(Schema::new(fields));
+            node = self.push(PlanNode::Project {
+                input: node,
+                exprs,
+                schema: schema.clone(),
+            });
         }
+        if let Some((expr, text)) = watermark {
+            let df = DFSchema::try_from(schema.as_ref().clone()).map_err(df_error)?;
+            let expr = self.physical_expr(&expr, &df)?;
+            node = self.push(PlanNode::Watermark {
+                input: node,
+                expr,
+                text,
+            });
+        }
+        if columns.len() > wanted.len() {
+            let exprs = (0..wanted.len())
+                .map(|i| {
+                    Arc::new(ColumnExpr::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+                })
+                .collect();
+            let fields: Vec<Field> = (0..wanted.len()).map(|i| schema.field(i).clone()).collect();
+            node = self.push(PlanNode::Project {
+                input: node,
+                exprs,
+                schema: Arc::new(Schema::new(fields)),
+            });
+        }
+        Ok(node)
+    }
 
-        let source_df = DFSchema::try_from(source_schema.as_ref().clone()).map_err(df_error)?;
-        let mut exprs = Vec::with_capacity(wanted.len());
-        let mut fields = Vec::with_capacity(wanted.len());
-        for &index in &wanted {
-            let column = &table.columns[index];
-            let expr: Arc<dyn PhysicalExpr> = match computed_exprs.get(&index) {
-                Some(logical) => self.physical_expr(logical, &source_df)?,
-                None => {
-                    let position = source_schema.index_of(column.name())?;
-                    Arc::new(ColumnExpr::new(column.name(), position))
+    /// The table's columns including computed ones, as DataFusion sees the table.
+    fn full_table_schema(&self, table: &TableDef) -> Result<Schema> {
+        let physical_df =
+            DFSchema::try_from(table.physical_schema().as_ref().clone()).map_err(df_error)?;
+        let fields = table
+            .columns
+            .iter()
+            .map(|column| match column {
+                TableColumn::Physical(field) => Ok(field.clone()),
+                TableColumn::Computed { name, expr_sql } => {
+                    let expr = self
+                        .state
+                        .create_logical_expr(expr_sql, &physical_df)
+                        .map_err(|e| computed_error(&table.name, name, e))?;
+                    let data_type =
+                        datafusion::logical_expr::ExprSchemable::get_type(&expr, &physical_df)
+                            .map_err(|e| computed_error(&table.name, name, e))?;
+                    Ok(Field::new(name, data_type, true))
                 }
-            };
-            let data_type = expr.data_type(&source_schema).map_err(df_error)?;
-            fields.push(Field::new(column.name(), data_type, true));
-            exprs.push(expr);
-        }
-        Ok(self.push(PlanNode::Project {
-            input: source,
-            exprs,
-            schema: Arc::new(Schema::new(fields)),
-        }))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Schema::new(fields))
     }
 }
 

@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location, Token};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 use sluice_core::options::Options;
 use sluice_core::table::{TableColumn, TableDef, WatermarkDef};
 use sluice_core::{Result, SluiceError};
@@ -45,9 +45,15 @@ pub enum StatementKind {
 /// Parses a whole script. Errors name the line and column.
 pub fn parse_script(script: &str) -> Result<Vec<ScriptStatement>> {
     let dialect = GenericDialect {};
-    let mut parser = Parser::new(&dialect)
-        .try_with_sql(script)
-        .map_err(|e| sql_error(&e))?;
+    let tokens = Tokenizer::new(&dialect, script)
+        .tokenize_with_location()
+        .map_err(|e| sql_error(&ParserError::TokenizerError(e.to_string())))?
+        .into_iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let tokens = crate::window_tvf::rewrite_window_tvfs(tokens)
+        .map_err(|e| sql_error(&ParserError::ParserError(e)))?;
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
         while parser.consume_token(&Token::SemiColon) {}
