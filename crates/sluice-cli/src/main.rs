@@ -195,6 +195,12 @@ fn report(summary: &JobSummary, elapsed: std::time::Duration) {
         }
         info!("{line}");
     }
+    if summary.late_records > 0 {
+        warn!(
+            "{} late records (behind the watermark at a window operator) were dropped",
+            summary.late_records
+        );
+    }
     for sink in &summary.sinks {
         info!("sink `{}`: {} rows written", sink.table, sink.rows);
     }

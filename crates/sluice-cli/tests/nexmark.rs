@@ -218,3 +218,90 @@ fn generator_source_equals_its_own_file() {
     ));
     assert_eq!(read_part_files(&ws.path("direct")), from_file);
 }
+
+fn millis(ts: &str) -> i64 {
+    chrono::NaiveDateTime::parse_from_str(ts, "%Y-%m-%d %H:%M:%S%.3f")
+        .expect("timestamp")
+        .and_utc()
+        .timestamp_millis()
+}
+
+fn format_millis(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .expect("timestamp")
+        .naive_utc()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string()
+}
+
+/// The windowed parts of q5 (bids per auction per HOP window) and q7 (max
+/// price per TUMBLE window), checked against a direct computation.
+#[test]
+fn window_aggregates_over_nexmark_match_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let source = nexmark_file_source(&format!("{}/events", ws.dir.path().display()));
+
+    let mut hop: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+    let mut tumble: BTreeMap<i64, i64> = BTreeMap::new();
+    for bid in bids(&events) {
+        let ts = millis(bid["dateTime"].as_str().expect("ts"));
+        let auction = bid["auction"].as_i64().expect("auction");
+        let price = bid["price"].as_i64().expect("price");
+        let mut start = ts.div_euclid(2000) * 2000;
+        while start > ts - 10_000 {
+            *hop.entry((auction, start)).or_default() += 1;
+            start -= 2000;
+        }
+        let window = ts.div_euclid(10_000) * 10_000;
+        let max = tumble.entry(window).or_insert(price);
+        *max = (*max).max(price);
+    }
+    let expected_hop: Vec<String> = hop
+        .iter()
+        .map(|((auction, start), num)| {
+            format!(
+                r#"{{"auction":{auction},"num":{num},"starttime":"{}","endtime":"{}"}}"#,
+                format_millis(*start),
+                format_millis(start + 10_000)
+            )
+        })
+        .collect();
+    let expected_tumble: Vec<String> = tumble
+        .iter()
+        .map(|(start, max)| {
+            format!(
+                r#"{{"maxprice":{max},"dateTime":"{}"}}"#,
+                format_millis(start + 10_000)
+            )
+        })
+        .collect();
+
+    for parallelism in ["1", "2"] {
+        let job = format!(
+            "{source}
+             CREATE TABLE hop_out (auction BIGINT, num BIGINT, starttime TIMESTAMP(3), endtime TIMESTAMP(3))
+                 WITH ('connector' = 'filesystem', 'path' = '$DIR/hop-{parallelism}', 'format' = 'json');
+             CREATE TABLE tumble_out (maxprice BIGINT, `dateTime` TIMESTAMP(3))
+                 WITH ('connector' = 'filesystem', 'path' = '$DIR/tumble-{parallelism}', 'format' = 'json');
+             INSERT INTO hop_out
+             SELECT auction, COUNT(*) AS num, window_start AS starttime, window_end AS endtime
+             FROM TABLE(HOP(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '2' SECOND, INTERVAL '10' SECOND))
+             GROUP BY auction, window_start, window_end;
+             INSERT INTO tumble_out
+             SELECT MAX(price) AS maxprice, window_end AS `dateTime`
+             FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(`dateTime`), INTERVAL '10' SECOND))
+             GROUP BY window_start, window_end;"
+        );
+        ok(&ws.run(&job, &["-p", parallelism]));
+        assert_eq!(
+            read_part_files(&ws.path(&format!("hop-{parallelism}"))),
+            sorted(expected_hop.clone())
+        );
+        assert_eq!(
+            read_part_files(&ws.path(&format!("tumble-{parallelism}"))),
+            sorted(expected_tumble.clone())
+        );
+    }
+}

@@ -249,9 +249,12 @@ impl Catalog {
                     input: dml.input.as_ref().clone(),
                 }))
             }
-            LogicalPlan::Ddl(_) => {
+            LogicalPlan::Ddl(ddl) => {
+                if let datafusion::logical_expr::DdlStatement::CreateView(view) = &ddl {
+                    self.remember_relation(view.name.table(), view.input.as_ref().clone())?;
+                }
                 self.ctx
-                    .execute_logical_plan(plan)
+                    .execute_logical_plan(LogicalPlan::Ddl(ddl))
                     .await
                     .map_err(df_error)?;
                 Ok(None)

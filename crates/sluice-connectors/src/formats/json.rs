@@ -376,7 +376,12 @@ fn write_display(value: impl std::fmt::Display, out: &mut Vec<u8>) {
 
 fn write_float(value: f64, out: &mut Vec<u8>) {
     if value.is_finite() {
+        let start = out.len();
         write_display(value, out);
+        // Whole numbers keep a fraction (4.0, not 4), as Flink writes doubles.
+        if !out[start..].iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
+            out.extend_from_slice(b".0");
+        }
     } else {
         write_string(&value.to_string(), out);
     }

@@ -1,0 +1,178 @@
+//! Event-time window aggregation over hand-made inputs whose results are
+//! worked out by hand.
+
+mod common;
+
+use common::{failed, ok, Workspace};
+
+/// Events as (key, value, time in seconds after 2020-01-01 00:00:00).
+const EVENTS: [(&str, i64, &str); 8] = [
+    ("a", 1, "01.000"),
+    ("b", 2, "03.000"),
+    ("a", 3, "09.999"),
+    ("a", 4, "10.000"),
+    ("a", 5, "07.000"), // out of order, within the 5 s bound
+    ("b", 6, "25.000"),
+    ("a", 7, "02.000"), // behind the watermark (20 s) when it arrives: late
+    ("b", 8, "26.000"),
+];
+
+fn write_events(ws: &Workspace) {
+    let lines: String = EVENTS
+        .iter()
+        .map(|(k, v, t)| format!("{{\"k\":\"{k}\",\"v\":{v},\"ts\":\"2020-01-01 00:00:{t}\"}}\n"))
+        .collect();
+    ws.write("in.json", &lines);
+}
+
+const SOURCE: &str = "CREATE TABLE t (k STRING, v BIGINT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '5' SECOND)
+    WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');";
+
+/// Runs `query` into a JSON sink with one row per batch, so the watermark
+/// advances between rows exactly as the data says.
+fn run_window_query(
+    ws: &Workspace,
+    sink_columns: &str,
+    query: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let job = format!(
+        "{SOURCE}
+         CREATE TABLE out ({sink_columns}) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out {query};"
+    );
+    let mut args = vec!["--set", "sluice.batch.size=1"];
+    args.extend_from_slice(extra);
+    let output = ws.run(&job, &args);
+    ok(&output);
+    // The late row is counted and reported.
+    assert!(String::from_utf8_lossy(&output.stderr).contains("1 late records"));
+    ws.sink_lines("out")
+}
+
+#[test]
+fn tumble_counts_per_key_and_drops_late_rows() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "k STRING, window_start TIMESTAMP(3), window_end TIMESTAMP(3), n BIGINT, total BIGINT",
+        "SELECT k, window_start, window_end, COUNT(*), SUM(v)
+         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end",
+        &[],
+    );
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"k":"a","window_start":"2020-01-01 00:00:00.000","window_end":"2020-01-01 00:00:10.000","n":3,"total":9}"#,
+            r#"{"k":"a","window_start":"2020-01-01 00:00:10.000","window_end":"2020-01-01 00:00:20.000","n":1,"total":4}"#,
+            r#"{"k":"b","window_start":"2020-01-01 00:00:00.000","window_end":"2020-01-01 00:00:10.000","n":1,"total":2}"#,
+            r#"{"k":"b","window_start":"2020-01-01 00:00:20.000","window_end":"2020-01-01 00:00:30.000","n":2,"total":14}"#,
+        ]
+    );
+}
+
+#[test]
+fn hop_windows_share_panes() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "window_start TIMESTAMP(3), n BIGINT, top BIGINT, keys BIGINT",
+        "SELECT window_start, COUNT(*), MAX(v), COUNT(DISTINCT k)
+         FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end",
+        &[],
+    );
+    // The late row (a, 7, 00:02) is dropped: its last window [0, 10) closed at 9.999.
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"window_start":"2019-12-31 23:59:55.000","n":2,"top":2,"keys":2}"#,
+            r#"{"window_start":"2020-01-01 00:00:00.000","n":4,"top":5,"keys":2}"#,
+            r#"{"window_start":"2020-01-01 00:00:05.000","n":3,"top":5,"keys":1}"#,
+            r#"{"window_start":"2020-01-01 00:00:10.000","n":1,"top":4,"keys":1}"#,
+            r#"{"window_start":"2020-01-01 00:00:20.000","n":2,"top":8,"keys":1}"#,
+            r#"{"window_start":"2020-01-01 00:00:25.000","n":2,"top":8,"keys":1}"#,
+        ]
+    );
+}
+
+#[test]
+fn cumulate_windows_grow_by_step() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "window_end TIMESTAMP(3), n BIGINT, total BIGINT",
+        "SELECT window_end, COUNT(*), SUM(v)
+         FROM TABLE(CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+         WHERE k = 'a'
+         GROUP BY window_start, window_end",
+        &[],
+    );
+    // Rows of key a: 1@01, 3@09.999, 4@10, 5@07 (7@02 is late).
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"window_end":"2020-01-01 00:00:05.000","n":1,"total":1}"#,
+            r#"{"window_end":"2020-01-01 00:00:10.000","n":3,"total":9}"#,
+            r#"{"window_end":"2020-01-01 00:00:15.000","n":1,"total":4}"#,
+            r#"{"window_end":"2020-01-01 00:00:20.000","n":1,"total":4}"#,
+        ]
+    );
+}
+
+#[test]
+fn end_of_input_fires_every_window_and_parallelism_agrees() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let query = "SELECT k, window_start, COUNT(*), AVG(v)
+         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end";
+    let columns = "k STRING, window_start TIMESTAMP(3), n BIGINT, mean DOUBLE";
+    // One batch: the whole file arrives before the first watermark, so nothing is late.
+    let job = format!(
+        "{SOURCE}
+         CREATE TABLE out ({columns}) WITH ('connector' = 'filesystem', 'path' = '$DIR/OUT', 'format' = 'json');
+         INSERT INTO out {query};"
+    );
+    ok(&ws.run(&job.replace("OUT", "p1"), &["-p", "1"]));
+    ok(&ws.run(&job.replace("OUT", "p2"), &["-p", "2"]));
+    let p1 = ws.sink_lines("p1");
+    assert_eq!(p1.len(), 4);
+    assert!(
+        p1[0].contains(r#""k":"a","window_start":"2020-01-01 00:00:00.000","n":4,"mean":4.0"#),
+        "{p1:?}"
+    );
+    assert_eq!(p1, ws.sink_lines("p2"));
+}
+
+#[test]
+fn window_tvf_errors_are_clear() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let missing_descriptor_column = ws.run(
+        &format!(
+            "{SOURCE} SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(nope), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"
+        ),
+        &[],
+    );
+    assert!(failed(&missing_descriptor_column).contains("DESCRIPTOR column `nope`"));
+    let not_a_timestamp = ws.run(
+        &format!("{SOURCE} SELECT COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(v), INTERVAL '1' SECOND)) GROUP BY window_start, window_end;"),
+        &[],
+    );
+    assert!(failed(&not_a_timestamp).contains("must be a TIMESTAMP"));
+    let bad_hop = ws.run(
+        &format!("{SOURCE} SELECT COUNT(*) FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '10' SECOND)) GROUP BY window_start, window_end;"),
+        &[],
+    );
+    assert!(failed(&bad_hop).contains("multiple of its slide"));
+    let without_window_columns = ws.run(
+        &format!("{SOURCE} SELECT k, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' SECOND)) GROUP BY k;"),
+        &[],
+    );
+    assert!(failed(&without_window_columns).contains("window_start"));
+}
