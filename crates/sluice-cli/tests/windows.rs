@@ -176,3 +176,30 @@ fn window_tvf_errors_are_clear() {
     );
     assert!(failed(&without_window_columns).contains("window_start"));
 }
+
+#[test]
+fn legacy_group_window_syntax_matches_the_tvf_form() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let tvf = run_window_query(
+        &ws,
+        "k STRING, s TIMESTAMP(3), e TIMESTAMP(3), n BIGINT",
+        "SELECT k, window_start, window_end, COUNT(*)
+         FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end",
+        &[],
+    );
+    let legacy_ws = Workspace::new();
+    write_events(&legacy_ws);
+    let legacy = run_window_query(
+        &legacy_ws,
+        "k STRING, s TIMESTAMP(3), e TIMESTAMP(3), n BIGINT",
+        "SELECT k, HOP_START(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND),
+                HOP_END(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND), COUNT(*)
+         FROM t
+         GROUP BY HOP(ts, INTERVAL '5' SECOND, INTERVAL '10' SECOND), k",
+        &[],
+    );
+    assert_eq!(tvf.len(), 8, "{tvf:?}");
+    assert_eq!(tvf, legacy);
+}

@@ -218,6 +218,7 @@ impl Catalog {
     /// Registers a view or plans a query; returns queries to run.
     async fn plan_statement(&mut self, mut statement: Statement) -> Result<Option<Query>> {
         crate::rewrite::name_nested_columns(&mut statement);
+        crate::rewrite::rewrite_legacy_group_windows(&mut statement).map_err(SluiceError::Sql)?;
         let statement = match statement {
             Statement::CreateView(mut view) => {
                 // Flink's TEMPORARY views live as long as the job, like every view here.
