@@ -203,3 +203,29 @@ fn legacy_group_window_syntax_matches_the_tvf_form() {
     assert_eq!(tvf.len(), 8, "{tvf:?}");
     assert_eq!(tvf, legacy);
 }
+
+#[test]
+fn session_windows_merge_per_key() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let job = format!(
+        "{SOURCE}
+         CREATE TABLE out (k STRING, s TIMESTAMP(3), e TIMESTAMP(3), n BIGINT, total BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out
+         SELECT k, window_start, window_end, COUNT(*), SUM(v)
+         FROM TABLE(SESSION(TABLE t PARTITION BY k, DESCRIPTOR(ts), INTERVAL '3' SECOND))
+         GROUP BY k, window_start, window_end;"
+    );
+    // One batch, so no row is late: a has 1@01, 7@02 | 5@07, 3@09.999, 4@10; b has 2@03 | 6@25, 8@26.
+    ok(&ws.run(&job, &["-p", "2"]));
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec![
+            r#"{"k":"a","s":"2020-01-01 00:00:01.000","e":"2020-01-01 00:00:05.000","n":2,"total":8}"#,
+            r#"{"k":"a","s":"2020-01-01 00:00:07.000","e":"2020-01-01 00:00:13.000","n":3,"total":12}"#,
+            r#"{"k":"b","s":"2020-01-01 00:00:03.000","e":"2020-01-01 00:00:06.000","n":1,"total":2}"#,
+            r#"{"k":"b","s":"2020-01-01 00:00:25.000","e":"2020-01-01 00:00:29.000","n":2,"total":14}"#,
+        ]
+    );
+}

@@ -21,12 +21,13 @@ use datafusion::physical_expr::PhysicalExpr;
 use futures::StreamExt;
 use sluice_core::connector::{SinkWriter, SourceReader};
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
-use sluice_sql::plan::{JobPlan, NodeId, PlanNode};
+use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batching::Coalescer;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
+use crate::session::SessionAggregateOperator;
 use crate::watermark::WatermarkAssigner;
 use crate::window::WindowAggregateOperator;
 
@@ -287,11 +288,19 @@ impl<'a> TaskBuilder<'a> {
             PlanNode::WindowAggregate(window) => {
                 let upstream = self.build(window.input)?;
                 let make = |late: &Arc<AtomicU64>| -> Result<Box<dyn Operator>> {
-                    Ok(Box::new(WindowAggregateOperator::new(
-                        window.clone(),
-                        &window.input_schema,
-                        late.clone(),
-                    )?))
+                    Ok(match window.kind {
+                        WindowKind::Session { gap } => Box::new(SessionAggregateOperator::new(
+                            window.clone(),
+                            gap,
+                            &window.input_schema,
+                            late.clone(),
+                        )?),
+                        _ => Box::new(WindowAggregateOperator::new(
+                            window.clone(),
+                            &window.input_schema,
+                            late.clone(),
+                        )?),
+                    })
                 };
                 if self.parallelism == 1 {
                     let mut chains = upstream;

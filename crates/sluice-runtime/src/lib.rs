@@ -6,6 +6,7 @@
 pub mod batching;
 pub mod executor;
 pub mod operators;
+pub mod session;
 pub mod watermark;
 pub mod window;
 

@@ -105,7 +105,7 @@ impl WindowAggregateOperator {
             }
         }
         let pane_width = self.spec.kind.pane();
-        let mut rows: Vec<(i64, i64, Vec<u8>, Vec<ScalarValue>)> = Vec::new();
+        let mut rows: Vec<WindowRow> = Vec::new();
         for (end, start) in closing {
             let in_window: Vec<i64> = pane_starts.range(start..end).copied().collect();
             if in_window.len() == 1
@@ -199,62 +199,32 @@ impl WindowAggregateOperator {
         Ok(())
     }
 
-    fn build_output(
-        &self,
-        rows: Vec<(i64, i64, Vec<u8>, Vec<ScalarValue>)>,
-    ) -> Result<RecordBatch> {
-        let schema = &self.spec.schema;
-        let count = rows.len();
-        let parser = self.converter.parser();
-        let keys = self
-            .converter
-            .convert_rows(rows.iter().map(|(_, _, key, _)| parser.parse(key)))?;
-        let mut columns = Vec::with_capacity(self.spec.outputs.len());
-        for (index, output) in self.spec.outputs.iter().enumerate() {
-            let target = schema.field(index).data_type();
-            let array: ArrayRef = match output {
-                WindowOutput::Key(i) => keys[*i].clone(),
-                WindowOutput::WindowStart => Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.0),
-                )),
-                WindowOutput::WindowEnd => Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.1),
-                )),
-                WindowOutput::WindowTime => Arc::new(TimestampMillisecondArray::from_iter_values(
-                    rows.iter().map(|r| r.1 - 1),
-                )),
-                WindowOutput::Aggregate(i) => {
-                    if count == 0 {
-                        new_null_array(target, 0)
-                    } else {
-                        ScalarValue::iter_to_array(rows.iter().map(|r| r.3[*i].clone()))
-                            .map_err(df)?
-                    }
-                }
-            };
-            columns.push(if array.data_type() == target {
-                array
-            } else {
-                cast(&array, target)?
-            });
-        }
-        Ok(RecordBatch::try_new_with_options(
-            schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(count)),
-        )?)
+    fn build_output(&self, rows: Vec<WindowRow>) -> Result<RecordBatch> {
+        build_output(&self.spec, &self.converter, rows)
     }
 }
 
-impl Operator for WindowAggregateOperator {
-    fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
-        if batch.kinds.is_some()
-            && (0..batch.num_rows()).any(|row| batch.kind(row) != sluice_core::RowKind::Insert)
-        {
-            return Err(SluiceError::Unsupported(
-                "window aggregation over an updating (changelog) input".into(),
-            ));
-        }
+/// One result: window start, window end, key bytes, aggregate values.
+pub(crate) type WindowRow = (i64, i64, Vec<u8>, Vec<ScalarValue>);
+
+/// A batch's inputs to a window aggregation, evaluated once.
+pub(crate) struct EvaluatedInput {
+    /// Event time per row (epoch ms).
+    pub times: arrow::array::PrimitiveArray<arrow::datatypes::TimestampMillisecondType>,
+    /// Grouping keys per row as row bytes (`None` without keys).
+    pub key_rows: Option<arrow::row::Rows>,
+    /// Argument arrays per aggregate.
+    pub arguments: Vec<Vec<ArrayRef>>,
+    /// `FILTER (WHERE ...)` masks per aggregate.
+    pub filters: Vec<Option<arrow::array::BooleanArray>>,
+}
+
+impl EvaluatedInput {
+    pub(crate) fn new(
+        spec: &WindowAggregate,
+        converter: &RowConverter,
+        batch: &ChangeBatch,
+    ) -> Result<Self> {
         let rows = batch.num_rows();
         let data = &batch.data;
         let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
@@ -262,22 +232,17 @@ impl Operator for WindowAggregateOperator {
                 .and_then(|v| v.into_array(rows))
                 .map_err(df)
         };
-        let times = epoch_millis(evaluate(&self.spec.time)?.as_ref())?;
-        let key_arrays = self
-            .spec
-            .keys
-            .iter()
-            .map(evaluate)
-            .collect::<Result<Vec<_>>>()?;
+        let times = epoch_millis(evaluate(&spec.time)?.as_ref())?;
+        let key_arrays = spec.keys.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
         // Without grouping keys every row has the same (empty) key.
         let key_rows = if key_arrays.is_empty() {
             None
         } else {
-            Some(self.converter.convert_columns(&key_arrays)?)
+            Some(converter.convert_columns(&key_arrays)?)
         };
-        let mut arguments = Vec::with_capacity(self.spec.aggregates.len());
-        let mut filters = Vec::with_capacity(self.spec.aggregates.len());
-        for call in &self.spec.aggregates {
+        let mut arguments = Vec::with_capacity(spec.aggregates.len());
+        let mut filters = Vec::with_capacity(spec.aggregates.len());
+        for call in &spec.aggregates {
             arguments.push(
                 call.function
                     .expressions()
@@ -290,6 +255,94 @@ impl Operator for WindowAggregateOperator {
                 None => None,
             });
         }
+        Ok(EvaluatedInput {
+            times,
+            key_rows,
+            arguments,
+            filters,
+        })
+    }
+
+    /// The key bytes of `row`.
+    pub(crate) fn key(&self, row: usize) -> &[u8] {
+        match &self.key_rows {
+            Some(rows) => rows.row(row).data(),
+            None => &[],
+        }
+    }
+}
+
+/// Fails on updating input, which window aggregation cannot take yet.
+pub(crate) fn require_inserts(batch: &ChangeBatch) -> Result<()> {
+    if batch.kinds.is_some()
+        && (0..batch.num_rows()).any(|row| batch.kind(row) != sluice_core::RowKind::Insert)
+    {
+        return Err(SluiceError::Unsupported(
+            "window aggregation over an updating (changelog) input".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Assembles result rows into the window aggregate's output schema.
+pub(crate) fn build_output(
+    spec: &WindowAggregate,
+    converter: &RowConverter,
+    rows: Vec<WindowRow>,
+) -> Result<RecordBatch> {
+    let schema = &spec.schema;
+    let count = rows.len();
+    let keys = if spec.keys.is_empty() {
+        Vec::new()
+    } else {
+        let parser = converter.parser();
+        converter.convert_rows(rows.iter().map(|(_, _, key, _)| parser.parse(key)))?
+    };
+    let timestamps = |value: fn(&WindowRow) -> i64| -> ArrayRef {
+        Arc::new(TimestampMillisecondArray::from_iter_values(
+            rows.iter().map(value),
+        ))
+    };
+    let mut columns = Vec::with_capacity(spec.outputs.len());
+    for (index, output) in spec.outputs.iter().enumerate() {
+        let target = schema.field(index).data_type();
+        let array: ArrayRef = match output {
+            WindowOutput::Key(i) => keys[*i].clone(),
+            WindowOutput::WindowStart => timestamps(|r| r.0),
+            WindowOutput::WindowEnd => timestamps(|r| r.1),
+            WindowOutput::WindowTime => timestamps(|r| r.1 - 1),
+            WindowOutput::Aggregate(i) => {
+                if count == 0 {
+                    new_null_array(target, 0)
+                } else {
+                    ScalarValue::iter_to_array(rows.iter().map(|r| r.3[*i].clone())).map_err(df)?
+                }
+            }
+        };
+        columns.push(if array.data_type() == target {
+            array
+        } else {
+            cast(&array, target)?
+        });
+    }
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        columns,
+        &RecordBatchOptions::new().with_row_count(Some(count)),
+    )?)
+}
+
+impl Operator for WindowAggregateOperator {
+    fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
+        require_inserts(&batch)?;
+        let rows = batch.num_rows();
+        let input = EvaluatedInput::new(&self.spec, &self.converter, &batch)?;
+        let EvaluatedInput {
+            times,
+            key_rows: _,
+            arguments,
+            filters,
+        } = &input;
 
         // Group row indices by (pane, key); drop rows whose windows all closed.
         let pane_width = self.spec.kind.pane();
@@ -315,16 +368,16 @@ impl Operator for WindowAggregateOperator {
                 late += 1;
                 continue;
             }
-            let key: &[u8] = match &key_rows {
-                Some(rows) => rows.row(row).data(),
-                None => &[],
-            };
-            groups.entry((pane, key)).or_default().push(row as u32);
+            groups
+                .entry((pane, input.key(row)))
+                .or_default()
+                .push(row as u32);
         }
         if late > 0 {
             self.late_records.fetch_add(late, Ordering::Relaxed);
         }
         for ((pane, key), indices) in groups {
+            let indices = &indices;
             if !self
                 .panes
                 .get(&pane)
@@ -343,7 +396,7 @@ impl Operator for WindowAggregateOperator {
                 .ok_or_else(|| SluiceError::Runtime("window state vanished".into()))?;
             for (index, accumulator) in accumulators.iter_mut().enumerate() {
                 let selected: Vec<u32> = match &filters[index] {
-                    None => indices.clone(),
+                    None => indices.to_vec(),
                     Some(mask) => indices
                         .iter()
                         .copied()

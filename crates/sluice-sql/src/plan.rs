@@ -146,6 +146,11 @@ pub enum WindowKind {
         /// Growth step.
         step: i64,
     },
+    /// Per-key sessions: rows closer than `gap` share a window.
+    Session {
+        /// Inactivity gap that closes a session.
+        gap: i64,
+    },
 }
 
 impl WindowKind {
@@ -156,6 +161,7 @@ impl WindowKind {
             WindowKind::Tumble { size } => size,
             WindowKind::Hop { size, slide } => gcd(size, slide),
             WindowKind::Cumulate { step, .. } => step,
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -165,6 +171,7 @@ impl WindowKind {
             WindowKind::Tumble { size }
             | WindowKind::Hop { size, .. }
             | WindowKind::Cumulate { size, .. } => size,
+            WindowKind::Session { gap } => gap,
         }
     }
 
@@ -178,6 +185,8 @@ impl WindowKind {
                 let start = base.div_euclid(size) * size + offset;
                 out.push((start, start + size));
             }
+            // Sessions have no fixed panes; the session operator tracks them.
+            WindowKind::Session { gap } => out.push((pane_start, pane_start + gap)),
             WindowKind::Hop { size, slide } => {
                 let last_start = base.div_euclid(slide) * slide;
                 let mut start = last_start;
@@ -204,6 +213,7 @@ impl WindowKind {
             WindowKind::Cumulate { size, step } => {
                 format!("CUMULATE(size {size} ms, step {step} ms)")
             }
+            WindowKind::Session { gap } => format!("SESSION(gap {gap} ms)"),
         }
     }
 }

@@ -351,12 +351,10 @@ impl TableFunctionImpl for WindowTableFunction {
                     rest.first().copied().unwrap_or(0),
                 )
             }
-            ("SESSION", _) => {
-                return plan_err!("SESSION windows are not supported by this version of Sluice")
-            }
+            ("SESSION", [gap]) => (WindowKind::Session { gap: *gap }, 0),
             (other, _) => return plan_err!("{other}: wrong number of INTERVAL arguments"),
         };
-        if !partition.is_empty() {
+        if !partition.is_empty() && !matches!(kind, WindowKind::Session { .. }) {
             return plan_err!("PARTITION BY is only allowed in SESSION windows");
         }
         let input = self
