@@ -351,3 +351,149 @@ fn q11_sessions_match_a_direct_computation() {
     assert_eq!(run_query(&ws, "q11", "1"), sorted(expected.clone()));
     assert_eq!(run_query(&ws, "q11", "2"), sorted(expected));
 }
+
+/// q3 and q20 as written (regular inner joins), against a direct computation.
+#[test]
+fn join_queries_match_a_direct_computation() {
+    use std::collections::HashMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let persons: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == 0)
+        .map(|e| &e["person"])
+        .collect();
+    let auctions: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["event_type"] == 1)
+        .map(|e| &e["auction"])
+        .collect();
+    let mut people_by_id: HashMap<i64, Vec<&Value>> = HashMap::new();
+    for person in &persons {
+        people_by_id
+            .entry(person["id"].as_i64().expect("id"))
+            .or_default()
+            .push(person);
+    }
+    let mut q3 = Vec::new();
+    for auction in auctions.iter().filter(|a| a["category"] == 10) {
+        for person in people_by_id
+            .get(&auction["seller"].as_i64().expect("seller"))
+            .into_iter()
+            .flatten()
+        {
+            if ["OR", "ID", "CA"].contains(&person["state"].as_str().expect("state")) {
+                q3.push(format!(
+                    r#"{{"name":{},"city":{},"state":{},"id":{}}}"#,
+                    text(&person["name"]),
+                    text(&person["city"]),
+                    text(&person["state"]),
+                    auction["id"]
+                ));
+            }
+        }
+    }
+    assert!(!q3.is_empty());
+    assert_eq!(run_query(&ws, "q3", "1"), sorted(q3.clone()));
+    assert_eq!(run_query(&ws, "q3", "2"), sorted(q3));
+
+    let mut auctions_by_id: HashMap<i64, Vec<&Value>> = HashMap::new();
+    for auction in auctions.iter().filter(|a| a["category"] == 10) {
+        auctions_by_id
+            .entry(auction["id"].as_i64().expect("id"))
+            .or_default()
+            .push(auction);
+    }
+    let mut q20 = Vec::new();
+    for bid in bids(&events) {
+        for a in auctions_by_id
+            .get(&bid["auction"].as_i64().expect("auction"))
+            .into_iter()
+            .flatten()
+        {
+            q20.push(format!(
+                concat!(
+                    r#"{{"auction":{},"bidder":{},"price":{},"channel":{},"url":{},"bid_dateTime":{},"bid_extra":{},"#,
+                    r#""itemName":{},"description":{},"initialBid":{},"reserve":{},"auction_dateTime":{},"expires":{},"seller":{},"category":{},"auction_extra":{}}}"#
+                ),
+                bid["auction"], bid["bidder"], bid["price"], text(&bid["channel"]), text(&bid["url"]),
+                text(&bid["dateTime"]), text(&bid["extra"]), text(&a["itemName"]), text(&a["description"]),
+                a["initialBid"], a["reserve"], text(&a["dateTime"]), text(&a["expires"]), a["seller"], a["category"],
+                text(&a["extra"])
+            ));
+        }
+    }
+    assert!(!q20.is_empty());
+    assert_eq!(run_query(&ws, "q20", "2"), sorted(q20));
+}
+
+/// q7 (bids at the highest price of their 10 s window) and q8 (new sellers per
+/// window) as written: window aggregates joined with a stream or each other.
+#[test]
+fn q7_and_q8_match_a_direct_computation() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+
+    let mut max_by_end: BTreeMap<i64, i64> = BTreeMap::new();
+    for bid in bids(&events) {
+        let end =
+            millis(bid["dateTime"].as_str().expect("ts")).div_euclid(10_000) * 10_000 + 10_000;
+        let price = bid["price"].as_i64().expect("price");
+        let max = max_by_end.entry(end).or_insert(price);
+        *max = (*max).max(price);
+    }
+    let mut q7 = Vec::new();
+    for bid in bids(&events) {
+        let ts = millis(bid["dateTime"].as_str().expect("ts"));
+        let price = bid["price"].as_i64().expect("price");
+        for (end, max) in &max_by_end {
+            if *max == price && end - 10_000 <= ts && ts <= *end {
+                q7.push(format!(
+                    r#"{{"auction":{},"bidder":{},"price":{},"dateTime":{},"extra":{}}}"#,
+                    bid["auction"],
+                    bid["bidder"],
+                    bid["price"],
+                    text(&bid["dateTime"]),
+                    text(&bid["extra"])
+                ));
+            }
+        }
+    }
+    assert!(!q7.is_empty());
+    assert_eq!(run_query(&ws, "q7", "2"), sorted(q7));
+
+    let window =
+        |e: &Value| millis(e["dateTime"].as_str().expect("ts")).div_euclid(10_000) * 10_000;
+    let people: BTreeSet<(i64, String, i64)> = events
+        .iter()
+        .filter(|e| e["event_type"] == 0)
+        .map(|e| &e["person"])
+        .map(|p| {
+            (
+                p["id"].as_i64().expect("id"),
+                p["name"].as_str().expect("name").to_string(),
+                window(p),
+            )
+        })
+        .collect();
+    let sellers: BTreeSet<(i64, i64)> = events
+        .iter()
+        .filter(|e| e["event_type"] == 1)
+        .map(|e| &e["auction"])
+        .map(|a| (a["seller"].as_i64().expect("seller"), window(a)))
+        .collect();
+    let q8: Vec<String> = people
+        .iter()
+        .filter(|(id, _, start)| sellers.contains(&(*id, *start)))
+        .map(|(id, name, start)| {
+            format!(
+                r#"{{"id":{id},"name":{},"stime":"{}"}}"#,
+                text(&Value::from(name.as_str())),
+                format_millis(*start)
+            )
+        })
+        .collect();
+    assert!(!q8.is_empty());
+    assert_eq!(run_query(&ws, "q8", "1"), sorted(q8));
+}

@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batching::Coalescer;
+use crate::join::InnerJoinOperator;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
 use crate::session::SessionAggregateOperator;
 use crate::watermark::WatermarkAssigner;
@@ -75,7 +76,9 @@ pub struct SinkSummary {
 
 enum Input {
     Source(Box<dyn SourceReader>),
-    Channels(Vec<mpsc::Receiver<Message>>),
+    /// Channels tagged with the input number of the first operator (a join's
+    /// left = 0, right = 1).
+    Channels(Vec<(usize, mpsc::Receiver<Message>)>),
 }
 
 enum Output {
@@ -267,13 +270,13 @@ impl<'a> TaskBuilder<'a> {
                 Ok(Box::new(WatermarkAssigner::new(expr.clone())) as Box<dyn Operator>)
             }),
             PlanNode::Union { inputs, schema } => {
-                let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> =
+                let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
                     (0..self.parallelism).map(|_| Vec::new()).collect();
                 for &branch in inputs {
                     for (subtask, pending) in self.build(branch)?.into_iter().enumerate() {
                         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
                         self.spawn(pending, Output::Forward(sender));
-                        receivers[subtask].push(receiver);
+                        receivers[subtask].push((0, receiver));
                     }
                 }
                 Ok(receivers
@@ -309,13 +312,63 @@ impl<'a> TaskBuilder<'a> {
                     }
                     return Ok(chains);
                 }
-                let downstream = self.shuffle(upstream, window.keys.clone());
+                let downstream = self.shuffle(upstream, window.keys.clone(), 0);
                 downstream
                     .into_iter()
                     .map(|receivers| {
                         Ok(Pending {
                             input: Input::Channels(receivers),
                             chain: vec![make(&self.late_records)?],
+                            source_rows: None,
+                        })
+                    })
+                    .collect()
+            }
+            PlanNode::Join {
+                left,
+                right,
+                left_keys,
+                right_keys,
+                left_schema,
+                filter,
+                schema,
+            } => {
+                let left_chains = self.build(*left)?;
+                let right_chains = self.build(*right)?;
+                let mut inputs: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
+                    if self.parallelism == 1 {
+                        let mut receivers = Vec::new();
+                        for (side, chains) in [(0, left_chains), (1, right_chains)] {
+                            for pending in chains {
+                                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                                self.spawn(pending, Output::Forward(sender));
+                                receivers.push((side, receiver));
+                            }
+                        }
+                        vec![receivers]
+                    } else {
+                        let mut by_subtask = self.shuffle(left_chains, left_keys.clone(), 0);
+                        for (subtask, receivers) in self
+                            .shuffle(right_chains, right_keys.clone(), 1)
+                            .into_iter()
+                            .enumerate()
+                        {
+                            by_subtask[subtask].extend(receivers);
+                        }
+                        by_subtask
+                    };
+                inputs
+                    .drain(..)
+                    .map(|receivers| {
+                        Ok(Pending {
+                            input: Input::Channels(receivers),
+                            chain: vec![Box::new(InnerJoinOperator::new(
+                                left_keys.clone(),
+                                right_keys.clone(),
+                                left_schema,
+                                filter.clone(),
+                                schema.clone(),
+                            )?) as Box<dyn Operator>],
                             source_rows: None,
                         })
                     })
@@ -346,15 +399,16 @@ impl<'a> TaskBuilder<'a> {
         &mut self,
         upstream: Vec<Pending>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
-    ) -> Vec<Vec<mpsc::Receiver<Message>>> {
-        let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> =
+        side: usize,
+    ) -> Vec<Vec<(usize, mpsc::Receiver<Message>)>> {
+        let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
             (0..self.parallelism).map(|_| Vec::new()).collect();
         for pending in upstream {
             let mut senders = Vec::with_capacity(self.parallelism);
             for downstream in receivers.iter_mut() {
                 let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
                 senders.push(sender);
-                downstream.push(receiver);
+                downstream.push((side, receiver));
             }
             self.spawn(
                 pending,
@@ -417,11 +471,19 @@ impl Task {
     /// Pushes a message through the chain and out. Returns false when a
     /// downstream task is gone (it failed; its error ends the job).
     async fn push(&mut self, message: Message) -> Result<bool> {
+        self.push_input(0, message).await
+    }
+
+    /// Like [`Task::push`], for a message from input `input` of the first operator.
+    async fn push_input(&mut self, input: usize, message: Message) -> Result<bool> {
         let mut messages = vec![message];
-        for operator in &mut self.chain {
+        for (position, operator) in self.chain.iter_mut().enumerate() {
             let mut next = Vec::with_capacity(messages.len());
             for message in messages {
                 match message {
+                    Message::Data(batch) if position == 0 => {
+                        operator.process_input(input, batch, &mut next)?
+                    }
                     Message::Data(batch) => operator.process(batch, &mut next)?,
                     Message::Watermark(watermark) => operator.on_watermark(watermark, &mut next)?,
                     Message::EndOfInput => next.push(Message::EndOfInput),
@@ -542,19 +604,21 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
         }
         Input::Channels(receivers) => {
             let inputs = receivers.len();
-            let mut merged = futures::stream::select_all(receivers.into_iter().enumerate().map(
-                |(index, receiver)| {
-                    Box::pin(futures::stream::unfold(
-                        receiver,
-                        move |mut receiver| async move {
-                            receiver
-                                .recv()
-                                .await
-                                .map(|message| ((index, message), receiver))
-                        },
-                    ))
-                },
-            ));
+            let sides: Vec<usize> = receivers.iter().map(|(side, _)| *side).collect();
+            let mut merged =
+                futures::stream::select_all(receivers.into_iter().map(|(_, r)| r).enumerate().map(
+                    |(index, receiver)| {
+                        Box::pin(futures::stream::unfold(
+                            receiver,
+                            move |mut receiver| async move {
+                                receiver
+                                    .recv()
+                                    .await
+                                    .map(|message| ((index, message), receiver))
+                            },
+                        ))
+                    },
+                ));
             let mut watermarks = vec![i64::MIN; inputs];
             let mut forwarded = i64::MIN;
             let mut ended = 0;
@@ -565,7 +629,7 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                 };
                 match message {
                     Message::Data(batch) => {
-                        if !task.push(Message::Data(batch)).await? {
+                        if !task.push_input(sides[index], Message::Data(batch)).await? {
                             return Ok(());
                         }
                         continue;

@@ -13,6 +13,18 @@ pub trait Operator: Send {
     /// Processes one batch, pushing results (batches, watermarks) to `out`.
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()>;
 
+    /// Processes a batch from input `input` of a multi-input operator (a join's
+    /// left = 0, right = 1); single-input operators treat every input alike.
+    fn process_input(
+        &mut self,
+        input: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let _ = input;
+        self.process(batch, out)
+    }
+
     /// Event time advanced to `watermark`; stateless operators pass it on.
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         out.push(Message::Watermark(watermark));

@@ -53,6 +53,23 @@ pub enum PlanNode {
     /// window_start, window_end, ...), emitting each window when the watermark
     /// passes its end.
     WindowAggregate(Arc<WindowAggregate>),
+    /// Inner equi-join of two append-only inputs (regular join).
+    Join {
+        /// Left input node.
+        left: NodeId,
+        /// Right input node.
+        right: NodeId,
+        /// Join keys over the left input.
+        left_keys: Vec<Arc<dyn PhysicalExpr>>,
+        /// Join keys over the right input (same types, same order).
+        right_keys: Vec<Arc<dyn PhysicalExpr>>,
+        /// Schema of the left input.
+        left_schema: SchemaRef,
+        /// Extra (non-equality) condition over the joined row.
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        /// Output schema: left columns, then right columns.
+        schema: SchemaRef,
+    },
     /// Concatenates the streams of its inputs (`UNION ALL`).
     Union {
         /// Input nodes, all with the same column types.
@@ -81,6 +98,7 @@ impl PlanNode {
             | PlanNode::Sink { input, .. }
             | PlanNode::Watermark { input, .. } => vec![*input],
             PlanNode::WindowAggregate(window) => vec![window.input],
+            PlanNode::Join { left, right, .. } => vec![*left, *right],
             PlanNode::Union { inputs, .. } => inputs.clone(),
         }
     }
@@ -116,6 +134,28 @@ impl PlanNode {
             PlanNode::Filter { predicate, .. } => format!("Filter: {predicate}"),
             PlanNode::Watermark { text, .. } => format!("Watermark: {text}"),
             PlanNode::WindowAggregate(window) => window.describe(),
+            PlanNode::Join {
+                left_keys,
+                right_keys,
+                filter,
+                ..
+            } => {
+                let pairs: Vec<String> = left_keys
+                    .iter()
+                    .zip(right_keys)
+                    .map(|(l, r)| {
+                        format!(
+                            "{} = {}",
+                            strip_index(&l.to_string()),
+                            strip_index(&r.to_string())
+                        )
+                    })
+                    .collect();
+                match filter {
+                    Some(filter) => format!("InnerJoin on {} and {filter}", pairs.join(" and ")),
+                    None => format!("InnerJoin on {}", pairs.join(" and ")),
+                }
+            }
             PlanNode::Union { inputs, .. } => format!("Union all ({} inputs)", inputs.len()),
             PlanNode::Sink {
                 table, connector, ..

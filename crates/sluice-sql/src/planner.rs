@@ -131,6 +131,9 @@ fn new_session(relations: &Relations) -> SessionContext {
             false,
         );
     let ctx = SessionContext::new_with_config(config);
+    // Turning inner joins into semi joins relies on batch uniqueness facts that a
+    // stream does not have (a row may match several later rows); keep them inner.
+    ctx.remove_optimizer_rule("eliminate_join");
     register_flink_functions(&ctx);
     ctx.register_udtf(
         WINDOW_FUNCTION,
@@ -371,6 +374,41 @@ impl Translator<'_> {
             .map_err(df_error)
     }
 
+    fn translate_join(&mut self, join: &datafusion::logical_expr::Join) -> Result<NodeId> {
+        if join.join_type != datafusion::logical_expr::JoinType::Inner {
+            return Err(SluiceError::Unsupported(format!(
+                "{} JOIN (its result is updating; only inner joins of append-only inputs run so far)",
+                join.join_type
+            )));
+        }
+        if join.on.is_empty() {
+            return Err(SluiceError::Unsupported(
+                "a join without an equality condition between the two inputs".into(),
+            ));
+        }
+        let left = self.translate(&join.left)?;
+        let right = self.translate(&join.right)?;
+        let mut left_keys = Vec::with_capacity(join.on.len());
+        let mut right_keys = Vec::with_capacity(join.on.len());
+        for (l, r) in &join.on {
+            left_keys.push(self.physical_expr(l, join.left.schema())?);
+            right_keys.push(self.physical_expr(r, join.right.schema())?);
+        }
+        let filter = match &join.filter {
+            Some(filter) => Some(self.physical_expr(filter, &join.schema)?),
+            None => None,
+        };
+        Ok(self.push(PlanNode::Join {
+            left,
+            right,
+            left_keys,
+            right_keys,
+            left_schema: nullable_schema(join.left.schema().inner()),
+            filter,
+            schema: nullable_schema(join.schema.inner()),
+        }))
+    }
+
     fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
         let mut input = self.translate(&node.input)?;
         let width = node.input.schema().fields().len();
@@ -554,6 +592,7 @@ impl Translator<'_> {
                 }))
             }
             LogicalPlan::TableScan(scan) => self.translate_scan(scan),
+            LogicalPlan::Join(join) => self.translate_join(join),
             LogicalPlan::Extension(extension) => {
                 if let Some(window) = extension
                     .node
