@@ -51,6 +51,45 @@ fn run_query(ws: &Workspace, query: &str, parallelism: &str) -> Vec<String> {
     read_part_files(&ws.path(&out))
 }
 
+/// Runs a query into a `debezium-json` sink and materialises the changelog:
+/// `c` adds the `after` row, `d` removes the `before` row.
+fn run_updating_query(ws: &Workspace, query: &str, parallelism: &str) -> Vec<String> {
+    let out = format!("out-{query}-{parallelism}");
+    let sink =
+        format!("'connector' = 'filesystem', 'path' = '$DIR/{out}', 'format' = 'debezium-json'");
+    let job = format!(
+        "{}\n{}",
+        nexmark_file_source(&format!("{}/events", ws.dir.path().display())),
+        nexmark_query(query, &sink)
+    );
+    ok(&ws.run(&job, &["-p", parallelism]));
+    let mut rows: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut changes = Vec::new();
+    for entry in std::fs::read_dir(ws.path(&out)).expect("out").flatten() {
+        let text = std::fs::read_to_string(entry.path()).expect("part");
+        changes.extend(text.lines().map(str::to_string));
+    }
+    for line in changes {
+        if let Some(rest) = line.strip_prefix(r#"{"before":null,"after":"#) {
+            let row = rest.strip_suffix(r#","op":"c"}"#).expect("insert envelope");
+            *rows.entry(row.to_string()).or_default() += 1;
+        } else {
+            let rest = line.strip_prefix(r#"{"before":"#).expect("envelope");
+            let row = rest
+                .strip_suffix(r#","after":null,"op":"d"}"#)
+                .expect("delete envelope");
+            *rows.entry(row.to_string()).or_default() -= 1;
+        }
+    }
+    assert!(
+        rows.values().all(|count| *count >= 0),
+        "a row was retracted more often than added"
+    );
+    rows.into_iter()
+        .flat_map(|(row, count)| std::iter::repeat_n(row, count as usize))
+        .collect()
+}
+
 fn text(value: &Value) -> String {
     serde_json::to_string(value).expect("json")
 }
@@ -496,4 +535,137 @@ fn q7_and_q8_match_a_direct_computation() {
         .collect();
     assert!(!q8.is_empty());
     assert_eq!(run_query(&ws, "q8", "1"), sorted(q8));
+}
+
+/// q17 (an updating GROUP BY with FILTER, MIN, MAX, AVG, SUM) into a
+/// debezium-json sink; the materialised changelog equals a direct computation.
+#[test]
+fn q17_updating_aggregate_matches_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    #[derive(Default)]
+    struct Stats {
+        total: i64,
+        ranks: [i64; 3],
+        min: i64,
+        max: i64,
+        sum: i64,
+    }
+    let mut groups: BTreeMap<(i64, String), Stats> = BTreeMap::new();
+    for bid in bids(&events) {
+        let day = bid["dateTime"].as_str().expect("ts")[..10].to_string();
+        let price = bid["price"].as_i64().expect("price");
+        let stats = groups
+            .entry((bid["auction"].as_i64().expect("auction"), day))
+            .or_insert(Stats {
+                min: i64::MAX,
+                max: i64::MIN,
+                ..Stats::default()
+            });
+        stats.total += 1;
+        stats.ranks[if price < 10_000 {
+            0
+        } else if price < 1_000_000 {
+            1
+        } else {
+            2
+        }] += 1;
+        stats.min = stats.min.min(price);
+        stats.max = stats.max.max(price);
+        stats.sum += price;
+    }
+    let expected: Vec<String> = groups
+        .iter()
+        .map(|((auction, day), s)| {
+            format!(
+                r#"{{"auction":{auction},"day":"{day}","total_bids":{},"rank1_bids":{},"rank2_bids":{},"rank3_bids":{},"min_price":{},"max_price":{},"avg_price":{},"sum_price":{}}}"#,
+                s.total, s.ranks[0], s.ranks[1], s.ranks[2], s.min, s.max, s.sum / s.total, s.sum
+            )
+        })
+        .collect();
+    assert_eq!(
+        run_updating_query(&ws, "q17", "1"),
+        sorted(expected.clone())
+    );
+    assert_eq!(run_updating_query(&ws, "q17", "2"), sorted(expected));
+}
+
+/// q15 and q16 (COUNT DISTINCT with FILTER, updating GROUP BY) against a direct computation.
+#[test]
+fn q15_q16_distinct_counts_match_a_direct_computation() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    #[derive(Default)]
+    struct Stats {
+        minute: String,
+        bids: [i64; 4],
+        bidders: [BTreeSet<i64>; 4],
+        auctions: [BTreeSet<i64>; 4],
+    }
+    let mut by_day: BTreeMap<String, Stats> = BTreeMap::new();
+    let mut by_channel_day: BTreeMap<(String, String), Stats> = BTreeMap::new();
+    for bid in bids(&events) {
+        let ts = bid["dateTime"].as_str().expect("ts");
+        let price = bid["price"].as_i64().expect("price");
+        let rank = if price < 10_000 {
+            1
+        } else if price < 1_000_000 {
+            2
+        } else {
+            3
+        };
+        let channel = bid["channel"].as_str().expect("channel").to_string();
+        for stats in [
+            by_day.entry(ts[..10].to_string()).or_default(),
+            by_channel_day
+                .entry((channel, ts[..10].to_string()))
+                .or_default(),
+        ] {
+            stats.minute = stats.minute.clone().max(ts[11..16].to_string());
+            for slot in [0, rank] {
+                stats.bids[slot] += 1;
+                stats.bidders[slot].insert(bid["bidder"].as_i64().expect("bidder"));
+                stats.auctions[slot].insert(bid["auction"].as_i64().expect("auction"));
+            }
+        }
+    }
+    let counts = |s: &Stats| {
+        let mut fields = Vec::new();
+        for (name, values) in [
+            ("bids", s.bids.to_vec()),
+            (
+                "bidders",
+                s.bidders.iter().map(|b| b.len() as i64).collect(),
+            ),
+            (
+                "auctions",
+                s.auctions.iter().map(|a| a.len() as i64).collect(),
+            ),
+        ] {
+            fields.push(format!(r#""total_{name}":{}"#, values[0]));
+            for (rank, value) in values.iter().enumerate().skip(1) {
+                fields.push(format!(r#""rank{rank}_{name}":{value}"#));
+            }
+        }
+        fields.join(",")
+    };
+    let q15: Vec<String> = by_day
+        .iter()
+        .map(|(day, s)| format!(r#"{{"day":"{day}",{}}}"#, counts(s)))
+        .collect();
+    let q16: Vec<String> = by_channel_day
+        .iter()
+        .map(|((channel, day), s)| {
+            format!(
+                r#"{{"channel":{},"day":"{day}","minute":"{}",{}}}"#,
+                text(&Value::from(channel.as_str())),
+                s.minute,
+                counts(s)
+            )
+        })
+        .collect();
+    assert_eq!(run_updating_query(&ws, "q15", "2"), sorted(q15));
+    assert_eq!(run_updating_query(&ws, "q16", "1"), sorted(q16));
 }

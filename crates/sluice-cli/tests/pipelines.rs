@@ -222,16 +222,43 @@ fn missing_script_is_reported() {
 }
 
 #[test]
-fn aggregation_is_rejected_at_planning_time() {
+fn unsupported_constructs_are_rejected_at_planning_time() {
     let ws = Workspace::new();
     let stderr = failed(&ws.run(
         "CREATE TABLE t (a INT) WITH ('connector' = 'datagen', 'number-of-rows' = '5');
-         CREATE TABLE o (a INT, n BIGINT) WITH ('connector' = 'print');
-         INSERT INTO o SELECT a, COUNT(*) FROM t GROUP BY a;",
+         CREATE TABLE o (a INT) WITH ('connector' = 'print');
+         INSERT INTO o SELECT a FROM t ORDER BY a LIMIT 3;",
         &[],
     ));
     assert!(stderr.contains("not supported"), "{stderr}");
     assert!(stderr.contains("line 3"), "{stderr}");
+}
+
+#[test]
+fn updating_query_into_append_only_sink_is_rejected() {
+    let ws = Workspace::new();
+    let stderr = failed(&ws.run(
+        "CREATE TABLE t (a INT) WITH ('connector' = 'datagen', 'number-of-rows' = '5');
+         CREATE TABLE o (a INT, n BIGINT) WITH ('connector' = 'filesystem', 'path' = '$DIR/o', 'format' = 'json');
+         INSERT INTO o SELECT a, COUNT(*) FROM t GROUP BY a;",
+        &[],
+    ));
+    assert!(stderr.contains("sink `o`"), "{stderr}");
+    assert!(stderr.contains("accepts only inserts"), "{stderr}");
+    assert!(stderr.contains("GroupAggregate"), "{stderr}");
+    assert!(stderr.contains("debezium-json"), "{stderr}");
+}
+
+#[test]
+fn updating_aggregate_prints_row_kinds() {
+    let ws = Workspace::new();
+    ws.write("in.json", "{\"k\":\"a\"}\n{\"k\":\"b\"}\n{\"k\":\"a\"}\n");
+    let out = ok(&ws.run(
+        "CREATE TABLE t (k STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+         SELECT k, COUNT(*) AS n FROM t GROUP BY k;",
+        &["--set", "sluice.batch.size=1"],
+    ));
+    assert_eq!(out, "+I[a, 1]\n+I[b, 1]\n-U[a, 1]\n+U[a, 2]\n");
 }
 
 const GENERATED_BIDS: &str = "

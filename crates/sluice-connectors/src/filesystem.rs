@@ -190,6 +190,10 @@ struct FileSink {
 }
 
 impl SinkConnector for FileSink {
+    fn accepts_updates(&self) -> bool {
+        self.format.accepts_updates()
+    }
+
     fn open(&self, subtask: usize, _parallelism: usize) -> Result<Box<dyn SinkWriter>> {
         std::fs::create_dir_all(&self.directory).map_err(|e| {
             SluiceError::io(
@@ -281,7 +285,7 @@ impl SinkWriter for PartFileWriter {
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
         self.buffer.clear();
         let mut buffer = std::mem::take(&mut self.buffer);
-        self.encoder.encode(&batch.data, &mut buffer)?;
+        self.encoder.encode(batch, &mut buffer)?;
         let (max_size, max_age) = (self.max_file_size, self.rollover_interval);
         let part = self.open_part()?;
         part.writer

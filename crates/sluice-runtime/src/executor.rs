@@ -26,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::batching::Coalescer;
+use crate::group::GroupAggregateOperator;
 use crate::join::InnerJoinOperator;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
 use crate::session::SessionAggregateOperator;
@@ -319,6 +320,29 @@ impl<'a> TaskBuilder<'a> {
                         Ok(Pending {
                             input: Input::Channels(receivers),
                             chain: vec![make(&self.late_records)?],
+                            source_rows: None,
+                        })
+                    })
+                    .collect()
+            }
+            PlanNode::GroupAggregate(group) => {
+                let upstream = self.build(group.input)?;
+                let make = || -> Result<Box<dyn Operator>> {
+                    Ok(Box::new(GroupAggregateOperator::new(group.clone())?))
+                };
+                if self.parallelism == 1 {
+                    let mut chains = upstream;
+                    for pending in &mut chains {
+                        pending.chain.push(make()?);
+                    }
+                    return Ok(chains);
+                }
+                self.shuffle(upstream, group.keys.clone(), 0)
+                    .into_iter()
+                    .map(|receivers| {
+                        Ok(Pending {
+                            input: Input::Channels(receivers),
+                            chain: vec![make()?],
                             source_rows: None,
                         })
                     })

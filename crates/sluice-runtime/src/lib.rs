@@ -5,6 +5,7 @@
 
 pub mod batching;
 pub mod executor;
+pub mod group;
 pub mod join;
 pub mod operators;
 pub mod session;

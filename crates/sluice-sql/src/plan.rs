@@ -53,6 +53,8 @@ pub enum PlanNode {
     /// window_start, window_end, ...), emitting each window when the watermark
     /// passes its end.
     WindowAggregate(Arc<WindowAggregate>),
+    /// Non-windowed `GROUP BY`: an updating result (`+I`, then `-U`/`+U` per change).
+    GroupAggregate(Arc<GroupAggregate>),
     /// Inner equi-join of two append-only inputs (regular join).
     Join {
         /// Left input node.
@@ -98,12 +100,14 @@ impl PlanNode {
             | PlanNode::Sink { input, .. }
             | PlanNode::Watermark { input, .. } => vec![*input],
             PlanNode::WindowAggregate(window) => vec![window.input],
+            PlanNode::GroupAggregate(group) => vec![group.input],
             PlanNode::Join { left, right, .. } => vec![*left, *right],
             PlanNode::Union { inputs, .. } => inputs.clone(),
         }
     }
 
-    fn describe(&self) -> String {
+    /// One line describing the node, as `--explain` prints it.
+    pub fn describe(&self) -> String {
         match self {
             PlanNode::Source {
                 table,
@@ -134,6 +138,7 @@ impl PlanNode {
             PlanNode::Filter { predicate, .. } => format!("Filter: {predicate}"),
             PlanNode::Watermark { text, .. } => format!("Watermark: {text}"),
             PlanNode::WindowAggregate(window) => window.describe(),
+            PlanNode::GroupAggregate(group) => group.describe(),
             PlanNode::Join {
                 left_keys,
                 right_keys,
@@ -333,6 +338,53 @@ impl WindowAggregate {
             keys.join(", "),
             aggregates.join(", ")
         )
+    }
+}
+
+/// A non-windowed aggregation, whose results are updated as rows arrive.
+#[derive(Debug)]
+pub struct GroupAggregate {
+    /// Input node.
+    pub input: NodeId,
+    /// Schema of the input's batches.
+    pub input_schema: SchemaRef,
+    /// Grouping keys over the input.
+    pub keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Aggregate calls.
+    pub aggregates: Vec<AggregateCall>,
+    /// Output schema: keys, then aggregates.
+    pub schema: SchemaRef,
+}
+
+impl GroupAggregate {
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|k| strip_index(&k.to_string()).to_string())
+            .collect();
+        let aggregates: Vec<String> = self
+            .aggregates
+            .iter()
+            .map(|a| a.function.name().to_string())
+            .collect();
+        format!(
+            "GroupAggregate (updating): keys [{}], aggregates [{}]",
+            keys.join(", "),
+            aggregates.join(", ")
+        )
+    }
+}
+
+/// The first operator at or below `node` that makes its output updating (a
+/// changelog with `-U`/`+U`/`-D` rows), if any.
+pub fn updating_operator(nodes: &[PlanNode], node: NodeId) -> Option<NodeId> {
+    match &nodes[node] {
+        PlanNode::GroupAggregate(_) => Some(node),
+        other => other
+            .inputs()
+            .into_iter()
+            .find_map(|input| updating_operator(nodes, input)),
     }
 }
 

@@ -21,7 +21,10 @@ use sluice_core::table::{TableColumn, TableDef};
 use sluice_core::{Result, SluiceError};
 
 use crate::functions::register_flink_functions;
-use crate::plan::{AggregateCall, JobPlan, NodeId, PlanNode, WindowAggregate, WindowOutput};
+use crate::plan::{
+    updating_operator, AggregateCall, GroupAggregate, JobPlan, NodeId, PlanNode, WindowAggregate,
+    WindowOutput,
+};
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
 use crate::window_tvf::{
@@ -320,6 +323,14 @@ impl Translator<'_> {
                     .create_sink(definition, self.job)?;
                 let optimized = self.optimize(&input)?;
                 let mut node = self.translate(&optimized)?;
+                if let Some(updating) = self.updating_node(node) {
+                    if !connector.accepts_updates() {
+                        return Err(SluiceError::Sql(format!(
+                            "sink `{table}` ({}) accepts only inserts, but the query's result is updating: {updating} produces updates. Write it to a sink that accepts a changelog ('format' = 'debezium-json', or 'print')",
+                            connector.describe()
+                        )));
+                    }
+                }
                 node = self.drop_computed_columns(node, definition, optimized.schema())?;
                 Ok(self.push(PlanNode::Sink {
                     input: node,
@@ -374,6 +385,76 @@ impl Translator<'_> {
             .map_err(df_error)
     }
 
+    /// Aggregate calls over an input schema, lowered by DataFusion.
+    fn aggregate_calls(
+        &self,
+        exprs: &[datafusion::logical_expr::Expr],
+        input: &DFSchema,
+    ) -> Result<Vec<AggregateCall>> {
+        let physical_schema = input.as_arrow();
+        exprs
+            .iter()
+            .map(|expr| {
+                // The one-call helper keeps us on DataFusion's own aggregate lowering.
+                #[allow(deprecated)]
+                let (function, filter, ordering) =
+                    datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
+                        expr,
+                        input,
+                        physical_schema,
+                        self.state.execution_props(),
+                    )
+                    .map_err(df_error)?;
+                if !ordering.is_empty() {
+                    return Err(SluiceError::Unsupported(format!(
+                        "ORDER BY inside aggregate {expr}"
+                    )));
+                }
+                Ok(AggregateCall { function, filter })
+            })
+            .collect()
+    }
+
+    fn translate_group_aggregate(
+        &mut self,
+        aggregate: &datafusion::logical_expr::Aggregate,
+    ) -> Result<NodeId> {
+        if aggregate
+            .group_expr
+            .iter()
+            .any(|e| matches!(e, datafusion::logical_expr::Expr::GroupingSet(_)))
+        {
+            return Err(SluiceError::Unsupported(
+                "GROUPING SETS / ROLLUP / CUBE".into(),
+            ));
+        }
+        let input = self.translate(&aggregate.input)?;
+        if let Some(updating) = self.updating_node(input) {
+            return Err(SluiceError::Unsupported(format!(
+                "GROUP BY over an updating input (produced by {updating})"
+            )));
+        }
+        let input_schema = aggregate.input.schema();
+        let keys = aggregate
+            .group_expr
+            .iter()
+            .map(|e| self.physical_expr(e, input_schema))
+            .collect::<Result<Vec<_>>>()?;
+        let aggregates = self.aggregate_calls(&aggregate.aggr_expr, input_schema)?;
+        Ok(self.push(PlanNode::GroupAggregate(Arc::new(GroupAggregate {
+            input,
+            input_schema: Arc::new(input_schema.as_arrow().clone()),
+            keys,
+            aggregates,
+            schema: nullable_schema(aggregate.schema.inner()),
+        }))))
+    }
+
+    /// Describes the operator that makes `node`'s output updating, if any.
+    fn updating_node(&self, node: NodeId) -> Option<String> {
+        updating_operator(&self.nodes, node).map(|id| self.nodes[id].describe())
+    }
+
     fn translate_join(&mut self, join: &datafusion::logical_expr::Join) -> Result<NodeId> {
         if join.join_type != datafusion::logical_expr::JoinType::Inner {
             return Err(SluiceError::Unsupported(format!(
@@ -388,6 +469,14 @@ impl Translator<'_> {
         }
         let left = self.translate(&join.left)?;
         let right = self.translate(&join.right)?;
+        if let Some(updating) = self
+            .updating_node(left)
+            .or_else(|| self.updating_node(right))
+        {
+            return Err(SluiceError::Unsupported(format!(
+                "a join over an updating input (produced by {updating})"
+            )));
+        }
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
         for (l, r) in &join.on {
@@ -411,6 +500,11 @@ impl Translator<'_> {
 
     fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
         let mut input = self.translate(&node.input)?;
+        if let Some(updating) = self.updating_node(input) {
+            return Err(SluiceError::Unsupported(format!(
+                "window aggregation over an updating input (produced by {updating})"
+            )));
+        }
         let width = node.input.schema().fields().len();
         let truncate = |schema: &DFSchema| -> Result<DFSchema> {
             DFSchema::new_with_metadata(
@@ -484,26 +578,8 @@ impl Translator<'_> {
                 WINDOW_COLUMNS[0], WINDOW_COLUMNS[1]
             )));
         }
-        let mut aggregates = Vec::new();
-        for (index, expr) in node.aggr_expr.iter().enumerate() {
-            // The one-call helper keeps us on DataFusion's own aggregate lowering.
-            #[allow(deprecated)]
-            let (function, filter, ordering) =
-                datafusion::physical_planner::create_aggregate_expr_and_maybe_filter(
-                    expr,
-                    &visible,
-                    &input_schema,
-                    self.state.execution_props(),
-                )
-                .map_err(df_error)?;
-            if !ordering.is_empty() {
-                return Err(SluiceError::Unsupported(format!(
-                    "ORDER BY inside aggregate {expr}"
-                )));
-            }
-            aggregates.push(AggregateCall { function, filter });
-            outputs.push(WindowOutput::Aggregate(index));
-        }
+        let aggregates = self.aggregate_calls(&node.aggr_expr, &visible)?;
+        outputs.extend((0..aggregates.len()).map(WindowOutput::Aggregate));
         Ok(
             self.push(PlanNode::WindowAggregate(Arc::new(WindowAggregate {
                 input,
@@ -593,6 +669,7 @@ impl Translator<'_> {
             }
             LogicalPlan::TableScan(scan) => self.translate_scan(scan),
             LogicalPlan::Join(join) => self.translate_join(join),
+            LogicalPlan::Aggregate(aggregate) => self.translate_group_aggregate(aggregate),
             LogicalPlan::Extension(extension) => {
                 if let Some(window) = extension
                     .node

@@ -8,7 +8,8 @@ use sluice_core::options::{OptionSpec, Options};
 use sluice_core::table::is_flat_type;
 use sluice_core::{Result, SluiceError};
 
-use super::{concat, LineChunk, RecordDecoder, RecordEncoder};
+use super::{concat, require_inserts, LineChunk, RecordDecoder, RecordEncoder};
+use sluice_core::ChangeBatch;
 
 /// Options of the `csv` format (Flink's names).
 pub const CSV_OPTIONS: [OptionSpec; 9] = [
@@ -242,7 +243,9 @@ impl CsvEncoder {
 }
 
 impl RecordEncoder for CsvEncoder {
-    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    fn encode(&mut self, batch: &ChangeBatch, out: &mut Vec<u8>) -> Result<()> {
+        require_inserts(batch, "csv")?;
+        let batch = &batch.data;
         let mut builder = arrow_csv::WriterBuilder::new()
             .with_header(false)
             .with_delimiter(self.options.delimiter)
@@ -313,7 +316,7 @@ mod tests {
         let mut out = Vec::new();
         CsvEncoder::new(schema, options())
             .unwrap()
-            .encode(&batch, &mut out)
+            .encode(&ChangeBatch::inserts(batch), &mut out)
             .unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), "1,\"a, b\"\n2,\n");
     }

@@ -20,7 +20,8 @@ use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::options::{OptionSpec, Options};
 use sluice_core::{Result, SluiceError};
 
-use super::{concat, LineChunk, RecordDecoder, RecordEncoder};
+use super::{concat, require_inserts, LineChunk, RecordDecoder, RecordEncoder};
+use sluice_core::ChangeBatch;
 
 /// Options of the `json` format (Flink's names).
 pub const JSON_OPTIONS: [OptionSpec; 7] = [
@@ -76,8 +77,14 @@ pub struct JsonOptions {
 impl JsonOptions {
     /// Reads the `json.*` options.
     pub fn from_options(options: &Options) -> Result<Self> {
+        Self::with_prefix(options, "json")
+    }
+
+    /// Reads `<prefix>.*` options (`json`, or `debezium-json` for the changelog format).
+    pub fn with_prefix(options: &Options, prefix: &str) -> Result<Self> {
+        let key = |name: &str| format!("{prefix}.{name}");
         let timestamp_standard = match options
-            .get("json.timestamp-format.standard")
+            .get(&key("timestamp-format.standard"))
             .map(str::to_ascii_uppercase)
             .as_deref()
         {
@@ -85,16 +92,17 @@ impl JsonOptions {
             Some("ISO-8601") => TimestampStandard::Iso8601,
             Some(other) => {
                 return Err(SluiceError::Config(format!(
-                "{}: 'json.timestamp-format.standard' must be 'SQL' or 'ISO-8601', got '{other}'",
-                options.owner()
-            )))
+                    "{}: '{}' must be 'SQL' or 'ISO-8601', got '{other}'",
+                    options.owner(),
+                    key("timestamp-format.standard")
+                )))
             }
         };
         Ok(JsonOptions {
-            fail_on_missing_field: options.bool("json.fail-on-missing-field", false)?,
-            ignore_parse_errors: options.bool("json.ignore-parse-errors", false)?,
+            fail_on_missing_field: options.bool(&key("fail-on-missing-field"), false)?,
+            ignore_parse_errors: options.bool(&key("ignore-parse-errors"), false)?,
             timestamp_standard,
-            ignore_null_fields: options.bool("json.encode.ignore-null-fields", false)?,
+            ignore_null_fields: options.bool(&key("encode.ignore-null-fields"), false)?,
         })
     }
 }
@@ -328,38 +336,86 @@ fn non_blank_lines(chunk: &LineChunk) -> Vec<(u64, usize)> {
         .collect()
 }
 
-/// Writes rows as JSON objects in Flink's layout.
+/// Options of the `debezium-json` changelog format (Flink's names).
+pub const DEBEZIUM_JSON_OPTIONS: [OptionSpec; 4] = [
+    OptionSpec::optional(
+        "debezium-json.timestamp-format.standard",
+        "'SQL' (default) or 'ISO-8601'",
+    ),
+    OptionSpec::optional(
+        "debezium-json.ignore-parse-errors",
+        "same as 'errors' = 'skip'",
+    ),
+    OptionSpec::optional(
+        "debezium-json.encode.ignore-null-fields",
+        "omit null fields when writing",
+    ),
+    OptionSpec::optional(
+        "debezium-json.schema-include",
+        "accepted for compatibility (no schema is embedded)",
+    ),
+];
+
+/// Writes rows as JSON objects in Flink's layout; in changelog mode wraps each
+/// row as Debezium does: `{"before":null,"after":{...},"op":"c"}` for `+I`/`+U`,
+/// `{"before":{...},"after":null,"op":"d"}` for `-U`/`-D` (as Flink writes it).
 pub struct JsonEncoder {
     schema: SchemaRef,
     options: JsonOptions,
+    changelog: bool,
 }
 
 impl JsonEncoder {
-    /// An encoder for `schema`.
-    pub fn new(schema: SchemaRef, options: JsonOptions) -> Result<Self> {
+    /// An encoder for `schema`; `changelog` selects the Debezium envelope.
+    pub fn new(schema: SchemaRef, options: JsonOptions, changelog: bool) -> Result<Self> {
         check_types(&schema)?;
-        Ok(JsonEncoder { schema, options })
+        Ok(JsonEncoder {
+            schema,
+            options,
+            changelog,
+        })
+    }
+
+    fn write_row(&self, batch: &RecordBatch, row: usize, out: &mut Vec<u8>) -> Result<()> {
+        out.push(b'{');
+        let mut first = true;
+        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
+            if self.options.ignore_null_fields && column.is_null(row) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            write_string(field.name(), out);
+            out.push(b':');
+            write_value(column.as_ref(), row, &self.options, out)?;
+        }
+        out.push(b'}');
+        Ok(())
     }
 }
 
 impl RecordEncoder for JsonEncoder {
-    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    fn encode(&mut self, batch: &ChangeBatch, out: &mut Vec<u8>) -> Result<()> {
+        if !self.changelog {
+            require_inserts(batch, "json")?;
+        }
         for row in 0..batch.num_rows() {
-            out.push(b'{');
-            let mut first = true;
-            for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
-                if self.options.ignore_null_fields && column.is_null(row) {
-                    continue;
+            if self.changelog {
+                if batch.kind(row).is_addition() {
+                    out.extend_from_slice(b"{\"before\":null,\"after\":");
+                    self.write_row(&batch.data, row, out)?;
+                    out.extend_from_slice(b",\"op\":\"c\"}\n");
+                } else {
+                    out.extend_from_slice(b"{\"before\":");
+                    self.write_row(&batch.data, row, out)?;
+                    out.extend_from_slice(b",\"after\":null,\"op\":\"d\"}\n");
                 }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                write_string(field.name(), out);
-                out.push(b':');
-                write_value(column.as_ref(), row, &self.options, out)?;
+            } else {
+                self.write_row(&batch.data, row, out)?;
+                out.push(b'\n');
             }
-            out.extend_from_slice(b"}\n");
         }
         Ok(())
     }

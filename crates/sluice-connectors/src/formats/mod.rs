@@ -8,7 +8,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::options::{OptionSpec, Options};
-use sluice_core::{Result, SluiceError};
+use sluice_core::{ChangeBatch, Result, SluiceError};
 
 /// A run of complete input lines, with where they came from.
 #[derive(Debug, Clone)]
@@ -45,7 +45,19 @@ pub trait RecordDecoder: Send {
 /// Turns record batches into lines of bytes.
 pub trait RecordEncoder: Send {
     /// Appends one line per row of `batch` to `out`.
-    fn encode(&mut self, batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()>;
+    fn encode(&mut self, batch: &ChangeBatch, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// Fails on update or delete rows, which `format` cannot represent.
+pub(crate) fn require_inserts(batch: &ChangeBatch, format: &str) -> Result<()> {
+    if batch.kinds.is_some()
+        && (0..batch.num_rows()).any(|row| batch.kind(row) != sluice_core::RowKind::Insert)
+    {
+        return Err(SluiceError::Format(format!(
+            "the {format} format cannot write updates or deletes; use 'format' = 'debezium-json'"
+        )));
+    }
+    Ok(())
 }
 
 /// A configured format.
@@ -55,10 +67,12 @@ pub enum Format {
     Json(json::JsonOptions),
     /// CSV, one record per line.
     Csv(csv::CsvOptions),
+    /// Changelog as Debezium JSON envelopes (writing only so far).
+    DebeziumJson(json::JsonOptions),
 }
 
 /// Names of the formats line-oriented connectors accept.
-pub const FORMAT_NAMES: [&str; 2] = ["json", "csv"];
+pub const FORMAT_NAMES: [&str; 3] = ["json", "csv", "debezium-json"];
 
 impl Format {
     /// Reads `format` and the format's own options from a table's options.
@@ -67,6 +81,10 @@ impl Format {
         match name {
             "json" => Ok(Format::Json(json::JsonOptions::from_options(options)?)),
             "csv" => Ok(Format::Csv(csv::CsvOptions::from_options(options)?)),
+            "debezium-json" => Ok(Format::DebeziumJson(json::JsonOptions::with_prefix(
+                options,
+                "debezium-json",
+            )?)),
             other => Err(SluiceError::Config(format!(
                 "{}: unknown format '{other}'; available formats: {}",
                 options.owner(),
@@ -80,21 +98,27 @@ impl Format {
         match self {
             Format::Json(_) => &json::JSON_OPTIONS,
             Format::Csv(_) => &csv::CSV_OPTIONS,
+            Format::DebeziumJson(_) => &json::DEBEZIUM_JSON_OPTIONS,
         }
     }
 
     /// Whether the format's own flag asks to skip bad records.
     pub fn ignore_parse_errors(&self) -> bool {
         match self {
-            Format::Json(options) => options.ignore_parse_errors,
+            Format::Json(options) | Format::DebeziumJson(options) => options.ignore_parse_errors,
             Format::Csv(options) => options.ignore_parse_errors,
         }
+    }
+
+    /// Whether the format can write updates and deletes.
+    pub fn accepts_updates(&self) -> bool {
+        matches!(self, Format::DebeziumJson(_))
     }
 
     /// File name extension for part files.
     pub fn extension(&self) -> &'static str {
         match self {
-            Format::Json(_) => "json",
+            Format::Json(_) | Format::DebeziumJson(_) => "json",
             Format::Csv(_) => "csv",
         }
     }
@@ -119,13 +143,25 @@ impl Format {
                 policy,
                 batch_size,
             )?)),
+            Format::DebeziumJson(_) => Err(SluiceError::Config(
+                "the debezium-json format can be written but not read yet".into(),
+            )),
         }
     }
 
     /// An encoder for batches of `schema`.
     pub fn encoder(&self, schema: SchemaRef) -> Result<Box<dyn RecordEncoder>> {
         match self {
-            Format::Json(options) => Ok(Box::new(json::JsonEncoder::new(schema, options.clone())?)),
+            Format::Json(options) => Ok(Box::new(json::JsonEncoder::new(
+                schema,
+                options.clone(),
+                false,
+            )?)),
+            Format::DebeziumJson(options) => Ok(Box::new(json::JsonEncoder::new(
+                schema,
+                options.clone(),
+                true,
+            )?)),
             Format::Csv(options) => Ok(Box::new(csv::CsvEncoder::new(schema, options.clone())?)),
         }
     }

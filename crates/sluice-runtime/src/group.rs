@@ -1,0 +1,211 @@
+//! Non-windowed `GROUP BY`: an updating aggregation. Each key keeps its
+//! accumulators and the row it last emitted; a batch that changes a key emits
+//! `+I` for a new key, or `-U` (old row) and `+U` (new row) for a changed one,
+//! as Flink's group aggregation does. Unchanged results emit nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, Int8Array, RecordBatch, RecordBatchOptions,
+    UInt32Array,
+};
+use arrow::compute::{cast, take};
+use arrow::row::{RowConverter, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use sluice_core::{ChangeBatch, Message, Result, RowKind};
+use sluice_sql::plan::GroupAggregate;
+
+use crate::operators::{df, Operator};
+use crate::window::require_inserts;
+
+struct GroupState {
+    accumulators: Vec<Box<dyn Accumulator>>,
+    emitted: Option<Vec<ScalarValue>>,
+}
+
+/// The group aggregation of one subtask.
+pub struct GroupAggregateOperator {
+    spec: Arc<GroupAggregate>,
+    converter: RowConverter,
+    groups: HashMap<Vec<u8>, GroupState>,
+}
+
+impl GroupAggregateOperator {
+    /// An operator for `spec`.
+    pub fn new(spec: Arc<GroupAggregate>) -> Result<Self> {
+        let fields = spec
+            .keys
+            .iter()
+            .map(|key| {
+                key.data_type(&spec.input_schema)
+                    .map(SortField::new)
+                    .map_err(df)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(GroupAggregateOperator {
+            converter: RowConverter::new(fields)?,
+            spec,
+            groups: HashMap::new(),
+        })
+    }
+
+    fn output(&self, changes: Vec<(RowKind, Vec<u8>, Vec<ScalarValue>)>) -> Result<ChangeBatch> {
+        let schema = &self.spec.schema;
+        let count = changes.len();
+        let mut columns: Vec<ArrayRef> = if self.spec.keys.is_empty() {
+            Vec::new()
+        } else {
+            let parser = self.converter.parser();
+            self.converter
+                .convert_rows(changes.iter().map(|(_, key, _)| parser.parse(key)))?
+        };
+        for index in 0..self.spec.aggregates.len() {
+            let target = schema.field(columns.len()).data_type();
+            let array = if count == 0 {
+                new_null_array(target, 0)
+            } else {
+                ScalarValue::iter_to_array(
+                    changes.iter().map(|(_, _, values)| values[index].clone()),
+                )
+                .map_err(df)?
+            };
+            columns.push(if array.data_type() == target {
+                array
+            } else {
+                cast(&array, target)?
+            });
+        }
+        let data = RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(count)),
+        )?;
+        let kinds = Int8Array::from(
+            changes
+                .iter()
+                .map(|(kind, _, _)| *kind as i8)
+                .collect::<Vec<_>>(),
+        );
+        Ok(ChangeBatch {
+            data,
+            kinds: Some(kinds),
+        })
+    }
+}
+
+impl Operator for GroupAggregateOperator {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
+        require_inserts(&batch)?;
+        let rows = batch.num_rows();
+        let data = &batch.data;
+        let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
+            expr.evaluate(data)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)
+        };
+        let key_arrays = self
+            .spec
+            .keys
+            .iter()
+            .map(evaluate)
+            .collect::<Result<Vec<_>>>()?;
+        let key_rows = if key_arrays.is_empty() {
+            None
+        } else {
+            Some(self.converter.convert_columns(&key_arrays)?)
+        };
+        let mut arguments = Vec::with_capacity(self.spec.aggregates.len());
+        let mut filters = Vec::with_capacity(self.spec.aggregates.len());
+        for call in &self.spec.aggregates {
+            arguments.push(
+                call.function
+                    .expressions()
+                    .iter()
+                    .map(evaluate)
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            filters.push(match &call.filter {
+                Some(filter) => Some(evaluate(filter)?.as_boolean().clone()),
+                None => None,
+            });
+        }
+
+        // Rows per key, keys in order of first appearance.
+        let mut order: Vec<&[u8]> = Vec::new();
+        let mut indices: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        for row in 0..rows {
+            let key: &[u8] = match &key_rows {
+                Some(rows) => rows.row(row).data(),
+                None => &[],
+            };
+            indices
+                .entry(key)
+                .or_insert_with(|| {
+                    order.push(key);
+                    Vec::new()
+                })
+                .push(row as u32);
+        }
+
+        let mut changes = Vec::new();
+        for key in order {
+            let selected_rows = &indices[key];
+            if !self.groups.contains_key(key) {
+                let accumulators = self
+                    .spec
+                    .aggregates
+                    .iter()
+                    .map(|call| call.function.create_accumulator().map_err(df))
+                    .collect::<Result<Vec<_>>>()?;
+                self.groups.insert(
+                    key.to_vec(),
+                    GroupState {
+                        accumulators,
+                        emitted: None,
+                    },
+                );
+            }
+            let Some(state) = self.groups.get_mut(key) else {
+                continue;
+            };
+            for (index, accumulator) in state.accumulators.iter_mut().enumerate() {
+                let selected: Vec<u32> = match &filters[index] {
+                    None => selected_rows.clone(),
+                    Some(mask) => selected_rows
+                        .iter()
+                        .copied()
+                        .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
+                        .collect(),
+                };
+                if selected.is_empty() {
+                    continue;
+                }
+                let selected = UInt32Array::from(selected);
+                let values = arguments[index]
+                    .iter()
+                    .map(|array| take(array.as_ref(), &selected, None))
+                    .collect::<Result<Vec<_>, _>>()?;
+                accumulator.update_batch(&values).map_err(df)?;
+            }
+            let values = state
+                .accumulators
+                .iter_mut()
+                .map(|a| a.evaluate().map_err(df))
+                .collect::<Result<Vec<_>>>()?;
+            match state.emitted.replace(values.clone()) {
+                None => changes.push((RowKind::Insert, key.to_vec(), values)),
+                Some(previous) if previous == values => {}
+                Some(previous) => {
+                    changes.push((RowKind::UpdateBefore, key.to_vec(), previous));
+                    changes.push((RowKind::UpdateAfter, key.to_vec(), values));
+                }
+            }
+        }
+        if !changes.is_empty() {
+            out.push(Message::Data(self.output(changes)?));
+        }
+        Ok(())
+    }
+}
