@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-
 use common::{ok, read_part_files, Workspace};
 
 fn workspace_with_examples() -> Workspace {
@@ -56,20 +54,9 @@ fn orders_example_filters_and_dead_letters() {
 #[test]
 fn stdin_example_prints_with_identifier() {
     let ws = workspace_with_examples();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", "examples/stdin_print.sql"])
-        .current_dir(ws.dir.path())
-        .env("SLUICE_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"{\"user\":\"ann\",\"clicks\":3}\nnot json\n{\"user\":\"bob\",\"clicks\":0}\n")
-        .expect("write");
-    let out = ok(&child.wait_with_output().expect("wait"));
+    let out = ok(&ws.sluice_with_stdin(
+        &["run", "examples/stdin_print.sql"],
+        b"{\"user\":\"ann\",\"clicks\":3}\nnot json\n{\"user\":\"bob\",\"clicks\":0}\n",
+    ));
     assert_eq!(out, "clicks> +I[ann, 3, true]\nclicks> +I[bob, 0, false]\n");
 }

@@ -359,29 +359,16 @@ fn flink_functions_and_expressions() {
 
 #[test]
 fn stdin_source_and_bare_select_print_rows() {
-    use std::io::Write;
     let ws = Workspace::new();
     let script = ws.write(
         "job.sql",
         "CREATE TABLE lines (name STRING, n INT) WITH ('connector' = 'stdin', 'format' = 'json');
          SELECT name, n * 2 AS doubled FROM lines WHERE n > 1;",
     );
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["run", script.to_str().expect("utf8")])
-        .env("SLUICE_LOG", "warn")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(
-            b"{\"name\":\"a\",\"n\":1}\n{\"name\":\"b\",\"n\":2}\n{\"name\":\"c\",\"n\":3}\n",
-        )
-        .expect("write");
-    let output = child.wait_with_output().expect("wait");
+    let output = ws.sluice_with_stdin(
+        &["run", script.to_str().expect("utf8")],
+        b"{\"name\":\"a\",\"n\":1}\n{\"name\":\"b\",\"n\":2}\n{\"name\":\"c\",\"n\":3}\n",
+    );
     assert_eq!(ok(&output), "+I[b, 4]\n+I[c, 6]\n");
 }
 

@@ -6,17 +6,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, Int8Array, RecordBatch, RecordBatchOptions,
-    UInt32Array,
-};
-use arrow::compute::{cast, take};
-use arrow::row::{RowConverter, SortField};
+use arrow::array::{new_null_array, Array, ArrayRef, Int8Array, RecordBatch, RecordBatchOptions};
+use arrow::compute::cast;
+use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::GroupAggregate;
 
+use crate::aggregate::{key_converter, new_accumulators, AggregateInputs};
 use crate::operators::{df, Operator};
 use crate::window::require_inserts;
 
@@ -35,17 +33,8 @@ pub struct GroupAggregateOperator {
 impl GroupAggregateOperator {
     /// An operator for `spec`.
     pub fn new(spec: Arc<GroupAggregate>) -> Result<Self> {
-        let fields = spec
-            .keys
-            .iter()
-            .map(|key| {
-                key.data_type(&spec.input_schema)
-                    .map(SortField::new)
-                    .map_err(df)
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(GroupAggregateOperator {
-            converter: RowConverter::new(fields)?,
+            converter: key_converter(&spec.keys, &spec.input_schema)?,
             spec,
             groups: HashMap::new(),
         })
@@ -99,47 +88,18 @@ impl Operator for GroupAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         require_inserts(&batch)?;
         let rows = batch.num_rows();
-        let data = &batch.data;
-        let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
-            expr.evaluate(data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        };
-        let key_arrays = self
-            .spec
-            .keys
-            .iter()
-            .map(evaluate)
-            .collect::<Result<Vec<_>>>()?;
-        let key_rows = if key_arrays.is_empty() {
-            None
-        } else {
-            Some(self.converter.convert_columns(&key_arrays)?)
-        };
-        let mut arguments = Vec::with_capacity(self.spec.aggregates.len());
-        let mut filters = Vec::with_capacity(self.spec.aggregates.len());
-        for call in &self.spec.aggregates {
-            arguments.push(
-                call.function
-                    .expressions()
-                    .iter()
-                    .map(evaluate)
-                    .collect::<Result<Vec<_>>>()?,
-            );
-            filters.push(match &call.filter {
-                Some(filter) => Some(evaluate(filter)?.as_boolean().clone()),
-                None => None,
-            });
-        }
+        let inputs = AggregateInputs::evaluate(
+            &self.spec.keys,
+            &self.spec.aggregates,
+            &self.converter,
+            &batch,
+        )?;
 
         // Rows per key, keys in order of first appearance.
         let mut order: Vec<&[u8]> = Vec::new();
         let mut indices: HashMap<&[u8], Vec<u32>> = HashMap::new();
         for row in 0..rows {
-            let key: &[u8] = match &key_rows {
-                Some(rows) => rows.row(row).data(),
-                None => &[],
-            };
+            let key = inputs.key(row);
             indices
                 .entry(key)
                 .or_insert_with(|| {
@@ -153,12 +113,7 @@ impl Operator for GroupAggregateOperator {
         for key in order {
             let selected_rows = &indices[key];
             if !self.groups.contains_key(key) {
-                let accumulators = self
-                    .spec
-                    .aggregates
-                    .iter()
-                    .map(|call| call.function.create_accumulator().map_err(df))
-                    .collect::<Result<Vec<_>>>()?;
+                let accumulators = new_accumulators(&self.spec.aggregates)?;
                 self.groups.insert(
                     key.to_vec(),
                     GroupState {
@@ -170,25 +125,7 @@ impl Operator for GroupAggregateOperator {
             let Some(state) = self.groups.get_mut(key) else {
                 continue;
             };
-            for (index, accumulator) in state.accumulators.iter_mut().enumerate() {
-                let selected: Vec<u32> = match &filters[index] {
-                    None => selected_rows.clone(),
-                    Some(mask) => selected_rows
-                        .iter()
-                        .copied()
-                        .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
-                        .collect(),
-                };
-                if selected.is_empty() {
-                    continue;
-                }
-                let selected = UInt32Array::from(selected);
-                let values = arguments[index]
-                    .iter()
-                    .map(|array| take(array.as_ref(), &selected, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                accumulator.update_batch(&values).map_err(df)?;
-            }
+            inputs.update(&mut state.accumulators, selected_rows)?;
             let values = state
                 .accumulators
                 .iter_mut()

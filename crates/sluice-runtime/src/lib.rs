@@ -3,6 +3,7 @@
 //! channels, with `parallelism` subtasks per operator on a multi-threaded tokio
 //! runtime.
 
+mod aggregate;
 pub mod batching;
 pub mod executor;
 pub mod group;

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef};
+use arrow::array::Array;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result};
 use sluice_sql::plan::WindowAggregate;
 
+use crate::aggregate::{key_converter, merge_state, new_accumulators};
 use crate::operators::{df, Operator};
 use crate::window::{build_output, require_inserts, EvaluatedInput, WindowRow};
 
@@ -42,13 +43,8 @@ impl SessionAggregateOperator {
         input_schema: &SchemaRef,
         late_records: Arc<AtomicU64>,
     ) -> Result<Self> {
-        let fields = spec
-            .keys
-            .iter()
-            .map(|key| key.data_type(input_schema).map(SortField::new).map_err(df))
-            .collect::<Result<Vec<_>>>()?;
         Ok(SessionAggregateOperator {
-            converter: RowConverter::new(fields)?,
+            converter: key_converter(&spec.keys, input_schema)?,
             spec,
             gap,
             sessions: HashMap::new(),
@@ -57,17 +53,9 @@ impl SessionAggregateOperator {
         })
     }
 
-    fn new_accumulators(&self) -> Result<Vec<Box<dyn Accumulator>>> {
-        self.spec
-            .aggregates
-            .iter()
-            .map(|call| call.function.create_accumulator().map_err(df))
-            .collect()
-    }
-
     /// The session that `[start, end)` joins, merging every session it touches.
     fn session_for(&mut self, key: &[u8], start: i64, end: i64) -> Result<&mut Session> {
-        let fresh = self.new_accumulators()?;
+        let fresh = new_accumulators(&self.spec.aggregates)?;
         let sessions = self.sessions.entry(key.to_vec()).or_default();
         let (touching, mut others): (Vec<Session>, Vec<Session>) = sessions
             .drain(..)
@@ -85,13 +73,7 @@ impl SessionAggregateOperator {
                 .iter_mut()
                 .zip(session.accumulators.iter_mut())
             {
-                let state = from.state().map_err(df)?;
-                let arrays = state
-                    .iter()
-                    .map(|v| v.to_array_of_size(1))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(df)?;
-                into.merge_batch(&arrays).map_err(df)?;
+                merge_state(into.as_mut(), &from.state().map_err(df)?)?;
             }
         }
         others.push(merged);
@@ -118,20 +100,11 @@ impl Operator for SessionAggregateOperator {
                 late += 1;
                 continue;
             }
-            let key = input.key(row).to_vec();
+            let key = input.inputs.key(row).to_vec();
             let session = self.session_for(&key, start, end)?;
-            for (index, accumulator) in session.accumulators.iter_mut().enumerate() {
-                if let Some(mask) = &input.filters[index] {
-                    if !(mask.is_valid(row) && mask.value(row)) {
-                        continue;
-                    }
-                }
-                let values: Vec<ArrayRef> = input.arguments[index]
-                    .iter()
-                    .map(|a| a.slice(row, 1))
-                    .collect();
-                accumulator.update_batch(&values).map_err(df)?;
-            }
+            input
+                .inputs
+                .update(&mut session.accumulators, &[row as u32])?;
         }
         if late > 0 {
             self.late_records.fetch_add(late, Ordering::Relaxed);

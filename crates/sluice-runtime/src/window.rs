@@ -10,17 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions,
-    TimestampMillisecondArray, UInt32Array,
+    new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, TimestampMillisecondArray,
 };
-use arrow::compute::{cast, take};
+use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 use sluice_sql::plan::{WindowAggregate, WindowOutput};
 
+use crate::aggregate::{key_converter, merge_state, new_accumulators, AggregateInputs};
 use crate::operators::{df, Operator};
 use crate::watermark::epoch_millis;
 
@@ -47,13 +47,8 @@ impl WindowAggregateOperator {
         input_schema: &SchemaRef,
         late_records: Arc<AtomicU64>,
     ) -> Result<Self> {
-        let fields = spec
-            .keys
-            .iter()
-            .map(|key| key.data_type(input_schema).map(SortField::new).map_err(df))
-            .collect::<Result<Vec<_>>>()?;
         Ok(WindowAggregateOperator {
-            converter: RowConverter::new(fields)?,
+            converter: key_converter(&spec.keys, input_schema)?,
             spec,
             panes: BTreeMap::new(),
             frozen: BTreeMap::new(),
@@ -61,14 +56,6 @@ impl WindowAggregateOperator {
             late_records,
             windows: Vec::new(),
         })
-    }
-
-    fn new_accumulators(&self) -> Result<Accumulators> {
-        self.spec
-            .aggregates
-            .iter()
-            .map(|call| call.function.create_accumulator().map_err(df))
-            .collect()
     }
 
     /// The last millisecond of the last window containing `pane`.
@@ -133,24 +120,13 @@ impl WindowAggregateOperator {
                 };
                 for (key, states) in keys {
                     if !merged.contains_key(key) {
-                        let fresh = self
-                            .spec
-                            .aggregates
-                            .iter()
-                            .map(|call| call.function.create_accumulator().map_err(df))
-                            .collect::<Result<Accumulators>>()?;
-                        merged.insert(key.clone(), fresh);
+                        merged.insert(key.clone(), new_accumulators(&self.spec.aggregates)?);
                     }
                     let target = merged
                         .get_mut(key)
                         .ok_or_else(|| SluiceError::Runtime("merge target vanished".into()))?;
                     for (into, state) in target.iter_mut().zip(states) {
-                        let arrays = state
-                            .iter()
-                            .map(|v| v.to_array_of_size(1))
-                            .collect::<Result<Vec<_>, _>>()
-                            .map_err(df)?;
-                        into.merge_batch(&arrays).map_err(df)?;
+                        merge_state(into.as_mut(), state)?;
                     }
                 }
             }
@@ -211,12 +187,8 @@ pub(crate) type WindowRow = (i64, i64, Vec<u8>, Vec<ScalarValue>);
 pub(crate) struct EvaluatedInput {
     /// Event time per row (epoch ms).
     pub times: arrow::array::PrimitiveArray<arrow::datatypes::TimestampMillisecondType>,
-    /// Grouping keys per row as row bytes (`None` without keys).
-    pub key_rows: Option<arrow::row::Rows>,
-    /// Argument arrays per aggregate.
-    pub arguments: Vec<Vec<ArrayRef>>,
-    /// `FILTER (WHERE ...)` masks per aggregate.
-    pub filters: Vec<Option<arrow::array::BooleanArray>>,
+    /// Keys, arguments and filters.
+    pub inputs: AggregateInputs,
 }
 
 impl EvaluatedInput {
@@ -225,50 +197,15 @@ impl EvaluatedInput {
         converter: &RowConverter,
         batch: &ChangeBatch,
     ) -> Result<Self> {
-        let rows = batch.num_rows();
-        let data = &batch.data;
-        let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
-            expr.evaluate(data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        };
-        let times = epoch_millis(evaluate(&spec.time)?.as_ref())?;
-        let key_arrays = spec.keys.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
-        // Without grouping keys every row has the same (empty) key.
-        let key_rows = if key_arrays.is_empty() {
-            None
-        } else {
-            Some(converter.convert_columns(&key_arrays)?)
-        };
-        let mut arguments = Vec::with_capacity(spec.aggregates.len());
-        let mut filters = Vec::with_capacity(spec.aggregates.len());
-        for call in &spec.aggregates {
-            arguments.push(
-                call.function
-                    .expressions()
-                    .iter()
-                    .map(evaluate)
-                    .collect::<Result<Vec<_>>>()?,
-            );
-            filters.push(match &call.filter {
-                Some(filter) => Some(evaluate(filter)?.as_boolean().clone()),
-                None => None,
-            });
-        }
+        let times = spec
+            .time
+            .evaluate(&batch.data)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(df)?;
         Ok(EvaluatedInput {
-            times,
-            key_rows,
-            arguments,
-            filters,
+            times: epoch_millis(times.as_ref())?,
+            inputs: AggregateInputs::evaluate(&spec.keys, &spec.aggregates, converter, batch)?,
         })
-    }
-
-    /// The key bytes of `row`.
-    pub(crate) fn key(&self, row: usize) -> &[u8] {
-        match &self.key_rows {
-            Some(rows) => rows.row(row).data(),
-            None => &[],
-        }
     }
 }
 
@@ -336,13 +273,8 @@ impl Operator for WindowAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
         require_inserts(&batch)?;
         let rows = batch.num_rows();
-        let input = EvaluatedInput::new(&self.spec, &self.converter, &batch)?;
-        let EvaluatedInput {
-            times,
-            key_rows: _,
-            arguments,
-            filters,
-        } = &input;
+        let EvaluatedInput { times, inputs } =
+            EvaluatedInput::new(&self.spec, &self.converter, &batch)?;
 
         // Group row indices by (pane, key); drop rows whose windows all closed.
         let pane_width = self.spec.kind.pane();
@@ -369,7 +301,7 @@ impl Operator for WindowAggregateOperator {
                 continue;
             }
             groups
-                .entry((pane, input.key(row)))
+                .entry((pane, inputs.key(row)))
                 .or_default()
                 .push(row as u32);
         }
@@ -383,7 +315,7 @@ impl Operator for WindowAggregateOperator {
                 .get(&pane)
                 .is_some_and(|keys| keys.contains_key(key))
             {
-                let fresh = self.new_accumulators()?;
+                let fresh = new_accumulators(&self.spec.aggregates)?;
                 self.panes
                     .entry(pane)
                     .or_default()
@@ -394,25 +326,7 @@ impl Operator for WindowAggregateOperator {
                 .get_mut(&pane)
                 .and_then(|keys| keys.get_mut(key))
                 .ok_or_else(|| SluiceError::Runtime("window state vanished".into()))?;
-            for (index, accumulator) in accumulators.iter_mut().enumerate() {
-                let selected: Vec<u32> = match &filters[index] {
-                    None => indices.to_vec(),
-                    Some(mask) => indices
-                        .iter()
-                        .copied()
-                        .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
-                        .collect(),
-                };
-                if selected.is_empty() {
-                    continue;
-                }
-                let selected = UInt32Array::from(selected);
-                let values = arguments[index]
-                    .iter()
-                    .map(|array| take(array.as_ref(), &selected, None))
-                    .collect::<Result<Vec<_>, _>>()?;
-                accumulator.update_batch(&values).map_err(df)?;
-            }
+            inputs.update(accumulators, indices)?;
         }
         Ok(())
     }

@@ -321,24 +321,27 @@ pub struct WindowAggregate {
 
 impl WindowAggregate {
     fn describe(&self) -> String {
-        let keys: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| strip_index(&k.to_string()).to_string())
-            .collect();
-        let aggregates: Vec<String> = self
-            .aggregates
-            .iter()
-            .map(|a| a.function.name().to_string())
-            .collect();
         format!(
-            "WindowAggregate {} on {}: keys [{}], aggregates [{}]",
+            "WindowAggregate {} on {}: {}",
             self.kind.describe(),
             strip_index(&self.time.to_string()),
-            keys.join(", "),
-            aggregates.join(", ")
+            describe_grouping(&self.keys, &self.aggregates)
         )
     }
+}
+
+/// `keys [...], aggregates [...]` for `--explain`.
+fn describe_grouping(keys: &[Arc<dyn PhysicalExpr>], aggregates: &[AggregateCall]) -> String {
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|k| strip_index(&k.to_string()).to_string())
+        .collect();
+    let aggregates: Vec<&str> = aggregates.iter().map(|a| a.function.name()).collect();
+    format!(
+        "keys [{}], aggregates [{}]",
+        keys.join(", "),
+        aggregates.join(", ")
+    )
 }
 
 /// A non-windowed aggregation, whose results are updated as rows arrive.
@@ -358,20 +361,9 @@ pub struct GroupAggregate {
 
 impl GroupAggregate {
     fn describe(&self) -> String {
-        let keys: Vec<String> = self
-            .keys
-            .iter()
-            .map(|k| strip_index(&k.to_string()).to_string())
-            .collect();
-        let aggregates: Vec<String> = self
-            .aggregates
-            .iter()
-            .map(|a| a.function.name().to_string())
-            .collect();
         format!(
-            "GroupAggregate (updating): keys [{}], aggregates [{}]",
-            keys.join(", "),
-            aggregates.join(", ")
+            "GroupAggregate (updating): {}",
+            describe_grouping(&self.keys, &self.aggregates)
         )
     }
 }

@@ -217,6 +217,53 @@ fn window_call(kind: &str, arguments: &[TokenWithSpan], span: Span) -> Result<Ve
     Ok(call)
 }
 
+/// Implements DataFusion's logical-node boilerplate for a node with one
+/// `input` plan, a `schema`, a `kind` and a `time_column`, and no expressions
+/// of its own for the optimizer to rewrite.
+macro_rules! single_input_node {
+    ($node:ty, $name:literal) => {
+        impl PartialOrd for $node {
+            fn partial_cmp(&self, _other: &Self) -> Option<Ordering> {
+                None
+            }
+        }
+
+        impl UserDefinedLogicalNodeCore for $node {
+            fn name(&self) -> &str {
+                $name
+            }
+
+            fn inputs(&self) -> Vec<&LogicalPlan> {
+                vec![&self.input]
+            }
+
+            fn schema(&self) -> &DFSchemaRef {
+                &self.schema
+            }
+
+            fn expressions(&self) -> Vec<Expr> {
+                vec![]
+            }
+
+            fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                write!(f, "{}: {:?} on {}", $name, self.kind, self.time_column)
+            }
+
+            fn with_exprs_and_inputs(
+                &self,
+                _exprs: Vec<Expr>,
+                mut inputs: Vec<LogicalPlan>,
+            ) -> DfResult<Self> {
+                let mut node = self.clone();
+                if let Some(input) = inputs.pop() {
+                    node.input = input;
+                }
+                Ok(node)
+            }
+        }
+    };
+}
+
 /// A window TVF in a logical plan: its input plus `window_start`,
 /// `window_end`, `window_time`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -232,45 +279,7 @@ pub struct WindowTvfNode {
     schema: DFSchemaRef,
 }
 
-impl PartialOrd for WindowTvfNode {
-    fn partial_cmp(&self, _other: &Self) -> Option<Ordering> {
-        None
-    }
-}
-
-impl UserDefinedLogicalNodeCore for WindowTvfNode {
-    fn name(&self) -> &str {
-        "WindowTVF"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        vec![&self.input]
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        &self.schema
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        vec![]
-    }
-
-    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "WindowTVF: {:?} on {}", self.kind, self.time_column)
-    }
-
-    fn with_exprs_and_inputs(
-        &self,
-        _exprs: Vec<Expr>,
-        mut inputs: Vec<LogicalPlan>,
-    ) -> DfResult<Self> {
-        let mut node = self.clone();
-        if let Some(input) = inputs.pop() {
-            node.input = input;
-        }
-        Ok(node)
-    }
-}
+single_input_node!(WindowTvfNode, "WindowTVF");
 
 /// The table function behind the rewritten window TVF calls.
 #[derive(Debug)]
@@ -470,49 +479,7 @@ pub struct WindowAggregateNode {
     schema: DFSchemaRef,
 }
 
-impl PartialOrd for WindowAggregateNode {
-    fn partial_cmp(&self, _other: &Self) -> Option<Ordering> {
-        None
-    }
-}
-
-impl UserDefinedLogicalNodeCore for WindowAggregateNode {
-    fn name(&self) -> &str {
-        "WindowAggregate"
-    }
-
-    fn inputs(&self) -> Vec<&LogicalPlan> {
-        vec![&self.input]
-    }
-
-    fn schema(&self) -> &DFSchemaRef {
-        &self.schema
-    }
-
-    fn expressions(&self) -> Vec<Expr> {
-        vec![]
-    }
-
-    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(
-            f,
-            "WindowAggregate: {:?} on {}",
-            self.kind, self.time_column
-        )
-    }
-
-    fn with_exprs_and_inputs(
-        &self,
-        _exprs: Vec<Expr>,
-        mut inputs: Vec<LogicalPlan>,
-    ) -> DfResult<Self> {
-        let mut node = self.clone();
-        if let Some(input) = inputs.pop() {
-            node.input = input;
-        }
-        Ok(node)
-    }
-}
+single_input_node!(WindowAggregateNode, "WindowAggregate");
 
 /// Replaces each `Aggregate` over a window TVF (through aliases and filters)
 /// with a [`WindowAggregateNode`].

@@ -57,6 +57,27 @@ impl Workspace {
             .expect("run sluice")
     }
 
+    /// Runs `sluice` with arguments, writing `input` to its stdin.
+    pub fn sluice_with_stdin(&self, args: &[&str], input: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(self.dir.path())
+            .env("SLUICE_LOG", "warn")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn sluice");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input)
+            .expect("write stdin");
+        child.wait_with_output().expect("wait for sluice")
+    }
+
     /// All lines of the published part files in a sink directory, sorted.
     pub fn sink_lines(&self, name: &str) -> Vec<String> {
         read_part_files(&self.path(name))

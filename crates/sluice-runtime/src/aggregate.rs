@@ -1,0 +1,137 @@
+//! Pieces shared by the aggregating operators (window, session, group): key
+//! encoding, accumulator creation, evaluating a batch's aggregate inputs, and
+//! feeding rows to accumulators.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
+use arrow::compute::take;
+use arrow::datatypes::SchemaRef;
+use arrow::row::{RowConverter, Rows, SortField};
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::Accumulator;
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_core::{ChangeBatch, Result};
+use sluice_sql::plan::AggregateCall;
+
+use crate::operators::df;
+
+/// A row encoder for grouping keys of `schema`'s rows.
+pub(crate) fn key_converter(
+    keys: &[Arc<dyn PhysicalExpr>],
+    schema: &SchemaRef,
+) -> Result<RowConverter> {
+    let fields = keys
+        .iter()
+        .map(|key| key.data_type(schema).map(SortField::new).map_err(df))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RowConverter::new(fields)?)
+}
+
+/// Fresh accumulators, one per aggregate call.
+pub(crate) fn new_accumulators(calls: &[AggregateCall]) -> Result<Vec<Box<dyn Accumulator>>> {
+    calls
+        .iter()
+        .map(|call| call.function.create_accumulator().map_err(df))
+        .collect()
+}
+
+/// Merges an accumulator state (from `Accumulator::state`) into `into`.
+pub(crate) fn merge_state(into: &mut dyn Accumulator, state: &[ScalarValue]) -> Result<()> {
+    let arrays = state
+        .iter()
+        .map(|value| value.to_array_of_size(1))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(df)?;
+    into.merge_batch(&arrays).map_err(df)
+}
+
+/// A batch's grouping keys and aggregate arguments, evaluated once.
+pub(crate) struct AggregateInputs {
+    /// Grouping keys per row as row bytes (`None` without keys).
+    key_rows: Option<Rows>,
+    /// Argument arrays per aggregate call.
+    arguments: Vec<Vec<ArrayRef>>,
+    /// `FILTER (WHERE ...)` masks per aggregate call.
+    filters: Vec<Option<BooleanArray>>,
+}
+
+impl AggregateInputs {
+    /// Evaluates `keys` and the calls' arguments and filters over `batch`.
+    pub(crate) fn evaluate(
+        keys: &[Arc<dyn PhysicalExpr>],
+        calls: &[AggregateCall],
+        converter: &RowConverter,
+        batch: &ChangeBatch,
+    ) -> Result<Self> {
+        let rows = batch.num_rows();
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
+            expr.evaluate(&batch.data)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)
+        };
+        let key_arrays = keys.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
+        // Without grouping keys every row has the same (empty) key.
+        let key_rows = if key_arrays.is_empty() {
+            None
+        } else {
+            Some(converter.convert_columns(&key_arrays)?)
+        };
+        let mut arguments = Vec::with_capacity(calls.len());
+        let mut filters = Vec::with_capacity(calls.len());
+        for call in calls {
+            arguments.push(
+                call.function
+                    .expressions()
+                    .iter()
+                    .map(evaluate)
+                    .collect::<Result<Vec<_>>>()?,
+            );
+            filters.push(match &call.filter {
+                Some(filter) => Some(evaluate(filter)?.as_boolean().clone()),
+                None => None,
+            });
+        }
+        Ok(AggregateInputs {
+            key_rows,
+            arguments,
+            filters,
+        })
+    }
+
+    /// The key bytes of `row`.
+    pub(crate) fn key(&self, row: usize) -> &[u8] {
+        match &self.key_rows {
+            Some(rows) => rows.row(row).data(),
+            None => &[],
+        }
+    }
+
+    /// Feeds `rows` (respecting each call's filter) to `accumulators`.
+    pub(crate) fn update(
+        &self,
+        accumulators: &mut [Box<dyn Accumulator>],
+        rows: &[u32],
+    ) -> Result<()> {
+        for (index, accumulator) in accumulators.iter_mut().enumerate() {
+            let selected: Vec<u32> = match &self.filters[index] {
+                None => rows.to_vec(),
+                Some(mask) => rows
+                    .iter()
+                    .copied()
+                    .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
+                    .collect(),
+            };
+            if selected.is_empty() {
+                continue;
+            }
+            let selected = UInt32Array::from(selected);
+            let values = self.arguments[index]
+                .iter()
+                .map(|array| take(array.as_ref(), &selected, None))
+                .collect::<Result<Vec<_>, _>>()?;
+            accumulator.update_batch(&values).map_err(df)?;
+        }
+        Ok(())
+    }
+}
