@@ -568,3 +568,34 @@ fn iso_timestamp_standard_is_written() {
         vec![r#"{"ts":"2020-01-02T03:04:05.678","ltz":"2020-01-02T03:04:05.678Z"}"#.to_string()]
     );
 }
+
+#[test]
+fn state_ttl_forgets_idle_keys() {
+    use std::io::Write;
+    let ws = Workspace::new();
+    let script = ws.write(
+        "job.sql",
+        "SET 'table.exec.state.ttl' = '300 ms';
+         CREATE TABLE t (k STRING) WITH ('connector' = 'stdin', 'format' = 'json');
+         SELECT k, COUNT(*) AS n FROM t GROUP BY k;",
+    );
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", script.to_str().expect("utf8")])
+        .env("SLUICE_LOG", "warn")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    for _ in 0..2 {
+        stdin.write_all(b"{\"k\":\"a\"}\n").expect("write");
+        stdin.flush().expect("flush");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    // The key was idle longer than the TTL: it starts again from scratch.
+    stdin.write_all(b"{\"k\":\"a\"}\n").expect("write");
+    drop(stdin);
+    let out = ok(&child.wait_with_output().expect("wait"));
+    assert_eq!(out, "+I[a, 1]\n-U[a, 1]\n+U[a, 2]\n+I[a, 1]\n");
+}

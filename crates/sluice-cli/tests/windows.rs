@@ -229,3 +229,40 @@ fn session_windows_merge_per_key() {
         ]
     );
 }
+
+#[test]
+fn late_rows_go_to_the_dead_letter_file_when_asked() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    run_window_query(
+        &ws,
+        "k STRING, n BIGINT",
+        "SELECT k, COUNT(*) FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY k, window_start, window_end",
+        &[
+            "--set",
+            "table.exec.late-data=dlq",
+            "--set",
+            "table.exec.late-data.dlq-path=late.jsonl",
+        ],
+    );
+    let dead = std::fs::read_to_string(ws.path("late.jsonl")).expect("late dead letters");
+    let letters: Vec<serde_json::Value> = dead
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(letters.len(), 1, "{dead}");
+    let reason = letters[0]["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("late: event time 2020-01-01 00:00:02.000"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("watermark 2020-01-01 00:00:20.000"),
+        "{reason}"
+    );
+    assert!(
+        letters[0]["raw"].as_str().expect("raw").contains("\"v\":7"),
+        "{dead}"
+    );
+}

@@ -44,8 +44,9 @@ pub struct DeadLetter<'a> {
     pub table: &'a str,
     /// Where it came from: a file path, `stdin`, a topic.
     pub source: &'a str,
-    /// Line number (1-based) or offset within `source`.
-    pub position: u64,
+    /// Line number (1-based) or offset within `source`, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
     /// Why it was rejected (`parse`, `late`, ...), with detail.
     pub reason: &'a str,
     /// The raw record, lossily decoded as UTF-8.
@@ -207,7 +208,7 @@ impl BadRecordPolicy {
                         time: chrono::Utc::now().to_rfc3339(),
                         table: &self.table,
                         source,
-                        position,
+                        position: Some(position),
                         reason,
                         raw: String::from_utf8_lossy(raw).into_owned(),
                     })?;

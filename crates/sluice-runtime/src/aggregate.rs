@@ -3,6 +3,7 @@
 //! feeding rows to accumulators.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, UInt32Array};
 use arrow::compute::take;
@@ -133,5 +134,33 @@ impl AggregateInputs {
             accumulator.update_batch(&values).map_err(df)?;
         }
         Ok(())
+    }
+}
+
+/// Decides when an operator sweeps state idle for longer than
+/// `table.exec.state.ttl` (processing time): at most every quarter of the TTL.
+#[derive(Debug)]
+pub(crate) struct StateExpiry {
+    ttl: Option<Duration>,
+    last_sweep: Instant,
+}
+
+impl StateExpiry {
+    /// Expiry after `ttl`; `None` keeps state forever.
+    pub(crate) fn new(ttl: Option<Duration>) -> Self {
+        StateExpiry {
+            ttl,
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// The TTL, when a sweep is due at `now`.
+    pub(crate) fn due(&mut self, now: Instant) -> Option<Duration> {
+        let ttl = self.ttl?;
+        if now.duration_since(self.last_sweep) < ttl / 4 {
+            return None;
+        }
+        self.last_sweep = now;
+        Some(ttl)
     }
 }

@@ -20,6 +20,7 @@ use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::physical_expr::PhysicalExpr;
 use futures::StreamExt;
 use sluice_core::connector::{SinkWriter, SourceReader};
+use sluice_core::dlq::DeadLetterQueue;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
 use tokio::sync::{mpsc, watch};
@@ -28,6 +29,7 @@ use tokio::task::JoinSet;
 use crate::batching::Coalescer;
 use crate::group::GroupAggregateOperator;
 use crate::join::InnerJoinOperator;
+use crate::late::LateRecords;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
 use crate::session::SessionAggregateOperator;
 use crate::watermark::WatermarkAssigner;
@@ -140,7 +142,7 @@ pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
     }
 
     let mut summary = JobSummary {
-        late_records: late_records.load(Ordering::Relaxed),
+        late_records: late_records.count(),
         ..JobSummary::default()
     };
     for (node, counter) in source_counters {
@@ -181,7 +183,7 @@ struct TaskBuilder<'a> {
     tasks: Vec<Task>,
     source_counters: Vec<(NodeId, Arc<AtomicU64>)>,
     sink_counters: Vec<(NodeId, Arc<AtomicU64>)>,
-    late_records: Arc<AtomicU64>,
+    late_records: LateRecords,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -210,7 +212,10 @@ impl<'a> TaskBuilder<'a> {
             tasks: Vec::new(),
             source_counters,
             sink_counters: Vec::new(),
-            late_records: Arc::default(),
+            late_records: LateRecords::new(match &plan.settings.late_data_dlq {
+                Some(path) => Some(Arc::new(DeadLetterQueue::open(path)?)),
+                None => None,
+            }),
         })
     }
 
@@ -291,7 +296,7 @@ impl<'a> TaskBuilder<'a> {
             }
             PlanNode::WindowAggregate(window) => {
                 let upstream = self.build(window.input)?;
-                let make = |late: &Arc<AtomicU64>| -> Result<Box<dyn Operator>> {
+                let make = |late: &LateRecords| -> Result<Box<dyn Operator>> {
                     Ok(match window.kind {
                         WindowKind::Session { gap } => Box::new(SessionAggregateOperator::new(
                             window.clone(),
@@ -327,8 +332,9 @@ impl<'a> TaskBuilder<'a> {
             }
             PlanNode::GroupAggregate(group) => {
                 let upstream = self.build(group.input)?;
+                let ttl = self.plan.settings.state_ttl;
                 let make = || -> Result<Box<dyn Operator>> {
-                    Ok(Box::new(GroupAggregateOperator::new(group.clone())?))
+                    Ok(Box::new(GroupAggregateOperator::new(group.clone(), ttl)?))
                 };
                 if self.parallelism == 1 {
                     let mut chains = upstream;
@@ -392,6 +398,7 @@ impl<'a> TaskBuilder<'a> {
                                 left_schema,
                                 filter.clone(),
                                 schema.clone(),
+                                self.plan.settings.state_ttl,
                             )?) as Box<dyn Operator>],
                             source_rows: None,
                         })

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{new_null_array, Array, ArrayRef, Int8Array, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
@@ -14,13 +15,15 @@ use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::GroupAggregate;
 
-use crate::aggregate::{key_converter, new_accumulators, AggregateInputs};
+use crate::aggregate::{key_converter, new_accumulators, AggregateInputs, StateExpiry};
 use crate::operators::{df, Operator};
 use crate::window::require_inserts;
 
 struct GroupState {
     accumulators: Vec<Box<dyn Accumulator>>,
     emitted: Option<Vec<ScalarValue>>,
+    /// When a row last updated this key (for `table.exec.state.ttl`).
+    last_write: Instant,
 }
 
 /// The group aggregation of one subtask.
@@ -28,15 +31,18 @@ pub struct GroupAggregateOperator {
     spec: Arc<GroupAggregate>,
     converter: RowConverter,
     groups: HashMap<Vec<u8>, GroupState>,
+    expiry: StateExpiry,
 }
 
 impl GroupAggregateOperator {
-    /// An operator for `spec`.
-    pub fn new(spec: Arc<GroupAggregate>) -> Result<Self> {
+    /// An operator for `spec`; keys idle for `ttl` are forgotten (a later row
+    /// of such a key starts from scratch, as in Flink).
+    pub fn new(spec: Arc<GroupAggregate>, ttl: Option<Duration>) -> Result<Self> {
         Ok(GroupAggregateOperator {
             converter: key_converter(&spec.keys, &spec.input_schema)?,
             spec,
             groups: HashMap::new(),
+            expiry: StateExpiry::new(ttl),
         })
     }
 
@@ -87,6 +93,12 @@ impl GroupAggregateOperator {
 impl Operator for GroupAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         require_inserts(&batch)?;
+        // Expired keys are gone before this batch can see them.
+        let now = Instant::now();
+        if let Some(ttl) = self.expiry.due(now) {
+            self.groups
+                .retain(|_, state| now.duration_since(state.last_write) < ttl);
+        }
         let rows = batch.num_rows();
         let inputs = AggregateInputs::evaluate(
             &self.spec.keys,
@@ -119,12 +131,14 @@ impl Operator for GroupAggregateOperator {
                     GroupState {
                         accumulators,
                         emitted: None,
+                        last_write: now,
                     },
                 );
             }
             let Some(state) = self.groups.get_mut(key) else {
                 continue;
             };
+            state.last_write = now;
             inputs.update(&mut state.accumulators, selected_rows)?;
             let values = state
                 .accumulators

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::{interleave, take};
@@ -13,6 +14,7 @@ use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 
+use crate::aggregate::StateExpiry;
 use crate::operators::{df, Operator};
 use crate::window::require_inserts;
 
@@ -22,6 +24,64 @@ struct SideState {
     batches: Vec<RecordBatch>,
     /// Key bytes → (batch index, row index) of every stored row with that key.
     index: HashMap<Vec<u8>, Vec<(usize, usize)>>,
+    /// Key bytes → when a row of that key was last stored (for the state TTL).
+    written: HashMap<Vec<u8>, Instant>,
+    /// Rows in `batches`, including those of expired keys.
+    stored_rows: usize,
+}
+
+impl SideState {
+    /// Forgets keys not written for `ttl`; rewrites the stored batches once
+    /// most of their rows belong to forgotten keys.
+    fn expire(&mut self, now: Instant, ttl: Duration) -> Result<()> {
+        let expired: Vec<Vec<u8>> = self
+            .written
+            .iter()
+            .filter(|(_, written)| now.duration_since(**written) >= ttl)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            self.written.remove(&key);
+            self.index.remove(&key);
+        }
+        let live: usize = self.index.values().map(Vec::len).sum();
+        if live * 2 >= self.stored_rows {
+            return Ok(());
+        }
+        // Keep only live rows: one new batch per old batch that still has any.
+        let mut live_rows: Vec<Vec<usize>> = vec![Vec::new(); self.batches.len()];
+        for locations in self.index.values() {
+            for &(batch, row) in locations {
+                live_rows[batch].push(row);
+            }
+        }
+        let mut remap: HashMap<(usize, usize), (usize, usize)> = HashMap::with_capacity(live);
+        let mut batches = Vec::new();
+        for (old, mut rows) in live_rows.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            rows.sort_unstable();
+            let indices = UInt32Array::from(rows.iter().map(|&r| r as u32).collect::<Vec<_>>());
+            for (new_row, &old_row) in rows.iter().enumerate() {
+                remap.insert((old, old_row), (batches.len(), new_row));
+            }
+            batches.push(arrow::compute::take_record_batch(
+                &self.batches[old],
+                &indices,
+            )?);
+        }
+        for locations in self.index.values_mut() {
+            for location in locations.iter_mut() {
+                if let Some(moved) = remap.get(location) {
+                    *location = *moved;
+                }
+            }
+        }
+        self.batches = batches;
+        self.stored_rows = live;
+        Ok(())
+    }
 }
 
 /// The inner join of one subtask.
@@ -31,6 +91,7 @@ pub struct InnerJoinOperator {
     schema: SchemaRef,
     converter: RowConverter,
     sides: [SideState; 2],
+    expiry: StateExpiry,
 }
 
 impl InnerJoinOperator {
@@ -42,6 +103,7 @@ impl InnerJoinOperator {
         left_schema: &SchemaRef,
         filter: Option<Arc<dyn PhysicalExpr>>,
         schema: SchemaRef,
+        ttl: Option<Duration>,
     ) -> Result<Self> {
         let fields = left_keys
             .iter()
@@ -53,6 +115,7 @@ impl InnerJoinOperator {
             schema,
             converter: RowConverter::new(fields)?,
             sides: [SideState::default(), SideState::default()],
+            expiry: StateExpiry::new(ttl),
         })
     }
 }
@@ -74,6 +137,13 @@ impl Operator for InnerJoinOperator {
         require_inserts(&batch).map_err(|_| {
             SluiceError::Unsupported("a join over an updating (changelog) input".into())
         })?;
+        // Expired keys are gone before this batch can match them.
+        let now = Instant::now();
+        if let Some(ttl) = self.expiry.due(now) {
+            for side in &mut self.sides {
+                side.expire(now, ttl)?;
+            }
+        }
         let data = batch.data;
         let rows = data.num_rows();
         let key_arrays = self.keys[side]
@@ -152,11 +222,13 @@ impl Operator for InnerJoinOperator {
         let mut stored_any = false;
         for (row, key) in keyed.into_iter().enumerate() {
             if let Some(key) = key {
+                state.written.insert(key.clone(), now);
                 state.index.entry(key).or_default().push((batch_index, row));
                 stored_any = true;
             }
         }
         if stored_any {
+            state.stored_rows += rows;
             state.batches.push(data);
         }
         Ok(())

@@ -8,6 +8,7 @@ pub mod batching;
 pub mod executor;
 pub mod group;
 pub mod join;
+pub mod late;
 pub mod operators;
 pub mod session;
 pub mod watermark;

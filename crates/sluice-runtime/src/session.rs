@@ -4,7 +4,6 @@
 //! and freed when the watermark passes its end.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::Array;
@@ -15,6 +14,7 @@ use sluice_core::{ChangeBatch, Message, Result};
 use sluice_sql::plan::WindowAggregate;
 
 use crate::aggregate::{key_converter, merge_state, new_accumulators};
+use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::window::{build_output, require_inserts, EvaluatedInput, WindowRow};
 
@@ -32,7 +32,7 @@ pub struct SessionAggregateOperator {
     /// Key bytes → open sessions of that key, not overlapping.
     sessions: HashMap<Vec<u8>, Vec<Session>>,
     watermark: i64,
-    late_records: Arc<AtomicU64>,
+    late: LateRecords,
 }
 
 impl SessionAggregateOperator {
@@ -41,7 +41,7 @@ impl SessionAggregateOperator {
         spec: Arc<WindowAggregate>,
         gap: i64,
         input_schema: &SchemaRef,
-        late_records: Arc<AtomicU64>,
+        late: LateRecords,
     ) -> Result<Self> {
         Ok(SessionAggregateOperator {
             converter: key_converter(&spec.keys, input_schema)?,
@@ -49,7 +49,7 @@ impl SessionAggregateOperator {
             gap,
             sessions: HashMap::new(),
             watermark: i64::MIN,
-            late_records,
+            late,
         })
     }
 
@@ -88,16 +88,16 @@ impl Operator for SessionAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
         require_inserts(&batch)?;
         let input = EvaluatedInput::new(&self.spec, &self.converter, &batch)?;
-        let mut late = 0;
+        let mut late: Vec<u32> = Vec::new();
         for row in 0..batch.num_rows() {
             if input.times.is_null(row) {
-                late += 1;
+                late.push(row as u32);
                 continue;
             }
             let start = input.times.value(row);
             let end = start + self.gap;
             if end - 1 <= self.watermark {
-                late += 1;
+                late.push(row as u32);
                 continue;
             }
             let key = input.inputs.key(row).to_vec();
@@ -106,9 +106,13 @@ impl Operator for SessionAggregateOperator {
                 .inputs
                 .update(&mut session.accumulators, &[row as u32])?;
         }
-        if late > 0 {
-            self.late_records.fetch_add(late, Ordering::Relaxed);
-        }
+        self.late.reject(
+            "session window aggregate",
+            &batch.data,
+            &late,
+            &input.times,
+            self.watermark,
+        )?;
         Ok(())
     }
 

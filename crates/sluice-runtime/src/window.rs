@@ -6,7 +6,6 @@
 //! freed as soon as no open window needs them.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -21,6 +20,7 @@ use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 use sluice_sql::plan::{WindowAggregate, WindowOutput};
 
 use crate::aggregate::{key_converter, merge_state, new_accumulators, AggregateInputs};
+use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::watermark::epoch_millis;
 
@@ -36,16 +36,16 @@ pub struct WindowAggregateOperator {
     /// windows still need (accumulator `state()` may drain, so it is taken once).
     frozen: BTreeMap<i64, HashMap<Vec<u8>, Vec<Vec<ScalarValue>>>>,
     watermark: i64,
-    late_records: Arc<AtomicU64>,
+    late: LateRecords,
     windows: Vec<(i64, i64)>,
 }
 
 impl WindowAggregateOperator {
-    /// An operator for `spec`; late records are counted in `late_records`.
+    /// An operator for `spec`; late rows go to `late`.
     pub fn new(
         spec: Arc<WindowAggregate>,
         input_schema: &SchemaRef,
-        late_records: Arc<AtomicU64>,
+        late: LateRecords,
     ) -> Result<Self> {
         Ok(WindowAggregateOperator {
             converter: key_converter(&spec.keys, input_schema)?,
@@ -53,7 +53,7 @@ impl WindowAggregateOperator {
             panes: BTreeMap::new(),
             frozen: BTreeMap::new(),
             watermark: i64::MIN,
-            late_records,
+            late,
             windows: Vec::new(),
         })
     }
@@ -281,10 +281,10 @@ impl Operator for WindowAggregateOperator {
         let offset = self.spec.offset;
         let mut groups: HashMap<(i64, &[u8]), Vec<u32>> = HashMap::new();
         let mut late_by_pane: HashMap<i64, bool> = HashMap::new();
-        let mut late = 0u64;
+        let mut late: Vec<u32> = Vec::new();
         for row in 0..rows {
             if times.is_null(row) {
-                late += 1;
+                late.push(row as u32);
                 continue;
             }
             let pane = (times.value(row) - offset).div_euclid(pane_width) * pane_width + offset;
@@ -297,7 +297,7 @@ impl Operator for WindowAggregateOperator {
                 }
             };
             if is_late {
-                late += 1;
+                late.push(row as u32);
                 continue;
             }
             groups
@@ -305,9 +305,13 @@ impl Operator for WindowAggregateOperator {
                 .or_default()
                 .push(row as u32);
         }
-        if late > 0 {
-            self.late_records.fetch_add(late, Ordering::Relaxed);
-        }
+        self.late.reject(
+            "window aggregate",
+            &batch.data,
+            &late,
+            &times,
+            self.watermark,
+        )?;
         for ((pane, key), indices) in groups {
             let indices = &indices;
             if !self

@@ -10,7 +10,19 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 5] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 8] = [
+    (
+        "table.exec.state.ttl",
+        "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
+    ),
+    (
+        "table.exec.late-data",
+        "'drop' (default) or 'dlq': what window operators do with rows behind the watermark",
+    ),
+    (
+        "table.exec.late-data.dlq-path",
+        "dead letter file for late rows (default <data dir>/dlq/late.jsonl)",
+    ),
     ("parallelism.default", "subtasks per operator (default 1)"),
     (
         "pipeline.name",
@@ -40,6 +52,10 @@ pub struct JobSettings {
     pub batch_size: usize,
     /// Longest wait to fill a batch.
     pub batch_linger: Duration,
+    /// Idle time after which join and GROUP BY state of a key is dropped.
+    pub state_ttl: Option<Duration>,
+    /// Dead letter file for late rows, when `table.exec.late-data` = `dlq`.
+    pub late_data_dlq: Option<PathBuf>,
     /// Keys that were set but that Sluice does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -67,6 +83,27 @@ impl JobSettings {
         let batch_linger = options
             .duration("sluice.batch.linger")?
             .unwrap_or(Duration::ZERO);
+        let state_ttl = options
+            .duration("table.exec.state.ttl")?
+            .filter(|ttl| !ttl.is_zero());
+        let late_data_dlq = match options
+            .get("table.exec.late-data")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("drop") => None,
+            Some("dlq") => Some(
+                options
+                    .get("table.exec.late-data.dlq-path")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| data_dir.join("dlq").join("late.jsonl")),
+            ),
+            Some(other) => {
+                return Err(sluice_core::SluiceError::Config(format!(
+                    "SET: 'table.exec.late-data' must be 'drop' or 'dlq', got '{other}'"
+                )))
+            }
+        };
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
@@ -78,6 +115,8 @@ impl JobSettings {
             data_dir,
             batch_size,
             batch_linger,
+            state_ttl,
+            late_data_dlq,
             ignored_keys,
         })
     }
