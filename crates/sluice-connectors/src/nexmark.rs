@@ -262,12 +262,16 @@ fn splitmix(mut x: u64) -> u64 {
 
 fn next_string(rng: &mut SmallRng, max_len: usize, special: char, out: &mut String) {
     let len = 3 + rng.gen_range(0..max_len - 3);
+    // Two random bytes per character: one picks the letter, one the 1-in-13 special.
+    let mut bytes = [0u8; 256];
+    let random = &mut bytes[..len * 2];
+    rng.fill(random);
     let start = out.len();
-    for _ in 0..len {
-        if rng.gen_range(0..13) == 0 {
+    for pair in random.chunks_exact(2) {
+        if pair[1] % 13 == 0 {
             out.push(special);
         } else {
-            out.push((b'a' + rng.gen_range(0..26u8)) as char);
+            out.push((b'a' + pair[0] % 26) as char);
         }
     }
     if special == ' ' {
@@ -283,15 +287,16 @@ fn next_extra(rng: &mut SmallRng, current_size: i64, desired_average: i64, out: 
     }
     let gap = desired_average - current_size;
     let delta = (gap as f64 * 0.2).round() as i64;
-    let size = gap - delta
+    let size = (gap - delta
         + if delta > 0 {
             rng.gen_range(0..2 * delta)
         } else {
             0
-        };
-    for _ in 0..size.max(0) {
-        out.push((b'a' + rng.gen_range(0..26u8)) as char);
-    }
+        })
+    .max(0) as usize;
+    let mut bytes = vec![0u8; size];
+    rng.fill(bytes.as_mut_slice());
+    out.extend(bytes.iter().map(|b| (b'a' + b % 26) as char));
 }
 
 fn next_price(rng: &mut SmallRng) -> i64 {
@@ -316,7 +321,7 @@ impl StructColumns {
                 .map(|_| Int64Builder::with_capacity(capacity))
                 .collect(),
             strings: (0..strings)
-                .map(|_| StringBuilder::with_capacity(capacity, capacity * 16))
+                .map(|_| StringBuilder::with_capacity(capacity, capacity * 64))
                 .collect(),
             times: (0..times)
                 .map(|_| TimestampMillisecondBuilder::with_capacity(capacity))
