@@ -41,6 +41,8 @@ enum Command {
         /// The SQL script.
         script: PathBuf,
     },
+    /// List the Flink functions Sluice adds to DataFusion's built-ins, and the connectors.
+    Functions,
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -83,6 +85,19 @@ fn main() {
 
 async fn execute(command: Command) -> Result<()> {
     match command {
+        Command::Functions => {
+            println!(
+                "Flink functions (in addition to every DataFusion scalar and aggregate function):"
+            );
+            for usage in sluice_sql::functions::flink_function_usages() {
+                println!("  {usage}");
+            }
+            println!(
+                "Connectors: {}",
+                sluice_connectors::builtin_connectors().names().join(", ")
+            );
+            Ok(())
+        }
         Command::Validate { script } => {
             let plan = plan(&script, BTreeMap::new()).await?;
             println!(

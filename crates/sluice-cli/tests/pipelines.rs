@@ -599,3 +599,18 @@ fn state_ttl_forgets_idle_keys() {
     let out = ok(&child.wait_with_output().expect("wait"));
     assert_eq!(out, "+I[a, 1]\n-U[a, 1]\n+U[a, 2]\n+I[a, 1]\n");
 }
+
+#[test]
+fn functions_command_lists_flink_functions_and_connectors() {
+    let ws = Workspace::new();
+    let out = ok(&ws.sluice(&["functions"]));
+    assert!(
+        out.contains("DATE_FORMAT(ts, 'yyyy-MM-dd HH:mm:ss')"),
+        "{out}"
+    );
+    assert!(out.contains("SPLIT_INDEX"), "{out}");
+    assert!(
+        out.contains("Connectors: blackhole, datagen, filesystem, nexmark, print, stdin"),
+        "{out}"
+    );
+}

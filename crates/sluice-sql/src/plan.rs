@@ -210,16 +210,6 @@ impl WindowKind {
         }
     }
 
-    /// The largest window length.
-    pub fn max_size(&self) -> i64 {
-        match *self {
-            WindowKind::Tumble { size }
-            | WindowKind::Hop { size, .. }
-            | WindowKind::Cumulate { size, .. } => size,
-            WindowKind::Session { gap } => gap,
-        }
-    }
-
     /// Ends of the windows that contain the pane starting at `pane_start`,
     /// shifted by `offset`; `(start, end)` pairs.
     pub fn windows_of_pane(&self, pane_start: i64, offset: i64, out: &mut Vec<(i64, i64)>) {
