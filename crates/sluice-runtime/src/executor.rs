@@ -625,6 +625,9 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                     if !task.push_from_source(batch).await? {
                         return Ok(());
                     }
+                    // A source whose input is always ready never returns Pending; yield
+                    // so idle workers can steal the other subtasks queued behind it.
+                    tokio::task::yield_now().await;
                 }
             }
             if let Some(batch) = coalescer.flush()? {
