@@ -160,15 +160,15 @@ impl Operator for InnerJoinOperator {
         // Match against the other side's stored rows.
         let mut probe_rows: Vec<u32> = Vec::new();
         let mut matches: Vec<(usize, usize)> = Vec::new();
-        let mut keyed: Vec<Option<Vec<u8>>> = Vec::with_capacity(rows);
+        let mut keyed: Vec<Option<&[u8]>> = Vec::with_capacity(rows);
         for row in 0..rows {
             // NULL keys never match (SQL equality).
             if key_arrays.iter().any(|a| a.is_null(row)) {
                 keyed.push(None);
                 continue;
             }
-            let key = key_rows.row(row).data().to_vec();
-            if let Some(stored) = self.sides[other].index.get(&key) {
+            let key = key_rows.row(row).data();
+            if let Some(stored) = self.sides[other].index.get(key) {
                 for &location in stored {
                     probe_rows.push(row as u32);
                     matches.push(location);
@@ -222,8 +222,19 @@ impl Operator for InnerJoinOperator {
         let mut stored_any = false;
         for (row, key) in keyed.into_iter().enumerate() {
             if let Some(key) = key {
-                state.written.insert(key.clone(), now);
-                state.index.entry(key).or_default().push((batch_index, row));
+                // Allocate the owned key only for a key this side has not seen.
+                match state.index.get_mut(key) {
+                    Some(locations) => locations.push((batch_index, row)),
+                    None => {
+                        state.index.insert(key.to_vec(), vec![(batch_index, row)]);
+                    }
+                }
+                match state.written.get_mut(key) {
+                    Some(written) => *written = now,
+                    None => {
+                        state.written.insert(key.to_vec(), now);
+                    }
+                }
                 stored_any = true;
             }
         }

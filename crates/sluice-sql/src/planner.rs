@@ -178,24 +178,11 @@ impl Catalog {
                 table.name
             )));
         }
-        let physical = table.physical_schema();
-        let physical_df = DFSchema::try_from(physical.as_ref().clone()).map_err(df_error)?;
-        let state = self.ctx.state();
-        let mut fields = Vec::with_capacity(table.columns.len());
-        for column in &table.columns {
-            match column {
-                TableColumn::Physical(field) => fields.push(field.clone()),
-                TableColumn::Computed { name, expr_sql } => {
-                    let expr = state
-                        .create_logical_expr(expr_sql, &physical_df)
-                        .map_err(|e| computed_error(&table.name, name, e))?;
-                    let data_type =
-                        datafusion::logical_expr::ExprSchemable::get_type(&expr, &physical_df)
-                            .map_err(|e| computed_error(&table.name, name, e))?;
-                    fields.push(Field::new(name, data_type, true));
-                }
-            }
-        }
+        let fields: Vec<Field> = full_table_schema(&self.ctx.state(), &table)?
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
         if let Some(watermark) = &table.watermark {
             if !fields.iter().any(|f| f.name() == &watermark.column) {
                 return Err(SluiceError::Sql(format!(
@@ -269,6 +256,29 @@ impl Catalog {
             other => Ok(Some(Query::Select { input: other })),
         }
     }
+}
+
+/// The table's columns including computed ones, as DataFusion sees the table.
+fn full_table_schema(state: &SessionState, table: &TableDef) -> Result<Schema> {
+    let physical_df =
+        DFSchema::try_from(table.physical_schema().as_ref().clone()).map_err(df_error)?;
+    let fields = table
+        .columns
+        .iter()
+        .map(|column| match column {
+            TableColumn::Physical(field) => Ok(field.clone()),
+            TableColumn::Computed { name, expr_sql } => {
+                let expr = state
+                    .create_logical_expr(expr_sql, &physical_df)
+                    .map_err(|e| computed_error(&table.name, name, e))?;
+                let data_type =
+                    datafusion::logical_expr::ExprSchemable::get_type(&expr, &physical_df)
+                        .map_err(|e| computed_error(&table.name, name, e))?;
+                Ok(Field::new(name, data_type, true))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Schema::new(fields))
 }
 
 fn computed_error(
@@ -718,7 +728,8 @@ impl Translator<'_> {
         };
         let physical = table.physical_schema();
         let physical_df = DFSchema::try_from(physical.as_ref().clone()).map_err(df_error)?;
-        let full_df = DFSchema::try_from(self.full_table_schema(table)?).map_err(df_error)?;
+        let full_df =
+            DFSchema::try_from(full_table_schema(&self.state, table)?).map_err(df_error)?;
 
         // The watermark expression may read columns the query does not.
         let watermark = match &table.watermark {
@@ -834,30 +845,6 @@ impl Translator<'_> {
             });
         }
         Ok(node)
-    }
-
-    /// The table's columns including computed ones, as DataFusion sees the table.
-    fn full_table_schema(&self, table: &TableDef) -> Result<Schema> {
-        let physical_df =
-            DFSchema::try_from(table.physical_schema().as_ref().clone()).map_err(df_error)?;
-        let fields = table
-            .columns
-            .iter()
-            .map(|column| match column {
-                TableColumn::Physical(field) => Ok(field.clone()),
-                TableColumn::Computed { name, expr_sql } => {
-                    let expr = self
-                        .state
-                        .create_logical_expr(expr_sql, &physical_df)
-                        .map_err(|e| computed_error(&table.name, name, e))?;
-                    let data_type =
-                        datafusion::logical_expr::ExprSchemable::get_type(&expr, &physical_df)
-                            .map_err(|e| computed_error(&table.name, name, e))?;
-                    Ok(Field::new(name, data_type, true))
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Schema::new(fields))
     }
 }
 

@@ -377,22 +377,13 @@ impl JsonEncoder {
     }
 
     fn write_row(&self, batch: &RecordBatch, row: usize, out: &mut Vec<u8>) -> Result<()> {
-        out.push(b'{');
-        let mut first = true;
-        for (field, column) in self.schema.fields().iter().zip(batch.columns()) {
-            if self.options.ignore_null_fields && column.is_null(row) {
-                continue;
-            }
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            write_string(field.name(), out);
-            out.push(b':');
-            write_value(column.as_ref(), row, &self.options, out)?;
-        }
-        out.push(b'}');
-        Ok(())
+        write_object(
+            self.schema.fields(),
+            batch.columns(),
+            row,
+            &self.options,
+            out,
+        )
     }
 }
 
@@ -505,6 +496,32 @@ fn format_time(nanos_of_day: i64, digits: usize) -> String {
     text
 }
 
+/// Writes row `row` of `columns` as a JSON object keyed by `fields`' names.
+fn write_object(
+    fields: &arrow::datatypes::Fields,
+    columns: &[ArrayRef],
+    row: usize,
+    options: &JsonOptions,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.push(b'{');
+    let mut first = true;
+    for (field, column) in fields.iter().zip(columns) {
+        if options.ignore_null_fields && column.is_null(row) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_string(field.name(), out);
+        out.push(b':');
+        write_value(column.as_ref(), row, options, out)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
 macro_rules! primitive {
     ($array:expr, $type:ty, $row:expr) => {
         $array.as_primitive::<$type>().value($row)
@@ -593,22 +610,7 @@ fn write_value(
             )
         }
         DataType::Struct(fields) => {
-            let columns = array.as_struct();
-            out.push(b'{');
-            let mut first = true;
-            for (field, column) in fields.iter().zip(columns.columns()) {
-                if options.ignore_null_fields && column.is_null(row) {
-                    continue;
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                write_string(field.name(), out);
-                out.push(b':');
-                write_value(column.as_ref(), row, options, out)?;
-            }
-            out.push(b'}');
+            write_object(fields, array.as_struct().columns(), row, options, out)?;
         }
         DataType::List(_) => {
             let values = array.as_list::<i32>().value(row);
