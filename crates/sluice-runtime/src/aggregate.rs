@@ -115,25 +115,160 @@ impl AggregateInputs {
         rows: &[u32],
     ) -> Result<()> {
         for (index, accumulator) in accumulators.iter_mut().enumerate() {
-            let selected: Vec<u32> = match &self.filters[index] {
-                None => rows.to_vec(),
-                Some(mask) => rows
-                    .iter()
-                    .copied()
-                    .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
-                    .collect(),
-            };
-            if selected.is_empty() {
-                continue;
+            if let Some(values) = self.selected_arguments(index, rows)? {
+                accumulator.update_batch(&values).map_err(df)?;
             }
-            let selected = UInt32Array::from(selected);
-            let values = self.arguments[index]
-                .iter()
-                .map(|array| take(array.as_ref(), &selected, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            accumulator.update_batch(&values).map_err(df)?;
         }
         Ok(())
+    }
+
+    /// Adds (`retract == false`) or takes back `rows` from `accumulators`.
+    pub(crate) fn apply(
+        &self,
+        accumulators: &mut [RetractingAccumulator],
+        rows: &[u32],
+        retract: bool,
+    ) -> Result<()> {
+        for (index, accumulator) in accumulators.iter_mut().enumerate() {
+            if let Some(values) = self.selected_arguments(index, rows)? {
+                accumulator.apply(&values, retract)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Call `index`'s argument arrays for the `rows` its filter lets through.
+    fn selected_arguments(&self, index: usize, rows: &[u32]) -> Result<Option<Vec<ArrayRef>>> {
+        let selected: Vec<u32> = match &self.filters[index] {
+            None => rows.to_vec(),
+            Some(mask) => rows
+                .iter()
+                .copied()
+                .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
+                .collect(),
+        };
+        if selected.is_empty() {
+            return Ok(None);
+        }
+        let selected = UInt32Array::from(selected);
+        let values = self.arguments[index]
+            .iter()
+            .map(|array| take(array.as_ref(), &selected, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(values))
+    }
+}
+
+/// Aggregates whose DataFusion accumulators take rows back exactly, whatever
+/// the order (MIN/MAX's sliding accumulators assume first-in first-out).
+const NATIVELY_RETRACTING: &[&str] = &[
+    "count",
+    "sum",
+    "avg",
+    "mean",
+    "var",
+    "var_samp",
+    "var_pop",
+    "stddev",
+    "stddev_samp",
+    "stddev_pop",
+];
+
+/// An aggregate over an updating input: rows are added and taken back.
+pub(crate) enum RetractingAccumulator {
+    /// DataFusion's accumulator retracts by itself (COUNT, SUM, AVG, ...).
+    Native(Box<dyn Accumulator>),
+    /// Keeps the multiset of argument values and recomputes the result from
+    /// them (MIN, MAX, DISTINCT aggregates, ...).
+    Recomputed {
+        call: Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
+        values: std::collections::HashMap<Vec<ScalarValue>, usize>,
+    },
+}
+
+impl RetractingAccumulator {
+    /// One accumulator per call for an append-only input (never retracted).
+    pub(crate) fn append_only(calls: &[AggregateCall]) -> Result<Vec<Self>> {
+        Ok(new_accumulators(calls)?
+            .into_iter()
+            .map(RetractingAccumulator::Native)
+            .collect())
+    }
+
+    /// One accumulator per call, native where DataFusion's retraction is exact.
+    pub(crate) fn for_calls(calls: &[AggregateCall]) -> Result<Vec<Self>> {
+        calls
+            .iter()
+            .map(|call| {
+                let function = &call.function;
+                if !function.is_distinct() && NATIVELY_RETRACTING.contains(&function.fun().name()) {
+                    if let Ok(accumulator) = function.create_sliding_accumulator() {
+                        if accumulator.supports_retract_batch() {
+                            return Ok(RetractingAccumulator::Native(accumulator));
+                        }
+                    }
+                }
+                Ok(RetractingAccumulator::Recomputed {
+                    call: function.clone(),
+                    values: std::collections::HashMap::new(),
+                })
+            })
+            .collect()
+    }
+
+    fn apply(&mut self, arguments: &[ArrayRef], retract: bool) -> Result<()> {
+        match self {
+            RetractingAccumulator::Native(accumulator) if retract => {
+                accumulator.retract_batch(arguments).map_err(df)
+            }
+            RetractingAccumulator::Native(accumulator) => {
+                accumulator.update_batch(arguments).map_err(df)
+            }
+            RetractingAccumulator::Recomputed { values, .. } => {
+                let rows = arguments.first().map(|a| a.len()).unwrap_or(0);
+                for row in 0..rows {
+                    let value = arguments
+                        .iter()
+                        .map(|array| ScalarValue::try_from_array(array, row))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(df)?;
+                    if retract {
+                        if let Some(count) = values.get_mut(&value) {
+                            *count -= 1;
+                            if *count == 0 {
+                                values.remove(&value);
+                            }
+                        }
+                    } else {
+                        *values.entry(value).or_default() += 1;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The aggregate's current result.
+    pub(crate) fn evaluate(&mut self) -> Result<ScalarValue> {
+        match self {
+            RetractingAccumulator::Native(accumulator) => accumulator.evaluate().map_err(df),
+            RetractingAccumulator::Recomputed { call, values } => {
+                let mut accumulator = call.create_accumulator().map_err(df)?;
+                if !values.is_empty() {
+                    let width = call.expressions().len();
+                    let arguments = (0..width)
+                        .map(|column| {
+                            ScalarValue::iter_to_array(values.iter().flat_map(|(value, count)| {
+                                std::iter::repeat_n(value[column].clone(), *count)
+                            }))
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(df)?;
+                    accumulator.update_batch(&arguments).map_err(df)?;
+                }
+                accumulator.evaluate().map_err(df)
+            }
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::batching::Coalescer;
 use crate::group::GroupAggregateOperator;
-use crate::join::InnerJoinOperator;
+use crate::join::JoinOperator;
 use crate::late::LateRecords;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
 use crate::session::SessionAggregateOperator;
@@ -354,17 +354,9 @@ impl<'a> TaskBuilder<'a> {
                     })
                     .collect()
             }
-            PlanNode::Join {
-                left,
-                right,
-                left_keys,
-                right_keys,
-                left_schema,
-                filter,
-                schema,
-            } => {
-                let left_chains = self.build(*left)?;
-                let right_chains = self.build(*right)?;
+            PlanNode::Join(join) => {
+                let left_chains = self.build(join.left)?;
+                let right_chains = self.build(join.right)?;
                 let mut inputs: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
                     if self.parallelism == 1 {
                         let mut receivers = Vec::new();
@@ -377,9 +369,9 @@ impl<'a> TaskBuilder<'a> {
                         }
                         vec![receivers]
                     } else {
-                        let mut by_subtask = self.shuffle(left_chains, left_keys.clone(), 0);
+                        let mut by_subtask = self.shuffle(left_chains, join.left_keys.clone(), 0);
                         for (subtask, receivers) in self
-                            .shuffle(right_chains, right_keys.clone(), 1)
+                            .shuffle(right_chains, join.right_keys.clone(), 1)
                             .into_iter()
                             .enumerate()
                         {
@@ -392,12 +384,8 @@ impl<'a> TaskBuilder<'a> {
                     .map(|receivers| {
                         Ok(Pending {
                             input: Input::Channels(receivers),
-                            chain: vec![Box::new(InnerJoinOperator::new(
-                                left_keys.clone(),
-                                right_keys.clone(),
-                                left_schema,
-                                filter.clone(),
-                                schema.clone(),
+                            chain: vec![Box::new(JoinOperator::new(
+                                join.clone(),
                                 self.plan.settings.state_ttl,
                             )?) as Box<dyn Operator>],
                             source_rows: None,
@@ -507,14 +495,32 @@ impl Task {
 
     /// Like [`Task::push`], for a message from input `input` of the first operator.
     async fn push_input(&mut self, input: usize, message: Message) -> Result<bool> {
-        let mut messages = vec![message];
-        for (position, operator) in self.chain.iter_mut().enumerate() {
+        let messages = match (message, self.chain.first_mut()) {
+            (Message::Data(batch), Some(first)) => {
+                let mut next = Vec::new();
+                first.process_input(input, batch, &mut next)?;
+                next
+            }
+            (message, _) => return self.run_chain(0, vec![message]).await,
+        };
+        self.run_chain(1, messages).await
+    }
+
+    /// Tells the first operator that input `input` has ended.
+    async fn end_input(&mut self, input: usize) -> Result<bool> {
+        let mut messages = Vec::new();
+        if let Some(first) = self.chain.first_mut() {
+            first.on_input_end(input, &mut messages)?;
+        }
+        self.run_chain(1, messages).await
+    }
+
+    /// Runs messages through the chain from operator `start` on, then out.
+    async fn run_chain(&mut self, start: usize, mut messages: Vec<Message>) -> Result<bool> {
+        for operator in self.chain.iter_mut().skip(start) {
             let mut next = Vec::with_capacity(messages.len());
             for message in messages {
                 match message {
-                    Message::Data(batch) if position == 0 => {
-                        operator.process_input(input, batch, &mut next)?
-                    }
                     Message::Data(batch) => operator.process(batch, &mut next)?,
                     Message::Watermark(watermark) => operator.on_watermark(watermark, &mut next)?,
                     Message::EndOfInput => next.push(Message::EndOfInput),
@@ -654,6 +660,7 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                     },
                 ));
             let mut watermarks = vec![i64::MIN; inputs];
+            let mut closed = vec![false; inputs];
             let mut forwarded = i64::MIN;
             let mut ended = 0;
             while ended < inputs {
@@ -671,6 +678,13 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                     Message::EndOfInput => {
                         ended += 1;
                         watermarks[index] = i64::MAX;
+                        closed[index] = true;
+                        let side = sides[index];
+                        let side_open =
+                            (0..inputs).any(|other| sides[other] == side && !closed[other]);
+                        if !side_open && !task.end_input(side).await? {
+                            return Ok(());
+                        }
                     }
                     Message::Watermark(watermark) => {
                         watermarks[index] = watermarks[index].max(watermark);

@@ -1,7 +1,9 @@
 //! Non-windowed `GROUP BY`: an updating aggregation. Each key keeps its
 //! accumulators and the row it last emitted; a batch that changes a key emits
 //! `+I` for a new key, or `-U` (old row) and `+U` (new row) for a changed one,
-//! as Flink's group aggregation does. Unchanged results emit nothing.
+//! as Flink's group aggregation does. Unchanged results emit nothing. Over an
+//! updating input, `-U`/`-D` rows are taken back out of the accumulators, and
+//! a key whose rows are all taken back emits `-D`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,27 +13,25 @@ use arrow::array::{new_null_array, Array, ArrayRef, Int8Array, RecordBatch, Reco
 use arrow::compute::cast;
 use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::GroupAggregate;
 
-use crate::aggregate::{key_converter, new_accumulators, AggregateInputs, StateExpiry};
+use crate::aggregate::{key_converter, AggregateInputs, RetractingAccumulator};
 use crate::operators::{df, Operator};
-use crate::window::require_inserts;
+use crate::state::KeyedState;
 
 struct GroupState {
-    accumulators: Vec<Box<dyn Accumulator>>,
+    accumulators: Vec<RetractingAccumulator>,
     emitted: Option<Vec<ScalarValue>>,
-    /// When a row last updated this key (for `table.exec.state.ttl`).
-    last_write: Instant,
+    /// Input rows currently aggregated (additions minus retractions).
+    rows: i64,
 }
 
 /// The group aggregation of one subtask.
 pub struct GroupAggregateOperator {
     spec: Arc<GroupAggregate>,
     converter: RowConverter,
-    groups: HashMap<Vec<u8>, GroupState>,
-    expiry: StateExpiry,
+    groups: KeyedState<GroupState>,
 }
 
 impl GroupAggregateOperator {
@@ -41,8 +41,7 @@ impl GroupAggregateOperator {
         Ok(GroupAggregateOperator {
             converter: key_converter(&spec.keys, &spec.input_schema)?,
             spec,
-            groups: HashMap::new(),
-            expiry: StateExpiry::new(ttl),
+            groups: KeyedState::new(ttl),
         })
     }
 
@@ -92,13 +91,9 @@ impl GroupAggregateOperator {
 
 impl Operator for GroupAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
-        require_inserts(&batch)?;
         // Expired keys are gone before this batch can see them.
         let now = Instant::now();
-        if let Some(ttl) = self.expiry.due(now) {
-            self.groups
-                .retain(|_, state| now.duration_since(state.last_write) < ttl);
-        }
+        self.groups.expire_idle(now);
         let rows = batch.num_rows();
         let inputs = AggregateInputs::evaluate(
             &self.spec.keys,
@@ -107,43 +102,42 @@ impl Operator for GroupAggregateOperator {
             &batch,
         )?;
 
-        // Rows per key, keys in order of first appearance.
+        // Added and retracted rows per key, keys in order of first appearance.
         let mut order: Vec<&[u8]> = Vec::new();
-        let mut indices: HashMap<&[u8], Vec<u32>> = HashMap::new();
+        let mut indices: HashMap<&[u8], [Vec<u32>; 2]> = HashMap::new();
         for row in 0..rows {
             let key = inputs.key(row);
-            indices
-                .entry(key)
-                .or_insert_with(|| {
-                    order.push(key);
-                    Vec::new()
-                })
+            let retract = usize::from(!batch.kind(row).is_addition());
+            indices.entry(key).or_insert_with(|| {
+                order.push(key);
+                [Vec::new(), Vec::new()]
+            })[retract]
                 .push(row as u32);
         }
 
         let mut changes = Vec::new();
         for key in order {
-            let selected_rows = &indices[key];
-            if !self.groups.contains_key(key) {
-                let accumulators = new_accumulators(&self.spec.aggregates)?;
-                self.groups.insert(
-                    key.to_vec(),
-                    GroupState {
-                        accumulators,
-                        emitted: None,
-                        last_write: now,
-                    },
-                );
-            }
-            let Some(state) = self.groups.get_mut(key) else {
+            let [added, retracted] = &indices[key];
+            if added.is_empty() && self.groups.get(key).is_none() {
+                // Retractions of a key this operator does not hold (expired).
                 continue;
-            };
-            state.last_write = now;
-            inputs.update(&mut state.accumulators, selected_rows)?;
+            }
+            let spec = &self.spec;
+            let state = self.groups.try_write(key, now, || new_group_state(spec))?;
+            inputs.apply(&mut state.accumulators, added, false)?;
+            inputs.apply(&mut state.accumulators, retracted, true)?;
+            state.rows += added.len() as i64 - retracted.len() as i64;
+            if state.rows <= 0 {
+                if let Some(previous) = state.emitted.take() {
+                    changes.push((RowKind::Delete, key.to_vec(), previous));
+                }
+                self.groups.remove(key);
+                continue;
+            }
             let values = state
                 .accumulators
                 .iter_mut()
-                .map(|a| a.evaluate().map_err(df))
+                .map(RetractingAccumulator::evaluate)
                 .collect::<Result<Vec<_>>>()?;
             match state.emitted.replace(values.clone()) {
                 None => changes.push((RowKind::Insert, key.to_vec(), values)),
@@ -159,4 +153,16 @@ impl Operator for GroupAggregateOperator {
         }
         Ok(())
     }
+}
+
+fn new_group_state(spec: &GroupAggregate) -> Result<GroupState> {
+    Ok(GroupState {
+        accumulators: if spec.updating_input {
+            RetractingAccumulator::for_calls(&spec.aggregates)?
+        } else {
+            RetractingAccumulator::append_only(&spec.aggregates)?
+        },
+        emitted: None,
+        rows: 0,
+    })
 }

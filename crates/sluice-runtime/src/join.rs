@@ -1,126 +1,439 @@
-//! Regular (unbounded) inner equi-joins of append-only inputs. Every row is kept
-//! in its side's state, indexed by join key; a new row is matched against the
-//! other side's stored rows and each match is emitted at once. Inner joins of
-//! append-only inputs produce an append-only result, as in Flink.
+//! Equi-joins over changelog inputs: regular, interval, window and lookup joins.
+//!
+//! Each side keeps its rows in [`KeyedState`] by join key, encoded as Arrow
+//! rows. A new row is matched against the other side's rows of its key (and
+//! the join's extra condition); a retraction (`-U`/`-D`) removes its stored
+//! copy and retracts the results it produced. Outer sides emit NULL-padded rows
+//! for unmatched rows: at once (and retracted when a partner arrives) for a
+//! regular join, or when the row expires for interval/window joins, whose
+//! result stays append-only. Rows are freed once the watermark passes their
+//! expiry (the condition then rules out every future partner).
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
-use arrow::compute::{interleave, take};
+use arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, Int8Array, RecordBatch, RecordBatchOptions,
+    UInt32Array,
+};
+use arrow::compute::take;
 use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
-use sluice_core::{ChangeBatch, Message, Result, SluiceError};
+use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
+use sluice_sql::plan::Join;
 
-use crate::aggregate::StateExpiry;
 use crate::operators::{df, Operator};
-use crate::window::require_inserts;
+use crate::state::KeyedState;
+use crate::watermark::epoch_millis;
 
-/// One side's stored rows.
-#[derive(Default)]
-struct SideState {
-    batches: Vec<RecordBatch>,
-    /// Key bytes → (batch index, row index) of every stored row with that key.
-    index: HashMap<Vec<u8>, Vec<(usize, usize)>>,
-    /// Key bytes → when a row of that key was last stored (for the state TTL).
-    written: HashMap<Vec<u8>, Instant>,
-    /// Rows in `batches`, including those of expired keys.
-    stored_rows: usize,
+/// One stored row of a side.
+struct StoredRow {
+    /// The whole row, Arrow row encoded.
+    row: Box<[u8]>,
+    /// Partners it currently has (for outer sides).
+    matches: u32,
+    /// Event time after which no partner can arrive (`i64::MAX`: never).
+    expires: i64,
 }
 
-impl SideState {
-    /// Forgets keys not written for `ttl`; rewrites the stored batches once
-    /// most of their rows belong to forgotten keys.
-    fn expire(&mut self, now: Instant, ttl: Duration) -> Result<()> {
-        let expired: Vec<Vec<u8>> = self
-            .written
+/// Where one side of an output row comes from.
+#[derive(Clone, Copy)]
+enum Part {
+    /// Row of the batch being processed.
+    Batch(u32),
+    /// The n-th stored row gathered for this batch.
+    Stored(u32),
+    /// NULLs (the unmatched side of an outer join).
+    Null,
+}
+
+/// Output rows being assembled: both sides' parts and the row kind.
+#[derive(Default)]
+struct Assembly {
+    parts: [Vec<Part>; 2],
+    kinds: Vec<i8>,
+}
+
+impl Assembly {
+    fn push(&mut self, left: Part, right: Part, kind: RowKind) {
+        self.parts[0].push(left);
+        self.parts[1].push(right);
+        self.kinds.push(kind as i8);
+    }
+}
+
+/// The join operator of one subtask.
+pub struct JoinOperator {
+    spec: Arc<Join>,
+    key_converter: RowConverter,
+    /// Whole-row encoders of the left and right inputs.
+    row_converters: [RowConverter; 2],
+    sides: [KeyedState<Vec<StoredRow>>; 2],
+    watermark: i64,
+    /// Lookup joins: whether the table side has been fully read.
+    table_loaded: bool,
+    /// Lookup joins: probe batches waiting for the table to load.
+    waiting: Vec<ChangeBatch>,
+}
+
+impl JoinOperator {
+    /// An operator for `spec`; keys idle for `ttl` are forgotten.
+    pub fn new(spec: Arc<Join>, ttl: Option<std::time::Duration>) -> Result<Self> {
+        let key_fields = spec
+            .left_keys
             .iter()
-            .filter(|(_, written)| now.duration_since(**written) >= ttl)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in expired {
-            self.written.remove(&key);
-            self.index.remove(&key);
+            .map(|key| {
+                key.data_type(&spec.input_schemas[0])
+                    .map(SortField::new)
+                    .map_err(df)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let row_converter = |schema: &SchemaRef| -> Result<RowConverter> {
+            RowConverter::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| SortField::new(f.data_type().clone()))
+                    .collect(),
+            )
+            .map_err(|e| SluiceError::Unsupported(format!("a join input column type: {e}")))
+        };
+        Ok(JoinOperator {
+            key_converter: RowConverter::new(key_fields)?,
+            row_converters: [
+                row_converter(&spec.input_schemas[0])?,
+                row_converter(&spec.input_schemas[1])?,
+            ],
+            sides: [KeyedState::new(ttl), KeyedState::new(ttl)],
+            watermark: i64::MIN,
+            table_loaded: spec.lookup.is_none_or(|lookup| !lookup.wait_for_table),
+            waiting: Vec::new(),
+            spec,
+        })
+    }
+
+    fn keys(&self, side: usize) -> &[Arc<dyn PhysicalExpr>] {
+        if side == 0 {
+            &self.spec.left_keys
+        } else {
+            &self.spec.right_keys
         }
-        let live: usize = self.index.values().map(Vec::len).sum();
-        if live * 2 >= self.stored_rows {
+    }
+
+    /// Whether rows of `side` are stored, and whether they probe the other side.
+    fn roles(&self, side: usize) -> (bool, bool) {
+        match (self.spec.lookup.is_some(), side) {
+            // The probe side of a lookup join is matched once and forgotten.
+            (true, 0) => (false, true),
+            // The table side is only stored.
+            (true, _) => (true, false),
+            _ => (true, true),
+        }
+    }
+
+    fn process_side(
+        &mut self,
+        side: usize,
+        batch: ChangeBatch,
+        out: &mut Vec<Message>,
+    ) -> Result<()> {
+        let now = Instant::now();
+        for state in &mut self.sides {
+            state.expire_idle(now);
+        }
+        let data = &batch.data;
+        let rows = data.num_rows();
+        if rows == 0 {
             return Ok(());
         }
-        // Keep only live rows: one new batch per old batch that still has any.
-        let mut live_rows: Vec<Vec<usize>> = vec![Vec::new(); self.batches.len()];
-        for locations in self.index.values() {
-            for &(batch, row) in locations {
-                live_rows[batch].push(row);
-            }
-        }
-        let mut remap: HashMap<(usize, usize), (usize, usize)> = HashMap::with_capacity(live);
-        let mut batches = Vec::new();
-        for (old, mut rows) in live_rows.into_iter().enumerate() {
-            if rows.is_empty() {
-                continue;
-            }
-            rows.sort_unstable();
-            let indices = UInt32Array::from(rows.iter().map(|&r| r as u32).collect::<Vec<_>>());
-            for (new_row, &old_row) in rows.iter().enumerate() {
-                remap.insert((old, old_row), (batches.len(), new_row));
-            }
-            batches.push(arrow::compute::take_record_batch(
-                &self.batches[old],
-                &indices,
-            )?);
-        }
-        for locations in self.index.values_mut() {
-            for location in locations.iter_mut() {
-                if let Some(moved) = remap.get(location) {
-                    *location = *moved;
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
+            expr.evaluate(data)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)
+        };
+        let key_arrays = self
+            .keys(side)
+            .iter()
+            .map(evaluate)
+            .collect::<Result<Vec<_>>>()?;
+        let key_rows = self.key_converter.convert_columns(&key_arrays)?;
+        let whole_rows = self.row_converters[side].convert_columns(data.columns())?;
+        let expiries = match &self.spec.expiry[side] {
+            Some(expr) => Some(epoch_millis(evaluate(expr)?.as_ref())?),
+            None => None,
+        };
+        let (stores, probes) = self.roles(side);
+        let other = 1 - side;
+
+        // Candidate partners of every row: (row, position among the key's stored rows).
+        let mut candidates: Vec<(u32, u32)> = Vec::new();
+        let mut gathered: Vec<Box<[u8]>> = Vec::new();
+        let has_key: Vec<bool> = (0..rows)
+            .map(|row| key_arrays.iter().all(|a| a.is_valid(row)))
+            .collect();
+        if probes {
+            for (row, _) in has_key.iter().enumerate().filter(|(_, k)| **k) {
+                if let Some(stored) = self.sides[other].get(key_rows.row(row).data()) {
+                    for (position, partner) in stored.iter().enumerate() {
+                        candidates.push((row as u32, position as u32));
+                        gathered.push(partner.row.clone());
+                    }
                 }
             }
         }
-        self.batches = batches;
-        self.stored_rows = live;
+        let mask = self.candidate_mask(side, data, &candidates, &gathered)?;
+
+        let mut assembly = Assembly::default();
+        // Parts for (this side, other side) in (left, right) order.
+        let pair = |this: Part, that: Part| {
+            if side == 0 {
+                (this, that)
+            } else {
+                (that, this)
+            }
+        };
+        let pads_this = self.spec.pads_immediately(side);
+        let pads_other = self.spec.pads_immediately(other);
+        let mut candidate = 0;
+        for row in 0..rows {
+            let kind = batch.kind(row);
+            let adds = kind.is_addition();
+            let key = key_rows.row(row).data();
+            let mut matched = 0u32;
+            while candidate < candidates.len() && candidates[candidate].0 as usize == row {
+                let (_, position) = candidates[candidate];
+                let this_candidate = candidate;
+                candidate += 1;
+                if !mask.value(this_candidate) {
+                    continue;
+                }
+                matched += 1;
+                let Some(partner) = self.sides[other]
+                    .get_mut(key)
+                    .and_then(|stored| stored.get_mut(position as usize))
+                else {
+                    continue;
+                };
+                let stored = Part::Stored(this_candidate as u32);
+                if adds {
+                    if pads_other && partner.matches == 0 {
+                        let (l, r) = pair(Part::Null, stored);
+                        assembly.push(l, r, RowKind::Delete);
+                    }
+                    partner.matches += 1;
+                } else {
+                    partner.matches = partner.matches.saturating_sub(1);
+                }
+                let (l, r) = pair(Part::Batch(row as u32), stored);
+                assembly.push(l, r, kind);
+                if !adds && pads_other && partner.matches == 0 {
+                    let (l, r) = pair(Part::Null, stored);
+                    assembly.push(l, r, RowKind::Insert);
+                }
+            }
+            if pads_this && matched == 0 {
+                let (l, r) = pair(Part::Batch(row as u32), Part::Null);
+                assembly.push(
+                    l,
+                    r,
+                    if adds {
+                        RowKind::Insert
+                    } else {
+                        RowKind::Delete
+                    },
+                );
+            }
+            if !stores || !has_key[row] {
+                continue;
+            }
+            let bytes = whole_rows.row(row).data();
+            if adds {
+                let expires = match &expiries {
+                    Some(values) if values.is_valid(row) => values.value(row),
+                    _ => i64::MAX,
+                };
+                let stored = self.sides[side].write(key, now, Vec::new);
+                stored.push(StoredRow {
+                    row: bytes.into(),
+                    matches: matched,
+                    expires,
+                });
+                if expires != i64::MAX {
+                    self.sides[side].register_timer(key, expires.saturating_add(1));
+                }
+            } else if let Some(stored) = self.sides[side].get_mut(key) {
+                if let Some(found) = stored.iter().position(|s| &*s.row == bytes) {
+                    stored.remove(found);
+                }
+                if stored.is_empty() {
+                    self.sides[side].remove(key);
+                }
+            }
+        }
+        if assembly.kinds.is_empty() {
+            return Ok(());
+        }
+        let sources = self.part_sources(side, data, &gathered)?;
+        let output = self.assemble(&assembly, &sources)?;
+        out.push(Message::Data(with_kinds(output, assembly.kinds)));
+        Ok(())
+    }
+
+    /// Whether each candidate pair passes the join's extra condition.
+    fn candidate_mask(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+        candidates: &[(u32, u32)],
+        gathered: &[Box<[u8]>],
+    ) -> Result<arrow::array::BooleanArray> {
+        let Some(filter) = &self.spec.filter else {
+            return Ok(arrow::array::BooleanArray::from(vec![
+                true;
+                candidates.len()
+            ]));
+        };
+        let probe = UInt32Array::from_iter_values(candidates.iter().map(|(row, _)| *row));
+        let this_columns = data
+            .columns()
+            .iter()
+            .map(|c| take(c.as_ref(), &probe, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        let other_columns = self.decode(1 - side, gathered.iter().map(|r| &**r))?;
+        let columns: Vec<ArrayRef> = if side == 0 {
+            this_columns.into_iter().chain(other_columns).collect()
+        } else {
+            other_columns.into_iter().chain(this_columns).collect()
+        };
+        let joined = RecordBatch::try_new_with_options(
+            self.spec.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(candidates.len())),
+        )?;
+        let values = filter
+            .evaluate(&joined)
+            .and_then(|v| v.into_array(joined.num_rows()))
+            .map_err(df)?;
+        // NULL counts as false.
+        let values = values.as_boolean();
+        Ok(arrow::array::BooleanArray::from_iter(
+            (0..values.len()).map(|i| Some(values.is_valid(i) && values.value(i))),
+        ))
+    }
+
+    /// Decodes encoded rows of `side` into its columns.
+    fn decode<'r>(
+        &self,
+        side: usize,
+        rows: impl Iterator<Item = &'r [u8]>,
+    ) -> Result<Vec<ArrayRef>> {
+        let parser = self.row_converters[side].parser();
+        Ok(self.row_converters[side].convert_rows(rows.map(|r| parser.parse(r)))?)
+    }
+
+    /// Each side's source columns for [`Part::Batch`] / [`Part::Stored`] parts.
+    fn part_sources(
+        &self,
+        side: usize,
+        data: &RecordBatch,
+        gathered: &[Box<[u8]>],
+    ) -> Result<[Vec<ArrayRef>; 2]> {
+        let stored = self.decode(1 - side, gathered.iter().map(|r| &**r))?;
+        let batch = data.columns().to_vec();
+        Ok(if side == 0 {
+            [batch, stored]
+        } else {
+            [stored, batch]
+        })
+    }
+
+    /// Builds output rows from parts: each side's columns taken from its
+    /// source, NULL where the part is [`Part::Null`].
+    fn assemble(&self, assembly: &Assembly, sources: &[Vec<ArrayRef>; 2]) -> Result<RecordBatch> {
+        let rows = assembly.kinds.len();
+        let mut columns = Vec::with_capacity(self.spec.schema.fields().len());
+        for side in 0..2 {
+            let indices =
+                UInt32Array::from_iter(assembly.parts[side].iter().map(|part| match part {
+                    Part::Batch(i) | Part::Stored(i) => Some(*i),
+                    Part::Null => None,
+                }));
+            let schema = &self.spec.input_schemas[side];
+            for (index, field) in schema.fields().iter().enumerate() {
+                columns.push(match sources[side].get(index) {
+                    Some(source) if indices.null_count() < rows => {
+                        take(source.as_ref(), &indices, None)?
+                    }
+                    _ => new_null_array(field.data_type(), rows),
+                });
+            }
+        }
+        Ok(RecordBatch::try_new_with_options(
+            self.spec.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+
+    /// Frees rows whose expiry the watermark passed; outer sides emit their
+    /// still-unmatched rows padded with NULLs.
+    fn expire(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        for side in 0..2 {
+            let pads = self.spec.kind.keeps_unmatched(side) && !self.spec.pads_immediately(side);
+            let mut unmatched: Vec<Box<[u8]>> = Vec::new();
+            for (_, key) in self.sides[side].due_timers(watermark) {
+                let Some(stored) = self.sides[side].get_mut(&key) else {
+                    continue;
+                };
+                stored.retain_mut(|row| {
+                    if row.expires >= watermark {
+                        return true;
+                    }
+                    if pads && row.matches == 0 {
+                        unmatched.push(std::mem::take(&mut row.row));
+                    }
+                    false
+                });
+                if stored.is_empty() {
+                    self.sides[side].remove(&key);
+                }
+            }
+            if unmatched.is_empty() {
+                continue;
+            }
+            let decoded = self.decode(side, unmatched.iter().map(|r| &**r))?;
+            let mut assembly = Assembly::default();
+            for index in 0..unmatched.len() as u32 {
+                let (l, r) = if side == 0 {
+                    (Part::Stored(index), Part::Null)
+                } else {
+                    (Part::Null, Part::Stored(index))
+                };
+                assembly.push(l, r, RowKind::Insert);
+            }
+            let mut sources = [Vec::new(), Vec::new()];
+            sources[side] = decoded;
+            let output = self.assemble(&assembly, &sources)?;
+            out.push(Message::Data(ChangeBatch::inserts(output)));
+        }
         Ok(())
     }
 }
 
-/// The inner join of one subtask.
-pub struct InnerJoinOperator {
-    keys: [Vec<Arc<dyn PhysicalExpr>>; 2],
-    filter: Option<Arc<dyn PhysicalExpr>>,
-    schema: SchemaRef,
-    converter: RowConverter,
-    sides: [SideState; 2],
-    expiry: StateExpiry,
-}
-
-impl InnerJoinOperator {
-    /// A join on `left_keys = right_keys` (with an optional extra condition over
-    /// the joined row), producing `schema` (left columns, then right columns).
-    pub fn new(
-        left_keys: Vec<Arc<dyn PhysicalExpr>>,
-        right_keys: Vec<Arc<dyn PhysicalExpr>>,
-        left_schema: &SchemaRef,
-        filter: Option<Arc<dyn PhysicalExpr>>,
-        schema: SchemaRef,
-        ttl: Option<Duration>,
-    ) -> Result<Self> {
-        let fields = left_keys
-            .iter()
-            .map(|key| key.data_type(left_schema).map(SortField::new).map_err(df))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(InnerJoinOperator {
-            keys: [left_keys, right_keys],
-            filter,
-            schema,
-            converter: RowConverter::new(fields)?,
-            sides: [SideState::default(), SideState::default()],
-            expiry: StateExpiry::new(ttl),
-        })
+/// A change batch with the given row kinds (append-only when all are inserts).
+fn with_kinds(data: RecordBatch, kinds: Vec<i8>) -> ChangeBatch {
+    if kinds.iter().all(|k| *k == RowKind::Insert as i8) {
+        ChangeBatch::inserts(data)
+    } else {
+        ChangeBatch {
+            data,
+            kinds: Some(Int8Array::from(kinds)),
+        }
     }
 }
 
-impl Operator for InnerJoinOperator {
+impl Operator for JoinOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         self.process_input(0, batch, out)
     }
@@ -134,114 +447,29 @@ impl Operator for InnerJoinOperator {
         if side > 1 {
             return Err(SluiceError::Runtime(format!("join has no input {side}")));
         }
-        require_inserts(&batch).map_err(|_| {
-            SluiceError::Unsupported("a join over an updating (changelog) input".into())
-        })?;
-        // Expired keys are gone before this batch can match them.
-        let now = Instant::now();
-        if let Some(ttl) = self.expiry.due(now) {
-            for side in &mut self.sides {
-                side.expire(now, ttl)?;
-            }
+        if side == 0 && !self.table_loaded {
+            self.waiting.push(batch);
+            return Ok(());
         }
-        let data = batch.data;
-        let rows = data.num_rows();
-        let key_arrays = self.keys[side]
-            .iter()
-            .map(|key| {
-                key.evaluate(&data)
-                    .and_then(|v| v.into_array(rows))
-                    .map_err(df)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let key_rows = self.converter.convert_columns(&key_arrays)?;
-        let other = 1 - side;
+        self.process_side(side, batch, out)
+    }
 
-        // Match against the other side's stored rows.
-        let mut probe_rows: Vec<u32> = Vec::new();
-        let mut matches: Vec<(usize, usize)> = Vec::new();
-        let mut keyed: Vec<Option<&[u8]>> = Vec::with_capacity(rows);
-        for row in 0..rows {
-            // NULL keys never match (SQL equality).
-            if key_arrays.iter().any(|a| a.is_null(row)) {
-                keyed.push(None);
-                continue;
-            }
-            let key = key_rows.row(row).data();
-            if let Some(stored) = self.sides[other].index.get(key) {
-                for &location in stored {
-                    probe_rows.push(row as u32);
-                    matches.push(location);
-                }
-            }
-            keyed.push(Some(key));
-        }
-        if !matches.is_empty() {
-            let probe_indices = UInt32Array::from(probe_rows);
-            let probe_columns = data
-                .columns()
-                .iter()
-                .map(|column| take(column.as_ref(), &probe_indices, None))
-                .collect::<Result<Vec<_>, _>>()?;
-            let stored = &self.sides[other].batches;
-            let width = stored.first().map(|b| b.num_columns()).unwrap_or(0);
-            let mut stored_columns = Vec::with_capacity(width);
-            for column in 0..width {
-                let arrays: Vec<&dyn Array> =
-                    stored.iter().map(|b| b.column(column).as_ref()).collect();
-                stored_columns.push(interleave(&arrays, &matches)?);
-            }
-            let columns: Vec<ArrayRef> = if side == 0 {
-                probe_columns.into_iter().chain(stored_columns).collect()
-            } else {
-                stored_columns.into_iter().chain(probe_columns).collect()
-            };
-            let joined = RecordBatch::try_new_with_options(
-                self.schema.clone(),
-                columns,
-                &RecordBatchOptions::new().with_row_count(Some(matches.len())),
-            )?;
-            let joined = match &self.filter {
-                None => joined,
-                Some(filter) => {
-                    let mask = filter
-                        .evaluate(&joined)
-                        .and_then(|v| v.into_array(joined.num_rows()))
-                        .map_err(df)?;
-                    arrow::compute::filter_record_batch(&joined, mask.as_boolean())?
-                }
-            };
-            if joined.num_rows() > 0 {
-                out.push(Message::Data(ChangeBatch::inserts(joined)));
+    fn on_input_end(&mut self, side: usize, out: &mut Vec<Message>) -> Result<()> {
+        if side == 1 && !self.table_loaded {
+            self.table_loaded = true;
+            for batch in std::mem::take(&mut self.waiting) {
+                self.process_side(0, batch, out)?;
             }
         }
+        Ok(())
+    }
 
-        // Remember this batch's rows for later rows of the other side.
-        let state = &mut self.sides[side];
-        let batch_index = state.batches.len();
-        let mut stored_any = false;
-        for (row, key) in keyed.into_iter().enumerate() {
-            if let Some(key) = key {
-                // Allocate the owned key only for a key this side has not seen.
-                match state.index.get_mut(key) {
-                    Some(locations) => locations.push((batch_index, row)),
-                    None => {
-                        state.index.insert(key.to_vec(), vec![(batch_index, row)]);
-                    }
-                }
-                match state.written.get_mut(key) {
-                    Some(written) => *written = now,
-                    None => {
-                        state.written.insert(key.to_vec(), now);
-                    }
-                }
-                stored_any = true;
-            }
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        if watermark > self.watermark {
+            self.watermark = watermark;
+            self.expire(watermark, out)?;
         }
-        if stored_any {
-            state.stored_rows += rows;
-            state.batches.push(data);
-        }
+        out.push(Message::Watermark(watermark));
         Ok(())
     }
 }

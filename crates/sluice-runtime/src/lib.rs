@@ -11,6 +11,7 @@ pub mod join;
 pub mod late;
 pub mod operators;
 pub mod session;
+pub mod state;
 pub mod watermark;
 pub mod window;
 

@@ -25,6 +25,13 @@ pub trait Operator: Send {
         self.process(batch, out)
     }
 
+    /// Every upstream channel of input `input` has ended (called on the first
+    /// operator of a chain only); a lookup join's table is then fully loaded.
+    fn on_input_end(&mut self, input: usize, out: &mut Vec<Message>) -> Result<()> {
+        let _ = (input, out);
+        Ok(())
+    }
+
     /// Event time advanced to `watermark`; stateless operators pass it on.
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         out.push(Message::Watermark(watermark));

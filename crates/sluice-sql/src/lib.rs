@@ -2,7 +2,9 @@
 //! DataFusion, and turns each `INSERT INTO` into a [`plan::JobPlan`] of streaming
 //! operators for the runtime.
 
+pub mod attributes;
 pub mod functions;
+mod join_bounds;
 pub mod plan;
 pub mod planner;
 mod rewrite;

@@ -46,6 +46,8 @@ pub enum PlanNode {
         input: NodeId,
         /// The watermark expression over the input's columns.
         expr: Arc<dyn PhysicalExpr>,
+        /// Index of the event-time column (the one `WATERMARK FOR` names).
+        column: usize,
         /// The clause as written, for `--explain`.
         text: String,
     },
@@ -55,23 +57,8 @@ pub enum PlanNode {
     WindowAggregate(Arc<WindowAggregate>),
     /// Non-windowed `GROUP BY`: an updating result (`+I`, then `-U`/`+U` per change).
     GroupAggregate(Arc<GroupAggregate>),
-    /// Inner equi-join of two append-only inputs (regular join).
-    Join {
-        /// Left input node.
-        left: NodeId,
-        /// Right input node.
-        right: NodeId,
-        /// Join keys over the left input.
-        left_keys: Vec<Arc<dyn PhysicalExpr>>,
-        /// Join keys over the right input (same types, same order).
-        right_keys: Vec<Arc<dyn PhysicalExpr>>,
-        /// Schema of the left input.
-        left_schema: SchemaRef,
-        /// Extra (non-equality) condition over the joined row.
-        filter: Option<Arc<dyn PhysicalExpr>>,
-        /// Output schema: left columns, then right columns.
-        schema: SchemaRef,
-    },
+    /// Equi-join of two inputs (regular, interval, window or lookup join).
+    Join(Arc<Join>),
     /// Concatenates the streams of its inputs (`UNION ALL`).
     Union {
         /// Input nodes, all with the same column types.
@@ -101,7 +88,7 @@ impl PlanNode {
             | PlanNode::Watermark { input, .. } => vec![*input],
             PlanNode::WindowAggregate(window) => vec![window.input],
             PlanNode::GroupAggregate(group) => vec![group.input],
-            PlanNode::Join { left, right, .. } => vec![*left, *right],
+            PlanNode::Join(join) => vec![join.left, join.right],
             PlanNode::Union { inputs, .. } => inputs.clone(),
         }
     }
@@ -139,28 +126,7 @@ impl PlanNode {
             PlanNode::Watermark { text, .. } => format!("Watermark: {text}"),
             PlanNode::WindowAggregate(window) => window.describe(),
             PlanNode::GroupAggregate(group) => group.describe(),
-            PlanNode::Join {
-                left_keys,
-                right_keys,
-                filter,
-                ..
-            } => {
-                let pairs: Vec<String> = left_keys
-                    .iter()
-                    .zip(right_keys)
-                    .map(|(l, r)| {
-                        format!(
-                            "{} = {}",
-                            strip_index(&l.to_string()),
-                            strip_index(&r.to_string())
-                        )
-                    })
-                    .collect();
-                match filter {
-                    Some(filter) => format!("InnerJoin on {} and {filter}", pairs.join(" and ")),
-                    None => format!("InnerJoin on {}", pairs.join(" and ")),
-                }
-            }
+            PlanNode::Join(join) => join.describe(),
             PlanNode::Union { inputs, .. } => format!("Union all ({} inputs)", inputs.len()),
             PlanNode::Sink {
                 table, connector, ..
@@ -345,6 +311,8 @@ pub struct GroupAggregate {
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Aggregate calls.
     pub aggregates: Vec<AggregateCall>,
+    /// Whether the input is updating (its `-U`/`-D` rows are taken back).
+    pub updating_input: bool,
     /// Output schema: keys, then aggregates.
     pub schema: SchemaRef,
 }
@@ -358,11 +326,117 @@ impl GroupAggregate {
     }
 }
 
+/// Which rows of a join are kept when they have no partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinKind {
+    /// Only matched rows.
+    Inner,
+    /// Every left row (right columns NULL when unmatched).
+    Left,
+    /// Every right row (left columns NULL when unmatched).
+    Right,
+    /// Every row of both sides.
+    Full,
+}
+
+impl JoinKind {
+    /// Whether unmatched rows of side `side` (0 = left, 1 = right) are emitted,
+    /// padded with NULLs.
+    pub fn keeps_unmatched(self, side: usize) -> bool {
+        match self {
+            JoinKind::Inner => false,
+            JoinKind::Left => side == 0,
+            JoinKind::Right => side == 1,
+            JoinKind::Full => true,
+        }
+    }
+}
+
+/// An equi-join. Each side's rows are kept by join key until they can no
+/// longer match: forever (regular join; `table.exec.state.ttl` bounds it),
+/// or until the watermark passes the side's `expiry` (interval and window
+/// joins, whose conditions bound the partner's event time).
+#[derive(Debug)]
+pub struct Join {
+    /// Left input node.
+    pub left: NodeId,
+    /// Right input node.
+    pub right: NodeId,
+    /// Which unmatched rows are kept.
+    pub kind: JoinKind,
+    /// Join keys over the left input.
+    pub left_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Join keys over the right input (same types, same order).
+    pub right_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// Schemas of the left and right inputs.
+    pub input_schemas: [SchemaRef; 2],
+    /// Extra (non-equality) condition over the joined row.
+    pub filter: Option<Arc<dyn PhysicalExpr>>,
+    /// Per side: a timestamp expression over that side's rows; no future row of
+    /// the other side can match a row once the watermark passes this value.
+    pub expiry: [Option<Arc<dyn PhysicalExpr>>; 2],
+    /// Lookup join (`FOR SYSTEM_TIME AS OF` a processing-time attribute): left
+    /// rows probe the right table as it is when they arrive and are not kept.
+    pub lookup: Option<LookupJoin>,
+    /// Output schema: left columns, then right columns.
+    pub schema: SchemaRef,
+    /// Human-readable condition, for `--explain`.
+    pub condition: String,
+}
+
+/// How a lookup join treats its right (table) side.
+#[derive(Debug, Clone, Copy)]
+pub struct LookupJoin {
+    /// The table is bounded: left rows wait until it is fully loaded.
+    pub wait_for_table: bool,
+}
+
+impl Join {
+    /// Whether unmatched rows of `side` are emitted as soon as they arrive (and
+    /// retracted when a partner arrives), rather than when they expire.
+    pub fn pads_immediately(&self, side: usize) -> bool {
+        self.kind.keeps_unmatched(side) && self.expiry[side].is_none()
+    }
+
+    /// Whether the join itself produces retractions (an outer side whose
+    /// unmatched rows may later find partners; a lookup join's table rows
+    /// never look for partners).
+    pub fn emits_updates(&self) -> bool {
+        self.lookup.is_none() && (0..2).any(|side| self.pads_immediately(side))
+    }
+
+    fn describe(&self) -> String {
+        let kind = match (self.kind, self.lookup.is_some()) {
+            (JoinKind::Inner, false) => "InnerJoin",
+            (JoinKind::Left, false) => "LeftOuterJoin",
+            (JoinKind::Right, _) => "RightOuterJoin",
+            (JoinKind::Full, _) => "FullOuterJoin",
+            (JoinKind::Inner, true) => "LookupJoin",
+            (JoinKind::Left, true) => "LeftOuterLookupJoin",
+        };
+        let mut text = format!("{kind} on {}", self.condition);
+        let sides: Vec<&str> = ["left", "right"]
+            .iter()
+            .zip(&self.expiry)
+            .filter(|(_, expiry)| expiry.is_some())
+            .map(|(side, _)| *side)
+            .collect();
+        if !sides.is_empty() {
+            let _ = write!(text, " [{} rows freed by watermark]", sides.join(" and "));
+        }
+        if self.emits_updates() {
+            text.push_str(" (updating)");
+        }
+        text
+    }
+}
+
 /// The first operator at or below `node` that makes its output updating (a
 /// changelog with `-U`/`+U`/`-D` rows), if any.
 pub fn updating_operator(nodes: &[PlanNode], node: NodeId) -> Option<NodeId> {
     match &nodes[node] {
         PlanNode::GroupAggregate(_) => Some(node),
+        PlanNode::Join(join) if join.emits_updates() => Some(node),
         other => other
             .inputs()
             .into_iter()

@@ -20,10 +20,12 @@ use sluice_core::options::Options;
 use sluice_core::table::{TableColumn, TableDef};
 use sluice_core::{Result, SluiceError};
 
+use crate::attributes::time_columns;
 use crate::functions::register_flink_functions;
+use crate::join_bounds::JoinSides;
 use crate::plan::{
-    updating_operator, AggregateCall, GroupAggregate, JobPlan, NodeId, PlanNode, WindowAggregate,
-    WindowOutput,
+    updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, NodeId, PlanNode,
+    WindowAggregate, WindowOutput,
 };
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
@@ -439,11 +441,7 @@ impl Translator<'_> {
             ));
         }
         let input = self.translate(&aggregate.input)?;
-        if let Some(updating) = self.updating_node(input) {
-            return Err(SluiceError::Unsupported(format!(
-                "GROUP BY over an updating input (produced by {updating})"
-            )));
-        }
+        let updating_input = self.updating_node(input).is_some();
         let input_schema = aggregate.input.schema();
         let keys = aggregate
             .group_expr
@@ -456,6 +454,7 @@ impl Translator<'_> {
             input_schema: Arc::new(input_schema.as_arrow().clone()),
             keys,
             aggregates,
+            updating_input,
             schema: nullable_schema(aggregate.schema.inner()),
         }))))
     }
@@ -466,12 +465,18 @@ impl Translator<'_> {
     }
 
     fn translate_join(&mut self, join: &datafusion::logical_expr::Join) -> Result<NodeId> {
-        if join.join_type != datafusion::logical_expr::JoinType::Inner {
-            return Err(SluiceError::Unsupported(format!(
-                "{} JOIN (its result is updating; only inner joins of append-only inputs run so far)",
-                join.join_type
-            )));
-        }
+        use datafusion::logical_expr::JoinType;
+        let kind = match join.join_type {
+            JoinType::Inner => JoinKind::Inner,
+            JoinType::Left => JoinKind::Left,
+            JoinType::Right => JoinKind::Right,
+            JoinType::Full => JoinKind::Full,
+            other => {
+                return Err(SluiceError::Unsupported(format!(
+                    "{other} join (from IN / EXISTS subqueries); write it as an inner or outer join"
+                )))
+            }
+        };
         if join.on.is_empty() {
             return Err(SluiceError::Unsupported(
                 "a join without an equality condition between the two inputs".into(),
@@ -479,14 +484,6 @@ impl Translator<'_> {
         }
         let left = self.translate(&join.left)?;
         let right = self.translate(&join.right)?;
-        if let Some(updating) = self
-            .updating_node(left)
-            .or_else(|| self.updating_node(right))
-        {
-            return Err(SluiceError::Unsupported(format!(
-                "a join over an updating input (produced by {updating})"
-            )));
-        }
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
         for (l, r) in &join.on {
@@ -497,15 +494,44 @@ impl Translator<'_> {
             Some(filter) => Some(self.physical_expr(filter, &join.schema)?),
             None => None,
         };
-        Ok(self.push(PlanNode::Join {
+        let time_columns = [
+            time_columns(&self.nodes, left),
+            time_columns(&self.nodes, right),
+        ];
+        let sides = JoinSides {
+            schemas: [join.left.schema(), join.right.schema()],
+            time_columns: [&time_columns[0], &time_columns[1]],
+        };
+        let [left_bound, right_bound] = sides.expiry_bounds(&join.on, join.filter.as_ref());
+        let expiry = [
+            match left_bound {
+                Some(bound) => Some(self.physical_expr(&bound, join.left.schema())?),
+                None => None,
+            },
+            match right_bound {
+                Some(bound) => Some(self.physical_expr(&bound, join.right.schema())?),
+                None => None,
+            },
+        ];
+        let mut condition: Vec<String> =
+            join.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
+        condition.extend(join.filter.iter().map(|f| f.to_string()));
+        Ok(self.push(PlanNode::Join(Arc::new(Join {
             left,
             right,
+            kind,
             left_keys,
             right_keys,
-            left_schema: nullable_schema(join.left.schema().inner()),
+            input_schemas: [
+                nullable_schema(join.left.schema().inner()),
+                nullable_schema(join.right.schema().inner()),
+            ],
             filter,
+            expiry,
+            lookup: None,
             schema: nullable_schema(join.schema.inner()),
-        }))
+            condition: condition.join(" AND "),
+        }))))
     }
 
     fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
@@ -822,12 +848,14 @@ impl Translator<'_> {
                 schema: schema.clone(),
             });
         }
-        if let Some((expr, text)) = watermark {
+        if let (Some((expr, text)), Some(definition)) = (watermark, &table.watermark) {
             let df = DFSchema::try_from(schema.as_ref().clone()).map_err(df_error)?;
             let expr = self.physical_expr(&expr, &df)?;
+            let column = schema.index_of(&definition.column)?;
             node = self.push(PlanNode::Watermark {
                 input: node,
                 expr,
+                column,
                 text,
             });
         }
