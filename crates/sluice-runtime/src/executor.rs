@@ -32,6 +32,7 @@ use crate::join::JoinOperator;
 use crate::late::LateRecords;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
 use crate::session::SessionAggregateOperator;
+use crate::topn::TopNOperator;
 use crate::watermark::WatermarkAssigner;
 use crate::window::WindowAggregateOperator;
 
@@ -295,8 +296,8 @@ impl<'a> TaskBuilder<'a> {
                     .collect())
             }
             PlanNode::WindowAggregate(window) => {
-                let upstream = self.build(window.input)?;
-                let make = |late: &LateRecords| -> Result<Box<dyn Operator>> {
+                let late = self.late_records.clone();
+                self.keyed(window.input, window.keys.clone(), || {
                     Ok(match window.kind {
                         WindowKind::Session { gap } => Box::new(SessionAggregateOperator::new(
                             window.clone(),
@@ -310,49 +311,20 @@ impl<'a> TaskBuilder<'a> {
                             late.clone(),
                         )?),
                     })
-                };
-                if self.parallelism == 1 {
-                    let mut chains = upstream;
-                    for pending in &mut chains {
-                        pending.chain.push(make(&self.late_records)?);
-                    }
-                    return Ok(chains);
-                }
-                let downstream = self.shuffle(upstream, window.keys.clone(), 0);
-                downstream
-                    .into_iter()
-                    .map(|receivers| {
-                        Ok(Pending {
-                            input: Input::Channels(receivers),
-                            chain: vec![make(&self.late_records)?],
-                            source_rows: None,
-                        })
-                    })
-                    .collect()
+                })
             }
             PlanNode::GroupAggregate(group) => {
-                let upstream = self.build(group.input)?;
                 let ttl = self.plan.settings.state_ttl;
-                let make = || -> Result<Box<dyn Operator>> {
+                self.keyed(group.input, group.keys.clone(), || {
                     Ok(Box::new(GroupAggregateOperator::new(group.clone(), ttl)?))
-                };
-                if self.parallelism == 1 {
-                    let mut chains = upstream;
-                    for pending in &mut chains {
-                        pending.chain.push(make()?);
-                    }
-                    return Ok(chains);
-                }
-                self.shuffle(upstream, group.keys.clone(), 0)
-                    .into_iter()
-                    .map(|receivers| {
-                        Ok(Pending {
-                            input: Input::Channels(receivers),
-                            chain: vec![make()?],
-                            source_rows: None,
-                        })
-                    })
-                    .collect()
+                })
+            }
+            PlanNode::TopN(top) => {
+                let ttl = self.plan.settings.state_ttl;
+                let late = self.late_records.clone();
+                self.keyed(top.input, top.partition_keys.clone(), || {
+                    Ok(Box::new(TopNOperator::new(top.clone(), ttl, late.clone())?))
+                })
             }
             PlanNode::Join(join) => {
                 let left_chains = self.build(join.left)?;
@@ -397,6 +369,34 @@ impl<'a> TaskBuilder<'a> {
                 "sink node {node} cannot feed another operator"
             ))),
         }
+    }
+
+    /// Appends a keyed operator: chained when there is one subtask, behind a
+    /// hash shuffle on `keys` otherwise.
+    fn keyed(
+        &mut self,
+        input: NodeId,
+        keys: Vec<Arc<dyn PhysicalExpr>>,
+        make: impl Fn() -> Result<Box<dyn Operator>>,
+    ) -> Result<Vec<Pending>> {
+        let upstream = self.build(input)?;
+        if self.parallelism == 1 {
+            let mut chains = upstream;
+            for pending in &mut chains {
+                pending.chain.push(make()?);
+            }
+            return Ok(chains);
+        }
+        self.shuffle(upstream, keys, 0)
+            .into_iter()
+            .map(|receivers| {
+                Ok(Pending {
+                    input: Input::Channels(receivers),
+                    chain: vec![make()?],
+                    source_rows: None,
+                })
+            })
+            .collect()
     }
 
     /// Appends an operator to every subtask's chain.

@@ -12,6 +12,7 @@ pub mod late;
 pub mod operators;
 pub mod session;
 pub mod state;
+pub mod topn;
 pub mod watermark;
 pub mod window;
 

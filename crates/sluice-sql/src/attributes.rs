@@ -54,7 +54,10 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
             })
             .map(|(index, _)| index)
             .collect(),
+        // A window Top-N emits each window's rows when it closes.
+        PlanNode::TopN(top) if top.window_end.is_some() => time_columns(nodes, top.input),
         PlanNode::Source { .. }
+        | PlanNode::TopN(_)
         | PlanNode::GroupAggregate(_)
         | PlanNode::Join(_)
         | PlanNode::Sink { .. } => Vec::new(),
@@ -75,6 +78,7 @@ pub fn window_columns(nodes: &[PlanNode], node: NodeId) -> Option<WindowColumns>
             })
         }
         PlanNode::Filter { input, .. } => window_columns(nodes, *input),
+        PlanNode::TopN(top) if top.window_end.is_some() => window_columns(nodes, top.input),
         PlanNode::Project { input, exprs, .. } => {
             let upstream = window_columns(nodes, *input)?;
             let find = |wanted: usize| {

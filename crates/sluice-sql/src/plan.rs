@@ -59,6 +59,9 @@ pub enum PlanNode {
     GroupAggregate(Arc<GroupAggregate>),
     /// Equi-join of two inputs (regular, interval, window or lookup join).
     Join(Arc<Join>),
+    /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)` filtered to the first
+    /// N rows: Top-N and deduplication.
+    TopN(Arc<TopN>),
     /// Concatenates the streams of its inputs (`UNION ALL`).
     Union {
         /// Input nodes, all with the same column types.
@@ -88,6 +91,7 @@ impl PlanNode {
             | PlanNode::Watermark { input, .. } => vec![*input],
             PlanNode::WindowAggregate(window) => vec![window.input],
             PlanNode::GroupAggregate(group) => vec![group.input],
+            PlanNode::TopN(top) => vec![top.input],
             PlanNode::Join(join) => vec![join.left, join.right],
             PlanNode::Union { inputs, .. } => inputs.clone(),
         }
@@ -126,6 +130,7 @@ impl PlanNode {
             PlanNode::Watermark { text, .. } => format!("Watermark: {text}"),
             PlanNode::WindowAggregate(window) => window.describe(),
             PlanNode::GroupAggregate(group) => group.describe(),
+            PlanNode::TopN(top) => top.describe(),
             PlanNode::Join(join) => join.describe(),
             PlanNode::Union { inputs, .. } => format!("Union all ({} inputs)", inputs.len()),
             PlanNode::Sink {
@@ -162,6 +167,15 @@ pub enum WindowKind {
         /// Inactivity gap that closes a session.
         gap: i64,
     },
+    /// Rows that already carry their window (a window aggregation over the
+    /// output of another one, grouped by its `window_start`, `window_end`):
+    /// the time column is `window_start`, a multiple of `slide`.
+    Cascaded {
+        /// Window length.
+        size: i64,
+        /// Distance between window starts.
+        slide: i64,
+    },
 }
 
 impl WindowKind {
@@ -173,6 +187,7 @@ impl WindowKind {
             WindowKind::Hop { size, slide } => gcd(size, slide),
             WindowKind::Cumulate { step, .. } => step,
             WindowKind::Session { gap } => gap,
+            WindowKind::Cascaded { slide, .. } => slide,
         }
     }
 
@@ -186,6 +201,7 @@ impl WindowKind {
                 let start = base.div_euclid(size) * size + offset;
                 out.push((start, start + size));
             }
+            WindowKind::Cascaded { size, .. } => out.push((pane_start, pane_start + size)),
             // Sessions have no fixed panes; the session operator tracks them.
             WindowKind::Session { gap } => out.push((pane_start, pane_start + gap)),
             WindowKind::Hop { size, slide } => {
@@ -215,6 +231,9 @@ impl WindowKind {
                 format!("CUMULATE(size {size} ms, step {step} ms)")
             }
             WindowKind::Session { gap } => format!("SESSION(gap {gap} ms)"),
+            WindowKind::Cascaded { size, slide } => {
+                format!("windows of the input (size {size} ms, slide {slide} ms)")
+            }
         }
     }
 }
@@ -322,6 +341,69 @@ impl GroupAggregate {
         format!(
             "GroupAggregate (updating): {}",
             describe_grouping(&self.keys, &self.aggregates)
+        )
+    }
+}
+
+/// The first `limit` rows per partition in a given order (Flink's Rank
+/// operator). Over a windowed input partitioned by its window, the ranking is
+/// emitted once per window when it closes (window Top-N, append-only);
+/// otherwise it is kept up to date with `+I`/`-U`/`+U`/`-D` rows.
+#[derive(Debug)]
+pub struct TopN {
+    /// Input node.
+    pub input: NodeId,
+    /// Schema of the input's batches.
+    pub input_schema: SchemaRef,
+    /// `PARTITION BY` expressions over the input.
+    pub partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// `ORDER BY` expressions with their direction.
+    pub order: Vec<(Arc<dyn PhysicalExpr>, arrow::compute::SortOptions)>,
+    /// Rows kept per partition (N).
+    pub limit: usize,
+    /// Whether the row number is part of the result (rank changes are then emitted).
+    pub rank_output: bool,
+    /// Window Top-N: the input column holding `window_end`.
+    pub window_end: Option<usize>,
+    /// Whether the input is updating (all rows must then be kept, not just N).
+    pub updating_input: bool,
+    /// Output schema: the input's columns, then the row number.
+    pub schema: SchemaRef,
+}
+
+impl TopN {
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self
+            .partition_keys
+            .iter()
+            .map(|k| strip_index(&k.to_string()).to_string())
+            .collect();
+        let order: Vec<String> = self
+            .order
+            .iter()
+            .map(|(expr, options)| {
+                format!(
+                    "{} {}",
+                    strip_index(&expr.to_string()),
+                    if options.descending { "DESC" } else { "ASC" }
+                )
+            })
+            .collect();
+        format!(
+            "{} {} per [{}] by [{}]{}",
+            if self.window_end.is_some() {
+                "WindowTopN"
+            } else {
+                "TopN (updating)"
+            },
+            self.limit,
+            keys.join(", "),
+            order.join(", "),
+            if self.rank_output {
+                ", with row number"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -437,6 +519,7 @@ pub fn updating_operator(nodes: &[PlanNode], node: NodeId) -> Option<NodeId> {
     match &nodes[node] {
         PlanNode::GroupAggregate(_) => Some(node),
         PlanNode::Join(join) if join.emits_updates() => Some(node),
+        PlanNode::TopN(top) if top.window_end.is_none() => Some(node),
         other => other
             .inputs()
             .into_iter()

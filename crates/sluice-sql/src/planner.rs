@@ -20,15 +20,17 @@ use sluice_core::options::Options;
 use sluice_core::table::{TableColumn, TableDef};
 use sluice_core::{Result, SluiceError};
 
-use crate::attributes::time_columns;
+use crate::attributes::{time_columns, window_columns, WindowColumns};
 use crate::functions::register_flink_functions;
 use crate::join_bounds::JoinSides;
 use crate::plan::{
     updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, NodeId, PlanNode,
-    WindowAggregate, WindowOutput,
+    WindowAggregate, WindowKind, WindowOutput,
 };
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
+mod top_n;
+
 use crate::window_tvf::{
     rewrite_window_aggregates, Relations, WindowAggregateNode, WindowTableFunction, WindowTvfNode,
     WINDOW_COLUMNS, WINDOW_FUNCTION,
@@ -91,6 +93,8 @@ pub async fn plan_script(
         registry,
         job: &job,
         nodes: Vec::new(),
+        replaced: HashMap::new(),
+        rank_output: None,
     };
     let mut sinks = Vec::new();
     for (select_index, (line, query)) in queries.into_iter().enumerate() {
@@ -314,6 +318,11 @@ struct Translator<'a> {
     registry: &'a ConnectorRegistry,
     job: &'a JobContext,
     nodes: Vec<PlanNode>,
+    /// Logical plan nodes (by address) already planned as another node, e.g.
+    /// the `ROW_NUMBER()` window a Top-N replaces.
+    replaced: HashMap<usize, NodeId>,
+    /// Whether the projection above the Top-N being planned reads its row number.
+    rank_output: Option<bool>,
 }
 
 impl Translator<'_> {
@@ -443,6 +452,13 @@ impl Translator<'_> {
         let input = self.translate(&aggregate.input)?;
         let updating_input = self.updating_node(input).is_some();
         let input_schema = aggregate.input.schema();
+        if !updating_input {
+            if let Some(windows) = window_columns(&self.nodes, input) {
+                if let Some(node) = self.translate_cascaded_window(aggregate, input, windows)? {
+                    return Ok(node);
+                }
+            }
+        }
         let keys = aggregate
             .group_expr
             .iter()
@@ -457,6 +473,66 @@ impl Translator<'_> {
             updating_input,
             schema: nullable_schema(aggregate.schema.inner()),
         }))))
+    }
+
+    /// A `GROUP BY` over a window aggregation's output that keeps its
+    /// `window_start` and `window_end` is itself a window aggregation (Flink's
+    /// cascading window aggregation): append-only, emitted when the window closes.
+    fn translate_cascaded_window(
+        &mut self,
+        aggregate: &datafusion::logical_expr::Aggregate,
+        input: NodeId,
+        windows: WindowColumns,
+    ) -> Result<Option<NodeId>> {
+        let input_schema = aggregate.input.schema();
+        let column_index = |expr: &datafusion::logical_expr::Expr| match expr {
+            datafusion::logical_expr::Expr::Column(column) => {
+                input_schema.index_of_column(column).ok()
+            }
+            _ => None,
+        };
+        let grouped: Vec<Option<usize>> = aggregate.group_expr.iter().map(column_index).collect();
+        if !grouped.contains(&Some(windows.start)) || !grouped.contains(&Some(windows.end)) {
+            return Ok(None);
+        }
+        let (size, slide) = match windows.kind {
+            WindowKind::Tumble { size } => (size, size),
+            WindowKind::Hop { size, slide } | WindowKind::Cascaded { size, slide } => (size, slide),
+            WindowKind::Cumulate { .. } | WindowKind::Session { .. } => {
+                return Err(SluiceError::Unsupported(
+                    "a window aggregation over the output of a CUMULATE or SESSION window aggregation".into(),
+                ))
+            }
+        };
+        let mut keys = Vec::new();
+        let mut outputs = Vec::new();
+        for (expr, index) in aggregate.group_expr.iter().zip(&grouped) {
+            if *index == Some(windows.start) {
+                outputs.push(WindowOutput::WindowStart);
+            } else if *index == Some(windows.end) {
+                outputs.push(WindowOutput::WindowEnd);
+            } else {
+                outputs.push(WindowOutput::Key(keys.len()));
+                keys.push(self.physical_expr(expr, input_schema)?);
+            }
+        }
+        let aggregates = self.aggregate_calls(&aggregate.aggr_expr, input_schema)?;
+        outputs.extend((0..aggregates.len()).map(WindowOutput::Aggregate));
+        let start = input_schema.field(windows.start);
+        let time = Arc::new(ColumnExpr::new(start.name(), windows.start)) as Arc<dyn PhysicalExpr>;
+        Ok(Some(self.push(PlanNode::WindowAggregate(Arc::new(
+            WindowAggregate {
+                input,
+                input_schema: Arc::new(input_schema.as_arrow().clone()),
+                time,
+                kind: WindowKind::Cascaded { size, slide },
+                offset: windows.offset,
+                keys,
+                aggregates,
+                outputs,
+                schema: nullable_schema(aggregate.schema.inner()),
+            },
+        )))))
     }
 
     /// Describes the operator that makes `node`'s output updating, if any.
@@ -672,8 +748,16 @@ impl Translator<'_> {
     }
 
     fn translate(&mut self, plan: &LogicalPlan) -> Result<NodeId> {
+        let address = match plan {
+            LogicalPlan::Window(window) => std::ptr::from_ref(window) as usize,
+            other => std::ptr::from_ref(other) as usize,
+        };
+        if let Some(node) = self.replaced.get(&address) {
+            return Ok(*node);
+        }
         match plan {
             LogicalPlan::Projection(projection) => {
+                self.note_rank_use(&projection.expr, &projection.input);
                 let input = self.translate(&projection.input)?;
                 let exprs = projection
                     .expr
@@ -687,7 +771,12 @@ impl Translator<'_> {
                 }))
             }
             LogicalPlan::Filter(filter) => {
+                let top_n = self.translate_top_n(filter)?;
                 let input = self.translate(&filter.input)?;
+                if top_n == Some(false) {
+                    // The Top-N applies the whole condition.
+                    return Ok(input);
+                }
                 let predicate = self.physical_expr(&filter.predicate, filter.input.schema())?;
                 Ok(self.push(PlanNode::Filter { input, predicate }))
             }
