@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{nexmark_file_source, nexmark_query, ok, read_part_files, Workspace};
+use common::{
+    materialize_changelog, nexmark_file_source, nexmark_query, ok, read_part_files, Workspace,
+};
 use serde_json::Value;
 
 const EVENTS: usize = 30_000;
@@ -63,31 +65,7 @@ fn run_updating_query(ws: &Workspace, query: &str, parallelism: &str) -> Vec<Str
         nexmark_query(query, &sink)
     );
     ok(&ws.run(&job, &["-p", parallelism]));
-    let mut rows: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
-    let mut changes = Vec::new();
-    for entry in std::fs::read_dir(ws.path(&out)).expect("out").flatten() {
-        let text = std::fs::read_to_string(entry.path()).expect("part");
-        changes.extend(text.lines().map(str::to_string));
-    }
-    for line in changes {
-        if let Some(rest) = line.strip_prefix(r#"{"before":null,"after":"#) {
-            let row = rest.strip_suffix(r#","op":"c"}"#).expect("insert envelope");
-            *rows.entry(row.to_string()).or_default() += 1;
-        } else {
-            let rest = line.strip_prefix(r#"{"before":"#).expect("envelope");
-            let row = rest
-                .strip_suffix(r#","after":null,"op":"d"}"#)
-                .expect("delete envelope");
-            *rows.entry(row.to_string()).or_default() -= 1;
-        }
-    }
-    assert!(
-        rows.values().all(|count| *count >= 0),
-        "a row was retracted more often than added"
-    );
-    rows.into_iter()
-        .flat_map(|(row, count)| std::iter::repeat_n(row, count as usize))
-        .collect()
+    materialize_changelog(&ws.path(&out))
 }
 
 fn text(value: &Value) -> String {
@@ -668,4 +646,196 @@ fn q15_q16_distinct_counts_match_a_direct_computation() {
         .collect();
     assert_eq!(run_updating_query(&ws, "q15", "2"), sorted(q15));
     assert_eq!(run_updating_query(&ws, "q16", "1"), sorted(q16));
+}
+
+/// Auctions with the bids placed while they were open: (auction, bids).
+fn bids_within_auctions(events: &[Value]) -> Vec<(&Value, Vec<&Value>)> {
+    use std::collections::HashMap;
+    let mut by_auction: HashMap<i64, Vec<&Value>> = HashMap::new();
+    for bid in bids(events) {
+        by_auction
+            .entry(bid["auction"].as_i64().expect("auction"))
+            .or_default()
+            .push(bid);
+    }
+    events
+        .iter()
+        .filter(|e| e["event_type"] == 1)
+        .map(|e| &e["auction"])
+        .map(|auction| {
+            let opens = millis(auction["dateTime"].as_str().expect("ts"));
+            let closes = millis(auction["expires"].as_str().expect("ts"));
+            let placed = by_auction
+                .get(&auction["id"].as_i64().expect("id"))
+                .into_iter()
+                .flatten()
+                .copied()
+                .filter(|bid| {
+                    let ts = millis(bid["dateTime"].as_str().expect("ts"));
+                    opens <= ts && ts <= closes
+                })
+                .collect();
+            (auction, placed)
+        })
+        .collect()
+}
+
+/// Picks `fields` out of JSON rows, as sorted compact JSON arrays.
+fn project(rows: &[String], fields: &[&str]) -> Vec<String> {
+    sorted(
+        rows.iter()
+            .map(|row| {
+                let row: Value = serde_json::from_str(row).expect("row json");
+                text(&Value::Array(
+                    fields.iter().map(|f| row[*f].clone()).collect(),
+                ))
+            })
+            .collect(),
+    )
+}
+
+/// q4 (GROUP BY over an updating GROUP BY over a join bounded by the
+/// auction's expiry) and q9 (Top-1 per auction over the same join).
+#[test]
+fn q4_and_q9_match_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let joined = bids_within_auctions(&events);
+
+    let mut finals: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut q9 = Vec::new();
+    for (auction, placed) in &joined {
+        let Some(best) = placed.iter().min_by_key(|bid| {
+            (
+                -bid["price"].as_i64().expect("price"),
+                millis(bid["dateTime"].as_str().expect("ts")),
+            )
+        }) else {
+            continue;
+        };
+        let entry = finals
+            .entry(auction["category"].as_i64().expect("category"))
+            .or_default();
+        entry.0 += best["price"].as_i64().expect("price");
+        entry.1 += 1;
+        q9.push(text(&Value::Array(vec![
+            auction["id"].clone(),
+            best["price"].clone(),
+            best["dateTime"].clone(),
+        ])));
+    }
+    let q4: Vec<String> = finals
+        .iter()
+        .map(|(category, (sum, count))| format!(r#"{{"id":{category},"final":{}}}"#, sum / count))
+        .collect();
+    assert!(q4.len() > 1);
+    assert_eq!(run_updating_query(&ws, "q4", "1"), sorted(q4.clone()));
+    assert_eq!(run_updating_query(&ws, "q4", "2"), sorted(q4));
+    assert!(q9.len() > 10);
+    let fields = ["id", "price", "bid_dateTime"];
+    assert_eq!(
+        project(&run_updating_query(&ws, "q9", "1"), &fields),
+        sorted(q9.clone())
+    );
+    assert_eq!(
+        project(&run_updating_query(&ws, "q9", "2"), &fields),
+        sorted(q9)
+    );
+}
+
+/// q5: per HOP window, the auctions with the most bids (ties kept); a
+/// cascading window aggregation joined with its input on the window.
+#[test]
+fn q5_hot_items_match_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let mut counts: BTreeMap<i64, BTreeMap<i64, i64>> = BTreeMap::new();
+    for bid in bids(&events) {
+        let ts = millis(bid["dateTime"].as_str().expect("ts"));
+        let auction = bid["auction"].as_i64().expect("auction");
+        let mut start = ts.div_euclid(2000) * 2000;
+        while start > ts - 10_000 {
+            *counts.entry(start).or_default().entry(auction).or_default() += 1;
+            start -= 2000;
+        }
+    }
+    let mut expected = Vec::new();
+    for per_auction in counts.values() {
+        let max = per_auction.values().copied().max().unwrap_or(0);
+        for (auction, num) in per_auction {
+            if *num == max {
+                expected.push(format!(r#"{{"auction":{auction},"num":{num}}}"#));
+            }
+        }
+    }
+    assert!(expected.len() > 3);
+    assert_eq!(run_query(&ws, "q5", "1"), sorted(expected.clone()));
+    assert_eq!(run_query(&ws, "q5", "2"), sorted(expected));
+}
+
+/// q18 (last bid per bidder and auction) and q19 (ten highest bids per
+/// auction, with the row number); ties are broken arbitrarily, so only the
+/// tie-independent columns are compared.
+#[test]
+fn q18_q19_top_n_match_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let mut last: BTreeMap<(i64, i64), &Value> = BTreeMap::new();
+    let mut prices: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for bid in bids(&events) {
+        let key = (
+            bid["bidder"].as_i64().expect("bidder"),
+            bid["auction"].as_i64().expect("auction"),
+        );
+        let ts = millis(bid["dateTime"].as_str().expect("ts"));
+        let newer = last
+            .get(&key)
+            .is_none_or(|kept| millis(kept["dateTime"].as_str().expect("ts")) < ts);
+        if newer {
+            last.insert(key, bid);
+        }
+        prices
+            .entry(key.1)
+            .or_default()
+            .push(bid["price"].as_i64().expect("price"));
+    }
+    let q18: Vec<String> = last
+        .values()
+        .map(|bid| {
+            text(&Value::Array(vec![
+                bid["auction"].clone(),
+                bid["bidder"].clone(),
+                bid["dateTime"].clone(),
+            ]))
+        })
+        .collect();
+    let fields = ["auction", "bidder", "dateTime"];
+    assert_eq!(
+        project(&run_updating_query(&ws, "q18", "1"), &fields),
+        sorted(q18.clone())
+    );
+    assert_eq!(
+        project(&run_updating_query(&ws, "q18", "2"), &fields),
+        sorted(q18)
+    );
+
+    let mut q19 = Vec::new();
+    for (auction, mut list) in prices {
+        list.sort_unstable_by(|a, b| b.cmp(a));
+        for (rank, price) in list.into_iter().take(10).enumerate() {
+            q19.push(format!("[{auction},{price},{}]", rank + 1));
+        }
+    }
+    let fields = ["auction", "price", "rank_number"];
+    assert_eq!(
+        project(&run_updating_query(&ws, "q19", "1"), &fields),
+        sorted(q19.clone())
+    );
+    assert_eq!(
+        project(&run_updating_query(&ws, "q19", "2"), &fields),
+        sorted(q19)
+    );
 }

@@ -232,7 +232,9 @@ impl JoinOperator {
                     assembly.push(l, r, RowKind::Insert);
                 }
             }
-            if pads_this && matched == 0 {
+            // A row without a key can never match, so an outer side emits it at once.
+            let unmatchable = !has_key[row] && self.spec.kind.keeps_unmatched(side);
+            if matched == 0 && (pads_this || unmatchable) {
                 let (l, r) = pair(Part::Batch(row as u32), Part::Null);
                 assembly.push(
                     l,

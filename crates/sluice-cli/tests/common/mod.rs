@@ -101,6 +101,34 @@ pub fn read_part_files(dir: &Path) -> Vec<String> {
     lines
 }
 
+/// The final rows of a `debezium-json` changelog sink directory: `c` adds
+/// the `after` row, `d` removes the `before` row. Sorted (a multiset).
+pub fn materialize_changelog(dir: &Path) -> Vec<String> {
+    let mut rows: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).expect("sink directory").flatten() {
+        let text = std::fs::read_to_string(entry.path()).expect("part");
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix(r#"{"before":null,"after":"#) {
+                let row = rest.strip_suffix(r#","op":"c"}"#).expect("insert envelope");
+                *rows.entry(row.to_string()).or_default() += 1;
+            } else {
+                let rest = line.strip_prefix(r#"{"before":"#).expect("envelope");
+                let row = rest
+                    .strip_suffix(r#","after":null,"op":"d"}"#)
+                    .expect("delete envelope");
+                *rows.entry(row.to_string()).or_default() -= 1;
+            }
+        }
+    }
+    assert!(
+        rows.values().all(|count| *count >= 0),
+        "a row was retracted more often than added"
+    );
+    rows.into_iter()
+        .flat_map(|(row, count)| std::iter::repeat_n(row, count as usize))
+        .collect()
+}
+
 /// Asserts success and returns stdout.
 pub fn ok(output: &Output) -> String {
     assert!(

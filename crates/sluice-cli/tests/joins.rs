@@ -1,0 +1,162 @@
+//! Regular and interval joins (inner and outer) and aggregations over their
+//! updating results, over hand-made inputs worked out by hand.
+
+mod common;
+
+use common::{failed, materialize_changelog, ok, Workspace};
+
+const ORDERS: &str = r#"{"id":1,"cust":"a","ts":"2020-01-01 00:00:00.000"}
+{"id":2,"cust":"b","ts":"2020-01-01 00:00:02.000"}
+{"id":3,"cust":null,"ts":"2020-01-01 00:00:04.000"}
+{"id":4,"cust":"a","ts":"2020-01-01 00:00:30.000"}
+"#;
+
+const CUSTOMERS: &str = r#"{"cust":"a","name":"Ann","ts":"2020-01-01 00:00:05.000"}
+{"cust":"c","name":"Cid","ts":"2020-01-01 00:00:06.000"}
+"#;
+
+fn tables(ws: &Workspace, watermarks: bool) -> String {
+    ws.write("orders.json", ORDERS);
+    ws.write("customers.json", CUSTOMERS);
+    let watermark = if watermarks {
+        ", WATERMARK FOR ts AS ts - INTERVAL '1' SECOND"
+    } else {
+        ""
+    };
+    format!(
+        "CREATE TABLE orders (id BIGINT, cust STRING, ts TIMESTAMP(3){watermark})
+           WITH ('connector' = 'filesystem', 'path' = '$DIR/orders.json', 'format' = 'json');
+         CREATE TABLE customers (cust STRING, name STRING, ts TIMESTAMP(3){watermark})
+           WITH ('connector' = 'filesystem', 'path' = '$DIR/customers.json', 'format' = 'json');"
+    )
+}
+
+/// Runs `query` into a debezium-json sink of `columns` and materialises it.
+fn run_changelog(ws: &Workspace, tables: &str, columns: &str, query: &str, p: &str) -> Vec<String> {
+    let out = format!(
+        "out-{}",
+        ws.path("").read_dir().map(|d| d.count()).unwrap_or(0)
+    );
+    let job = format!(
+        "{tables}
+         CREATE TABLE out ({columns}) WITH ('connector' = 'filesystem', 'path' = '$DIR/{out}', 'format' = 'debezium-json');
+         INSERT INTO out {query};"
+    );
+    ok(&ws.run(&job, &["-p", p]));
+    materialize_changelog(&ws.path(&out))
+}
+
+#[test]
+fn outer_joins_materialise_to_the_sql_result() {
+    let ws = Workspace::new();
+    let tables = tables(&ws, false);
+    let columns = "id BIGINT, cust STRING, name STRING";
+    let join = |kind: &str| {
+        format!("SELECT o.id, COALESCE(o.cust, c.cust), c.name FROM orders o {kind} JOIN customers c ON o.cust = c.cust")
+    };
+    for p in ["1", "2"] {
+        assert_eq!(
+            run_changelog(&ws, &tables, columns, &join("LEFT"), p),
+            vec![
+                r#"{"id":1,"cust":"a","name":"Ann"}"#,
+                r#"{"id":2,"cust":"b","name":null}"#,
+                r#"{"id":3,"cust":null,"name":null}"#,
+                r#"{"id":4,"cust":"a","name":"Ann"}"#,
+            ]
+        );
+        assert_eq!(
+            run_changelog(&ws, &tables, columns, &join("RIGHT"), p),
+            vec![
+                r#"{"id":1,"cust":"a","name":"Ann"}"#,
+                r#"{"id":4,"cust":"a","name":"Ann"}"#,
+                r#"{"id":null,"cust":"c","name":"Cid"}"#,
+            ]
+        );
+        assert_eq!(
+            run_changelog(&ws, &tables, columns, &join("FULL"), p),
+            vec![
+                r#"{"id":1,"cust":"a","name":"Ann"}"#,
+                r#"{"id":2,"cust":"b","name":null}"#,
+                r#"{"id":3,"cust":null,"name":null}"#,
+                r#"{"id":4,"cust":"a","name":"Ann"}"#,
+                r#"{"id":null,"cust":"c","name":"Cid"}"#,
+            ]
+        );
+    }
+}
+
+#[test]
+fn group_by_over_an_outer_join_takes_retractions_back() {
+    let ws = Workspace::new();
+    let tables = tables(&ws, false);
+    let rows = run_changelog(
+        &ws,
+        &tables,
+        "name STRING, orders BIGINT, first_order BIGINT",
+        "SELECT c.name, COUNT(*), MIN(o.id) FROM orders o LEFT JOIN customers c ON o.cust = c.cust GROUP BY c.name",
+        "1",
+    );
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"name":"Ann","orders":2,"first_order":1}"#,
+            r#"{"name":null,"orders":2,"first_order":2}"#,
+        ]
+    );
+}
+
+#[test]
+fn updating_join_into_an_append_only_sink_is_rejected() {
+    let ws = Workspace::new();
+    let job = format!(
+        "{}
+         CREATE TABLE out (id BIGINT, name STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT o.id, c.name FROM orders o LEFT JOIN customers c ON o.cust = c.cust;",
+        tables(&ws, false)
+    );
+    let error = failed(&ws.run(&job, &[]));
+    assert!(error.contains("LeftOuterJoin"), "{error}");
+    assert!(error.contains("accepts only inserts"), "{error}");
+}
+
+/// An interval left join is append-only: an order without a customer event
+/// within 10 s after it is emitted NULL-padded once the watermark passes that
+/// bound, and state is freed by the watermark.
+#[test]
+fn interval_left_join_pads_unmatched_rows_when_they_expire() {
+    let ws = Workspace::new();
+    let tables = tables(&ws, true);
+    let query = "SELECT o.id, o.cust, c.name FROM orders o LEFT JOIN customers c
+        ON o.cust = c.cust AND c.ts BETWEEN o.ts AND o.ts + INTERVAL '10' SECOND";
+    let job = format!(
+        "{tables}
+         CREATE TABLE out (id BIGINT, cust STRING, name STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out {query};"
+    );
+    let explain = ok(&ws.sluice(&[
+        "run",
+        "--explain",
+        &ws.write("job.sql", &ws.expand(&job)).to_string_lossy(),
+    ]));
+    assert!(explain.contains("LeftOuterJoin"), "{explain}");
+    assert!(
+        explain.contains("left and right rows freed by watermark"),
+        "{explain}"
+    );
+    assert!(!explain.contains("(updating)"), "{explain}");
+    for p in ["1", "2"] {
+        ok(&ws.run(
+            &job.replace("$DIR/out'", &format!("$DIR/out{p}'")),
+            &["-p", p],
+        ));
+        assert_eq!(
+            ws.sink_lines(&format!("out{p}")),
+            vec![
+                r#"{"id":1,"cust":"a","name":"Ann"}"#,
+                r#"{"id":2,"cust":"b","name":null}"#,
+                r#"{"id":3,"cust":null,"name":null}"#,
+                r#"{"id":4,"cust":"a","name":null}"#,
+            ]
+        );
+    }
+}
