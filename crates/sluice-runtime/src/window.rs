@@ -197,13 +197,20 @@ impl EvaluatedInput {
         converter: &RowConverter,
         batch: &ChangeBatch,
     ) -> Result<Self> {
-        let times = spec
-            .time
-            .evaluate(&batch.data)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(df)?;
+        let times = if spec.processing_time {
+            // Processing-time windows take the operator's clock, as Flink's do.
+            let now = chrono::Utc::now().timestamp_millis();
+            TimestampMillisecondArray::from_value(now, batch.num_rows())
+        } else {
+            let times = spec
+                .time
+                .evaluate(&batch.data)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(df)?;
+            epoch_millis(times.as_ref())?
+        };
         Ok(EvaluatedInput {
-            times: epoch_millis(times.as_ref())?,
+            times,
             inputs: AggregateInputs::evaluate(&spec.keys, &spec.aggregates, converter, batch)?,
         })
     }
@@ -270,7 +277,34 @@ pub(crate) fn build_output(
 }
 
 impl Operator for WindowAggregateOperator {
-    fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.aggregate(batch)?;
+        if self.spec.processing_time {
+            // Windows whose end the wall clock passed are complete.
+            let now = chrono::Utc::now().timestamp_millis();
+            if now - 1 > self.watermark {
+                self.fire(now - 1, out)?;
+                self.watermark = now - 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        // Processing-time windows follow the clock; only the end of input fires them all.
+        let fires = !self.spec.processing_time || watermark == i64::MAX;
+        if fires && watermark > self.watermark {
+            self.fire(watermark, out)?;
+            self.watermark = watermark;
+        }
+        out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+}
+
+impl WindowAggregateOperator {
+    /// Adds a batch's rows to their panes (late rows are rejected).
+    fn aggregate(&mut self, batch: ChangeBatch) -> Result<()> {
         require_inserts(&batch)?;
         let rows = batch.num_rows();
         let EvaluatedInput { times, inputs } =
@@ -332,16 +366,6 @@ impl Operator for WindowAggregateOperator {
                 .ok_or_else(|| SluiceError::Runtime("window state vanished".into()))?;
             inputs.update(accumulators, indices)?;
         }
-        Ok(())
-    }
-
-    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
-        if watermark <= self.watermark {
-            return Ok(());
-        }
-        self.fire(watermark, out)?;
-        self.watermark = watermark;
-        out.push(Message::Watermark(watermark));
         Ok(())
     }
 }

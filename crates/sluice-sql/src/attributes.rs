@@ -5,6 +5,9 @@
 //! window Top-N are recognised from these.
 
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_expr::ScalarFunctionExpr;
+
+use crate::functions::PROCTIME_FUNCTION;
 
 use crate::plan::{NodeId, PlanNode, WindowKind, WindowOutput};
 
@@ -94,6 +97,27 @@ pub fn window_columns(nodes: &[PlanNode], node: NodeId) -> Option<WindowColumns>
             })
         }
         _ => None,
+    }
+}
+
+/// Whether column `column` of `node` is a processing-time attribute (the
+/// value of `PROCTIME()`, passed on unchanged).
+pub fn is_processing_time(nodes: &[PlanNode], node: NodeId, column: usize) -> bool {
+    match &nodes[node] {
+        PlanNode::Filter { input, .. } | PlanNode::Watermark { input, .. } => {
+            is_processing_time(nodes, *input, column)
+        }
+        PlanNode::Project { input, exprs, .. } => {
+            let Some(expr) = exprs.get(column) else {
+                return false;
+            };
+            if let Some(call) = expr.downcast_ref::<ScalarFunctionExpr>() {
+                return call.name() == PROCTIME_FUNCTION;
+            }
+            expr.downcast_ref::<ColumnExpr>()
+                .is_some_and(|c| is_processing_time(nodes, *input, c.index()))
+        }
+        _ => false,
     }
 }
 

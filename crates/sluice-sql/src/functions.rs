@@ -31,6 +31,7 @@ enum Kind {
     If,
     FromUnixtime,
     UnixTimestamp,
+    Proctime,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,7 +57,7 @@ struct FlinkFunction {
 }
 
 /// Name, usage and implementation of every function this module adds.
-const FLINK_FUNCTIONS: [(&str, &str, Kind); 18] = [
+const FLINK_FUNCTIONS: [(&str, &str, Kind); 19] = [
     ("mod", "MOD(a BIGINT, b BIGINT)", Kind::Mod),
     ("year", "YEAR(ts)", Kind::TimeField(TimeField::Year)),
     (
@@ -115,13 +116,21 @@ const FLINK_FUNCTIONS: [(&str, &str, Kind); 18] = [
         "UNIX_TIMESTAMP([text [, format]])",
         Kind::UnixTimestamp,
     ),
+    (
+        PROCTIME_FUNCTION,
+        "PROCTIME() (processing-time attribute: windows over it follow the wall clock)",
+        Kind::Proctime,
+    ),
 ];
+
+/// Name of the processing-time attribute function.
+pub const PROCTIME_FUNCTION: &str = "proctime";
 
 /// Registers the Flink functions with a DataFusion session, replacing built-ins
 /// of the same name (e.g. DataFusion's `date_format`, which takes chrono patterns).
 pub fn register_flink_functions(ctx: &SessionContext) {
     for (name, usage, kind) in FLINK_FUNCTIONS {
-        let volatility = if kind == Kind::UnixTimestamp {
+        let volatility = if matches!(kind, Kind::UnixTimestamp | Kind::Proctime) {
             Volatility::Volatile
         } else {
             Volatility::Immutable
@@ -192,6 +201,7 @@ impl ScalarUDFImpl for FlinkFunction {
                 types
             }
             Kind::UnixTimestamp if n <= 2 => vec![DataType::Utf8; n],
+            Kind::Proctime if n == 0 => vec![],
             _ => return self.arity_error(n),
         };
         Ok(types)
@@ -204,6 +214,7 @@ impl ScalarUDFImpl for FlinkFunction {
                 DataType::Utf8
             }
             Kind::ToTimestamp => TS_MS,
+            Kind::Proctime => DataType::Timestamp(TimeUnit::Millisecond, Some(Arc::from("UTC"))),
             Kind::ToDate => DataType::Date32,
             Kind::If => arg_types.get(1).cloned().unwrap_or(DataType::Null),
         })
@@ -229,6 +240,13 @@ impl ScalarUDFImpl for FlinkFunction {
             }
             Kind::FromUnixtime => from_unixtime(&arrays)?,
             Kind::UnixTimestamp => unix_timestamp(&arrays, rows)?,
+            Kind::Proctime => {
+                let now = chrono::Utc::now().timestamp_millis();
+                Arc::new(
+                    arrow::array::TimestampMillisecondArray::from_value(now, rows)
+                        .with_timezone("UTC"),
+                )
+            }
         };
         Ok(ColumnarValue::Array(result))
     }

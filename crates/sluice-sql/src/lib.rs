@@ -10,6 +10,7 @@ pub mod planner;
 mod rewrite;
 pub mod script;
 pub mod settings;
+pub mod temporal;
 pub mod types;
 pub mod window_tvf;
 

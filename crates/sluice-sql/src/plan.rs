@@ -284,6 +284,9 @@ pub struct WindowAggregate {
     pub kind: WindowKind,
     /// Window alignment offset (ms).
     pub offset: i64,
+    /// The time column is a processing-time attribute (`PROCTIME()`): rows
+    /// are windowed by the wall clock when they reach the operator.
+    pub processing_time: bool,
     /// Grouping keys other than the window columns, over the input.
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Aggregate calls.
@@ -297,9 +300,14 @@ pub struct WindowAggregate {
 impl WindowAggregate {
     fn describe(&self) -> String {
         format!(
-            "WindowAggregate {} on {}: {}",
+            "WindowAggregate {} on {}{}: {}",
             self.kind.describe(),
             strip_index(&self.time.to_string()),
+            if self.processing_time {
+                " (processing time)"
+            } else {
+                ""
+            },
             describe_grouping(&self.keys, &self.aggregates)
         )
     }

@@ -20,15 +20,19 @@ use sluice_core::options::Options;
 use sluice_core::table::{TableColumn, TableDef};
 use sluice_core::{Result, SluiceError};
 
-use crate::attributes::{time_columns, window_columns, WindowColumns};
+use datafusion::common::tree_node::TreeNode;
+
+use crate::attributes::{is_processing_time, time_columns, window_columns, WindowColumns};
 use crate::functions::register_flink_functions;
+use crate::functions::PROCTIME_FUNCTION;
 use crate::join_bounds::JoinSides;
 use crate::plan::{
-    updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, NodeId, PlanNode,
-    WindowAggregate, WindowKind, WindowOutput,
+    updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, LookupJoin, NodeId,
+    PlanNode, WindowAggregate, WindowKind, WindowOutput,
 };
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
+use crate::temporal::TemporalTable;
 mod top_n;
 
 use crate::window_tvf::{
@@ -68,7 +72,9 @@ pub async fn plan_script(
         relations,
     };
     let mut queries = Vec::new();
+    let mut temporal_tables = Vec::new();
     for statement in statements {
+        temporal_tables.extend(statement.temporal_tables.iter().cloned());
         let at = |e: SluiceError| locate(e, statement.location.line);
         match statement.kind {
             StatementKind::Set { .. } => {}
@@ -95,6 +101,8 @@ pub async fn plan_script(
         nodes: Vec::new(),
         replaced: HashMap::new(),
         rank_output: None,
+        temporal_tables,
+        processing_time_lookups: Default::default(),
     };
     let mut sinks = Vec::new();
     for (select_index, (line, query)) in queries.into_iter().enumerate() {
@@ -323,6 +331,11 @@ struct Translator<'a> {
     replaced: HashMap<usize, NodeId>,
     /// Whether the projection above the Top-N being planned reads its row number.
     rank_output: Option<bool>,
+    /// Tables the script reads `FOR SYSTEM_TIME AS OF` a time attribute.
+    temporal_tables: Vec<TemporalTable>,
+    /// Per temporal table alias: whether its time attribute is a
+    /// processing-time one (found before the optimizer prunes the column).
+    processing_time_lookups: std::cell::RefCell<HashMap<String, bool>>,
 }
 
 impl Translator<'_> {
@@ -399,6 +412,7 @@ impl Translator<'_> {
             .analyzer()
             .execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})
             .map_err(df_error)?;
+        self.note_temporal_time_attributes(&analyzed);
         let rewritten = rewrite_window_aggregates(analyzed).map_err(df_error)?;
         self.state
             .optimizer()
@@ -527,6 +541,7 @@ impl Translator<'_> {
                 time,
                 kind: WindowKind::Cascaded { size, slide },
                 offset: windows.offset,
+                processing_time: false,
                 keys,
                 aggregates,
                 outputs,
@@ -560,6 +575,7 @@ impl Translator<'_> {
         }
         let left = self.translate(&join.left)?;
         let right = self.translate(&join.right)?;
+        let lookup = self.lookup_join(join, kind, right)?;
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
         for (l, r) in &join.on {
@@ -603,11 +619,80 @@ impl Translator<'_> {
                 nullable_schema(join.right.schema().inner()),
             ],
             filter,
-            expiry,
-            lookup: None,
+            expiry: if lookup.is_some() {
+                [None, None]
+            } else {
+                expiry
+            },
+            lookup,
             schema: nullable_schema(join.schema.inner()),
             condition: condition.join(" AND "),
         }))))
+    }
+
+    /// Records, for each join against a temporal table reference, whether the
+    /// `AS OF` column is a processing-time attribute.
+    fn note_temporal_time_attributes(&self, plan: &LogicalPlan) {
+        let _ = plan.apply(|node| {
+            if let LogicalPlan::Join(join) = node {
+                if let Some((alias, table)) = scan_alias(&join.right, None) {
+                    if let Some(temporal) = self
+                        .temporal_tables
+                        .iter()
+                        .find(|t| t.table == table && t.alias == alias)
+                    {
+                        let column = datafusion::common::Column::from_qualified_name_ignore_case(
+                            &temporal.time,
+                        );
+                        let processing_time = logical_is_proctime(&join.left, &column);
+                        self.processing_time_lookups
+                            .borrow_mut()
+                            .insert(alias, processing_time);
+                    }
+                }
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+    }
+
+    /// A join whose right side is a table read `FOR SYSTEM_TIME AS OF` the
+    /// left side's processing-time attribute is a lookup join.
+    fn lookup_join(
+        &self,
+        join: &datafusion::logical_expr::Join,
+        kind: JoinKind,
+        right: NodeId,
+    ) -> Result<Option<LookupJoin>> {
+        let Some((alias, table)) = scan_alias(&join.right, None) else {
+            return Ok(None);
+        };
+        let Some(temporal) = self
+            .temporal_tables
+            .iter()
+            .find(|t| t.table == table && t.alias == alias)
+        else {
+            return Ok(None);
+        };
+        let processing_time = self
+            .processing_time_lookups
+            .borrow()
+            .get(&temporal.alias)
+            .copied()
+            .unwrap_or(false);
+        if !processing_time {
+            return Err(SluiceError::Unsupported(format!(
+                "FOR SYSTEM_TIME AS OF {}, which is not a processing-time attribute (an event-time temporal join against a versioned table); a PROCTIME() column makes it a lookup join",
+                temporal.time
+            )));
+        }
+        if !matches!(kind, JoinKind::Inner | JoinKind::Left) {
+            return Err(SluiceError::Sql(format!(
+                "a lookup join (FOR SYSTEM_TIME AS OF) is INNER or LEFT, not {kind:?}"
+            )));
+        }
+        Ok(Some(LookupJoin {
+            wait_for_table: is_bounded(&self.nodes, right),
+        }))
     }
 
     fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
@@ -692,6 +777,14 @@ impl Translator<'_> {
         }
         let aggregates = self.aggregate_calls(&node.aggr_expr, &visible)?;
         outputs.extend((0..aggregates.len()).map(WindowOutput::Aggregate));
+        let processing_time = time
+            .downcast_ref::<ColumnExpr>()
+            .is_some_and(|column| is_processing_time(&self.nodes, input, column.index()));
+        if processing_time && matches!(node.kind, WindowKind::Session { .. }) {
+            return Err(SluiceError::Unsupported(
+                "SESSION windows on a processing-time attribute".into(),
+            ));
+        }
         Ok(
             self.push(PlanNode::WindowAggregate(Arc::new(WindowAggregate {
                 input,
@@ -699,6 +792,7 @@ impl Translator<'_> {
                 time,
                 kind: node.kind,
                 offset: node.offset,
+                processing_time,
                 keys,
                 aggregates,
                 outputs,
@@ -962,6 +1056,65 @@ impl Translator<'_> {
             });
         }
         Ok(node)
+    }
+}
+
+/// The alias and table name of a plan that reads one table (through
+/// projections, filters and an alias).
+fn scan_alias(plan: &LogicalPlan, alias: Option<String>) -> Option<(String, String)> {
+    match plan {
+        LogicalPlan::SubqueryAlias(sub) => scan_alias(
+            &sub.input,
+            alias.or_else(|| Some(sub.alias.table().to_string())),
+        ),
+        LogicalPlan::Projection(projection) => scan_alias(&projection.input, alias),
+        LogicalPlan::Filter(filter) => scan_alias(&filter.input, alias),
+        LogicalPlan::TableScan(scan) => {
+            let table = scan.table_name.table().to_string();
+            Some((alias.unwrap_or_else(|| table.clone()), table))
+        }
+        _ => None,
+    }
+}
+
+/// Whether `column` of `plan` is the value of `PROCTIME()` passed on unchanged.
+fn logical_is_proctime(plan: &LogicalPlan, column: &datafusion::common::Column) -> bool {
+    use datafusion::logical_expr::Expr;
+    let Ok(index) = plan.schema().index_of_column(column) else {
+        return false;
+    };
+    match plan {
+        LogicalPlan::Projection(projection) => match projection.expr[index].clone().unalias() {
+            Expr::ScalarFunction(call) => call.name() == PROCTIME_FUNCTION,
+            Expr::Column(inner) => logical_is_proctime(&projection.input, &inner),
+            _ => false,
+        },
+        LogicalPlan::TableScan(_) => false,
+        other => other.inputs().into_iter().any(|input| {
+            let (qualifier, field) = plan.schema().qualified_field(index);
+            let _ = qualifier;
+            input
+                .schema()
+                .qualified_field_with_unqualified_name(field.name())
+                .ok()
+                .is_some_and(|(q, f)| {
+                    logical_is_proctime(
+                        input,
+                        &datafusion::common::Column::new(q.cloned(), f.name()),
+                    )
+                })
+        }),
+    }
+}
+
+/// Whether every source under `node` is bounded.
+fn is_bounded(nodes: &[PlanNode], node: NodeId) -> bool {
+    match &nodes[node] {
+        PlanNode::Source { connector, .. } => connector.is_bounded(),
+        other => other
+            .inputs()
+            .into_iter()
+            .all(|input| is_bounded(nodes, input)),
     }
 }
 

@@ -24,6 +24,8 @@ pub struct ScriptStatement {
     pub location: Location,
     /// What it says.
     pub kind: StatementKind,
+    /// Tables it reads `FOR SYSTEM_TIME AS OF` a time attribute.
+    pub temporal_tables: Vec<crate::temporal::TemporalTable>,
 }
 
 /// The statements Sluice understands.
@@ -53,6 +55,8 @@ pub fn parse_script(script: &str) -> Result<Vec<ScriptStatement>> {
         .collect();
     let tokens = crate::window_tvf::rewrite_window_tvfs(tokens)
         .map_err(|e| sql_error(&ParserError::ParserError(e)))?;
+    let (tokens, mut temporal_tables) = crate::temporal::take_temporal_clauses(tokens)
+        .map_err(|e| sql_error(&ParserError::ParserError(e)))?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = Vec::new();
     loop {
@@ -65,7 +69,16 @@ pub fn parse_script(script: &str) -> Result<Vec<ScriptStatement>> {
             continue;
         }
         let kind = parse_statement(&mut parser).map_err(|e| sql_error(&e))?;
-        statements.push(ScriptStatement { location, kind });
+        let end = parser.peek_token().span.start;
+        let (inside, rest): (Vec<_>, Vec<_>) = temporal_tables
+            .into_iter()
+            .partition(|t| t.location >= location && t.location < end);
+        temporal_tables = rest;
+        statements.push(ScriptStatement {
+            location,
+            kind,
+            temporal_tables: inside,
+        });
         let next = parser.peek_token();
         if next.token != Token::SemiColon
             && next.token != Token::EOF
