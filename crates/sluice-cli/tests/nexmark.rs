@@ -839,3 +839,61 @@ fn q18_q19_top_n_match_a_direct_computation() {
         sorted(q19)
     );
 }
+
+/// q13: a lookup join of every bid against a bounded CSV table, on
+/// `MOD(auction, 10000) = key`.
+#[test]
+fn q13_lookup_join_matches_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let side: BTreeMap<i64, String> = (0..10_000)
+        .step_by(3)
+        .map(|key| (key, format!("value {key}")))
+        .collect();
+    let csv: String = side.iter().map(|(k, v)| format!("{k},{v}\n")).collect();
+    ws.write("side_input.csv", &csv);
+    let expected: Vec<String> = bids(&events)
+        .filter_map(|bid| {
+            let value = side.get(&(bid["auction"].as_i64().expect("auction") % 10_000))?;
+            Some(format!(
+                r#"{{"auction":{},"bidder":{},"price":{},"dateTime":{},"value":"{value}"}}"#,
+                bid["auction"],
+                bid["bidder"],
+                bid["price"],
+                text(&bid["dateTime"])
+            ))
+        })
+        .collect();
+    assert!(expected.len() > 100);
+    assert_eq!(run_query(&ws, "q13", "1"), sorted(expected.clone()));
+    assert_eq!(run_query(&ws, "q13", "2"), sorted(expected));
+}
+
+/// q12: processing-time windows; which window a bid lands in depends on the
+/// clock, but every bid is counted once for its bidder.
+#[test]
+fn q12_processing_time_windows_count_every_bid() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
+    for bid in bids(&events) {
+        *expected
+            .entry(bid["bidder"].as_i64().expect("bidder"))
+            .or_default() += 1;
+    }
+    for p in ["1", "2"] {
+        let mut counted: BTreeMap<i64, i64> = BTreeMap::new();
+        for row in run_query(&ws, "q12", p) {
+            let row: Value = serde_json::from_str(&row).expect("row");
+            let start = millis(row["starttime"].as_str().expect("start"));
+            let end = millis(row["endtime"].as_str().expect("end"));
+            assert_eq!(end - start, 10_000, "{row}");
+            *counted
+                .entry(row["bidder"].as_i64().expect("bidder"))
+                .or_default() += row["bid_count"].as_i64().expect("count");
+        }
+        assert_eq!(counted, expected);
+    }
+}

@@ -162,7 +162,8 @@ pub fn nexmark_file_source(path: &str) -> String {
     .replace("${INPUT}", path)
 }
 
-/// A Nexmark query from benchmarks/nexmark/queries with its sink filled in.
+/// A Nexmark query from benchmarks/nexmark/queries with its sink filled in
+/// (q13's side input is `$DIR/side_input.csv`).
 pub fn nexmark_query(name: &str, sink_options: &str) -> String {
     std::fs::read_to_string(format!(
         "{}/../../benchmarks/nexmark/queries/{name}.sql",
@@ -170,4 +171,5 @@ pub fn nexmark_query(name: &str, sink_options: &str) -> String {
     ))
     .expect("nexmark query")
     .replace("${SINK}", sink_options)
+    .replace("${SIDE_INPUT}", "$DIR/side_input.csv")
 }
