@@ -266,3 +266,56 @@ fn late_rows_go_to_the_dead_letter_file_when_asked() {
         "{dead}"
     );
 }
+
+/// Event-time OVER aggregates: rows are taken in time order once the
+/// watermark passes them (the out-of-order `a` row at 7 s sorts before 9.999 s),
+/// the late row is dropped, and ROWS / RANGE frames are worked out by hand.
+#[test]
+fn over_aggregates_follow_event_time_order() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "k STRING, v BIGINT, s BIGINT",
+        "SELECT k, v, SUM(v) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) FROM t",
+        &[],
+    );
+    let expected = [
+        ("a", 1, 1),
+        ("a", 3, 8),
+        ("a", 4, 7),
+        ("a", 5, 6),
+        ("b", 2, 2),
+        ("b", 6, 8),
+        ("b", 8, 14),
+    ];
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|(k, v, s)| format!(r#"{{"k":"{k}","v":{v},"s":{s}}}"#))
+        .collect();
+    assert_eq!(rows, expected);
+
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "k STRING, v BIGINT, s BIGINT, n BIGINT",
+        "SELECT k, v, SUM(v) OVER w, COUNT(*) OVER w FROM t
+         WINDOW w AS (PARTITION BY k ORDER BY ts RANGE BETWEEN INTERVAL '5' SECOND PRECEDING AND CURRENT ROW)",
+        &[],
+    );
+    let expected = [
+        ("a", 1, 1, 1),
+        ("a", 3, 8, 2),
+        ("a", 4, 12, 3),
+        ("a", 5, 5, 1),
+        ("b", 2, 2, 1),
+        ("b", 6, 6, 1),
+        ("b", 8, 14, 2),
+    ];
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|(k, v, s, n)| format!(r#"{{"k":"{k}","v":{v},"s":{s},"n":{n}}}"#))
+        .collect();
+    assert_eq!(rows, expected);
+}

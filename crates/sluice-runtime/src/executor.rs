@@ -31,6 +31,7 @@ use crate::group::GroupAggregateOperator;
 use crate::join::JoinOperator;
 use crate::late::LateRecords;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
+use crate::over::OverAggregateOperator;
 use crate::session::SessionAggregateOperator;
 use crate::topn::TopNOperator;
 use crate::watermark::WatermarkAssigner;
@@ -324,6 +325,17 @@ impl<'a> TaskBuilder<'a> {
                 let late = self.late_records.clone();
                 self.keyed(top.input, top.partition_keys.clone(), || {
                     Ok(Box::new(TopNOperator::new(top.clone(), ttl, late.clone())?))
+                })
+            }
+            PlanNode::OverAggregate(over) => {
+                let ttl = self.plan.settings.state_ttl;
+                let late = self.late_records.clone();
+                self.keyed(over.input, over.partition_keys.clone(), || {
+                    Ok(Box::new(OverAggregateOperator::new(
+                        over.clone(),
+                        ttl,
+                        late.clone(),
+                    )?))
                 })
             }
             PlanNode::Join(join) => {

@@ -196,7 +196,7 @@ impl JoinOperator {
         let pads_this = self.spec.pads_immediately(side);
         let pads_other = self.spec.pads_immediately(other);
         let mut candidate = 0;
-        for row in 0..rows {
+        for (row, &row_has_key) in has_key.iter().enumerate() {
             let kind = batch.kind(row);
             let adds = kind.is_addition();
             let key = key_rows.row(row).data();
@@ -233,7 +233,7 @@ impl JoinOperator {
                 }
             }
             // A row without a key can never match, so an outer side emits it at once.
-            let unmatchable = !has_key[row] && self.spec.kind.keeps_unmatched(side);
+            let unmatchable = !row_has_key && self.spec.kind.keeps_unmatched(side);
             if matched == 0 && (pads_this || unmatchable) {
                 let (l, r) = pair(Part::Batch(row as u32), Part::Null);
                 assembly.push(
@@ -246,7 +246,7 @@ impl JoinOperator {
                     },
                 );
             }
-            if !stores || !has_key[row] {
+            if !stores || !row_has_key {
                 continue;
             }
             let bytes = whole_rows.row(row).data();
@@ -355,15 +355,18 @@ impl JoinOperator {
     fn assemble(&self, assembly: &Assembly, sources: &[Vec<ArrayRef>; 2]) -> Result<RecordBatch> {
         let rows = assembly.kinds.len();
         let mut columns = Vec::with_capacity(self.spec.schema.fields().len());
-        for side in 0..2 {
-            let indices =
-                UInt32Array::from_iter(assembly.parts[side].iter().map(|part| match part {
-                    Part::Batch(i) | Part::Stored(i) => Some(*i),
-                    Part::Null => None,
-                }));
-            let schema = &self.spec.input_schemas[side];
+        for ((parts, source), schema) in assembly
+            .parts
+            .iter()
+            .zip(sources)
+            .zip(&self.spec.input_schemas)
+        {
+            let indices = UInt32Array::from_iter(parts.iter().map(|part| match part {
+                Part::Batch(i) | Part::Stored(i) => Some(*i),
+                Part::Null => None,
+            }));
             for (index, field) in schema.fields().iter().enumerate() {
-                columns.push(match sources[side].get(index) {
+                columns.push(match source.get(index) {
                     Some(source) if indices.null_count() < rows => {
                         take(source.as_ref(), &indices, None)?
                     }

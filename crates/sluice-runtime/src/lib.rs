@@ -10,6 +10,7 @@ pub mod group;
 pub mod join;
 pub mod late;
 pub mod operators;
+pub mod over;
 pub mod session;
 pub mod state;
 pub mod topn;

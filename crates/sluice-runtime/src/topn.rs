@@ -104,8 +104,8 @@ impl TopNOperator {
             ));
             // Rows behind it move down one place; the one at N drops out.
             let last = rows.len().min(limit + 1);
-            for moved in position + 1..last {
-                let row = &rows[moved].row;
+            for (moved, ranked) in rows.iter().enumerate().take(last).skip(position + 1) {
+                let row = &ranked.row;
                 if moved == limit {
                     out.push((row.clone(), limit as u64, RowKind::Delete));
                 } else if with_rank {
@@ -134,8 +134,8 @@ impl TopNOperator {
             out.push((removed.row, position as u64 + 1, RowKind::Delete));
             // Rows behind it move up one place; the next one enters at N.
             let last = rows.len().min(limit);
-            for moved in position..last {
-                let row = &rows[moved].row;
+            for (moved, ranked) in rows.iter().enumerate().take(last).skip(position) {
+                let row = &ranked.row;
                 if moved + 1 == limit {
                     out.push((row.clone(), limit as u64, RowKind::Insert));
                 } else if with_rank {

@@ -59,7 +59,12 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
             .collect(),
         // A window Top-N emits each window's rows when it closes.
         PlanNode::TopN(top) if top.window_end.is_some() => time_columns(nodes, top.input),
+        // Event-time OVER rows are emitted once the watermark passes them.
+        PlanNode::OverAggregate(over) if over.event_time.is_some() => {
+            time_columns(nodes, over.input)
+        }
         PlanNode::Source { .. }
+        | PlanNode::OverAggregate(_)
         | PlanNode::TopN(_)
         | PlanNode::GroupAggregate(_)
         | PlanNode::Join(_)

@@ -62,6 +62,8 @@ pub enum PlanNode {
     /// `ROW_NUMBER() OVER (PARTITION BY ... ORDER BY ...)` filtered to the first
     /// N rows: Top-N and deduplication.
     TopN(Arc<TopN>),
+    /// `agg(...) OVER (PARTITION BY ... ORDER BY ... ROWS|RANGE ... PRECEDING)`.
+    OverAggregate(Arc<OverAggregate>),
     /// Concatenates the streams of its inputs (`UNION ALL`).
     Union {
         /// Input nodes, all with the same column types.
@@ -92,6 +94,7 @@ impl PlanNode {
             PlanNode::WindowAggregate(window) => vec![window.input],
             PlanNode::GroupAggregate(group) => vec![group.input],
             PlanNode::TopN(top) => vec![top.input],
+            PlanNode::OverAggregate(over) => vec![over.input],
             PlanNode::Join(join) => vec![join.left, join.right],
             PlanNode::Union { inputs, .. } => inputs.clone(),
         }
@@ -131,6 +134,7 @@ impl PlanNode {
             PlanNode::WindowAggregate(window) => window.describe(),
             PlanNode::GroupAggregate(group) => group.describe(),
             PlanNode::TopN(top) => top.describe(),
+            PlanNode::OverAggregate(over) => over.describe(),
             PlanNode::Join(join) => join.describe(),
             PlanNode::Union { inputs, .. } => format!("Union all ({} inputs)", inputs.len()),
             PlanNode::Sink {
@@ -416,6 +420,72 @@ impl TopN {
     }
 }
 
+/// Which earlier rows an OVER aggregate's frame covers (it ends at the
+/// current row). `UNBOUNDED PRECEDING` is the largest value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OverFrame {
+    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW`.
+    Rows(u64),
+    /// `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW` (ms; peers included).
+    Range(i64),
+}
+
+impl OverFrame {
+    /// Whether the frame reaches back to the partition's first row.
+    pub fn is_unbounded(self) -> bool {
+        matches!(self, OverFrame::Rows(u64::MAX) | OverFrame::Range(i64::MAX))
+    }
+}
+
+/// OVER aggregations: each row gets the aggregates of its frame within its
+/// partition, in `ORDER BY` order. Over an append-only input ordered by an
+/// event-time attribute, rows are emitted in time order once the watermark
+/// passes them (append-only, as in Flink); otherwise (e.g. an updating input)
+/// the results are kept up to date as rows come and go.
+#[derive(Debug)]
+pub struct OverAggregate {
+    /// Input node.
+    pub input: NodeId,
+    /// Schema of the input's batches.
+    pub input_schema: SchemaRef,
+    /// `PARTITION BY` expressions.
+    pub partition_keys: Vec<Arc<dyn PhysicalExpr>>,
+    /// The `ORDER BY` expression and direction.
+    pub order: (Arc<dyn PhysicalExpr>, arrow::compute::SortOptions),
+    /// The frame.
+    pub frame: OverFrame,
+    /// The aggregate calls, one output column each.
+    pub aggregates: Vec<AggregateCall>,
+    /// Event-time mode: the input is append-only and ordered by this
+    /// event-time column (index), so rows wait for the watermark.
+    pub event_time: Option<usize>,
+    /// Output schema: the input's columns, then one per aggregate.
+    pub schema: SchemaRef,
+}
+
+impl OverAggregate {
+    fn describe(&self) -> String {
+        let keys: Vec<String> = self
+            .partition_keys
+            .iter()
+            .map(|k| strip_index(&k.to_string()).to_string())
+            .collect();
+        let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.function.name()).collect();
+        format!(
+            "OverAggregate{} [{}] per [{}] by {} {:?}",
+            if self.event_time.is_some() {
+                ""
+            } else {
+                " (updating)"
+            },
+            aggregates.join(", "),
+            keys.join(", "),
+            strip_index(&self.order.0.to_string()),
+            self.frame
+        )
+    }
+}
+
 /// Which rows of a join are kept when they have no partner.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinKind {
@@ -528,6 +598,7 @@ pub fn updating_operator(nodes: &[PlanNode], node: NodeId) -> Option<NodeId> {
         PlanNode::GroupAggregate(_) => Some(node),
         PlanNode::Join(join) if join.emits_updates() => Some(node),
         PlanNode::TopN(top) if top.window_end.is_none() => Some(node),
+        PlanNode::OverAggregate(over) if over.event_time.is_none() => Some(node),
         other => other
             .inputs()
             .into_iter()

@@ -33,6 +33,7 @@ use crate::plan::{
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
 use crate::temporal::TemporalTable;
+mod over;
 mod top_n;
 
 use crate::window_tvf::{
@@ -889,6 +890,7 @@ impl Translator<'_> {
             LogicalPlan::TableScan(scan) => self.translate_scan(scan),
             LogicalPlan::Join(join) => self.translate_join(join),
             LogicalPlan::Aggregate(aggregate) => self.translate_group_aggregate(aggregate),
+            LogicalPlan::Window(window) => self.translate_over(window),
             LogicalPlan::Extension(extension) => {
                 if let Some(window) = extension
                     .node
