@@ -319,3 +319,81 @@ fn over_aggregates_follow_event_time_order() {
         .collect();
     assert_eq!(rows, expected);
 }
+
+const TUMBLE_10S: &str = "TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))";
+
+fn at(seconds: u32) -> String {
+    format!("2020-01-01 00:00:{seconds:02}.000")
+}
+
+/// Window Top-N over a window TVF: the two largest values per window,
+/// emitted once per window; the late row is dropped.
+#[test]
+fn window_top_n_ranks_each_window_once() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "k STRING, v BIGINT, window_start TIMESTAMP(3), window_end TIMESTAMP(3), rn BIGINT",
+        &format!(
+            "SELECT k, v, window_start, window_end, rn FROM (
+               SELECT *, ROW_NUMBER() OVER (PARTITION BY window_start, window_end ORDER BY v DESC) AS rn
+               FROM {TUMBLE_10S})
+             WHERE rn <= 2"
+        ),
+        &[],
+    );
+    let expected = [
+        ("a", 3, 0, 2),
+        ("a", 4, 10, 1),
+        ("a", 5, 0, 1),
+        ("b", 6, 20, 2),
+        ("b", 8, 20, 1),
+    ];
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|(k, v, start, rn)| {
+            format!(
+                r#"{{"k":"{k}","v":{v},"window_start":"{}","window_end":"{}","rn":{rn}}}"#,
+                at(*start),
+                at(start + 10)
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected);
+}
+
+/// Window join: rows of the same key in the same window, from two window
+/// TVFs; state is freed when the window closes, and the result is append-only.
+#[test]
+fn window_join_pairs_rows_of_the_same_window() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let rows = run_window_query(
+        &ws,
+        "k STRING, smaller BIGINT, larger BIGINT, window_start TIMESTAMP(3)",
+        &format!(
+            "SELECT l.k, l.v, r.v, l.window_start
+             FROM (SELECT * FROM {TUMBLE_10S}) l
+             JOIN (SELECT * FROM {TUMBLE_10S}) r
+             ON l.window_start = r.window_start AND l.window_end = r.window_end AND l.k = r.k AND l.v < r.v"
+        ),
+        &[],
+    );
+    let expected = [
+        ("a", 1, 3, 0),
+        ("a", 1, 5, 0),
+        ("a", 3, 5, 0),
+        ("b", 6, 8, 20),
+    ];
+    let expected: Vec<String> = expected
+        .iter()
+        .map(|(k, small, large, start)| {
+            format!(
+                r#"{{"k":"{k}","smaller":{small},"larger":{large},"window_start":"{}"}}"#,
+                at(*start)
+            )
+        })
+        .collect();
+    assert_eq!(rows, expected);
+}

@@ -26,6 +26,7 @@ use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::assign::WindowAssignOperator;
 use crate::batching::Coalescer;
 use crate::group::GroupAggregateOperator;
 use crate::join::JoinOperator;
@@ -296,6 +297,9 @@ impl<'a> TaskBuilder<'a> {
                     })
                     .collect())
             }
+            PlanNode::WindowAssign(assign) => self.extend(assign.input, |_| {
+                Ok(Box::new(WindowAssignOperator::new(assign.clone())) as Box<dyn Operator>)
+            }),
             PlanNode::WindowAggregate(window) => {
                 let late = self.late_records.clone();
                 self.keyed(window.input, window.keys.clone(), || {
@@ -371,6 +375,7 @@ impl<'a> TaskBuilder<'a> {
                             chain: vec![Box::new(JoinOperator::new(
                                 join.clone(),
                                 self.plan.settings.state_ttl,
+                                self.late_records.clone(),
                             )?) as Box<dyn Operator>],
                             source_rows: None,
                         })

@@ -23,6 +23,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::Join;
 
+use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::state::KeyedState;
 use crate::watermark::epoch_millis;
@@ -75,11 +76,18 @@ pub struct JoinOperator {
     table_loaded: bool,
     /// Lookup joins: probe batches waiting for the table to load.
     waiting: Vec<ChangeBatch>,
+    /// Where rows that arrive after their expiry go.
+    late: LateRecords,
 }
 
 impl JoinOperator {
-    /// An operator for `spec`; keys idle for `ttl` are forgotten.
-    pub fn new(spec: Arc<Join>, ttl: Option<std::time::Duration>) -> Result<Self> {
+    /// An operator for `spec`; keys idle for `ttl` are forgotten; rows that
+    /// arrive after the watermark passed their expiry are late (dropped).
+    pub fn new(
+        spec: Arc<Join>,
+        ttl: Option<std::time::Duration>,
+        late: LateRecords,
+    ) -> Result<Self> {
         let key_fields = spec
             .left_keys
             .iter()
@@ -109,6 +117,7 @@ impl JoinOperator {
             watermark: i64::MIN,
             table_loaded: spec.lookup.is_none_or(|lookup| !lookup.wait_for_table),
             waiting: Vec::new(),
+            late,
             spec,
         })
     }
@@ -142,6 +151,7 @@ impl JoinOperator {
         for state in &mut self.sides {
             state.expire_idle(now);
         }
+        let batch = self.drop_late(side, batch)?;
         let data = &batch.data;
         let rows = data.num_rows();
         if rows == 0 {
@@ -280,6 +290,34 @@ impl JoinOperator {
         let output = self.assemble(&assembly, &sources)?;
         out.push(Message::Data(with_kinds(output, assembly.kinds)));
         Ok(())
+    }
+
+    /// Drops rows whose expiry the watermark already passed: partners they
+    /// should have met may be gone (as Flink's interval and window joins do).
+    fn drop_late(&self, side: usize, batch: ChangeBatch) -> Result<ChangeBatch> {
+        let Some(expiry) = &self.spec.expiry[side] else {
+            return Ok(batch);
+        };
+        let rows = batch.num_rows();
+        let values = expiry
+            .evaluate(&batch.data)
+            .and_then(|v| v.into_array(rows))
+            .map_err(df)?;
+        let expiries = epoch_millis(values.as_ref())?;
+        let late: Vec<u32> = (0..rows as u32)
+            .filter(|&row| {
+                expiries.is_valid(row as usize) && expiries.value(row as usize) < self.watermark
+            })
+            .collect();
+        if late.is_empty() {
+            return Ok(batch);
+        }
+        self.late
+            .reject("join", &batch.data, &late, &expiries, self.watermark)?;
+        let keep: Vec<u32> = (0..rows as u32)
+            .filter(|row| late.binary_search(row).is_err())
+            .collect();
+        batch.take(&UInt32Array::from(keep))
     }
 
     /// Whether each candidate pair passes the join's extra condition.

@@ -4,6 +4,7 @@
 //! runtime.
 
 mod aggregate;
+pub mod assign;
 pub mod batching;
 pub mod executor;
 pub mod group;

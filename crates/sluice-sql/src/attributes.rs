@@ -59,6 +59,13 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
             .collect(),
         // A window Top-N emits each window's rows when it closes.
         PlanNode::TopN(top) if top.window_end.is_some() => time_columns(nodes, top.input),
+        // Window ends of non-late rows lie after their event time.
+        PlanNode::WindowAssign(assign) => {
+            let width = assign.schema.fields().len();
+            let mut columns = time_columns(nodes, assign.input);
+            columns.extend([width - 2, width - 1]);
+            columns
+        }
         // Event-time OVER rows are emitted once the watermark passes them.
         PlanNode::OverAggregate(over) if over.event_time.is_some() => {
             time_columns(nodes, over.input)
@@ -83,6 +90,15 @@ pub fn window_columns(nodes: &[PlanNode], node: NodeId) -> Option<WindowColumns>
                 end: position(WindowOutput::WindowEnd)?,
                 kind: window.kind,
                 offset: window.offset,
+            })
+        }
+        PlanNode::WindowAssign(assign) => {
+            let width = assign.schema.fields().len();
+            Some(WindowColumns {
+                start: width - 3,
+                end: width - 2,
+                kind: assign.kind,
+                offset: assign.offset,
             })
         }
         PlanNode::Filter { input, .. } => window_columns(nodes, *input),

@@ -51,6 +51,9 @@ pub enum PlanNode {
         /// The clause as written, for `--explain`.
         text: String,
     },
+    /// A window TVF whose rows are not aggregated: each row once per window it
+    /// falls in, with `window_start`, `window_end`, `window_time` appended.
+    WindowAssign(Arc<WindowAssign>),
     /// Aggregates rows per key and event-time window (window TVF + GROUP BY
     /// window_start, window_end, ...), emitting each window when the watermark
     /// passes its end.
@@ -92,6 +95,7 @@ impl PlanNode {
             | PlanNode::Sink { input, .. }
             | PlanNode::Watermark { input, .. } => vec![*input],
             PlanNode::WindowAggregate(window) => vec![window.input],
+            PlanNode::WindowAssign(assign) => vec![assign.input],
             PlanNode::GroupAggregate(group) => vec![group.input],
             PlanNode::TopN(top) => vec![top.input],
             PlanNode::OverAggregate(over) => vec![over.input],
@@ -132,6 +136,11 @@ impl PlanNode {
             PlanNode::Filter { predicate, .. } => format!("Filter: {predicate}"),
             PlanNode::Watermark { text, .. } => format!("Watermark: {text}"),
             PlanNode::WindowAggregate(window) => window.describe(),
+            PlanNode::WindowAssign(assign) => format!(
+                "WindowTVF {} on {}",
+                assign.kind.describe(),
+                strip_index(&assign.time.to_string())
+            ),
             PlanNode::GroupAggregate(group) => group.describe(),
             PlanNode::TopN(top) => top.describe(),
             PlanNode::OverAggregate(over) => over.describe(),
@@ -248,6 +257,21 @@ fn gcd(a: i64, b: i64) -> i64 {
     } else {
         gcd(b, a % b)
     }
+}
+
+/// Window assignment without aggregation (a plain window TVF).
+#[derive(Debug)]
+pub struct WindowAssign {
+    /// Input node.
+    pub input: NodeId,
+    /// The DESCRIPTOR column over the input.
+    pub time: Arc<dyn PhysicalExpr>,
+    /// Window kind and sizes (not SESSION).
+    pub kind: WindowKind,
+    /// Alignment offset (ms).
+    pub offset: i64,
+    /// Output schema: the input's columns, then the three window columns.
+    pub schema: SchemaRef,
 }
 
 /// One output column of a window aggregate, in the query's order.

@@ -28,7 +28,7 @@ use crate::functions::PROCTIME_FUNCTION;
 use crate::join_bounds::JoinSides;
 use crate::plan::{
     updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, LookupJoin, NodeId,
-    PlanNode, WindowAggregate, WindowKind, WindowOutput,
+    PlanNode, WindowAggregate, WindowAssign, WindowKind, WindowOutput,
 };
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
@@ -802,6 +802,48 @@ impl Translator<'_> {
         )
     }
 
+    /// A window TVF whose rows are used directly (window Top-N, window join,
+    /// window deduplication, or just the window columns).
+    fn translate_window_tvf(&mut self, tvf: &WindowTvfNode) -> Result<NodeId> {
+        if matches!(tvf.kind, WindowKind::Session { .. }) {
+            return Err(SluiceError::Unsupported(
+                "a SESSION window TVF that is not aggregated with GROUP BY window_start, window_end"
+                    .into(),
+            ));
+        }
+        let input = self.translate(&tvf.input)?;
+        if let Some(updating) = self.updating_node(input) {
+            return Err(SluiceError::Unsupported(format!(
+                "a window TVF over an updating input (produced by {updating})"
+            )));
+        }
+        let (qualifier, _) = tvf
+            .input
+            .schema()
+            .qualified_field_with_unqualified_name(&tvf.time_column)
+            .map_err(df_error)?;
+        let column = datafusion::common::Column::new(qualifier.cloned(), tvf.time_column.clone());
+        let time = self.physical_expr(
+            &datafusion::logical_expr::Expr::Column(column),
+            tvf.input.schema(),
+        )?;
+        if time
+            .downcast_ref::<ColumnExpr>()
+            .is_some_and(|c| is_processing_time(&self.nodes, input, c.index()))
+        {
+            return Err(SluiceError::Unsupported(
+                "a window TVF on a processing-time attribute that is not aggregated".into(),
+            ));
+        }
+        Ok(self.push(PlanNode::WindowAssign(Arc::new(WindowAssign {
+            input,
+            time,
+            kind: tvf.kind,
+            offset: tvf.offset,
+            schema: nullable_schema(tvf.schema().inner()),
+        }))))
+    }
+
     /// A sink writes physical columns only: project computed ones away.
     fn drop_computed_columns(
         &mut self,
@@ -899,15 +941,8 @@ impl Translator<'_> {
                 {
                     return self.translate_window_aggregate(window);
                 }
-                if extension
-                    .node
-                    .as_any()
-                    .downcast_ref::<WindowTvfNode>()
-                    .is_some()
-                {
-                    return Err(SluiceError::Unsupported(
-                        "a window TVF that is not aggregated with GROUP BY window_start, window_end (window Top-N, window join and plain window TVF queries come later)".into(),
-                    ));
+                if let Some(tvf) = extension.node.as_any().downcast_ref::<WindowTvfNode>() {
+                    return self.translate_window_tvf(tvf);
                 }
                 Err(SluiceError::Unsupported(format!(
                     "plan node {}",
