@@ -160,3 +160,58 @@ fn interval_left_join_pads_unmatched_rows_when_they_expire() {
         );
     }
 }
+
+/// Event-time temporal join: each order takes the rate valid at its time
+/// (the latest version not after it); orders before a currency's first rate
+/// find none.
+#[test]
+fn temporal_join_picks_the_version_valid_at_the_event_time() {
+    let ws = Workspace::new();
+    ws.write(
+        "rates.json",
+        r#"{"cur":"EUR","rate":1.1,"ts":"2020-01-01 00:00:00.000"}
+{"cur":"USD","rate":1.0,"ts":"2020-01-01 00:00:05.000"}
+{"cur":"EUR","rate":1.2,"ts":"2020-01-01 00:00:10.000"}
+"#,
+    );
+    ws.write(
+        "orders.json",
+        r#"{"id":1,"cur":"EUR","ts":"2020-01-01 00:00:02.000"}
+{"id":3,"cur":"USD","ts":"2020-01-01 00:00:03.000"}
+{"id":4,"cur":"USD","ts":"2020-01-01 00:00:07.000"}
+{"id":5,"cur":"GBP","ts":"2020-01-01 00:00:08.000"}
+{"id":2,"cur":"EUR","ts":"2020-01-01 00:00:12.000"}
+"#,
+    );
+    let tables = "CREATE TABLE orders (id BIGINT, cur STRING, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH ('connector' = 'filesystem', 'path' = '$DIR/orders.json', 'format' = 'json');
+         CREATE TABLE rates (cur STRING, rate DOUBLE, ts TIMESTAMP(3), PRIMARY KEY (cur) NOT ENFORCED,
+             WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+           WITH ('connector' = 'filesystem', 'path' = '$DIR/rates.json', 'format' = 'json');";
+    for (kind, expected) in [
+        ("", vec![(1, "1.1"), (2, "1.2"), (4, "1.0")]),
+        (
+            "LEFT",
+            vec![(1, "1.1"), (2, "1.2"), (3, "null"), (4, "1.0"), (5, "null")],
+        ),
+    ] {
+        for p in ["1", "2"] {
+            let out = format!("out{kind}{p}");
+            let job = format!(
+                "{tables}
+                 CREATE TABLE out (id BIGINT, rate DOUBLE) WITH ('connector' = 'filesystem', 'path' = '$DIR/{out}', 'format' = 'json');
+                 INSERT INTO out SELECT o.id, r.rate FROM orders o {kind} JOIN rates FOR SYSTEM_TIME AS OF o.ts AS r ON o.cur = r.cur;"
+            );
+            ok(&ws.run(&job, &["-p", p]));
+            let expected: Vec<String> = expected
+                .iter()
+                .map(|(id, rate)| format!(r#"{{"id":{id},"rate":{rate}}}"#))
+                .collect();
+            assert_eq!(
+                ws.sink_lines(&out),
+                expected,
+                "{kind} JOIN at parallelism {p}"
+            );
+        }
+    }
+}

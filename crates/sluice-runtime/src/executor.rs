@@ -34,6 +34,7 @@ use crate::late::LateRecords;
 use crate::operators::{df, Filter, Operator, Project, Relabel};
 use crate::over::OverAggregateOperator;
 use crate::session::SessionAggregateOperator;
+use crate::temporal_join::TemporalJoinOperator;
 use crate::topn::TopNOperator;
 use crate::watermark::WatermarkAssigner;
 use crate::window::WindowAggregateOperator;
@@ -372,11 +373,19 @@ impl<'a> TaskBuilder<'a> {
                     .map(|receivers| {
                         Ok(Pending {
                             input: Input::Channels(receivers),
-                            chain: vec![Box::new(JoinOperator::new(
-                                join.clone(),
-                                self.plan.settings.state_ttl,
-                                self.late_records.clone(),
-                            )?) as Box<dyn Operator>],
+                            chain: vec![if join.versioned.is_some() {
+                                Box::new(TemporalJoinOperator::new(
+                                    join.clone(),
+                                    self.plan.settings.state_ttl,
+                                    self.late_records.clone(),
+                                )?) as Box<dyn Operator>
+                            } else {
+                                Box::new(JoinOperator::new(
+                                    join.clone(),
+                                    self.plan.settings.state_ttl,
+                                    self.late_records.clone(),
+                                )?)
+                            }],
                             source_rows: None,
                         })
                     })

@@ -14,6 +14,7 @@ pub mod operators;
 pub mod over;
 pub mod session;
 pub mod state;
+pub mod temporal_join;
 pub mod topn;
 pub mod watermark;
 pub mod window;

@@ -562,6 +562,9 @@ pub struct Join {
     /// Lookup join (`FOR SYSTEM_TIME AS OF` a processing-time attribute): left
     /// rows probe the right table as it is when they arrive and are not kept.
     pub lookup: Option<LookupJoin>,
+    /// Event-time temporal join (`FOR SYSTEM_TIME AS OF` an event-time
+    /// attribute): each left row joins the right row version valid at its time.
+    pub versioned: Option<VersionedJoin>,
     /// Output schema: left columns, then right columns.
     pub schema: SchemaRef,
     /// Human-readable condition, for `--explain`.
@@ -575,6 +578,15 @@ pub struct LookupJoin {
     pub wait_for_table: bool,
 }
 
+/// The time attributes of an event-time temporal join.
+#[derive(Debug, Clone)]
+pub struct VersionedJoin {
+    /// The left row's time (the `AS OF` column), over the left input.
+    pub left_time: Arc<dyn PhysicalExpr>,
+    /// The version's time (the versioned table's event-time attribute), over the right input.
+    pub right_time: Arc<dyn PhysicalExpr>,
+}
+
 impl Join {
     /// Whether unmatched rows of `side` are emitted as soon as they arrive (and
     /// retracted when a partner arrives), rather than when they expire.
@@ -586,18 +598,26 @@ impl Join {
     /// unmatched rows may later find partners; a lookup join's table rows
     /// never look for partners).
     pub fn emits_updates(&self) -> bool {
-        self.lookup.is_none() && (0..2).any(|side| self.pads_immediately(side))
+        self.lookup.is_none()
+            && self.versioned.is_none()
+            && (0..2).any(|side| self.pads_immediately(side))
     }
 
     fn describe(&self) -> String {
-        let kind = match (self.kind, self.lookup.is_some()) {
-            (JoinKind::Inner, false) => "InnerJoin",
-            (JoinKind::Left, false) => "LeftOuterJoin",
-            (JoinKind::Right, _) => "RightOuterJoin",
-            (JoinKind::Full, _) => "FullOuterJoin",
-            (JoinKind::Inner, true) => "LookupJoin",
-            (JoinKind::Left, true) => "LeftOuterLookupJoin",
+        let temporal = if self.lookup.is_some() {
+            "Lookup"
+        } else if self.versioned.is_some() {
+            "Temporal"
+        } else {
+            ""
         };
+        let kind = match self.kind {
+            JoinKind::Inner => "InnerJoin",
+            JoinKind::Left => "LeftOuterJoin",
+            JoinKind::Right => "RightOuterJoin",
+            JoinKind::Full => "FullOuterJoin",
+        };
+        let kind = format!("{temporal}{kind}");
         let mut text = format!("{kind} on {}", self.condition);
         let sides: Vec<&str> = ["left", "right"]
             .iter()

@@ -20,21 +20,22 @@ use sluice_core::options::Options;
 use sluice_core::table::{TableColumn, TableDef};
 use sluice_core::{Result, SluiceError};
 
-use datafusion::common::tree_node::TreeNode;
-
 use crate::attributes::{is_processing_time, time_columns, window_columns, WindowColumns};
 use crate::functions::register_flink_functions;
 use crate::functions::PROCTIME_FUNCTION;
 use crate::join_bounds::JoinSides;
 use crate::plan::{
-    updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, LookupJoin, NodeId,
-    PlanNode, WindowAggregate, WindowAssign, WindowKind, WindowOutput,
+    updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, NodeId, PlanNode,
+    WindowAggregate, WindowAssign, WindowKind, WindowOutput,
 };
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
 use crate::temporal::TemporalTable;
 mod over;
+mod temporal_join;
 mod top_n;
+
+use temporal_join::TemporalJoin;
 
 use crate::window_tvf::{
     rewrite_window_aggregates, Relations, WindowAggregateNode, WindowTableFunction, WindowTvfNode,
@@ -103,7 +104,7 @@ pub async fn plan_script(
         replaced: HashMap::new(),
         rank_output: None,
         temporal_tables,
-        processing_time_lookups: Default::default(),
+        temporal_time: Default::default(),
     };
     let mut sinks = Vec::new();
     for (select_index, (line, query)) in queries.into_iter().enumerate() {
@@ -334,9 +335,9 @@ struct Translator<'a> {
     rank_output: Option<bool>,
     /// Tables the script reads `FOR SYSTEM_TIME AS OF` a time attribute.
     temporal_tables: Vec<TemporalTable>,
-    /// Per temporal table alias: whether its time attribute is a
-    /// processing-time one (found before the optimizer prunes the column).
-    processing_time_lookups: std::cell::RefCell<HashMap<String, bool>>,
+    /// Per temporal table alias: its event-time attribute column, or `None`
+    /// for a processing-time attribute (found before the optimizer prunes it).
+    temporal_time: std::cell::RefCell<HashMap<String, Option<String>>>,
 }
 
 impl Translator<'_> {
@@ -413,7 +414,7 @@ impl Translator<'_> {
             .analyzer()
             .execute_and_check(plan.clone(), self.state.config_options(), |_, _| {})
             .map_err(df_error)?;
-        self.note_temporal_time_attributes(&analyzed);
+        let analyzed = self.prepare_temporal_joins(analyzed)?;
         let rewritten = rewrite_window_aggregates(analyzed).map_err(df_error)?;
         self.state
             .optimizer()
@@ -576,7 +577,7 @@ impl Translator<'_> {
         }
         let left = self.translate(&join.left)?;
         let right = self.translate(&join.right)?;
-        let lookup = self.lookup_join(join, kind, right)?;
+        let temporal = self.temporal_join(join, kind, right)?;
         let mut left_keys = Vec::with_capacity(join.on.len());
         let mut right_keys = Vec::with_capacity(join.on.len());
         for (l, r) in &join.on {
@@ -620,80 +621,22 @@ impl Translator<'_> {
                 nullable_schema(join.right.schema().inner()),
             ],
             filter,
-            expiry: if lookup.is_some() {
+            expiry: if temporal.is_some() {
                 [None, None]
             } else {
                 expiry
             },
-            lookup,
+            lookup: match &temporal {
+                Some(TemporalJoin::Lookup(lookup)) => Some(*lookup),
+                _ => None,
+            },
+            versioned: match temporal {
+                Some(TemporalJoin::Versioned(versioned)) => Some(versioned),
+                _ => None,
+            },
             schema: nullable_schema(join.schema.inner()),
             condition: condition.join(" AND "),
         }))))
-    }
-
-    /// Records, for each join against a temporal table reference, whether the
-    /// `AS OF` column is a processing-time attribute.
-    fn note_temporal_time_attributes(&self, plan: &LogicalPlan) {
-        let _ = plan.apply(|node| {
-            if let LogicalPlan::Join(join) = node {
-                if let Some((alias, table)) = scan_alias(&join.right, None) {
-                    if let Some(temporal) = self
-                        .temporal_tables
-                        .iter()
-                        .find(|t| t.table == table && t.alias == alias)
-                    {
-                        let column = datafusion::common::Column::from_qualified_name_ignore_case(
-                            &temporal.time,
-                        );
-                        let processing_time = logical_is_proctime(&join.left, &column);
-                        self.processing_time_lookups
-                            .borrow_mut()
-                            .insert(alias, processing_time);
-                    }
-                }
-            }
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-        });
-    }
-
-    /// A join whose right side is a table read `FOR SYSTEM_TIME AS OF` the
-    /// left side's processing-time attribute is a lookup join.
-    fn lookup_join(
-        &self,
-        join: &datafusion::logical_expr::Join,
-        kind: JoinKind,
-        right: NodeId,
-    ) -> Result<Option<LookupJoin>> {
-        let Some((alias, table)) = scan_alias(&join.right, None) else {
-            return Ok(None);
-        };
-        let Some(temporal) = self
-            .temporal_tables
-            .iter()
-            .find(|t| t.table == table && t.alias == alias)
-        else {
-            return Ok(None);
-        };
-        let processing_time = self
-            .processing_time_lookups
-            .borrow()
-            .get(&temporal.alias)
-            .copied()
-            .unwrap_or(false);
-        if !processing_time {
-            return Err(SluiceError::Unsupported(format!(
-                "FOR SYSTEM_TIME AS OF {}, which is not a processing-time attribute (an event-time temporal join against a versioned table); a PROCTIME() column makes it a lookup join",
-                temporal.time
-            )));
-        }
-        if !matches!(kind, JoinKind::Inner | JoinKind::Left) {
-            return Err(SluiceError::Sql(format!(
-                "a lookup join (FOR SYSTEM_TIME AS OF) is INNER or LEFT, not {kind:?}"
-            )));
-        }
-        Ok(Some(LookupJoin {
-            wait_for_table: is_bounded(&self.nodes, right),
-        }))
     }
 
     fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
