@@ -140,6 +140,10 @@ impl SourceConnector for FileSource {
         self.schema.clone()
     }
 
+    fn produces_updates(&self) -> bool {
+        self.format.accepts_updates()
+    }
+
     fn is_bounded(&self) -> bool {
         self.monitor_interval.is_none()
     }

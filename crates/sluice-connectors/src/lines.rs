@@ -109,7 +109,7 @@ impl SourceReader for LineSourceReader {
             };
             if let Some(batch) = self.decoder.decode(&chunk)? {
                 if batch.num_rows() > 0 {
-                    return Ok(Some(ChangeBatch::inserts(batch)));
+                    return Ok(Some(batch));
                 }
             }
         }

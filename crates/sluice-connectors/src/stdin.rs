@@ -71,6 +71,10 @@ impl SourceConnector for StdinSource {
         self.schema.clone()
     }
 
+    fn produces_updates(&self) -> bool {
+        self.format.accepts_updates()
+    }
+
     fn is_bounded(&self) -> bool {
         true
     }

@@ -67,6 +67,10 @@ pub trait SourceConnector: Send + Sync + Debug {
     fn schema(&self) -> SchemaRef;
     /// Whether the input ends by itself.
     fn is_bounded(&self) -> bool;
+    /// Whether the batches carry updates and deletes (a changelog source).
+    fn produces_updates(&self) -> bool {
+        false
+    }
     /// The bad-record policy, for counters in the job summary.
     fn bad_records(&self) -> Option<&BadRecordPolicy> {
         None

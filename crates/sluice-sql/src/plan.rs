@@ -640,6 +640,7 @@ impl Join {
 pub fn updating_operator(nodes: &[PlanNode], node: NodeId) -> Option<NodeId> {
     match &nodes[node] {
         PlanNode::GroupAggregate(_) => Some(node),
+        PlanNode::Source { connector, .. } if connector.produces_updates() => Some(node),
         PlanNode::Join(join) if join.emits_updates() => Some(node),
         PlanNode::TopN(top) if top.window_end.is_none() => Some(node),
         PlanNode::OverAggregate(over) if over.event_time.is_none() => Some(node),

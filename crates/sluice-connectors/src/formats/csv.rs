@@ -202,7 +202,14 @@ impl CsvDecoder {
 }
 
 impl RecordDecoder for CsvDecoder {
-    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>> {
+    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<ChangeBatch>> {
+        Ok(self.decode_records(chunk)?.map(ChangeBatch::inserts))
+    }
+}
+
+impl CsvDecoder {
+    /// Decodes every record of `chunk` into a batch of the table's schema.
+    pub fn decode_records(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>> {
         match self.decode_bytes(&chunk.data) {
             Ok(batch) => Ok(batch),
             Err(_) => {
@@ -292,7 +299,7 @@ mod tests {
             first_line: 10,
             data: b"1,2\n3,abc\n".to_vec(),
         };
-        let err = decoder.decode(&chunk).unwrap_err().to_string();
+        let err = decoder.decode_records(&chunk).unwrap_err().to_string();
         assert!(err.contains("in.csv:11"), "{err}");
         assert!(err.contains("field 'price'"), "{err}");
     }
@@ -310,7 +317,7 @@ mod tests {
             first_line: 1,
             data: b"1,\"a, b\"\n2,\n".to_vec(),
         };
-        let batch = decoder.decode(&chunk).unwrap().unwrap();
+        let batch = decoder.decode_records(&chunk).unwrap().unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert!(batch.column(1).is_null(1));
         let mut out = Vec::new();

@@ -21,7 +21,7 @@ use sluice_core::options::{OptionSpec, Options};
 use sluice_core::{Result, SluiceError};
 
 use super::{concat, require_inserts, LineChunk, RecordDecoder, RecordEncoder};
-use sluice_core::ChangeBatch;
+use sluice_core::{ChangeBatch, RowKind};
 
 /// Options of the `json` format (Flink's names).
 pub const JSON_OPTIONS: [OptionSpec; 7] = [
@@ -280,8 +280,95 @@ impl JsonDecoder {
     }
 }
 
+/// Reads Debezium JSON change events (`{"before": ..., "after": ..., "op":
+/// "c" | "r" | "u" | "d"}`) into a changelog: `c`/`r` insert the `after` row,
+/// `u` retracts `before` (`-U`) and adds `after` (`+U`), `d` deletes `before`.
+pub struct DebeziumDecoder {
+    envelopes: JsonDecoder,
+    schema: SchemaRef,
+}
+
+impl DebeziumDecoder {
+    /// A decoder of change events whose rows have `schema`.
+    pub fn new(
+        schema: SchemaRef,
+        mut options: JsonOptions,
+        policy: BadRecordPolicy,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let row = DataType::Struct(schema.fields().clone());
+        let envelope = Schema::new(vec![
+            Field::new("before", row.clone(), true),
+            Field::new("after", row, true),
+            Field::new("op", DataType::Utf8, true),
+        ]);
+        // `before` and `after` are absent or null depending on the operation.
+        options.fail_on_missing_field = false;
+        Ok(DebeziumDecoder {
+            envelopes: JsonDecoder::new(Arc::new(envelope), options, policy, batch_size)?,
+            schema,
+        })
+    }
+}
+
+impl RecordDecoder for DebeziumDecoder {
+    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<ChangeBatch>> {
+        let Some(envelopes) = self.envelopes.decode_records(chunk)? else {
+            return Ok(None);
+        };
+        let count = envelopes.num_rows();
+        let before = envelopes.column(0);
+        let after = envelopes.column(1);
+        let ops = envelopes.column(2).as_string::<i32>();
+        // Rows of `before` come first in the stacked array, then those of `after`.
+        let mut picks: Vec<u32> = Vec::with_capacity(count);
+        let mut kinds: Vec<i8> = Vec::with_capacity(count);
+        for row in 0..count {
+            let op = if ops.is_null(row) { "" } else { ops.value(row) };
+            let (before_row, after_row) = (row as u32, (count + row) as u32);
+            match op {
+                "c" | "r" => {
+                    picks.push(after_row);
+                    kinds.push(RowKind::Insert as i8);
+                }
+                "u" => {
+                    // Without a `before` image, the update is just the new row.
+                    if before.is_valid(row) {
+                        picks.push(before_row);
+                        kinds.push(RowKind::UpdateBefore as i8);
+                    }
+                    picks.push(after_row);
+                    kinds.push(RowKind::UpdateAfter as i8);
+                }
+                "d" => {
+                    picks.push(before_row);
+                    kinds.push(RowKind::Delete as i8);
+                }
+                other => return Err(SluiceError::Format(format!(
+                    "{} lines {}..: debezium-json event with op '{other}' (expected c, r, u or d)",
+                    chunk.source, chunk.first_line
+                ))),
+            }
+        }
+        let stacked = arrow::compute::concat(&[before.as_ref(), after.as_ref()])?;
+        let rows = arrow::compute::take(&stacked, &arrow::array::UInt32Array::from(picks), None)?;
+        let data = RecordBatch::try_new(self.schema.clone(), rows.as_struct().columns().to_vec())?;
+        Ok(Some(ChangeBatch {
+            data,
+            kinds: Some(arrow::array::Int8Array::from(kinds)),
+        }))
+    }
+}
+
 impl RecordDecoder for JsonDecoder {
-    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>> {
+    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<ChangeBatch>> {
+        Ok(self.decode_records(chunk)?.map(ChangeBatch::inserts))
+    }
+}
+
+impl JsonDecoder {
+    /// Decodes every record of `chunk` into a batch of the table's schema.
+    pub fn decode_records(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>> {
         match self.decode_bytes(&chunk.data) {
             Ok(Some(batch)) => {
                 if self.binary_columns.is_empty() {
@@ -680,7 +767,7 @@ mod tests {
         let policy = BadRecordPolicy::fail("t");
         let mut decoder = JsonDecoder::new(schema.clone(), options(), policy, 1024).unwrap();
         let err = decoder
-            .decode(&chunk("{\"a\":1}\n{\"a\":\"x\"}\n"))
+            .decode_records(&chunk("{\"a\":1}\n{\"a\":\"x\"}\n"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("test.json:2"), "{err}");
@@ -695,7 +782,7 @@ mod tests {
         .unwrap();
         let mut decoder = JsonDecoder::new(schema, options(), skip.clone(), 1024).unwrap();
         let batch = decoder
-            .decode(&chunk("{\"a\":1}\n{oops\n\n{\"a\":3}\n"))
+            .decode_records(&chunk("{\"a\":1}\n{oops\n\n{\"a\":3}\n"))
             .unwrap()
             .unwrap();
         assert_eq!(batch.num_rows(), 2);
@@ -723,7 +810,7 @@ mod tests {
         opts.fail_on_missing_field = true;
         let mut decoder = JsonDecoder::new(schema, opts, BadRecordPolicy::fail("t"), 1024).unwrap();
         let err = decoder
-            .decode(&chunk("{\"a\":1}\n"))
+            .decode_records(&chunk("{\"a\":1}\n"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("missing field 'b'"), "{err}");

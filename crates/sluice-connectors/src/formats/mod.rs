@@ -36,10 +36,10 @@ impl LineChunk {
     }
 }
 
-/// Turns chunks of lines into record batches, applying the bad-record policy.
+/// Turns chunks of lines into change batches, applying the bad-record policy.
 pub trait RecordDecoder: Send {
     /// Decodes every record of `chunk`; bad records go to the policy.
-    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>>;
+    fn decode(&mut self, chunk: &LineChunk) -> Result<Option<ChangeBatch>>;
 }
 
 /// Turns record batches into lines of bytes.
@@ -67,7 +67,7 @@ pub enum Format {
     Json(json::JsonOptions),
     /// CSV, one record per line.
     Csv(csv::CsvOptions),
-    /// Changelog as Debezium JSON envelopes (writing only so far).
+    /// Changelog as Debezium JSON envelopes (`before`, `after`, `op`).
     DebeziumJson(json::JsonOptions),
 }
 
@@ -110,7 +110,8 @@ impl Format {
         }
     }
 
-    /// Whether the format can write updates and deletes.
+    /// Whether the format can write updates and deletes (and reads them:
+    /// a source in this format produces a changelog).
     pub fn accepts_updates(&self) -> bool {
         matches!(self, Format::DebeziumJson(_))
     }
@@ -143,9 +144,12 @@ impl Format {
                 policy,
                 batch_size,
             )?)),
-            Format::DebeziumJson(_) => Err(SluiceError::Config(
-                "the debezium-json format can be written but not read yet".into(),
-            )),
+            Format::DebeziumJson(options) => Ok(Box::new(json::DebeziumDecoder::new(
+                schema,
+                options.clone(),
+                policy,
+                batch_size,
+            )?)),
         }
     }
 
