@@ -125,8 +125,8 @@ impl TemporalJoinOperator {
         let now = Instant::now();
         let (keys, whole, times, has_key) =
             self.evaluate(1, batch, &self.times.right_time.clone())?;
-        for row in 0..batch.num_rows() {
-            if !has_key[row] || times.is_null(row) {
+        for (row, &row_has_key) in has_key.iter().enumerate() {
+            if !row_has_key || times.is_null(row) {
                 continue;
             }
             let version = match batch.kind(row) {
