@@ -397,3 +397,70 @@ fn window_join_pairs_rows_of_the_same_window() {
         .collect();
     assert_eq!(rows, expected);
 }
+
+/// An input without data holds the watermark back, so windows fed by a union
+/// with it never fire while the job runs, unless the idle input is marked
+/// idle after 'scan.watermark.idle-timeout'.
+#[cfg(unix)]
+#[test]
+fn idle_inputs_stop_holding_back_the_watermark() {
+    use std::io::BufRead;
+    for (timeout, fires_while_running) in [
+        ("'scan.watermark.idle-timeout' = '100 ms',", true),
+        ("", false),
+    ] {
+        let ws = Workspace::new();
+        ws.write(
+            "a/1.json",
+            "{\"ts\":\"2020-01-01 00:00:01.000\"}\n{\"ts\":\"2020-01-01 00:00:02.000\"}\n{\"ts\":\"2020-01-01 00:00:12.000\"}\n",
+        );
+        std::fs::create_dir_all(ws.path("b")).expect("mkdir");
+        let script = ws.write(
+            "job.sql",
+            &ws.expand(&format!(
+                "CREATE TABLE a (ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'filesystem',
+                   'path' = '$DIR/a', 'format' = 'json', 'source.monitor-interval' = '50 ms');
+                 CREATE TABLE b (ts TIMESTAMP(3), WATERMARK FOR ts AS ts) WITH ('connector' = 'filesystem',
+                   'path' = '$DIR/b', 'format' = 'json', {timeout} 'source.monitor-interval' = '50 ms');
+                 CREATE VIEW u AS SELECT ts FROM a UNION ALL SELECT ts FROM b;
+                 SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE u, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+                 GROUP BY window_start, window_end;"
+            )),
+        );
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["run", script.to_str().expect("utf8")])
+            .env("SLUICE_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(|l| l.ok())
+            {
+                let _ = lines.send(line);
+            }
+        });
+        let early = received.recv_timeout(std::time::Duration::from_millis(1500));
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(child.wait().expect("wait").success());
+        match early {
+            Ok(line) => {
+                assert!(
+                    fires_while_running,
+                    "window fired without an idle timeout: {line}"
+                );
+                assert!(line.starts_with("+I[") && line.ends_with(", 2]"), "{line}");
+            }
+            Err(_) => assert!(
+                !fires_while_running,
+                "the window did not fire while running"
+            ),
+        }
+    }
+}

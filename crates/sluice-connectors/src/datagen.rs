@@ -22,7 +22,13 @@ use sluice_core::{ChangeBatch, Result, SluiceError};
 
 use crate::project_schema;
 
-const TOP_LEVEL: [&str; 4] = ["connector", "rows-per-second", "number-of-rows", "seed"];
+const TOP_LEVEL: [&str; 5] = [
+    "connector",
+    "rows-per-second",
+    "number-of-rows",
+    "seed",
+    "scan.watermark.idle-timeout",
+];
 const FIELD_KEYS: [&str; 9] = [
     "kind",
     "min",

@@ -39,8 +39,19 @@ pub(crate) fn project_schema(table: &TableDef, projection: &[usize]) -> SchemaRe
     Arc::new(arrow::datatypes::Schema::new(fields))
 }
 
-/// Validates a table's options against the union of several spec lists.
+/// Options every source accepts (the runtime reads them).
+pub const SOURCE_OPTIONS: [OptionSpec; 1] = [OptionSpec::optional(
+    "scan.watermark.idle-timeout",
+    "mark a source subtask idle after this long without data, so it does not hold back the watermark",
+)];
+
+/// Validates a table's options against the union of several spec lists
+/// (plus [`SOURCE_OPTIONS`]).
 pub(crate) fn validate_options(table: &TableDef, specs: &[&[OptionSpec]]) -> Result<()> {
-    let all: Vec<OptionSpec> = specs.iter().flat_map(|list| list.iter().copied()).collect();
+    let all: Vec<OptionSpec> = specs
+        .iter()
+        .flat_map(|list| list.iter().copied())
+        .chain(SOURCE_OPTIONS)
+        .collect();
     table.options.validate(&all)
 }

@@ -153,6 +153,9 @@ pub enum Message {
     Watermark(i64),
     /// The sender has no more input (bounded source exhausted or job stopping).
     EndOfInput,
+    /// The sender has had no data for a while: until it sends data or a
+    /// watermark again, its watermark does not hold back the receiver's.
+    Idle,
 }
 
 #[cfg(test)]

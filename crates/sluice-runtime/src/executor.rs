@@ -82,7 +82,11 @@ pub struct SinkSummary {
 }
 
 enum Input {
-    Source(Box<dyn SourceReader>),
+    /// A source reader; idle after `idle_timeout` without data.
+    Source {
+        reader: Box<dyn SourceReader>,
+        idle_timeout: Option<std::time::Duration>,
+    },
     /// Channels tagged with the input number of the first operator (a join's
     /// left = 0, right = 1).
     Channels(Vec<(usize, mpsc::Receiver<Message>)>),
@@ -248,7 +252,8 @@ impl<'a> TaskBuilder<'a> {
     /// Builds the chains ending at `node`, one per subtask.
     fn build(&mut self, node: NodeId) -> Result<Vec<Pending>> {
         match &self.plan.nodes[node] {
-            PlanNode::Source { .. } => {
+            PlanNode::Source { idle_timeout, .. } => {
+                let idle_timeout = *idle_timeout;
                 let readers = self.readers.remove(&node).ok_or_else(|| {
                     SluiceError::Runtime(format!("source node {node} read twice"))
                 })?;
@@ -260,7 +265,10 @@ impl<'a> TaskBuilder<'a> {
                 Ok(readers
                     .into_iter()
                     .map(|reader| Pending {
-                        input: Input::Source(reader),
+                        input: Input::Source {
+                            reader,
+                            idle_timeout,
+                        },
                         chain: Vec::new(),
                         source_rows: counter.clone(),
                     })
@@ -277,7 +285,10 @@ impl<'a> TaskBuilder<'a> {
                 Ok(Box::new(Filter::new(predicate.clone())) as Box<dyn Operator>)
             }),
             PlanNode::Watermark { input, expr, .. } => self.extend(*input, |_| {
-                Ok(Box::new(WatermarkAssigner::new(expr.clone())) as Box<dyn Operator>)
+                Ok(Box::new(WatermarkAssigner::new(
+                    expr.clone(),
+                    self.plan.settings.watermark_interval,
+                )) as Box<dyn Operator>)
             }),
             PlanNode::Union { inputs, schema } => {
                 let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
@@ -550,6 +561,7 @@ impl Task {
                     Message::Data(batch) => operator.process(batch, &mut next)?,
                     Message::Watermark(watermark) => operator.on_watermark(watermark, &mut next)?,
                     Message::EndOfInput => next.push(Message::EndOfInput),
+                    Message::Idle => next.push(Message::Idle),
                 }
             }
             messages = next;
@@ -637,22 +649,39 @@ struct Batching {
 async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> Result<()> {
     let input = std::mem::replace(&mut task.input, Input::Channels(Vec::new()));
     match input {
-        Input::Source(mut reader) => {
+        Input::Source {
+            mut reader,
+            idle_timeout,
+        } => {
             let mut coalescer = Coalescer::new(batching.rows, batching.linger);
+            let mut idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
             loop {
                 if *stop.borrow() {
                     break;
                 }
                 let deadline = coalescer.deadline();
+                let mut went_idle = false;
                 let ready = tokio::select! {
                     biased;
                     _ = stop.wait_for(|stopped| *stopped) => break,
                     _ = sleep_until_some(deadline), if deadline.is_some() => coalescer.flush()?,
+                    _ = sleep_until_some(idle_at), if idle_at.is_some() => {
+                        idle_at = None;
+                        went_idle = true;
+                        None
+                    }
                     next = reader.next_batch() => match next? {
-                        Some(batch) => coalescer.push(batch)?,
+                        Some(batch) => {
+                            idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
+                            coalescer.push(batch)?
+                        }
                         None => break,
                     },
                 };
+                // No data for the idle timeout: stop holding back the watermark.
+                if went_idle && !task.push(Message::Idle).await? {
+                    return Ok(());
+                }
                 if let Some(batch) = ready {
                     if !task.push_from_source(batch).await? {
                         return Ok(());
@@ -687,6 +716,8 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                 ));
             let mut watermarks = vec![i64::MIN; inputs];
             let mut closed = vec![false; inputs];
+            let mut idle = vec![false; inputs];
+            let mut forwarded_idle = false;
             let mut forwarded = i64::MIN;
             let mut ended = 0;
             while ended < inputs {
@@ -694,12 +725,26 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                     // All senders gone without EndOfInput: an upstream task failed.
                     return Ok(());
                 };
+                if !matches!(message, Message::Idle) {
+                    idle[index] = false;
+                }
                 match message {
                     Message::Data(batch) => {
+                        forwarded_idle = false;
                         if !task.push_input(sides[index], Message::Data(batch)).await? {
                             return Ok(());
                         }
                         continue;
+                    }
+                    Message::Idle => {
+                        idle[index] = true;
+                        let all_idle = (0..inputs).all(|i| idle[i] || closed[i]);
+                        if all_idle && !forwarded_idle {
+                            forwarded_idle = true;
+                            if !task.push(Message::Idle).await? {
+                                return Ok(());
+                            }
+                        }
                     }
                     Message::EndOfInput => {
                         ended += 1;
@@ -716,7 +761,12 @@ async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> R
                         watermarks[index] = watermarks[index].max(watermark);
                     }
                 }
-                let combined = watermarks.iter().copied().min().unwrap_or(i64::MIN);
+                // Idle inputs do not hold the watermark back (unless all are idle).
+                let combined = (0..inputs)
+                    .filter(|&i| !idle[i])
+                    .map(|i| watermarks[i])
+                    .min()
+                    .unwrap_or(forwarded);
                 if combined > forwarded && combined < i64::MAX {
                     forwarded = combined;
                     if !task.push(Message::Watermark(combined)).await? {

@@ -1,8 +1,10 @@
 //! Watermark generation from a table's `WATERMARK FOR col AS expr` clause:
 //! the watermark is the largest value of `expr` seen so far (bounded
-//! out-of-orderness), emitted after each batch that advances it.
+//! out-of-orderness), emitted after a batch that advances it, at most once per
+//! `pipeline.auto-watermark-interval`.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
 use arrow::compute::cast;
@@ -23,15 +25,24 @@ pub fn epoch_millis(
 /// Emits watermarks computed from each batch.
 pub struct WatermarkAssigner {
     expr: Arc<dyn PhysicalExpr>,
+    /// The largest watermark seen.
     current: i64,
+    /// The last watermark emitted.
+    emitted: i64,
+    interval: Duration,
+    last_emit: Option<Instant>,
 }
 
 impl WatermarkAssigner {
-    /// Assigns watermarks from `expr` (e.g. `ts - INTERVAL '4' SECOND`).
-    pub fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
+    /// Assigns watermarks from `expr` (e.g. `ts - INTERVAL '4' SECOND`),
+    /// emitting at most one per `interval` (zero: after every batch).
+    pub fn new(expr: Arc<dyn PhysicalExpr>, interval: Duration) -> Self {
         WatermarkAssigner {
             expr,
             current: i64::MIN,
+            emitted: i64::MIN,
+            interval,
+            last_emit: None,
         }
     }
 }
@@ -45,17 +56,26 @@ impl Operator for WatermarkAssigner {
             .map_err(df)?;
         let max = arrow::compute::max(&epoch_millis(values.as_ref())?);
         out.push(Message::Data(batch));
-        if let Some(max) = max.filter(|max| *max > self.current) {
-            self.current = max;
-            out.push(Message::Watermark(max));
+        if let Some(max) = max {
+            self.current = self.current.max(max);
+        }
+        let now = Instant::now();
+        let due = self
+            .last_emit
+            .is_none_or(|last| now.duration_since(last) >= self.interval);
+        if self.current > self.emitted && due {
+            self.emitted = self.current;
+            self.last_emit = Some(now);
+            out.push(Message::Watermark(self.current));
         }
         Ok(())
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         // Only the end-of-input watermark passes; the rest come from the data.
-        if watermark == i64::MAX && self.current < i64::MAX {
+        if watermark == i64::MAX && self.emitted < i64::MAX {
             self.current = i64::MAX;
+            self.emitted = i64::MAX;
             out.push(Message::Watermark(watermark));
         }
         Ok(())

@@ -23,6 +23,9 @@ pub enum PlanNode {
         connector: Arc<dyn SourceConnector>,
         /// The `WATERMARK FOR` clause as written, carried for event-time operators.
         watermark: Option<String>,
+        /// A subtask without data this long is idle: it stops holding back
+        /// the watermark downstream until it has data again.
+        idle_timeout: Option<std::time::Duration>,
     },
     /// Computes one output column per expression.
     Project {
@@ -111,6 +114,7 @@ impl PlanNode {
                 table,
                 connector,
                 watermark,
+                ..
             } => {
                 let mut text = format!("Source `{table}`: {}", connector.describe());
                 if let Some(watermark) = watermark {

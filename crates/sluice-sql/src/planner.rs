@@ -96,6 +96,7 @@ pub async fn plan_script(
     }
 
     let mut translator = Translator {
+        settings: &settings,
         state: catalog.ctx.state(),
         tables: &catalog.tables,
         registry,
@@ -113,9 +114,10 @@ pub async fn plan_script(
             .map_err(|e| locate(e, line))?;
         sinks.push(sink);
     }
+    let nodes = translator.nodes;
     Ok(JobPlan {
         settings,
-        nodes: translator.nodes,
+        nodes,
         sinks,
     })
 }
@@ -323,6 +325,7 @@ fn clean_df_message(error: &datafusion::error::DataFusionError) -> String {
 }
 
 struct Translator<'a> {
+    settings: &'a JobSettings,
     state: SessionState,
     tables: &'a HashMap<String, TableDef>,
     registry: &'a ConnectorRegistry,
@@ -977,10 +980,15 @@ impl Translator<'_> {
             .for_table(table)?
             .create_source(table, &needed, self.job)?;
         let source_schema = connector.schema();
+        let idle_timeout = match table.options.duration("scan.watermark.idle-timeout")? {
+            Some(timeout) => Some(timeout).filter(|t| !t.is_zero()),
+            None => self.settings.source_idle_timeout,
+        };
         let mut node = self.push(PlanNode::Source {
             table: table.name.clone(),
             connector,
             watermark: watermark.as_ref().map(|(_, text)| text.clone()),
+            idle_timeout,
         });
         let columns_physical: Vec<usize> = columns
             .iter()

@@ -10,7 +10,7 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 8] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 11] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
@@ -22,6 +22,18 @@ pub const KNOWN_SETTINGS: [(&str, &str); 8] = [
     (
         "table.exec.late-data.dlq-path",
         "dead letter file for late rows (default <data dir>/dlq/late.jsonl)",
+    ),
+    (
+        "table.exec.source.idle-timeout",
+        "mark a source subtask idle after this long without data, so it does not hold back the watermark (default 0 = never; per table: 'scan.watermark.idle-timeout')",
+    ),
+    (
+        "pipeline.auto-watermark-interval",
+        "least time between two watermarks of a source subtask (default 0 = after every batch)",
+    ),
+    (
+        "table.exec.emit.allow-lateness",
+        "keep window state this long after a window closes; later rows update its result with -U/+U (default 0)",
     ),
     ("parallelism.default", "subtasks per operator (default 1)"),
     (
@@ -56,6 +68,12 @@ pub struct JobSettings {
     pub state_ttl: Option<Duration>,
     /// Dead letter file for late rows, when `table.exec.late-data` = `dlq`.
     pub late_data_dlq: Option<PathBuf>,
+    /// Default idle timeout of source subtasks (`table.exec.source.idle-timeout`).
+    pub source_idle_timeout: Option<Duration>,
+    /// Least time between a source subtask's watermarks.
+    pub watermark_interval: Duration,
+    /// How long windows accept late rows after they fire (`table.exec.emit.allow-lateness`).
+    pub allowed_lateness: Duration,
     /// Keys that were set but that Sluice does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -104,6 +122,15 @@ impl JobSettings {
                 )))
             }
         };
+        let source_idle_timeout = options
+            .duration("table.exec.source.idle-timeout")?
+            .filter(|timeout| !timeout.is_zero());
+        let watermark_interval = options
+            .duration("pipeline.auto-watermark-interval")?
+            .unwrap_or(Duration::ZERO);
+        let allowed_lateness = options
+            .duration("table.exec.emit.allow-lateness")?
+            .unwrap_or(Duration::ZERO);
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
@@ -117,6 +144,9 @@ impl JobSettings {
             batch_linger,
             state_ttl,
             late_data_dlq,
+            source_idle_timeout,
+            watermark_interval,
+            allowed_lateness,
             ignored_keys,
         })
     }

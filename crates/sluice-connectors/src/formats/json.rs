@@ -344,10 +344,12 @@ impl RecordDecoder for DebeziumDecoder {
                     picks.push(before_row);
                     kinds.push(RowKind::Delete as i8);
                 }
-                other => return Err(SluiceError::Format(format!(
+                other => {
+                    return Err(SluiceError::Format(format!(
                     "{} lines {}..: debezium-json event with op '{other}' (expected c, r, u or d)",
                     chunk.source, chunk.first_line
-                ))),
+                )))
+                }
             }
         }
         let stacked = arrow::compute::concat(&[before.as_ref(), after.as_ref()])?;
