@@ -464,3 +464,89 @@ fn idle_inputs_stop_holding_back_the_watermark() {
         }
     }
 }
+
+/// With 'table.exec.emit.allow-lateness', a window keeps its state after it
+/// fires: the late row updates its result with a retraction (-U/+U).
+#[test]
+fn allowed_lateness_updates_fired_windows() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let job = format!(
+        "{SOURCE}
+         CREATE TABLE out (k STRING, window_start TIMESTAMP(3), n BIGINT, total BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'debezium-json');
+         INSERT INTO out SELECT k, window_start, COUNT(*), SUM(v)
+           FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+           GROUP BY k, window_start, window_end;"
+    );
+    let output = ws.run(
+        &job,
+        &[
+            "--set",
+            "sluice.batch.size=1",
+            "--set",
+            "table.exec.emit.allow-lateness=30 s",
+        ],
+    );
+    ok(&output);
+    assert!(!String::from_utf8_lossy(&output.stderr).contains("late records"));
+    let row = |k: &str, start: u32, n: i64, total: i64| {
+        format!(
+            r#"{{"k":"{k}","window_start":"{}","n":{n},"total":{total}}}"#,
+            at(start)
+        )
+    };
+    assert_eq!(
+        common::materialize_changelog(&ws.path("out")),
+        vec![
+            row("a", 0, 4, 16),
+            row("a", 10, 1, 4),
+            row("b", 0, 1, 2),
+            row("b", 20, 2, 14)
+        ]
+    );
+    let changelog = common::read_part_files(&ws.path("out"));
+    let retracted = format!(
+        r#"{{"before":{},"after":null,"op":"d"}}"#,
+        row("a", 0, 3, 9)
+    );
+    assert!(changelog.contains(&retracted), "{changelog:?}");
+}
+
+/// A HOP pane that gets a row after one of its windows fired keeps what it
+/// had: the later windows count both rows.
+#[test]
+fn hop_panes_keep_rows_that_arrive_after_an_earlier_window_fired() {
+    let ws = Workspace::new();
+    ws.write(
+        "in.json",
+        &[("x", "01"), ("y", "12"), ("z", "03")]
+            .iter()
+            .map(|(k, t)| {
+                format!("{{\"k\":\"{k}\",\"v\":1,\"ts\":\"2020-01-01 00:00:{t}.000\"}}\n")
+            })
+            .collect::<String>(),
+    );
+    let job = format!(
+        "{SOURCE}
+         CREATE TABLE out (window_start TIMESTAMP(3), n BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT window_start, COUNT(*)
+           FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+           GROUP BY window_start, window_end;"
+    );
+    ok(&ws.run(&job, &["--set", "sluice.batch.size=1"]));
+    let row = |start: i64, n: i64| {
+        let start = if start < 0 {
+            "2019-12-31 23:59:55.000".to_string()
+        } else {
+            at(start as u32)
+        };
+        format!(r#"{{"window_start":"{start}","n":{n}}}"#)
+    };
+    // [-5, 5) fired with x alone before z arrived; [0, 10) has x and z.
+    assert_eq!(
+        ws.sink_lines("out"),
+        vec![row(-5, 1), row(0, 2), row(5, 1), row(10, 1)]
+    );
+}

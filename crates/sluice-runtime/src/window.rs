@@ -16,7 +16,7 @@ use arrow::datatypes::SchemaRef;
 use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
-use sluice_core::{ChangeBatch, Message, Result, SluiceError};
+use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::{WindowAggregate, WindowOutput};
 
 use crate::aggregate::{key_converter, merge_state, new_accumulators, AggregateInputs};
@@ -38,6 +38,13 @@ pub struct WindowAggregateOperator {
     watermark: i64,
     late: LateRecords,
     windows: Vec<(i64, i64)>,
+    /// `table.exec.emit.allow-lateness` (ms): how long fired windows keep
+    /// their state and accept late rows.
+    lateness: i64,
+    /// Fired windows that late rows changed since they last fired: (end, start).
+    refire: BTreeSet<(i64, i64)>,
+    /// With lateness: the results each fired window emitted, per key.
+    emitted: BTreeMap<(i64, i64), HashMap<Vec<u8>, Vec<ScalarValue>>>,
 }
 
 impl WindowAggregateOperator {
@@ -49,12 +56,15 @@ impl WindowAggregateOperator {
     ) -> Result<Self> {
         Ok(WindowAggregateOperator {
             converter: key_converter(&spec.keys, input_schema)?,
-            spec,
+            lateness: spec.allowed_lateness,
             panes: BTreeMap::new(),
             frozen: BTreeMap::new(),
             watermark: i64::MIN,
             late,
             windows: Vec::new(),
+            spec,
+            refire: BTreeSet::new(),
+            emitted: BTreeMap::new(),
         })
     }
 
@@ -73,8 +83,9 @@ impl WindowAggregateOperator {
 
     fn fire(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         // Windows that close at this watermark: every window of a live pane
-        // whose last millisecond is now at or behind the watermark.
-        let mut closing: BTreeSet<(i64, i64)> = BTreeSet::new();
+        // whose last millisecond is now at or behind the watermark; plus
+        // fired windows that late rows changed.
+        let mut closing: BTreeSet<(i64, i64)> = std::mem::take(&mut self.refire);
         let pane_starts: BTreeSet<i64> = self
             .panes
             .keys()
@@ -98,7 +109,7 @@ impl WindowAggregateOperator {
             if in_window.len() == 1
                 && in_window[0] == start
                 && start + pane_width == end
-                && self.panes.contains_key(&start)
+                && !self.frozen.contains_key(&start)
             {
                 // One pane is the whole window: evaluate it directly.
                 if let Some(keys) = self.panes.get_mut(&start) {
@@ -138,7 +149,7 @@ impl WindowAggregateOperator {
                 rows.push((start, end, key, values));
             }
         }
-        // Free panes no open window needs any more.
+        // Free panes no open (or still late-accepting) window needs any more.
         let live: Vec<i64> = self
             .panes
             .keys()
@@ -146,31 +157,75 @@ impl WindowAggregateOperator {
             .copied()
             .collect();
         for pane in live {
-            if self.pane_last_window_end(pane) <= watermark {
+            if self
+                .pane_last_window_end(pane)
+                .saturating_add(self.lateness)
+                <= watermark
+            {
                 self.panes.remove(&pane);
                 self.frozen.remove(&pane);
             }
         }
-        if !rows.is_empty() {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        if self.lateness == 0 {
             out.push(Message::Data(ChangeBatch::inserts(
                 self.build_output(rows)?,
             )));
+            return Ok(());
+        }
+        // With allowed lateness, a window fires again when late rows change
+        // it: changed results are retracted and re-emitted.
+        let mut changes = Vec::new();
+        let mut kinds = Vec::new();
+        for (start, end, key, values) in rows {
+            let emitted = self.emitted.entry((end, start)).or_default();
+            match emitted.insert(key.clone(), values.clone()) {
+                None => {
+                    changes.push((start, end, key, values));
+                    kinds.push(RowKind::Insert as i8);
+                }
+                Some(old) if old == values => {}
+                Some(old) => {
+                    changes.push((start, end, key.clone(), old));
+                    kinds.push(RowKind::UpdateBefore as i8);
+                    changes.push((start, end, key, values));
+                    kinds.push(RowKind::UpdateAfter as i8);
+                }
+            }
+        }
+        let lateness = self.lateness;
+        self.emitted
+            .retain(|(end, _), _| (end - 1).saturating_add(lateness) > watermark);
+        if !changes.is_empty() {
+            out.push(Message::Data(ChangeBatch {
+                data: self.build_output(changes)?,
+                kinds: Some(arrow::array::Int8Array::from(kinds)),
+            }));
         }
         Ok(())
     }
 
-    /// Turns a complete pane's accumulators into their states, once.
+    /// Turns a pane's accumulators into their states (accumulator `state()`
+    /// may drain, so it is taken once), merged into any frozen before.
     fn freeze(&mut self, pane: i64) -> Result<()> {
-        if let Some(keys) = self.panes.remove(&pane) {
-            let mut states = HashMap::with_capacity(keys.len());
-            for (key, mut accumulators) in keys {
-                let state = accumulators
-                    .iter_mut()
-                    .map(|a| a.state().map_err(df))
-                    .collect::<Result<Vec<_>>>()?;
-                states.insert(key, state);
+        let Some(keys) = self.panes.remove(&pane) else {
+            return Ok(());
+        };
+        let frozen = self.frozen.entry(pane).or_default();
+        for (key, mut accumulators) in keys {
+            if let Some(previous) = frozen.get(&key) {
+                // Rows that arrived after the pane was frozen join its state.
+                for (accumulator, state) in accumulators.iter_mut().zip(previous) {
+                    merge_state(accumulator.as_mut(), state)?;
+                }
             }
-            self.frozen.insert(pane, states);
+            let state = accumulators
+                .iter_mut()
+                .map(|a| a.state().map_err(df))
+                .collect::<Result<Vec<_>>>()?;
+            frozen.insert(key, state);
         }
         Ok(())
     }
@@ -325,8 +380,22 @@ impl WindowAggregateOperator {
             let is_late = match late_by_pane.get(&pane) {
                 Some(known) => *known,
                 None => {
-                    let known = self.pane_last_window_end(pane) <= self.watermark;
+                    let known = self
+                        .pane_last_window_end(pane)
+                        .saturating_add(self.lateness)
+                        <= self.watermark;
                     late_by_pane.insert(pane, known);
+                    if !known && self.lateness > 0 {
+                        // Windows of this pane that fired already fire again.
+                        self.spec
+                            .kind
+                            .windows_of_pane(pane, offset, &mut self.windows);
+                        for &(start, end) in &self.windows {
+                            if end - 1 <= self.watermark {
+                                self.refire.insert((end, start));
+                            }
+                        }
+                    }
                     known
                 }
             };

@@ -48,7 +48,7 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
         }
         // Windows are emitted once the watermark passes their last
         // millisecond, so later windows end after the watermark.
-        PlanNode::WindowAggregate(window) => window
+        PlanNode::WindowAggregate(window) if window.allowed_lateness == 0 => window
             .outputs
             .iter()
             .enumerate()
@@ -71,6 +71,7 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
             time_columns(nodes, over.input)
         }
         PlanNode::Source { .. }
+        | PlanNode::WindowAggregate(_)
         | PlanNode::OverAggregate(_)
         | PlanNode::TopN(_)
         | PlanNode::GroupAggregate(_)
@@ -83,7 +84,7 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
 /// the (append-only) output of a window aggregation.
 pub fn window_columns(nodes: &[PlanNode], node: NodeId) -> Option<WindowColumns> {
     match &nodes[node] {
-        PlanNode::WindowAggregate(window) => {
+        PlanNode::WindowAggregate(window) if window.allowed_lateness == 0 => {
             let position = |wanted: WindowOutput| window.outputs.iter().position(|o| *o == wanted);
             Some(WindowColumns {
                 start: position(WindowOutput::WindowStart)?,

@@ -319,6 +319,9 @@ pub struct WindowAggregate {
     /// The time column is a processing-time attribute (`PROCTIME()`): rows
     /// are windowed by the wall clock when they reach the operator.
     pub processing_time: bool,
+    /// `table.exec.emit.allow-lateness` (ms): windows keep their state this
+    /// long after firing, and late rows update their results (`-U`/`+U`).
+    pub allowed_lateness: i64,
     /// Grouping keys other than the window columns, over the input.
     pub keys: Vec<Arc<dyn PhysicalExpr>>,
     /// Aggregate calls.
@@ -644,6 +647,7 @@ impl Join {
 pub fn updating_operator(nodes: &[PlanNode], node: NodeId) -> Option<NodeId> {
     match &nodes[node] {
         PlanNode::GroupAggregate(_) => Some(node),
+        PlanNode::WindowAggregate(window) if window.allowed_lateness > 0 => Some(node),
         PlanNode::Source { connector, .. } if connector.produces_updates() => Some(node),
         PlanNode::Join(join) if join.emits_updates() => Some(node),
         PlanNode::TopN(top) if top.window_end.is_none() => Some(node),

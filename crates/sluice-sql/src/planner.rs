@@ -547,12 +547,18 @@ impl Translator<'_> {
                 kind: WindowKind::Cascaded { size, slide },
                 offset: windows.offset,
                 processing_time: false,
+                allowed_lateness: self.allowed_lateness(),
                 keys,
                 aggregates,
                 outputs,
                 schema: nullable_schema(aggregate.schema.inner()),
             },
         )))))
+    }
+
+    /// `table.exec.emit.allow-lateness` in milliseconds.
+    fn allowed_lateness(&self) -> i64 {
+        i64::try_from(self.settings.allowed_lateness.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// Describes the operator that makes `node`'s output updating, if any.
@@ -740,6 +746,13 @@ impl Translator<'_> {
                 kind: node.kind,
                 offset: node.offset,
                 processing_time,
+                allowed_lateness: if matches!(node.kind, WindowKind::Session { .. })
+                    || processing_time
+                {
+                    0
+                } else {
+                    self.allowed_lateness()
+                },
                 keys,
                 aggregates,
                 outputs,
