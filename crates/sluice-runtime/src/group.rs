@@ -9,15 +9,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{new_null_array, Array, ArrayRef, Int8Array, RecordBatch, RecordBatchOptions};
-use arrow::compute::cast;
+use arrow::array::{ArrayRef, Int8Array, RecordBatch, RecordBatchOptions};
 use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::GroupAggregate;
 
 use crate::aggregate::{key_converter, AggregateInputs, RetractingAccumulator};
-use crate::operators::{df, Operator};
+use crate::operators::Operator;
+use crate::rows::scalar_column;
 use crate::state::KeyedState;
 
 struct GroupState {
@@ -56,20 +56,10 @@ impl GroupAggregateOperator {
                 .convert_rows(changes.iter().map(|(_, key, _)| parser.parse(key)))?
         };
         for index in 0..self.spec.aggregates.len() {
-            let target = schema.field(columns.len()).data_type();
-            let array = if count == 0 {
-                new_null_array(target, 0)
-            } else {
-                ScalarValue::iter_to_array(
-                    changes.iter().map(|(_, _, values)| values[index].clone()),
-                )
-                .map_err(df)?
-            };
-            columns.push(if array.data_type() == target {
-                array
-            } else {
-                cast(&array, target)?
-            });
+            columns.push(scalar_column(
+                changes.iter().map(|(_, _, values)| values[index].clone()),
+                schema.field(columns.len()).data_type(),
+            )?);
         }
         let data = RecordBatch::try_new_with_options(
             schema.clone(),

@@ -17,7 +17,6 @@ use arrow::array::{
     UInt32Array,
 };
 use arrow::compute::take;
-use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
@@ -25,6 +24,7 @@ use sluice_sql::plan::Join;
 
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
+use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::KeyedState;
 use crate::watermark::epoch_millis;
 
@@ -97,21 +97,11 @@ impl JoinOperator {
                     .map_err(df)
             })
             .collect::<Result<Vec<_>>>()?;
-        let row_converter = |schema: &SchemaRef| -> Result<RowConverter> {
-            RowConverter::new(
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| SortField::new(f.data_type().clone()))
-                    .collect(),
-            )
-            .map_err(|e| SluiceError::Unsupported(format!("a join input column type: {e}")))
-        };
         Ok(JoinOperator {
             key_converter: RowConverter::new(key_fields)?,
             row_converters: [
-                row_converter(&spec.input_schemas[0])?,
-                row_converter(&spec.input_schemas[1])?,
+                whole_row_converter(&spec.input_schemas[0], "join")?,
+                whole_row_converter(&spec.input_schemas[1], "join")?,
             ],
             sides: [KeyedState::new(ttl), KeyedState::new(ttl)],
             watermark: i64::MIN,
@@ -368,8 +358,7 @@ impl JoinOperator {
         side: usize,
         rows: impl Iterator<Item = &'r [u8]>,
     ) -> Result<Vec<ArrayRef>> {
-        let parser = self.row_converters[side].parser();
-        Ok(self.row_converters[side].convert_rows(rows.map(|r| parser.parse(r)))?)
+        decode_rows(&self.row_converters[side], rows)
     }
 
     /// Each side's source columns for [`Part::Batch`] / [`Part::Stored`] parts.

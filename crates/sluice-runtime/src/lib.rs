@@ -12,6 +12,7 @@ pub mod join;
 pub mod late;
 pub mod operators;
 pub mod over;
+mod rows;
 pub mod session;
 pub mod state;
 pub mod temporal_join;

@@ -13,21 +13,20 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, Int8Array, RecordBatch, RecordBatchOptions,
-};
+use arrow::array::{Array, ArrayRef, AsArray, Int8Array, RecordBatch, RecordBatchOptions};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Int64Type};
 use arrow::row::{RowConverter, SortField};
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
-use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
+use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::{OverAggregate, OverFrame};
 
 use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
+use crate::rows::{decode_rows, scalar_column, whole_row_converter};
 use crate::state::KeyedState;
 use crate::watermark::epoch_millis;
 
@@ -84,17 +83,10 @@ impl OverAggregateOperator {
         let (order, options) = &spec.order;
         let order_field =
             SortField::new_with_options(order.data_type(schema).map_err(df)?, *options);
-        let row_fields = schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(OverAggregateOperator {
             partition_converter: key_converter(&spec.partition_keys, schema)?,
             order_converter: RowConverter::new(vec![order_field])?,
-            row_converter: RowConverter::new(row_fields).map_err(|e| {
-                SluiceError::Unsupported(format!("an OVER aggregate input column type: {e}"))
-            })?,
+            row_converter: whole_row_converter(schema, "OVER aggregate")?,
             partitions: KeyedState::new(ttl),
             arrivals: 0,
             watermark: i64::MIN,
@@ -343,26 +335,16 @@ impl OverAggregateOperator {
     }
 
     fn output(&self, changes: Vec<Change>) -> Result<ChangeBatch> {
-        let parser = self.row_converter.parser();
-        let mut columns = self
-            .row_converter
-            .convert_rows(changes.iter().map(|(row, _, _)| parser.parse(row)))?;
+        let mut columns = decode_rows(
+            &self.row_converter,
+            changes.iter().map(|(row, _, _)| &**row),
+        )?;
         let width = columns.len();
         for index in 0..self.spec.aggregates.len() {
-            let target = self.spec.schema.field(width + index).data_type();
-            let array: ArrayRef = if changes.is_empty() {
-                new_null_array(target, 0)
-            } else {
-                ScalarValue::iter_to_array(
-                    changes.iter().map(|(_, values, _)| values[index].clone()),
-                )
-                .map_err(df)?
-            };
-            columns.push(if array.data_type() == target {
-                array
-            } else {
-                cast(&array, target)?
-            });
+            columns.push(scalar_column(
+                changes.iter().map(|(_, values, _)| values[index].clone()),
+                self.spec.schema.field(width + index).data_type(),
+            )?);
         }
         let data = RecordBatch::try_new_with_options(
             self.spec.schema.clone(),

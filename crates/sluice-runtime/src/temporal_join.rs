@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use arrow::array::{new_null_array, Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::take;
-use arrow::datatypes::SchemaRef;
 use arrow::row::{RowConverter, SortField};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
@@ -19,6 +18,7 @@ use sluice_sql::plan::{Join, JoinKind, VersionedJoin};
 
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
+use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::KeyedState;
 use crate::watermark::epoch_millis;
 
@@ -38,17 +38,6 @@ pub struct TemporalJoinOperator {
     changed: HashSet<Vec<u8>>,
     watermark: i64,
     late: LateRecords,
-}
-
-fn row_converter(schema: &SchemaRef) -> Result<RowConverter> {
-    RowConverter::new(
-        schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect(),
-    )
-    .map_err(|e| SluiceError::Unsupported(format!("a temporal join input column type: {e}")))
 }
 
 impl TemporalJoinOperator {
@@ -75,8 +64,8 @@ impl TemporalJoinOperator {
             times,
             key_converter: RowConverter::new(key_fields)?,
             row_converters: [
-                row_converter(&spec.input_schemas[0])?,
-                row_converter(&spec.input_schemas[1])?,
+                whole_row_converter(&spec.input_schemas[0], "temporal join")?,
+                whole_row_converter(&spec.input_schemas[1], "temporal join")?,
             ],
             versions: KeyedState::new(ttl),
             waiting: KeyedState::new(ttl),
@@ -206,15 +195,11 @@ impl TemporalJoinOperator {
         if probes.is_empty() {
             return Ok(());
         }
-        let parse = |side: usize,
-                     rows: &mut dyn Iterator<Item = &[u8]>|
-         -> Result<Vec<arrow::array::ArrayRef>> {
-            let parser = self.row_converters[side].parser();
-            Ok(self.row_converters[side].convert_rows(rows.map(|r| parser.parse(r)))?)
-        };
-        let left = parse(0, &mut probes.iter().map(|r| &**r))?;
-        let matched: Vec<&[u8]> = partners.iter().flatten().map(|r| &**r).collect();
-        let right_rows = parse(1, &mut matched.into_iter())?;
+        let left = decode_rows(&self.row_converters[0], probes.iter().map(|r| &**r))?;
+        let right_rows = decode_rows(
+            &self.row_converters[1],
+            partners.iter().flatten().map(|r| &**r),
+        )?;
         let mut next = 0u32;
         let indices = UInt32Array::from_iter(partners.iter().map(|p| {
             p.as_ref().map(|_| {

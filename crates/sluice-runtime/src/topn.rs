@@ -13,11 +13,12 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use arrow::compute::cast;
 use arrow::row::{RowConverter, SortField};
-use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
+use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::TopN;
 
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
+use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::KeyedState;
 use crate::watermark::epoch_millis;
 
@@ -65,16 +66,10 @@ impl TopNOperator {
                     .map_err(df)
             })
             .collect::<Result<Vec<_>>>()?;
-        let row_fields = schema
-            .fields()
-            .iter()
-            .map(|f| SortField::new(f.data_type().clone()))
-            .collect();
         Ok(TopNOperator {
             partition_converter,
             order_converter: RowConverter::new(order_fields)?,
-            row_converter: RowConverter::new(row_fields)
-                .map_err(|e| SluiceError::Unsupported(format!("a Top-N input column type: {e}")))?,
+            row_converter: whole_row_converter(schema, "Top-N")?,
             partitions: KeyedState::new(ttl),
             arrivals: 0,
             watermark: i64::MIN,
@@ -150,10 +145,10 @@ impl TopNOperator {
     }
 
     fn output(&self, changes: Vec<Change>) -> Result<ChangeBatch> {
-        let parser = self.row_converter.parser();
-        let mut columns = self
-            .row_converter
-            .convert_rows(changes.iter().map(|(row, _, _)| parser.parse(row)))?;
+        let mut columns = decode_rows(
+            &self.row_converter,
+            changes.iter().map(|(row, _, _)| &**row),
+        )?;
         let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
             changes.iter().map(|(_, rank, _)| *rank),
         ));

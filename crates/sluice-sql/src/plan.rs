@@ -348,12 +348,17 @@ impl WindowAggregate {
     }
 }
 
+/// Expressions as `--explain` shows them (column names without indices).
+fn expression_names(exprs: &[Arc<dyn PhysicalExpr>]) -> Vec<String> {
+    exprs
+        .iter()
+        .map(|e| strip_index(&e.to_string()).to_string())
+        .collect()
+}
+
 /// `keys [...], aggregates [...]` for `--explain`.
 fn describe_grouping(keys: &[Arc<dyn PhysicalExpr>], aggregates: &[AggregateCall]) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|k| strip_index(&k.to_string()).to_string())
-        .collect();
+    let keys = expression_names(keys);
     let aggregates: Vec<&str> = aggregates.iter().map(|a| a.function.name()).collect();
     format!(
         "keys [{}], aggregates [{}]",
@@ -416,11 +421,7 @@ pub struct TopN {
 
 impl TopN {
     fn describe(&self) -> String {
-        let keys: Vec<String> = self
-            .partition_keys
-            .iter()
-            .map(|k| strip_index(&k.to_string()).to_string())
-            .collect();
+        let keys = expression_names(&self.partition_keys);
         let order: Vec<String> = self
             .order
             .iter()
@@ -496,11 +497,7 @@ pub struct OverAggregate {
 
 impl OverAggregate {
     fn describe(&self) -> String {
-        let keys: Vec<String> = self
-            .partition_keys
-            .iter()
-            .map(|k| strip_index(&k.to_string()).to_string())
-            .collect();
+        let keys = expression_names(&self.partition_keys);
         let aggregates: Vec<&str> = self.aggregates.iter().map(|a| a.function.name()).collect();
         format!(
             "OverAggregate{} [{}] per [{}] by {} {:?}",

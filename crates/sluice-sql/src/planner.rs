@@ -616,9 +616,12 @@ impl Translator<'_> {
                 None => None,
             },
         ];
-        let mut condition: Vec<String> =
-            join.on.iter().map(|(l, r)| format!("{l} = {r}")).collect();
-        condition.extend(join.filter.iter().map(|f| f.to_string()));
+        let mut condition: Vec<String> = join
+            .on
+            .iter()
+            .map(|(l, r)| format!("{} = {}", l.human_display(), r.human_display()))
+            .collect();
+        condition.extend(join.filter.iter().map(|f| f.human_display().to_string()));
         Ok(self.push(PlanNode::Join(Arc::new(Join {
             left,
             right,
