@@ -267,3 +267,35 @@ fn debezium_json_changelog_round_trips() {
     let error = failed(&ws.run(&job, &[]));
     assert!(error.contains("accepts only inserts"), "{error}");
 }
+
+/// An append-only sink with a PRIMARY KEY takes an updating query in upsert
+/// mode: it receives the final row of each key when the input ends.
+#[test]
+fn primary_key_sinks_receive_the_final_row_per_key() {
+    let ws = Workspace::new();
+    let tables = tables(&ws, false);
+    for p in ["1", "2"] {
+        let job = format!(
+            "{tables}
+             CREATE TABLE counts (cust STRING, n BIGINT, PRIMARY KEY (cust) NOT ENFORCED)
+               WITH ('connector' = 'filesystem', 'path' = '$DIR/counts{p}', 'format' = 'json');
+             CREATE TABLE named (id BIGINT, name STRING, PRIMARY KEY (id) NOT ENFORCED)
+               WITH ('connector' = 'filesystem', 'path' = '$DIR/named{p}', 'format' = 'csv');
+             INSERT INTO counts SELECT cust, COUNT(*) FROM orders GROUP BY cust;
+             INSERT INTO named SELECT o.id, c.name FROM orders o LEFT JOIN customers c ON o.cust = c.cust;"
+        );
+        ok(&ws.run(&job, &["-p", p]));
+        assert_eq!(
+            ws.sink_lines(&format!("counts{p}")),
+            vec![
+                r#"{"cust":"a","n":2}"#,
+                r#"{"cust":"b","n":1}"#,
+                r#"{"cust":null,"n":1}"#
+            ]
+        );
+        assert_eq!(
+            ws.sink_lines(&format!("named{p}")),
+            vec!["1,Ann", "2,", "3,", "4,Ann"]
+        );
+    }
+}

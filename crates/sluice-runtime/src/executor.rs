@@ -36,8 +36,10 @@ use crate::over::OverAggregateOperator;
 use crate::session::SessionAggregateOperator;
 use crate::temporal_join::TemporalJoinOperator;
 use crate::topn::TopNOperator;
+use crate::upsert::UpsertMaterializer;
 use crate::watermark::WatermarkAssigner;
 use crate::window::WindowAggregateOperator;
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
 
 /// Set to `true` to stop a job: sources stop reading, in-flight batches drain,
 /// sinks flush and close.
@@ -229,15 +231,46 @@ impl<'a> TaskBuilder<'a> {
 
     fn build_sink(&mut self, node: NodeId) -> Result<()> {
         let PlanNode::Sink {
-            input, connector, ..
+            input,
+            connector,
+            materialize_by,
+            ..
         } = &self.plan.nodes[node]
         else {
             return Err(SluiceError::Runtime(format!("node {node} is not a sink")));
         };
         let counter = Arc::new(AtomicU64::new(0));
         self.sink_counters.push((node, counter.clone()));
-        for (subtask, pending) in self.build(*input)?.into_iter().enumerate() {
-            let writer = connector.open(subtask, self.parallelism)?;
+        let mut upstream = self.build(*input)?;
+        if let (Some(key_columns), true) = (materialize_by, self.parallelism > 1) {
+            // Every change of a key must reach the subtask that materializes it.
+            let schema = self.plan.output_schema(*input);
+            let keys = key_columns
+                .iter()
+                .map(|&i| {
+                    Arc::new(ColumnExpr::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>
+                })
+                .collect();
+            upstream = self
+                .shuffle(upstream, keys, 0)
+                .into_iter()
+                .map(|receivers| Pending {
+                    input: Input::Channels(receivers),
+                    chain: Vec::new(),
+                    source_rows: None,
+                })
+                .collect();
+        }
+        for (subtask, pending) in upstream.into_iter().enumerate() {
+            let mut writer = connector.open(subtask, self.parallelism)?;
+            if let Some(key_columns) = materialize_by {
+                let schema = self.plan.output_schema(*input);
+                writer = Box::new(UpsertMaterializer::new(
+                    writer,
+                    schema,
+                    key_columns.clone(),
+                )?);
+            }
             self.tasks.push(Task {
                 input: pending.input,
                 chain: pending.chain,

@@ -17,6 +17,7 @@ pub mod session;
 pub mod state;
 pub mod temporal_join;
 pub mod topn;
+pub mod upsert;
 pub mod watermark;
 pub mod window;
 

@@ -85,6 +85,10 @@ pub enum PlanNode {
         table: String,
         /// The configured connector.
         connector: Arc<dyn SinkConnector>,
+        /// Upsert materialization for an append-only sink with a PRIMARY KEY
+        /// fed by an updating query: the sink input's key columns. The sink
+        /// receives the final row of each key when the input ends.
+        materialize_by: Option<Vec<usize>>,
     },
 }
 
@@ -151,8 +155,17 @@ impl PlanNode {
             PlanNode::Join(join) => join.describe(),
             PlanNode::Union { inputs, .. } => format!("Union all ({} inputs)", inputs.len()),
             PlanNode::Sink {
-                table, connector, ..
-            } => format!("Sink `{table}`: {}", connector.describe()),
+                table,
+                connector,
+                materialize_by,
+                ..
+            } => {
+                let mut text = format!("Sink `{table}`: {}", connector.describe());
+                if materialize_by.is_some() {
+                    text.push_str(" [upsert by primary key: final rows written at the end]");
+                }
+                text
+            }
         }
     }
 }
@@ -676,6 +689,23 @@ pub struct JobPlan {
 }
 
 impl JobPlan {
+    /// The schema of `node`'s output batches.
+    pub fn output_schema(&self, node: NodeId) -> SchemaRef {
+        match &self.nodes[node] {
+            PlanNode::Source { connector, .. } => connector.schema(),
+            PlanNode::Filter { input, .. }
+            | PlanNode::Watermark { input, .. }
+            | PlanNode::Sink { input, .. } => self.output_schema(*input),
+            PlanNode::Project { schema, .. } | PlanNode::Union { schema, .. } => schema.clone(),
+            PlanNode::WindowAssign(assign) => assign.schema.clone(),
+            PlanNode::WindowAggregate(window) => window.schema.clone(),
+            PlanNode::GroupAggregate(group) => group.schema.clone(),
+            PlanNode::TopN(top) => top.schema.clone(),
+            PlanNode::OverAggregate(over) => over.schema.clone(),
+            PlanNode::Join(join) => join.schema.clone(),
+        }
+    }
+
     /// Whether every source of the job is bounded (the job then ends by itself).
     pub fn is_bounded(&self) -> bool {
         self.nodes.iter().all(|node| match node {

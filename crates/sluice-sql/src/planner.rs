@@ -362,12 +362,16 @@ impl Translator<'_> {
                     .create_sink(definition, self.job)?;
                 let optimized = self.optimize(&input)?;
                 let mut node = self.translate(&optimized)?;
+                let mut materialize_by = None;
                 if let Some(updating) = self.updating_node(node) {
                     if !connector.accepts_updates() {
-                        return Err(SluiceError::Sql(format!(
-                            "sink `{table}` ({}) accepts only inserts, but the query's result is updating: {updating} produces updates. Write it to a sink that accepts a changelog ('format' = 'debezium-json', or 'print')",
-                            connector.describe()
-                        )));
+                        if definition.primary_key.is_empty() {
+                            return Err(SluiceError::Sql(format!(
+                                "sink `{table}` ({}) accepts only inserts, but the query's result is updating: {updating} produces updates. Write it to a sink that accepts a changelog ('format' = 'debezium-json', or 'print'), or declare a PRIMARY KEY on the sink to write the final row of each key",
+                                connector.describe()
+                            )));
+                        }
+                        materialize_by = Some(primary_key_columns(definition)?);
                     }
                 }
                 node = self.drop_computed_columns(node, definition, optimized.schema())?;
@@ -375,6 +379,7 @@ impl Translator<'_> {
                     input: node,
                     table,
                     connector,
+                    materialize_by,
                 }))
             }
             Query::Select { input } => {
@@ -404,6 +409,7 @@ impl Translator<'_> {
                     input: node,
                     table: name,
                     connector,
+                    materialize_by: None,
                 }))
             }
         }
@@ -1109,6 +1115,23 @@ fn logical_is_proctime(plan: &LogicalPlan, column: &datafusion::common::Column) 
                 })
         }),
     }
+}
+
+/// Positions of a sink table's PRIMARY KEY columns among its physical columns.
+fn primary_key_columns(table: &TableDef) -> Result<Vec<usize>> {
+    let physical = table.physical_schema();
+    table
+        .primary_key
+        .iter()
+        .map(|column| {
+            physical.index_of(column).map_err(|_| {
+                SluiceError::Sql(format!(
+                    "table `{}`: PRIMARY KEY column `{column}` is not a physical column",
+                    table.name
+                ))
+            })
+        })
+        .collect()
 }
 
 /// Whether every source under `node` is bounded.
