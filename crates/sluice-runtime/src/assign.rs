@@ -1,6 +1,8 @@
 //! Plain window TVFs: each row is repeated once per window it falls in
 //! (one for TUMBLE, size/slide for HOP, up to size/step for CUMULATE), with
-//! `window_start`, `window_end` and `window_time` appended.
+//! `window_start`, `window_end` and `window_time` appended. As in Flink, a row
+//! whose windows all closed already (behind the watermark) is late: dropped
+//! and counted here, so what follows (window Top-N, window joins) never sees it.
 
 use std::sync::Arc;
 
@@ -9,6 +11,7 @@ use arrow::compute::cast;
 use sluice_core::{ChangeBatch, Message, Result};
 use sluice_sql::plan::WindowAssign;
 
+use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::watermark::epoch_millis;
 
@@ -16,14 +19,18 @@ use crate::watermark::epoch_millis;
 pub struct WindowAssignOperator {
     spec: Arc<WindowAssign>,
     windows: Vec<(i64, i64)>,
+    watermark: i64,
+    late: LateRecords,
 }
 
 impl WindowAssignOperator {
-    /// An operator for `spec`.
-    pub fn new(spec: Arc<WindowAssign>) -> Self {
+    /// An operator for `spec`; late rows go to `late`.
+    pub fn new(spec: Arc<WindowAssign>, late: LateRecords) -> Self {
         WindowAssignOperator {
             spec,
             windows: Vec::new(),
+            watermark: i64::MIN,
+            late,
         }
     }
 }
@@ -43,6 +50,7 @@ impl Operator for WindowAssignOperator {
         let mut indices = Vec::with_capacity(rows);
         let mut starts = Vec::with_capacity(rows);
         let mut ends = Vec::with_capacity(rows);
+        let mut late = Vec::new();
         for row in 0..rows {
             // A row without a time falls in no window.
             if times.is_null(row) {
@@ -53,6 +61,11 @@ impl Operator for WindowAssignOperator {
             self.spec
                 .kind
                 .windows_of_pane(pane_start, offset, &mut self.windows);
+            let open = self.windows.iter().any(|(_, end)| end - 1 > self.watermark);
+            if !open {
+                late.push(row as u32);
+                continue;
+            }
             for &(start, end) in &self.windows {
                 if start <= time && time < end {
                     indices.push(row as u32);
@@ -61,6 +74,8 @@ impl Operator for WindowAssignOperator {
                 }
             }
         }
+        self.late
+            .reject("window TVF", &batch.data, &late, &times, self.watermark)?;
         let indices = UInt32Array::from(indices);
         let taken = batch.take(&indices)?;
         let mut columns: Vec<ArrayRef> = taken.data.columns().to_vec();
@@ -83,6 +98,12 @@ impl Operator for WindowAssignOperator {
         }
         let data = RecordBatch::try_new(schema.clone(), columns)?;
         out.push(Message::Data(taken.with_data(data)));
+        Ok(())
+    }
+
+    fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
+        self.watermark = self.watermark.max(watermark);
+        out.push(Message::Watermark(watermark));
         Ok(())
     }
 }

@@ -342,9 +342,15 @@ impl<'a> TaskBuilder<'a> {
                     })
                     .collect())
             }
-            PlanNode::WindowAssign(assign) => self.extend(assign.input, |_| {
-                Ok(Box::new(WindowAssignOperator::new(assign.clone())) as Box<dyn Operator>)
-            }),
+            PlanNode::WindowAssign(assign) => {
+                let late = self.late_records.clone();
+                self.extend(assign.input, |_| {
+                    Ok(
+                        Box::new(WindowAssignOperator::new(assign.clone(), late.clone()))
+                            as Box<dyn Operator>,
+                    )
+                })
+            }
             PlanNode::WindowAggregate(window) => {
                 let late = self.late_records.clone();
                 self.keyed(window.input, window.keys.clone(), || {
