@@ -1,11 +1,14 @@
-//! The `sluice` command: runs, explains and validates SQL pipelines.
+//! The `sluice` command: runs, explains and validates SQL pipelines, and
+//! benchmarks them.
+
+mod bench;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use sluice_runtime::{run_job, JobSummary};
+use sluice_runtime::{run_job_reporting, JobSummary, ProgressReport};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -43,6 +46,37 @@ enum Command {
     },
     /// List the Flink functions Sluice adds to DataFusion's built-ins, and the connectors.
     Functions,
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        suite: BenchSuite,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchSuite {
+    /// Run Nexmark queries (Flink SQL) into a blackhole sink and report
+    /// events/s, events per CPU-second, CPU time and peak memory per query.
+    Nexmark {
+        /// Comma-separated query names (q0..q22), or `all`.
+        #[arg(long, default_value = "all")]
+        queries: String,
+        /// Events the built-in generator produces.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Read this JSON-lines file (or directory) in the nexmark-flink shape instead.
+        #[arg(long)]
+        input: Option<PathBuf>,
+        /// Subtasks per operator.
+        #[arg(long, short = 'p', default_value_t = 1)]
+        parallelism: usize,
+        /// Throttle the generator to this many events per second of wall time.
+        #[arg(long)]
+        rate: Option<u64>,
+        /// Also write one JSON line per query to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn parse_setting(text: &str) -> Result<(String, String), String> {
@@ -85,6 +119,29 @@ fn main() {
 
 async fn execute(command: Command) -> Result<()> {
     match command {
+        Command::Bench {
+            suite:
+                BenchSuite::Nexmark {
+                    queries,
+                    events,
+                    input,
+                    parallelism,
+                    rate,
+                    json,
+                },
+        } => {
+            let options = bench::BenchOptions {
+                queries,
+                events,
+                input,
+                parallelism: parallelism.max(1),
+                rate,
+                json,
+            };
+            tokio::task::spawn_blocking(move || bench::run(&options))
+                .await
+                .context("benchmark thread")?
+        }
         Command::Functions => {
             println!(
                 "Flink functions (in addition to every DataFusion scalar and aggregate function):"
@@ -134,7 +191,15 @@ async fn execute(command: Command) -> Result<()> {
                 "job started"
             );
             let started = std::time::Instant::now();
-            let summary = run_job(&plan, stop).await.context("job failed")?;
+            // `sluice bench` reads the progress of the queries it runs from stderr.
+            let progress = std::env::var_os("SLUICE_PROGRESS").map(|_| {
+                let report: ProgressReport =
+                    Box::new(|rows| eprintln!("{}{rows}", bench::PROGRESS_PREFIX));
+                (std::time::Duration::from_millis(250), report)
+            });
+            let summary = run_job_reporting(&plan, stop, progress)
+                .await
+                .context("job failed")?;
             report(&summary, started.elapsed());
             Ok(())
         }

@@ -26,7 +26,7 @@ use sluice_core::{ChangeBatch, Result, SluiceError};
 use crate::datagen::conform;
 use crate::{project_schema, validate_options};
 
-const NEXMARK_OPTIONS: [OptionSpec; 9] = [
+const NEXMARK_OPTIONS: [OptionSpec; 10] = [
     OptionSpec::required("connector", "'nexmark'"),
     OptionSpec::optional("events.num", "number of events; 0 or unset = unbounded"),
     OptionSpec::optional(
@@ -47,6 +47,10 @@ const NEXMARK_OPTIONS: [OptionSpec; 9] = [
     OptionSpec::optional(
         "events.per-second",
         "wall-clock throttle for the whole source; unset = as fast as possible",
+    ),
+    OptionSpec::optional(
+        "event-time.base",
+        "event time of the first event: 'now' (wall clock at start, for latency runs with 'events.per-second' = 'first-event.rate') or epoch milliseconds (default 2015-07-15 00:00:00)",
     ),
 ];
 
@@ -100,6 +104,8 @@ pub struct NexmarkConfig {
     pub seed: u64,
     /// Wall-clock throttle.
     pub events_per_second: Option<f64>,
+    /// Event time of the first event (epoch milliseconds).
+    pub base_time_ms: i64,
 }
 
 impl NexmarkConfig {
@@ -108,7 +114,7 @@ impl NexmarkConfig {
     }
 
     fn timestamp(&self, event: i64) -> i64 {
-        BASE_TIME_MS + ((event as f64) * (1_000_000.0 / self.rate)) as i64 / 1000
+        self.base_time_ms + ((event as f64) * (1_000_000.0 / self.rate)) as i64 / 1000
     }
 
     fn last_base0_person_id(&self, event: i64) -> i64 {
@@ -203,6 +209,13 @@ fn parse_config(table: &TableDef) -> Result<NexmarkConfig> {
         bid_proportion: options.parse::<i64>("bid.proportion")?.unwrap_or(46),
         seed: options.parse::<u64>("seed")?.unwrap_or(42),
         events_per_second: options.parse::<f64>("events.per-second")?,
+        base_time_ms: match options.get("event-time.base") {
+            None => BASE_TIME_MS,
+            Some("now") => chrono::Utc::now().timestamp_millis(),
+            Some(_) => options
+                .parse::<i64>("event-time.base")?
+                .unwrap_or(BASE_TIME_MS),
+        },
     };
     if config.rate <= 0.0
         || config.person_proportion < 1
@@ -680,6 +693,7 @@ mod tests {
             bid_proportion: 46,
             seed: 42,
             events_per_second: None,
+            base_time_ms: BASE_TIME_MS,
         }
     }
 

@@ -23,7 +23,16 @@ const PRINT_OPTIONS: [OptionSpec; 4] = [
     OptionSpec::optional("sink.parallelism", "accepted for compatibility"),
 ];
 
-const BLACKHOLE_OPTIONS: [OptionSpec; 1] = [OptionSpec::required("connector", "'blackhole'")];
+const BLACKHOLE_OPTIONS: [OptionSpec; 2] = [
+    OptionSpec::required("connector", "'blackhole'"),
+    OptionSpec::optional(
+        "latency.column",
+        "a TIMESTAMP column: record now - its value per row and print latency percentiles at the end (benchmarks)",
+    ),
+];
+
+/// Stderr line prefix of the blackhole sink's latency report.
+pub const LATENCY_PREFIX: &str = "sluice-latency ";
 
 /// Creates `print` sinks. Output is at-least-once: after a restart rows may be
 /// printed again.
@@ -139,12 +148,30 @@ impl ConnectorFactory for BlackholeConnector {
 
     fn create_sink(&self, table: &TableDef, _job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
         validate_options(table, &[&BLACKHOLE_OPTIONS])?;
-        Ok(Arc::new(BlackholeSink))
+        let latency = match table.options.get("latency.column") {
+            None => None,
+            Some(column) => {
+                let index = table.physical_schema().index_of(column).map_err(|_| {
+                    SluiceError::Config(format!(
+                        "table `{}`: 'latency.column' names unknown column `{column}`",
+                        table.name
+                    ))
+                })?;
+                Some(Arc::new(LatencyRecorder {
+                    column: index,
+                    histogram: std::sync::Mutex::new(LatencyHistogram::default()),
+                    open_writers: std::sync::atomic::AtomicUsize::new(0),
+                }))
+            }
+        };
+        Ok(Arc::new(BlackholeSink { latency }))
     }
 }
 
 #[derive(Debug)]
-struct BlackholeSink;
+struct BlackholeSink {
+    latency: Option<Arc<LatencyRecorder>>,
+}
 
 impl SinkConnector for BlackholeSink {
     fn accepts_updates(&self) -> bool {
@@ -152,23 +179,120 @@ impl SinkConnector for BlackholeSink {
     }
 
     fn open(&self, _subtask: usize, _parallelism: usize) -> Result<Box<dyn SinkWriter>> {
-        Ok(Box::new(BlackholeWriter))
+        if let Some(latency) = &self.latency {
+            latency
+                .open_writers
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(Box::new(BlackholeWriter {
+            latency: self.latency.clone(),
+        }))
     }
 
     fn describe(&self) -> String {
-        "blackhole".to_string()
+        match &self.latency {
+            Some(_) => "blackhole (recording latency)".to_string(),
+            None => "blackhole".to_string(),
+        }
     }
 }
 
-struct BlackholeWriter;
+/// Millisecond latencies, counted per millisecond up to a minute.
+#[derive(Debug)]
+struct LatencyHistogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            counts: vec![0; 60_001],
+            total: 0,
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn record(&mut self, millis: i64) {
+        let bucket = millis.clamp(0, 60_000) as usize;
+        self.counts[bucket] += 1;
+        self.total += 1;
+    }
+
+    /// The latency (ms) at quantile `q` (0..=1).
+    fn quantile(&self, q: f64) -> usize {
+        let wanted = ((self.total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (millis, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= wanted {
+                return millis;
+            }
+        }
+        self.counts.len() - 1
+    }
+}
+
+/// Shared by a blackhole sink's writers: latency of each row's time column.
+#[derive(Debug)]
+struct LatencyRecorder {
+    column: usize,
+    histogram: std::sync::Mutex<LatencyHistogram>,
+    open_writers: std::sync::atomic::AtomicUsize,
+}
+
+struct BlackholeWriter {
+    latency: Option<Arc<LatencyRecorder>>,
+}
 
 #[async_trait]
 impl SinkWriter for BlackholeWriter {
-    async fn write(&mut self, _batch: &ChangeBatch) -> Result<()> {
+    async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+        let Some(latency) = &self.latency else {
+            return Ok(());
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let times = arrow::compute::cast(
+            batch.data.column(latency.column),
+            &arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Millisecond, None),
+        )?;
+        let times = times
+            .as_any()
+            .downcast_ref::<arrow::array::TimestampMillisecondArray>()
+            .ok_or_else(|| SluiceError::Runtime("latency column is not a timestamp".into()))?;
+        let mut histogram = latency
+            .histogram
+            .lock()
+            .map_err(|_| SluiceError::Runtime("latency histogram lock poisoned".into()))?;
+        for time in times.iter().flatten() {
+            histogram.record(now - time);
+        }
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<()> {
+        let Some(latency) = &self.latency else {
+            return Ok(());
+        };
+        let last = latency
+            .open_writers
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1;
+        if last {
+            let histogram = latency
+                .histogram
+                .lock()
+                .map_err(|_| SluiceError::Runtime("latency histogram lock poisoned".into()))?;
+            eprintln!(
+                "{LATENCY_PREFIX}rows={} p50_ms={} p99_ms={} p999_ms={} max_ms={}",
+                histogram.total,
+                histogram.quantile(0.5),
+                histogram.quantile(0.99),
+                histogram.quantile(0.999),
+                histogram.quantile(1.0)
+            );
+        }
         Ok(())
     }
 }

@@ -123,6 +123,19 @@ struct Task {
 
 /// Runs a job until its input ends or `stop` becomes true.
 pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
+    run_job_reporting(plan, stop, None).await
+}
+
+/// Reports the rows read by all sources so far.
+pub type ProgressReport = Box<dyn Fn(u64) + Send + Sync>;
+
+/// Like [`run_job`], calling `progress` with the rows read so far every
+/// interval (for progress displays).
+pub async fn run_job_reporting(
+    plan: &JobPlan,
+    stop: StopSignal,
+    progress: Option<(std::time::Duration, ProgressReport)>,
+) -> Result<JobSummary> {
     let mut builder = TaskBuilder::new(plan)?;
     for &sink in &plan.sinks {
         builder.build_sink(sink)?;
@@ -143,12 +156,29 @@ pub async fn run_job(plan: &JobPlan, stop: StopSignal) -> Result<JobSummary> {
     for task in tasks {
         running.spawn(run_task(task, stop.clone(), batching));
     }
+    let reporter = progress.map(|(interval, report)| {
+        let counters: Vec<Arc<AtomicU64>> =
+            source_counters.iter().map(|(_, c)| c.clone()).collect();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(interval);
+            loop {
+                ticks.tick().await;
+                report(counters.iter().map(|c| c.load(Ordering::Relaxed)).sum());
+            }
+        })
+    });
     while let Some(joined) = running.join_next().await {
         let outcome = joined.map_err(|e| SluiceError::Runtime(format!("a task panicked: {e}")))?;
         if let Err(error) = outcome {
             running.abort_all();
+            if let Some(reporter) = &reporter {
+                reporter.abort();
+            }
             return Err(error);
         }
+    }
+    if let Some(reporter) = reporter {
+        reporter.abort();
     }
 
     let mut summary = JobSummary {

@@ -21,4 +21,4 @@ pub mod upsert;
 pub mod watermark;
 pub mod window;
 
-pub use executor::{run_job, JobSummary, StopSignal};
+pub use executor::{run_job, run_job_reporting, JobSummary, ProgressReport, StopSignal};

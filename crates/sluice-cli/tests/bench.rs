@@ -1,0 +1,49 @@
+//! The `sluice bench nexmark` smoke run: every query of the suite over
+//! 100,000 generated events, so the command cannot rot (no timing assertions).
+
+mod common;
+
+use common::{ok, Workspace};
+
+#[test]
+fn bench_runs_every_nexmark_query() {
+    let ws = Workspace::new();
+    let json = ws.path("bench.jsonl");
+    let stdout = ok(&ws.sluice(&[
+        "bench",
+        "nexmark",
+        "--events",
+        "100000",
+        "--queries",
+        "all",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .expect("json output")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect();
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| l["query"].as_str().expect("query"))
+        .collect();
+    let expected: Vec<String> = (0..=22).map(|i| format!("q{i}")).collect();
+    assert_eq!(names, expected, "{stdout}");
+    for line in &lines {
+        assert_eq!(line["events"], 100_000, "{line}");
+        assert!(line["events_per_second"].as_f64().expect("rate") > 0.0, "{line}");
+        assert!(line["cpu_seconds"].as_f64().expect("cpu") > 0.0, "{line}");
+        assert!(line["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{line}");
+    }
+    // The table has a row per query.
+    assert!(stdout.contains("q22"), "{stdout}");
+}
+
+#[test]
+fn bench_rejects_unknown_queries() {
+    let ws = Workspace::new();
+    let output = ws.sluice(&["bench", "nexmark", "--queries", "q0,q99"]);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown query 'q99'"));
+}
