@@ -32,7 +32,10 @@ fn bench_runs_every_nexmark_query() {
     assert_eq!(names, expected, "{stdout}");
     for line in &lines {
         assert_eq!(line["events"], 100_000, "{line}");
-        assert!(line["events_per_second"].as_f64().expect("rate") > 0.0, "{line}");
+        assert!(
+            line["events_per_second"].as_f64().expect("rate") > 0.0,
+            "{line}"
+        );
         assert!(line["cpu_seconds"].as_f64().expect("cpu") > 0.0, "{line}");
         assert!(line["peak_rss_mb"].as_f64().expect("rss") > 1.0, "{line}");
     }

@@ -97,6 +97,8 @@ enum Input {
 enum Output {
     Sink(Box<dyn SinkWriter>),
     Forward(mpsc::Sender<Message>),
+    /// Every message to every consumer of a node read by several operators.
+    Broadcast(Vec<mpsc::Sender<Message>>),
     Shuffle {
         senders: Vec<mpsc::Sender<Message>>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
@@ -224,6 +226,10 @@ struct TaskBuilder<'a> {
     source_counters: Vec<(NodeId, Arc<AtomicU64>)>,
     sink_counters: Vec<(NodeId, Arc<AtomicU64>)>,
     late_records: LateRecords,
+    /// How many operators read each node.
+    consumers: Vec<usize>,
+    /// Nodes read by several operators, built once: the chains not handed out yet.
+    shared: HashMap<NodeId, Vec<Vec<Pending>>>,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -245,9 +251,17 @@ impl<'a> TaskBuilder<'a> {
                 source_counters.push((id, Arc::new(AtomicU64::new(0))));
             }
         }
+        let mut consumers = vec![0; plan.nodes.len()];
+        for node in &plan.nodes {
+            for input in node.inputs() {
+                consumers[input] += 1;
+            }
+        }
         Ok(TaskBuilder {
             plan,
             parallelism,
+            consumers,
+            shared: HashMap::new(),
             readers,
             tasks: Vec::new(),
             source_counters,
@@ -312,8 +326,39 @@ impl<'a> TaskBuilder<'a> {
         Ok(())
     }
 
-    /// Builds the chains ending at `node`, one per subtask.
+    /// Builds the chains ending at `node`, one per subtask. A node read by
+    /// several operators (e.g. a source scanned by both sides of a self-join)
+    /// runs once and broadcasts its output to each of them.
     fn build(&mut self, node: NodeId) -> Result<Vec<Pending>> {
+        let readers = self.consumers[node];
+        if readers <= 1 {
+            return self.build_node(node);
+        }
+        if let Some(remaining) = self.shared.get_mut(&node) {
+            return remaining
+                .pop()
+                .ok_or_else(|| SluiceError::Runtime(format!("node {node} read too often")));
+        }
+        let mut per_consumer: Vec<Vec<Pending>> = (0..readers).map(|_| Vec::new()).collect();
+        for pending in self.build_node(node)? {
+            let mut senders = Vec::with_capacity(readers);
+            for chains in per_consumer.iter_mut() {
+                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                senders.push(sender);
+                chains.push(Pending {
+                    input: Input::Channels(vec![(0, receiver)]),
+                    chain: Vec::new(),
+                    source_rows: None,
+                });
+            }
+            self.spawn(pending, Output::Broadcast(senders));
+        }
+        let first = per_consumer.pop().unwrap_or_default();
+        self.shared.insert(node, per_consumer);
+        Ok(first)
+    }
+
+    fn build_node(&mut self, node: NodeId) -> Result<Vec<Pending>> {
         match &self.plan.nodes[node] {
             PlanNode::Source { idle_timeout, .. } => {
                 let idle_timeout = *idle_timeout;
@@ -663,6 +708,14 @@ impl Task {
                 Ok(true)
             }
             Output::Forward(sender) => Ok(sender.send(message).await.is_ok()),
+            Output::Broadcast(senders) => {
+                for sender in senders.iter() {
+                    if sender.send(message.clone()).await.is_err() {
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
             Output::Shuffle { senders, keys } => match message {
                 Message::Data(batch) => {
                     let parts = partition(&batch, keys, senders.len())?;
@@ -694,7 +747,7 @@ impl Task {
         }
         match &mut self.output {
             Output::Sink(writer) => writer.finish().await,
-            Output::Forward(_) | Output::Shuffle { .. } => {
+            Output::Forward(_) | Output::Broadcast(_) | Output::Shuffle { .. } => {
                 self.deliver(Message::EndOfInput).await?;
                 Ok(())
             }

@@ -677,6 +677,23 @@ fn strip_index(expr: &str) -> &str {
     }
 }
 
+/// The schema of the output batches of `nodes[node]`.
+pub fn output_schema(nodes: &[PlanNode], node: NodeId) -> SchemaRef {
+    match &nodes[node] {
+        PlanNode::Source { connector, .. } => connector.schema(),
+        PlanNode::Filter { input, .. }
+        | PlanNode::Watermark { input, .. }
+        | PlanNode::Sink { input, .. } => output_schema(nodes, *input),
+        PlanNode::Project { schema, .. } | PlanNode::Union { schema, .. } => schema.clone(),
+        PlanNode::WindowAssign(assign) => assign.schema.clone(),
+        PlanNode::WindowAggregate(window) => window.schema.clone(),
+        PlanNode::GroupAggregate(group) => group.schema.clone(),
+        PlanNode::TopN(top) => top.schema.clone(),
+        PlanNode::OverAggregate(over) => over.schema.clone(),
+        PlanNode::Join(join) => join.schema.clone(),
+    }
+}
+
 /// A whole job: every `INSERT` of a script, planned together.
 #[derive(Debug)]
 pub struct JobPlan {
@@ -691,19 +708,7 @@ pub struct JobPlan {
 impl JobPlan {
     /// The schema of `node`'s output batches.
     pub fn output_schema(&self, node: NodeId) -> SchemaRef {
-        match &self.nodes[node] {
-            PlanNode::Source { connector, .. } => connector.schema(),
-            PlanNode::Filter { input, .. }
-            | PlanNode::Watermark { input, .. }
-            | PlanNode::Sink { input, .. } => self.output_schema(*input),
-            PlanNode::Project { schema, .. } | PlanNode::Union { schema, .. } => schema.clone(),
-            PlanNode::WindowAssign(assign) => assign.schema.clone(),
-            PlanNode::WindowAggregate(window) => window.schema.clone(),
-            PlanNode::GroupAggregate(group) => group.schema.clone(),
-            PlanNode::TopN(top) => top.schema.clone(),
-            PlanNode::OverAggregate(over) => over.schema.clone(),
-            PlanNode::Join(join) => join.schema.clone(),
-        }
+        output_schema(&self.nodes, node)
     }
 
     /// Whether every source of the job is bounded (the job then ends by itself).
@@ -727,21 +732,33 @@ impl JobPlan {
                 "unbounded"
             }
         );
+        let mut shown = vec![false; self.nodes.len()];
         for sink in &self.sinks {
-            self.explain_node(*sink, 0, &mut out);
+            self.explain_node(*sink, 0, &mut shown, &mut out);
         }
         out
     }
 
-    fn explain_node(&self, id: NodeId, depth: usize, out: &mut String) {
+    /// Writes `id` and its inputs; a node read by several operators is
+    /// written once, later references point back to it.
+    fn explain_node(&self, id: NodeId, depth: usize, shown: &mut [bool], out: &mut String) {
         let indent = if depth == 0 {
             String::new()
         } else {
             format!("{}└─ ", "   ".repeat(depth - 1))
         };
+        if shown[id] {
+            let _ = writeln!(
+                out,
+                "{indent}(shared, read once) {}",
+                self.nodes[id].describe()
+            );
+            return;
+        }
+        shown[id] = true;
         let _ = writeln!(out, "{indent}{}", self.nodes[id].describe());
         for input in self.nodes[id].inputs() {
-            self.explain_node(input, depth + 1, out);
+            self.explain_node(input, depth + 1, shown, out);
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::empty::EmptyTable;
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNodeCore, WriteOp};
@@ -104,11 +105,23 @@ pub async fn plan_script(
         nodes: Vec::new(),
         replaced: HashMap::new(),
         rank_output: None,
+        scan_columns: HashMap::new(),
+        scans: HashMap::new(),
         temporal_tables,
         temporal_time: Default::default(),
     };
+    // Optimize every query first: a table scanned several times in the job
+    // is read once, with the columns all its scans need.
+    let mut optimized = Vec::with_capacity(queries.len());
+    for (line, query) in queries {
+        let query = translator
+            .optimize_query(query)
+            .map_err(|e| locate(e, line))?;
+        translator.note_scans(query.plan());
+        optimized.push((line, query));
+    }
     let mut sinks = Vec::new();
-    for (select_index, (line, query)) in queries.into_iter().enumerate() {
+    for (select_index, (line, query)) in optimized.into_iter().enumerate() {
         let sink = translator
             .translate_query(query, select_index)
             .map_err(|e| locate(e, line))?;
@@ -169,6 +182,14 @@ fn new_session(relations: &Relations) -> SessionContext {
 enum Query {
     Insert { table: String, input: LogicalPlan },
     Select { input: LogicalPlan },
+}
+
+impl Query {
+    fn plan(&self) -> &LogicalPlan {
+        match self {
+            Query::Insert { input, .. } | Query::Select { input } => input,
+        }
+    }
 }
 
 struct Catalog {
@@ -336,6 +357,10 @@ struct Translator<'a> {
     replaced: HashMap<usize, NodeId>,
     /// Whether the projection above the Top-N being planned reads its row number.
     rank_output: Option<bool>,
+    /// Per table: the columns all scans of it in the job read.
+    scan_columns: HashMap<String, Vec<usize>>,
+    /// Per table: its shared source node and the columns it outputs.
+    scans: HashMap<String, (NodeId, Vec<usize>)>,
     /// Tables the script reads `FOR SYSTEM_TIME AS OF` a time attribute.
     temporal_tables: Vec<TemporalTable>,
     /// Per temporal table alias: its event-time attribute column, or `None`
@@ -349,6 +374,37 @@ impl Translator<'_> {
         self.nodes.len() - 1
     }
 
+    /// The query with its plan optimized.
+    fn optimize_query(&self, query: Query) -> Result<Query> {
+        Ok(match query {
+            Query::Insert { table, input } => Query::Insert {
+                table,
+                input: self.optimize(&input)?,
+            },
+            Query::Select { input } => Query::Select {
+                input: self.optimize(&input)?,
+            },
+        })
+    }
+
+    /// Records the columns each table scan of `plan` reads.
+    fn note_scans(&mut self, plan: &LogicalPlan) {
+        let _ = plan.apply(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                let name = scan.table_name.table().to_string();
+                let all = self.tables.get(&name).map_or(0, |t| t.columns.len());
+                let columns = self.scan_columns.entry(name).or_default();
+                match &scan.projection {
+                    Some(projection) => columns.extend(projection.iter().copied()),
+                    None => columns.extend(0..all),
+                }
+                columns.sort_unstable();
+                columns.dedup();
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        });
+    }
+
     fn translate_query(&mut self, query: Query, select_index: usize) -> Result<NodeId> {
         match query {
             Query::Insert { table, input } => {
@@ -360,7 +416,7 @@ impl Translator<'_> {
                     .registry
                     .for_table(definition)?
                     .create_sink(definition, self.job)?;
-                let optimized = self.optimize(&input)?;
+                let optimized = input;
                 let mut node = self.translate(&optimized)?;
                 let mut materialize_by = None;
                 if let Some(updating) = self.updating_node(node) {
@@ -383,7 +439,7 @@ impl Translator<'_> {
                 }))
             }
             Query::Select { input } => {
-                let optimized = self.optimize(&input)?;
+                let optimized = input;
                 let node = self.translate(&optimized)?;
                 let name = format!("select_{}", select_index + 1);
                 let table = TableDef {
@@ -925,6 +981,8 @@ impl Translator<'_> {
         }
     }
 
+    /// A table scan: the table's shared source (read once per job, with the
+    /// columns every scan of it needs), then this scan's columns.
     fn translate_scan(&mut self, scan: &datafusion::logical_expr::TableScan) -> Result<NodeId> {
         let name = scan.table_name.table();
         let table = self
@@ -940,6 +998,49 @@ impl Translator<'_> {
             Some(projection) => projection.clone(),
             None => (0..table.columns.len()).collect(),
         };
+        let (source, columns) = match self.scans.get(name) {
+            Some(shared) => shared.clone(),
+            None => {
+                let mut columns = self.scan_columns.get(name).cloned().unwrap_or_default();
+                if !wanted.iter().all(|c| columns.contains(c)) {
+                    columns = wanted.clone();
+                }
+                let node = self.translate_source(table, &columns)?;
+                self.scans.insert(name.to_string(), (node, columns.clone()));
+                (node, columns)
+            }
+        };
+        if columns == wanted {
+            return Ok(source);
+        }
+        let schema = self.nodes_output_schema(source);
+        let mut exprs = Vec::with_capacity(wanted.len());
+        let mut fields = Vec::with_capacity(wanted.len());
+        for column in &wanted {
+            let position = columns.iter().position(|c| c == column).ok_or_else(|| {
+                SluiceError::Runtime(format!("column {column} of `{name}` is not read"))
+            })?;
+            let field = schema.field(position);
+            exprs.push(Arc::new(ColumnExpr::new(field.name(), position)) as Arc<dyn PhysicalExpr>);
+            fields.push(field.clone());
+        }
+        Ok(self.push(PlanNode::Project {
+            input: source,
+            exprs,
+            schema: Arc::new(Schema::new(fields)),
+        }))
+    }
+
+    /// The output schema of a planned node.
+    fn nodes_output_schema(&self, node: NodeId) -> SchemaRef {
+        crate::plan::output_schema(&self.nodes, node)
+    }
+
+    /// Reads `wanted` columns (indices into the table's columns) of `table`:
+    /// source, computed columns and watermark.
+    fn translate_source(&mut self, table: &TableDef, wanted: &[usize]) -> Result<NodeId> {
+        let name = table.name.as_str();
+        let wanted = wanted.to_vec();
         let physical = table.physical_schema();
         let physical_df = DFSchema::try_from(physical.as_ref().clone()).map_err(df_error)?;
         let full_df =
