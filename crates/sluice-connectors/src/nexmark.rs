@@ -106,6 +106,9 @@ pub struct NexmarkConfig {
     pub events_per_second: Option<f64>,
     /// Event time of the first event (epoch milliseconds).
     pub base_time_ms: i64,
+    /// `'event-time.base' = 'now'`: the base is the wall clock when the
+    /// readers open, so event time = creation time under the throttle.
+    pub base_time_at_open: bool,
 }
 
 impl NexmarkConfig {
@@ -209,6 +212,7 @@ fn parse_config(table: &TableDef) -> Result<NexmarkConfig> {
         bid_proportion: options.parse::<i64>("bid.proportion")?.unwrap_or(46),
         seed: options.parse::<u64>("seed")?.unwrap_or(42),
         events_per_second: options.parse::<f64>("events.per-second")?,
+        base_time_at_open: options.get("event-time.base") == Some("now"),
         base_time_ms: match options.get("event-time.base") {
             None => BASE_TIME_MS,
             Some("now") => chrono::Utc::now().timestamp_millis(),
@@ -615,16 +619,25 @@ impl SourceConnector for NexmarkSource {
             .config
             .events_per_second
             .map(|rate| rate / parallelism as f64);
+        let generator = if self.generator.config.base_time_at_open {
+            let mut generator = Generator::new(self.generator.config.clone());
+            // Set after building the generator, together with `started` below.
+            generator.config.base_time_ms = chrono::Utc::now().timestamp_millis();
+            Arc::new(generator)
+        } else {
+            self.generator.clone()
+        };
+        let started = Instant::now();
         Ok((0..parallelism)
             .map(|subtask| {
                 Box::new(NexmarkReader {
-                    generator: self.generator.clone(),
+                    generator: generator.clone(),
                     schema: self.schema.clone(),
                     next_event: subtask as u64,
                     step: parallelism as u64,
                     batch_size: self.batch_size,
                     rate: per_subtask_rate,
-                    started: Instant::now(),
+                    started,
                     emitted: 0,
                 }) as Box<dyn SourceReader>
             })
@@ -663,9 +676,11 @@ impl SourceReader for NexmarkReader {
             count = count.min(remaining as usize);
         }
         if let Some(rate) = self.rate {
-            // Small batches at low rates keep latency low; sleep until they are due.
-            count = count.min(((rate / 20.0).ceil() as usize).max(1));
-            let due = Duration::from_secs_f64(self.emitted as f64 / rate);
+            // About a millisecond of events per batch, emitted once its last
+            // event is due: no event leaves before its creation time, and
+            // latency measured from event time is honest.
+            count = count.min(((rate / 1000.0).ceil() as usize).max(1));
+            let due = Duration::from_secs_f64((self.emitted + count as u64) as f64 / rate);
             let elapsed = self.started.elapsed();
             if due > elapsed {
                 tokio::time::sleep(due - elapsed).await;
@@ -694,6 +709,7 @@ mod tests {
             seed: 42,
             events_per_second: None,
             base_time_ms: BASE_TIME_MS,
+            base_time_at_open: false,
         }
     }
 
