@@ -17,11 +17,12 @@ use arrow::array::{
     UInt32Array,
 };
 use arrow::compute::take;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::Join;
 
+use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
@@ -88,17 +89,8 @@ impl JoinOperator {
         ttl: Option<std::time::Duration>,
         late: LateRecords,
     ) -> Result<Self> {
-        let key_fields = spec
-            .left_keys
-            .iter()
-            .map(|key| {
-                key.data_type(&spec.input_schemas[0])
-                    .map(SortField::new)
-                    .map_err(df)
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(JoinOperator {
-            key_converter: RowConverter::new(key_fields)?,
+            key_converter: key_converter(&spec.left_keys, &spec.input_schemas[0])?,
             row_converters: [
                 whole_row_converter(&spec.input_schemas[0], "join")?,
                 whole_row_converter(&spec.input_schemas[1], "join")?,

@@ -11,11 +11,12 @@ use std::time::Instant;
 
 use arrow::array::{new_null_array, Array, AsArray, RecordBatch, RecordBatchOptions, UInt32Array};
 use arrow::compute::take;
-use arrow::row::{RowConverter, SortField};
+use arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::{Join, JoinKind, VersionedJoin};
 
+use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
@@ -51,18 +52,9 @@ impl TemporalJoinOperator {
             .versioned
             .clone()
             .ok_or_else(|| SluiceError::Runtime("not a temporal join".into()))?;
-        let key_fields = spec
-            .left_keys
-            .iter()
-            .map(|key| {
-                key.data_type(&spec.input_schemas[0])
-                    .map(SortField::new)
-                    .map_err(df)
-            })
-            .collect::<Result<Vec<_>>>()?;
         Ok(TemporalJoinOperator {
             times,
-            key_converter: RowConverter::new(key_fields)?,
+            key_converter: key_converter(&spec.left_keys, &spec.input_schemas[0])?,
             row_converters: [
                 whole_row_converter(&spec.input_schemas[0], "temporal join")?,
                 whole_row_converter(&spec.input_schemas[1], "temporal join")?,
