@@ -276,9 +276,15 @@ fn report(summary: &JobSummary, elapsed: std::time::Duration) {
         info!("{line}");
     }
     if summary.late_records > 0 {
+        let per_operator: Vec<String> = summary
+            .late_by_operator
+            .iter()
+            .map(|(operator, count)| format!("{operator} {count}"))
+            .collect();
         warn!(
-            "{} late records (behind the watermark at a window operator) were dropped",
-            summary.late_records
+            "{} late records (behind the watermark) were dropped: {}",
+            summary.late_records,
+            per_operator.join(", ")
         );
     }
     for sink in &summary.sinks {

@@ -51,6 +51,8 @@ fn run_window_query(
         stderr.contains("1 late records") || stderr.contains("2 late records"),
         "{stderr}"
     );
+    // ... per operator kind.
+    assert!(stderr.contains("were dropped: "), "{stderr}");
     ws.sink_lines("out")
 }
 

@@ -55,8 +55,10 @@ pub struct JobSummary {
     pub sources: Vec<SourceSummary>,
     /// Per sink table.
     pub sinks: Vec<SinkSummary>,
-    /// Records dropped by window operators because they arrived behind the watermark.
+    /// Records dropped by event-time operators because they arrived behind the watermark.
     pub late_records: u64,
+    /// The same, per operator kind.
+    pub late_by_operator: Vec<(String, u64)>,
 }
 
 /// Rows a source emitted and rejected.
@@ -185,6 +187,7 @@ pub async fn run_job_reporting(
 
     let mut summary = JobSummary {
         late_records: late_records.count(),
+        late_by_operator: late_records.per_operator(),
         ..JobSummary::default()
     };
     for (node, counter) in source_counters {

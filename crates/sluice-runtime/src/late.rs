@@ -9,10 +9,12 @@ use arrow::array::{Array, RecordBatch, TimestampMillisecondArray, UInt32Array};
 use sluice_core::dlq::{DeadLetter, DeadLetterQueue};
 use sluice_core::{Result, SluiceError};
 
-/// Where late rows go; shared by every window operator of a job.
+/// Where late rows go; shared by every event-time operator of a job.
 #[derive(Debug, Clone, Default)]
 pub struct LateRecords {
     counter: Arc<AtomicU64>,
+    /// Late rows per operator kind (`window aggregate`, `join`, ...).
+    per_operator: Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
     dead_letters: Option<Arc<DeadLetterQueue>>,
 }
 
@@ -27,6 +29,7 @@ impl LateRecords {
     pub fn new(dead_letters: Option<Arc<DeadLetterQueue>>) -> Self {
         LateRecords {
             counter: Arc::default(),
+            per_operator: Arc::default(),
             dead_letters,
         }
     }
@@ -34,6 +37,14 @@ impl LateRecords {
     /// How many late rows were dropped.
     pub fn count(&self) -> u64 {
         self.counter.load(Ordering::Relaxed)
+    }
+
+    /// Late rows dropped per operator kind.
+    pub fn per_operator(&self) -> Vec<(String, u64)> {
+        self.per_operator
+            .lock()
+            .map(|counts| counts.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
     }
 
     /// Drops `rows` of `batch`, whose event times are `times`, as late for the
@@ -50,6 +61,9 @@ impl LateRecords {
             return Ok(());
         }
         self.counter.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        if let Ok(mut counts) = self.per_operator.lock() {
+            *counts.entry(operator.to_string()).or_default() += rows.len() as u64;
+        }
         let Some(dead_letters) = &self.dead_letters else {
             return Ok(());
         };
