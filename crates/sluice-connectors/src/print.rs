@@ -303,6 +303,20 @@ mod tests {
     use arrow::array::{Int64Array, Int8Array, RecordBatch, StringArray};
 
     #[test]
+    fn latency_quantiles_come_from_the_histogram() {
+        let mut histogram = LatencyHistogram::default();
+        for millis in 1..=100 {
+            histogram.record(millis);
+        }
+        histogram.record(-5); // clock skew counts as 0
+        assert_eq!(histogram.quantile(0.5), 50);
+        assert_eq!(histogram.quantile(0.99), 99);
+        assert_eq!(histogram.quantile(1.0), 100);
+        histogram.record(10 * 60_000);
+        assert_eq!(histogram.quantile(1.0), 60_000);
+    }
+
+    #[test]
     fn rows_print_with_row_kinds() {
         let data = RecordBatch::try_from_iter([
             ("id", Arc::new(Int64Array::from(vec![1, 2])) as _),

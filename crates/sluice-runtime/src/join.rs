@@ -44,7 +44,7 @@ struct StoredRow {
 enum Part {
     /// Row of the batch being processed.
     Batch(u32),
-    /// The n-th stored row gathered for this batch.
+    /// The n-th partner candidate of this batch (or the n-th expiring row).
     Stored(u32),
     /// NULLs (the unmatched side of an outer join).
     Null,
@@ -160,21 +160,26 @@ impl JoinOperator {
 
         // Candidate partners of every row: (row, position among the key's stored rows).
         let mut candidates: Vec<(u32, u32)> = Vec::new();
-        let mut gathered: Vec<Box<[u8]>> = Vec::new();
         let has_key: Vec<bool> = (0..rows)
             .map(|row| key_arrays.iter().all(|a| a.is_valid(row)))
             .collect();
         if probes {
             for (row, _) in has_key.iter().enumerate().filter(|(_, k)| **k) {
                 if let Some(stored) = self.sides[other].get(key_rows.row(row).data()) {
-                    for (position, partner) in stored.iter().enumerate() {
-                        candidates.push((row as u32, position as u32));
-                        gathered.push(partner.row.clone());
-                    }
+                    candidates.extend((0..stored.len() as u32).map(|p| (row as u32, p)));
                 }
             }
         }
-        let mask = self.candidate_mask(side, data, &candidates, &gathered)?;
+        // The partners' columns, decoded once (straight from state) for both
+        // the join condition and the output.
+        let partners = self.decode(
+            other,
+            candidates.iter().filter_map(|&(row, position)| {
+                let stored = self.sides[other].get(key_rows.row(row as usize).data())?;
+                Some(&*stored.get(position as usize)?.row)
+            }),
+        )?;
+        let mask = self.candidate_mask(side, data, &candidates, &partners)?;
 
         let mut assembly = Assembly::default();
         // Parts for (this side, other side) in (left, right) order.
@@ -268,7 +273,12 @@ impl JoinOperator {
         if assembly.kinds.is_empty() {
             return Ok(());
         }
-        let sources = self.part_sources(side, data, &gathered)?;
+        let batch_columns = data.columns().to_vec();
+        let sources = if side == 0 {
+            [batch_columns, partners]
+        } else {
+            [partners, batch_columns]
+        };
         let output = self.assemble(&assembly, &sources)?;
         out.push(Message::Data(with_kinds(output, assembly.kinds)));
         Ok(())
@@ -308,7 +318,7 @@ impl JoinOperator {
         side: usize,
         data: &RecordBatch,
         candidates: &[(u32, u32)],
-        gathered: &[Box<[u8]>],
+        partners: &[ArrayRef],
     ) -> Result<arrow::array::BooleanArray> {
         let Some(filter) = &self.spec.filter else {
             return Ok(arrow::array::BooleanArray::from(vec![
@@ -322,11 +332,11 @@ impl JoinOperator {
             .iter()
             .map(|c| take(c.as_ref(), &probe, None))
             .collect::<Result<Vec<_>, _>>()?;
-        let other_columns = self.decode(1 - side, gathered.iter().map(|r| &**r))?;
+        let other_columns = partners.iter().cloned();
         let columns: Vec<ArrayRef> = if side == 0 {
             this_columns.into_iter().chain(other_columns).collect()
         } else {
-            other_columns.into_iter().chain(this_columns).collect()
+            other_columns.chain(this_columns).collect()
         };
         let joined = RecordBatch::try_new_with_options(
             self.spec.schema.clone(),
@@ -351,22 +361,6 @@ impl JoinOperator {
         rows: impl Iterator<Item = &'r [u8]>,
     ) -> Result<Vec<ArrayRef>> {
         decode_rows(&self.row_converters[side], rows)
-    }
-
-    /// Each side's source columns for [`Part::Batch`] / [`Part::Stored`] parts.
-    fn part_sources(
-        &self,
-        side: usize,
-        data: &RecordBatch,
-        gathered: &[Box<[u8]>],
-    ) -> Result<[Vec<ArrayRef>; 2]> {
-        let stored = self.decode(1 - side, gathered.iter().map(|r| &**r))?;
-        let batch = data.columns().to_vec();
-        Ok(if side == 0 {
-            [batch, stored]
-        } else {
-            [stored, batch]
-        })
     }
 
     /// Builds output rows from parts: each side's columns taken from its

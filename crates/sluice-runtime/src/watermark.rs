@@ -81,3 +81,48 @@ impl Operator for WatermarkAssigner {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{RecordBatch, TimestampMillisecondArray};
+    use datafusion::physical_expr::expressions::Column;
+
+    fn batch(times: Vec<i64>) -> ChangeBatch {
+        let data = RecordBatch::try_from_iter([(
+            "ts",
+            Arc::new(TimestampMillisecondArray::from(times)) as _,
+        )])
+        .expect("batch");
+        ChangeBatch::inserts(data)
+    }
+
+    fn watermarks(assigner: &mut WatermarkAssigner, times: Vec<i64>) -> Vec<i64> {
+        let mut out = Vec::new();
+        assigner.process(batch(times), &mut out).expect("process");
+        out.into_iter()
+            .filter_map(|m| match m {
+                Message::Watermark(w) => Some(w),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn watermarks_follow_each_batch_or_the_interval() {
+        let expr: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 0));
+        let mut every_batch = WatermarkAssigner::new(expr.clone(), Duration::ZERO);
+        assert_eq!(watermarks(&mut every_batch, vec![5, 3]), vec![5]);
+        assert_eq!(watermarks(&mut every_batch, vec![4]), Vec::<i64>::new());
+        assert_eq!(watermarks(&mut every_batch, vec![9]), vec![9]);
+
+        // Within the interval the largest value is kept, not emitted...
+        let mut throttled = WatermarkAssigner::new(expr, Duration::from_secs(3600));
+        assert_eq!(watermarks(&mut throttled, vec![5]), vec![5]);
+        assert_eq!(watermarks(&mut throttled, vec![9]), Vec::<i64>::new());
+        // ... and the end of input still passes.
+        let mut out = Vec::new();
+        throttled.on_watermark(i64::MAX, &mut out).expect("end");
+        assert!(matches!(out.as_slice(), [Message::Watermark(i64::MAX)]));
+    }
+}

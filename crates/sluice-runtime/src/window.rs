@@ -8,9 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use arrow::array::{
-    new_null_array, Array, ArrayRef, RecordBatch, RecordBatchOptions, TimestampMillisecondArray,
-};
+use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, TimestampMillisecondArray};
 use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use arrow::row::RowConverter;
@@ -22,6 +20,7 @@ use sluice_sql::plan::{WindowAggregate, WindowOutput};
 use crate::aggregate::{key_converter, merge_state, new_accumulators, AggregateInputs};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
+use crate::rows::scalar_column;
 use crate::watermark::epoch_millis;
 
 type Accumulators = Vec<Box<dyn Accumulator>>;
@@ -311,11 +310,7 @@ pub(crate) fn build_output(
             WindowOutput::WindowEnd => timestamps(|r| r.1),
             WindowOutput::WindowTime => timestamps(|r| r.1 - 1),
             WindowOutput::Aggregate(i) => {
-                if count == 0 {
-                    new_null_array(target, 0)
-                } else {
-                    ScalarValue::iter_to_array(rows.iter().map(|r| r.3[*i].clone())).map_err(df)?
-                }
+                scalar_column(rows.iter().map(|r| r.3[*i].clone()), target)?
             }
         };
         columns.push(if array.data_type() == target {
