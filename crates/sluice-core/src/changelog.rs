@@ -156,6 +156,20 @@ pub enum Message {
     /// The sender has had no data for a while: until it sends data or a
     /// watermark again, its watermark does not hold back the receiver's.
     Idle,
+    /// A checkpoint barrier: everything before it belongs to the checkpoint,
+    /// everything after it to the next one.
+    Barrier(Barrier),
+}
+
+/// A checkpoint barrier, injected by the sources and aligned by every
+/// operator with several inputs (Chandy–Lamport, as in Flink).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    /// The checkpoint's number (increasing within a job).
+    pub checkpoint: u64,
+    /// A stop-with-savepoint barrier: after it, sources stop reading and the
+    /// job ends without draining (no end-of-input watermark).
+    pub stop: bool,
 }
 
 #[cfg(test)]

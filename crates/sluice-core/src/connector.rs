@@ -18,7 +18,7 @@ use crate::{ChangeBatch, Result, SluiceError};
 pub struct JobContext {
     /// The job's name (`SET 'pipeline.name'`).
     pub job_name: String,
-    /// The job's data directory (dead letter files, later checkpoints).
+    /// The job's data directory (dead letter files, checkpoints).
     pub data_dir: PathBuf,
     /// Target rows per batch.
     pub batch_size: usize,
@@ -77,6 +77,22 @@ pub trait SourceConnector: Send + Sync + Debug {
     }
     /// Opens `parallelism` readers; reader `i` runs in subtask `i`.
     fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>>;
+    /// Opens `parallelism` readers that resume after the positions the readers
+    /// of a checkpointed run reported ([`SourceReader::position`]), which may
+    /// have run at another parallelism. No positions: like [`SourceConnector::open`].
+    fn open_at(
+        &self,
+        parallelism: usize,
+        positions: &[Vec<u8>],
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
+        if positions.is_empty() {
+            return self.open(parallelism);
+        }
+        Err(SluiceError::Config(format!(
+            "{} cannot resume from a checkpoint",
+            self.describe()
+        )))
+    }
     /// One line for `--explain`.
     fn describe(&self) -> String;
 }
@@ -86,6 +102,12 @@ pub trait SourceConnector: Send + Sync + Debug {
 pub trait SourceReader: Send {
     /// The next batch, or `None` when this reader's input is exhausted.
     async fn next_batch(&mut self) -> Result<Option<ChangeBatch>>;
+    /// Where this reader stands: everything returned by `next_batch` so far is
+    /// covered, so a reader opened with [`SourceConnector::open_at`] on it
+    /// goes on after it. Empty for sources that cannot be replayed.
+    fn position(&self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A configured sink, able to open a writer per subtask.
@@ -96,6 +118,25 @@ pub trait SinkConnector: Send + Sync + Debug {
     }
     /// Opens the writer of subtask `subtask` of `parallelism`.
     fn open(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SinkWriter>>;
+    /// Whether the writers hold output back until the checkpoint that covers
+    /// it completes (two-phase commit), making the output exactly-once.
+    fn is_transactional(&self) -> bool {
+        false
+    }
+    /// Publishes what a writer pre-committed ([`SinkWriter::pre_commit`]).
+    /// Called once its checkpoint is complete, and again after a crash when
+    /// recovering from that checkpoint, so it must be idempotent.
+    fn commit(&self, pending: &[u8]) -> Result<()> {
+        let _ = pending;
+        Ok(())
+    }
+    /// On recovery: discards output of this sink that no completed
+    /// checkpoint covers (`committed` lists what the restored checkpoint's
+    /// writers pre-committed, already published).
+    fn discard_uncommitted(&self, committed: &[Vec<u8>]) -> Result<()> {
+        let _ = committed;
+        Ok(())
+    }
     /// One line for `--explain`.
     fn describe(&self) -> String;
 }
@@ -107,6 +148,24 @@ pub trait SinkWriter: Send {
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()>;
     /// Flushes and closes at the end of input or on shutdown.
     async fn finish(&mut self) -> Result<()>;
+    /// Checkpoint barrier: flushes what was written so far and returns what
+    /// [`SinkConnector::commit`] needs to publish it once the checkpoint
+    /// completes (empty for sinks that write through: at-least-once).
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
+        let _ = checkpoint;
+        Ok(Vec::new())
+    }
+    /// State the writer keeps across checkpoints besides its pending output
+    /// (e.g. an upsert materializer's rows); restored with [`SinkWriter::restore`].
+    fn snapshot(&mut self) -> Result<Vec<u8>> {
+        Ok(Vec::new())
+    }
+    /// Restores state written by [`SinkWriter::snapshot`] (of any subtask;
+    /// `owns` says which keys belong to this one).
+    fn restore(&mut self, states: &[Vec<u8>]) -> Result<()> {
+        let _ = states;
+        Ok(())
+    }
 }
 
 /// All connectors known to a Sluice binary, by name.

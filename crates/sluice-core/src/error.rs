@@ -37,6 +37,9 @@ pub enum SluiceError {
     /// An operator failed while running.
     #[error("{0}")]
     Runtime(String),
+    /// Checkpoint or savepoint state could not be written, read or decoded.
+    #[error("state: {0}")]
+    State(String),
 }
 
 impl SluiceError {

@@ -8,5 +8,5 @@ pub mod error;
 pub mod options;
 pub mod table;
 
-pub use changelog::{ChangeBatch, Message, RowKind};
+pub use changelog::{Barrier, ChangeBatch, Message, RowKind};
 pub use error::{Result, SluiceError};

@@ -1,0 +1,393 @@
+//! Checkpoint files on object storage.
+//!
+//! Layout under the checkpoint root:
+//! - `shared/<xxh3-128>.chunk`: immutable state chunks, named by content, so
+//!   a chunk that did not change since the last checkpoint is not written again;
+//! - `chk-<n>/_manifest`: the checkpoint's manifest, written last (atomic
+//!   put): its first line is the checksum of the JSON that follows.
+//!
+//! Incomplete checkpoints (chunks without a manifest) are ignored, and their
+//! chunks are deleted by [`CheckpointStore::retain`].
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use sluice_core::{Result, SluiceError};
+use tracing::warn;
+use twox_hash::{XxHash3_128, XxHash3_64};
+
+use crate::manifest::{ChunkRef, Manifest, FORMAT_VERSION};
+
+const MANIFEST_FILE: &str = "_manifest";
+
+fn storage(context: impl std::fmt::Display, error: object_store::Error) -> SluiceError {
+    SluiceError::State(format!("{context}: {error}"))
+}
+
+/// A checkpoint directory (local or on an object store).
+#[derive(Clone)]
+pub struct CheckpointStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+    location: String,
+}
+
+impl std::fmt::Debug for CheckpointStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CheckpointStore({})", self.location)
+    }
+}
+
+/// A checkpoint read back: its manifest and every chunk it references, verified.
+#[derive(Debug)]
+pub struct RestoredCheckpoint {
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Chunk contents by hash.
+    pub chunks: HashMap<String, Bytes>,
+}
+
+impl RestoredCheckpoint {
+    /// The contents of `chunk`.
+    pub fn chunk(&self, chunk: &ChunkRef) -> Result<&Bytes> {
+        self.chunks
+            .get(&chunk.hash)
+            .ok_or_else(|| SluiceError::State(format!("chunk {} not loaded", chunk.hash)))
+    }
+}
+
+impl CheckpointStore {
+    /// Opens `location`: a local directory (created if missing), `file://...`,
+    /// or `s3://bucket/prefix` (with the `s3` feature; credentials, region and
+    /// endpoint from the usual `AWS_*` environment variables).
+    pub fn open(location: &str) -> Result<Self> {
+        if let Some((scheme, _)) = location.split_once("://") {
+            if scheme != "file" {
+                return Self::open_url(location);
+            }
+        }
+        let directory = location.strip_prefix("file://").unwrap_or(location);
+        std::fs::create_dir_all(directory).map_err(|e| {
+            SluiceError::io(format!("creating checkpoint directory '{directory}'"), e)
+        })?;
+        let store = LocalFileSystem::new_with_prefix(directory)
+            .map_err(|e| storage(format!("opening checkpoint directory '{directory}'"), e))?;
+        Ok(CheckpointStore {
+            store: Arc::new(store),
+            root: Path::default(),
+            location: directory.to_string(),
+        })
+    }
+
+    #[cfg(feature = "s3")]
+    fn open_url(location: &str) -> Result<Self> {
+        let url = url::Url::parse(location)
+            .map_err(|e| SluiceError::Config(format!("checkpoint location '{location}': {e}")))?;
+        let options = std::env::vars()
+            .filter(|(key, _)| key.starts_with("AWS_"))
+            .map(|(key, value)| (key.to_ascii_lowercase(), value));
+        let (store, root) = object_store::parse_url_opts(&url, options)
+            .map_err(|e| storage(format!("checkpoint location '{location}'"), e))?;
+        Ok(CheckpointStore {
+            store: Arc::from(store),
+            root,
+            location: location.to_string(),
+        })
+    }
+
+    #[cfg(not(feature = "s3"))]
+    fn open_url(location: &str) -> Result<Self> {
+        Err(SluiceError::Config(format!(
+            "checkpoint location '{location}': this sluice binary was built without object \
+             storage support; build it with `--features s3`, or use a local directory"
+        )))
+    }
+
+    /// Where the store is, for messages.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    fn path(&self, relative: &str) -> Path {
+        let mut path = self.root.clone();
+        for part in relative.split('/') {
+            path = path.clone().join(part);
+        }
+        path
+    }
+
+    fn chunk_path(&self, hash: &str) -> Path {
+        self.path(&format!("shared/{hash}.chunk"))
+    }
+
+    fn manifest_path(&self, checkpoint: u64) -> Path {
+        self.path(&format!("chk-{checkpoint:010}/{MANIFEST_FILE}"))
+    }
+
+    /// The reference a chunk with these contents gets.
+    pub fn chunk_ref(contents: &[u8]) -> ChunkRef {
+        ChunkRef {
+            hash: format!("{:032x}", XxHash3_128::oneshot(contents)),
+            size: contents.len() as u64,
+        }
+    }
+
+    /// Stores a chunk unless `existing` says it is already stored. Returns
+    /// its reference and whether it was written.
+    pub async fn put_chunk(
+        &self,
+        contents: Vec<u8>,
+        existing: &HashSet<String>,
+    ) -> Result<(ChunkRef, bool)> {
+        let chunk = Self::chunk_ref(&contents);
+        if existing.contains(&chunk.hash) {
+            return Ok((chunk, false));
+        }
+        self.store
+            .put(&self.chunk_path(&chunk.hash), PutPayload::from(contents))
+            .await
+            .map_err(|e| storage("writing a checkpoint chunk", e))?;
+        Ok((chunk, true))
+    }
+
+    /// Writes a manifest, completing its checkpoint.
+    pub async fn write_manifest(&self, manifest: &Manifest) -> Result<()> {
+        let json = serde_json::to_vec(manifest)
+            .map_err(|e| SluiceError::State(format!("encoding manifest: {e}")))?;
+        let mut contents = format!("{:016x}\n", XxHash3_64::oneshot(&json)).into_bytes();
+        contents.extend_from_slice(&json);
+        self.store
+            .put(
+                &self.manifest_path(manifest.checkpoint),
+                PutPayload::from(contents),
+            )
+            .await
+            .map_err(|e| storage("writing a checkpoint manifest", e))?;
+        Ok(())
+    }
+
+    /// Numbers of the checkpoints with a manifest, ascending.
+    pub async fn checkpoints(&self) -> Result<Vec<u64>> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.root))
+            .try_collect()
+            .await
+            .map_err(|e| storage(format!("listing '{}'", self.location), e))?;
+        let mut ids: Vec<u64> = listed
+            .iter()
+            .filter(|meta| meta.location.filename() == Some(MANIFEST_FILE))
+            .filter_map(|meta| {
+                let parts: Vec<_> = meta.location.parts().collect();
+                let directory = parts.get(parts.len().checked_sub(2)?)?;
+                directory.as_ref().strip_prefix("chk-")?.parse().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    async fn read(&self, path: &Path) -> Result<Bytes> {
+        self.store
+            .get(path)
+            .await
+            .map_err(|e| storage(format!("reading '{path}'"), e))?
+            .bytes()
+            .await
+            .map_err(|e| storage(format!("reading '{path}'"), e))
+    }
+
+    /// Reads and verifies a checkpoint's manifest.
+    pub async fn read_manifest(&self, checkpoint: u64) -> Result<Manifest> {
+        let contents = self.read(&self.manifest_path(checkpoint)).await?;
+        let corrupt = |what: &str| {
+            SluiceError::State(format!(
+                "checkpoint {checkpoint} in '{}': manifest {what}",
+                self.location
+            ))
+        };
+        let newline = contents
+            .iter()
+            .position(|b| *b == b'\n')
+            .ok_or_else(|| corrupt("has no checksum line"))?;
+        let (checksum, json) = (&contents[..newline], &contents[newline + 1..]);
+        if checksum != format!("{:016x}", XxHash3_64::oneshot(json)).as_bytes() {
+            return Err(corrupt("fails its checksum"));
+        }
+        let manifest: Manifest = serde_json::from_slice(json)
+            .map_err(|e| corrupt(&format!("cannot be parsed: {e}")))?;
+        if manifest.format_version > FORMAT_VERSION {
+            return Err(corrupt(&format!(
+                "has format version {}, newer than this Sluice reads ({FORMAT_VERSION})",
+                manifest.format_version
+            )));
+        }
+        Ok(manifest)
+    }
+
+    /// Reads a checkpoint and verifies every chunk's size and checksum.
+    pub async fn load(&self, checkpoint: u64) -> Result<RestoredCheckpoint> {
+        let manifest = self.read_manifest(checkpoint).await?;
+        let mut chunks = HashMap::new();
+        for chunk in manifest.chunks() {
+            if chunks.contains_key(&chunk.hash) {
+                continue;
+            }
+            let contents = self.read(&self.chunk_path(&chunk.hash)).await?;
+            if Self::chunk_ref(&contents) != *chunk {
+                return Err(SluiceError::State(format!(
+                    "checkpoint {checkpoint} in '{}': chunk {} fails its checksum \
+                     ({} bytes, expected {})",
+                    self.location,
+                    chunk.hash,
+                    contents.len(),
+                    chunk.size
+                )));
+            }
+            chunks.insert(chunk.hash.clone(), contents);
+        }
+        Ok(RestoredCheckpoint { manifest, chunks })
+    }
+
+    /// The newest checkpoint that reads back intact. A corrupt or unreadable
+    /// one is reported and skipped in favour of the one before it.
+    pub async fn load_latest(&self) -> Result<Option<RestoredCheckpoint>> {
+        for checkpoint in self.checkpoints().await?.into_iter().rev() {
+            match self.load(checkpoint).await {
+                Ok(restored) => return Ok(Some(restored)),
+                Err(error) => warn!(
+                    "checkpoint {checkpoint} is unusable, falling back to the one before: {error}"
+                ),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Keeps the newest `keep` checkpoints: deletes older manifests and every
+    /// chunk no kept manifest references (including chunks of checkpoints
+    /// that never completed). Returns the hashes still stored.
+    pub async fn retain(&self, keep: usize) -> Result<HashSet<String>> {
+        let ids = self.checkpoints().await?;
+        let cut = ids.len().saturating_sub(keep.max(1));
+        let mut live = HashSet::new();
+        for &checkpoint in &ids[cut..] {
+            match self.read_manifest(checkpoint).await {
+                Ok(manifest) => live.extend(manifest.chunks().map(|c| c.hash.clone())),
+                // Keep everything rather than delete what a damaged manifest may need.
+                Err(_) => return Ok(live),
+            }
+        }
+        for &checkpoint in &ids[..cut] {
+            self.delete(&self.manifest_path(checkpoint)).await?;
+        }
+        let shared = self.path("shared");
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&shared))
+            .try_collect()
+            .await
+            .map_err(|e| storage(format!("listing '{}'", self.location), e))?;
+        for meta in listed {
+            let hash = meta
+                .location
+                .filename()
+                .and_then(|name| name.strip_suffix(".chunk"))
+                .map(str::to_string);
+            if hash.is_some_and(|hash| !live.contains(&hash)) {
+                self.delete(&meta.location).await?;
+            }
+        }
+        Ok(live)
+    }
+
+    async fn delete(&self, path: &Path) -> Result<()> {
+        match self.store.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(storage(format!("deleting '{path}'"), e)),
+        }
+    }
+
+    /// Copies a restored checkpoint into `target` as a self-contained
+    /// snapshot (its chunks, then its manifest).
+    pub async fn copy_into(restored: &RestoredCheckpoint, target: &CheckpointStore) -> Result<()> {
+        let none = HashSet::new();
+        for chunk in restored.manifest.chunks() {
+            target
+                .put_chunk(restored.chunk(chunk)?.to_vec(), &none)
+                .await?;
+        }
+        target.write_manifest(&restored.manifest).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{ComponentState, Role, SnapshotKind};
+
+    fn manifest(checkpoint: u64, chunks: Vec<ChunkRef>) -> Manifest {
+        Manifest {
+            format_version: FORMAT_VERSION,
+            sluice_version: "test".into(),
+            job: "job".into(),
+            checkpoint,
+            kind: SnapshotKind::Checkpoint,
+            created_ms: 0,
+            parallelism: 1,
+            operators: vec![],
+            components: vec![ComponentState {
+                node: 0,
+                subtask: 0,
+                role: Role::Operator,
+                finished: false,
+                chunks,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn unchanged_chunks_are_not_rewritten_and_old_ones_are_collected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_str().unwrap()).unwrap();
+        let mut known = HashSet::new();
+        let (a, written) = store.put_chunk(b"a".to_vec(), &known).await.unwrap();
+        assert!(written);
+        store.write_manifest(&manifest(1, vec![a.clone()])).await.unwrap();
+        known.insert(a.hash.clone());
+        let (again, written) = store.put_chunk(b"a".to_vec(), &known).await.unwrap();
+        assert!(!written);
+        let (b, _) = store.put_chunk(b"b".to_vec(), &known).await.unwrap();
+        // An orphan chunk, as a crash before the manifest leaves behind.
+        store.put_chunk(b"orphan".to_vec(), &known).await.unwrap();
+        store.write_manifest(&manifest(2, vec![again, b])).await.unwrap();
+        let live = store.retain(1).await.unwrap();
+        assert_eq!(store.checkpoints().await.unwrap(), vec![2]);
+        assert_eq!(live.len(), 2);
+        let restored = store.load_latest().await.unwrap().unwrap();
+        assert_eq!(restored.manifest.checkpoint, 2);
+        assert_eq!(restored.chunks.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_damaged_chunk_falls_back_to_the_previous_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path().to_str().unwrap()).unwrap();
+        let none = HashSet::new();
+        let (a, _) = store.put_chunk(b"first".to_vec(), &none).await.unwrap();
+        store.write_manifest(&manifest(1, vec![a])).await.unwrap();
+        let (b, _) = store.put_chunk(b"second".to_vec(), &none).await.unwrap();
+        store.write_manifest(&manifest(2, vec![b.clone()])).await.unwrap();
+        let file = dir.path().join(format!("shared/{}.chunk", b.hash));
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes[0] ^= 0x40;
+        std::fs::write(&file, bytes).unwrap();
+        assert!(store.load(2).await.is_err());
+        let restored = store.load_latest().await.unwrap().unwrap();
+        assert_eq!(restored.manifest.checkpoint, 1);
+    }
+}
