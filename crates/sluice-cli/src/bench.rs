@@ -43,6 +43,8 @@ pub struct BenchOptions {
     pub rate: Option<u64>,
     /// Where to write one JSON line per query.
     pub json: Option<PathBuf>,
+    /// `execution.checkpointing.interval` of the queries (`off` by default).
+    pub checkpoint_interval: String,
 }
 
 /// One query's measurements.
@@ -149,8 +151,10 @@ pub fn run(options: &BenchOptions) -> Result<()> {
             "'connector' = 'blackhole'"
         };
         let sql = format!(
-            "SET 'pipeline.name' = 'bench-{name}';\nSET 'sluice.data-dir' = '{}';\n{source}\n{}",
+            "SET 'pipeline.name' = 'bench-{name}';\nSET 'sluice.data-dir' = '{}';\n\
+             SET 'execution.checkpointing.interval' = '{}';\n{source}\n{}",
             work.join("data").display(),
+            options.checkpoint_interval,
             text.replace("${SINK}", sink)
                 .replace("${SIDE_INPUT}", &side_input.display().to_string())
         );

@@ -2,13 +2,14 @@
 //! benchmarks them.
 
 mod bench;
+mod job;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use sluice_runtime::{run_job_reporting, JobSummary, ProgressReport};
+use sluice_runtime::{JobSummary, ProgressReport};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -38,6 +39,40 @@ enum Command {
         /// Subtasks per operator (same as `--set parallelism.default=N`).
         #[arg(long, short = 'p')]
         parallelism: Option<usize>,
+        /// The job's name, which names its data directory and checkpoints
+        /// (same as `--set pipeline.name=ID`; default: the script's file name).
+        #[arg(long)]
+        job_id: Option<String>,
+        /// Start over: delete the job's checkpoints instead of resuming from them.
+        #[arg(long)]
+        fresh: bool,
+        /// Resume from a savepoint directory (at any parallelism).
+        #[arg(long, value_name = "DIR")]
+        from_savepoint: Option<String>,
+    },
+    /// Take a savepoint of a running job.
+    Savepoint {
+        /// The job's name (`pipeline.name`, `--job-id`, or its script's file name).
+        job: String,
+        /// Where to write the savepoint (a directory or s3://...; default
+        /// <data dir>/savepoints/<time>).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<String>,
+        /// The job's data directory, if it sets `sluice.data-dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Stop a running job, taking a savepoint first (resume it with
+    /// `sluice run --from-savepoint DIR`).
+    Stop {
+        /// The job's name.
+        job: String,
+        /// Where to write the savepoint.
+        #[arg(long, value_name = "DIR")]
+        savepoint: String,
+        /// The job's data directory, if it sets `sluice.data-dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Check a SQL script (syntax, tables, connectors, options) without running it.
     Validate {
@@ -76,6 +111,9 @@ enum BenchSuite {
         /// Also write one JSON line per query to this file.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Checkpoint interval of the queries (e.g. `10s`), or `off`.
+        #[arg(long, default_value = "off")]
+        checkpoint_interval: String,
     },
 }
 
@@ -128,6 +166,7 @@ async fn execute(command: Command) -> Result<()> {
                     parallelism,
                     rate,
                     json,
+                    checkpoint_interval,
                 },
         } => {
             let options = bench::BenchOptions {
@@ -137,6 +176,7 @@ async fn execute(command: Command) -> Result<()> {
                 parallelism: parallelism.max(1),
                 rate,
                 json,
+                checkpoint_interval,
             };
             tokio::task::spawn_blocking(move || bench::run(&options))
                 .await
@@ -165,15 +205,45 @@ async fn execute(command: Command) -> Result<()> {
             );
             Ok(())
         }
+        Command::Savepoint { job, dir, data_dir } => {
+            let data_dir =
+                data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
+            let target = dir.unwrap_or_else(|| {
+                data_dir
+                    .join("savepoints")
+                    .join(format!(
+                        "savepoint-{}",
+                        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+                    ))
+                    .display()
+                    .to_string()
+            });
+            job::savepoint(&data_dir, &target, false).await
+        }
+        Command::Stop {
+            job,
+            savepoint,
+            data_dir,
+        } => {
+            let data_dir =
+                data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
+            job::savepoint(&data_dir, &savepoint, true).await
+        }
         Command::Run {
             script,
             explain,
             settings,
             parallelism,
+            job_id,
+            fresh,
+            from_savepoint,
         } => {
             let mut overrides: BTreeMap<String, String> = settings.into_iter().collect();
             if let Some(parallelism) = parallelism {
                 overrides.insert("parallelism.default".into(), parallelism.to_string());
+            }
+            if let Some(job_id) = job_id {
+                overrides.insert("pipeline.name".into(), job_id);
             }
             let plan = plan(&script, overrides).await?;
             if explain {
@@ -192,14 +262,19 @@ async fn execute(command: Command) -> Result<()> {
             );
             let started = std::time::Instant::now();
             // `sluice bench` reads the progress of the queries it runs from stderr.
-            let progress = std::env::var_os("SLUICE_PROGRESS").map(|_| {
-                let report: ProgressReport =
-                    Box::new(|rows| eprintln!("{}{rows}", bench::PROGRESS_PREFIX));
-                (std::time::Duration::from_millis(250), report)
-            });
-            let summary = run_job_reporting(&plan, stop, progress)
-                .await
-                .context("job failed")?;
+            let progress = || {
+                std::env::var_os("SLUICE_PROGRESS").map(|_| {
+                    let report: ProgressReport =
+                        Box::new(|rows| eprintln!("{}{rows}", bench::PROGRESS_PREFIX));
+                    (std::time::Duration::from_millis(250), report)
+                })
+            };
+            let start = job::StartOptions {
+                fresh,
+                from_savepoint,
+            };
+            let summary = job::run(&plan, &start, stop, progress).await?;
+            job::report_checkpoints(&summary);
             report(&summary, started.elapsed());
             Ok(())
         }

@@ -461,6 +461,34 @@ impl SourceConnector for DatagenSource {
     }
 
     fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>> {
+        self.open_at(parallelism, &[])
+    }
+
+    /// Reader `i` resumes at the next row number reader `i` of the
+    /// checkpointed run would have produced (same parallelism only);
+    /// sequences continue exactly, random fields draw new values.
+    fn open_at(
+        &self,
+        parallelism: usize,
+        positions: &[Vec<u8>],
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
+        let resumed = positions
+            .iter()
+            .map(|p| {
+                std::str::from_utf8(p)
+                    .ok()
+                    .and_then(|text| text.parse::<u64>().ok())
+                    .ok_or_else(|| SluiceError::State("unreadable datagen position".into()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !resumed.is_empty() && resumed.len() != parallelism {
+            return Err(SluiceError::Config(format!(
+                "the datagen source ran at parallelism {} in the checkpoint and cannot resume at \
+                 {parallelism}; run with -p {} (or --fresh)",
+                resumed.len(),
+                resumed.len()
+            )));
+        }
         let source = Arc::new(DatagenSource {
             schema: self.schema.clone(),
             specs: self.specs.clone(),
@@ -471,10 +499,17 @@ impl SourceConnector for DatagenSource {
         });
         Ok((0..parallelism)
             .map(|subtask| {
+                let next_row = resumed.get(subtask).copied().unwrap_or(subtask as u64);
                 Box::new(DatagenReader {
                     source: source.clone(),
-                    rng: SmallRng::seed_from_u64(source.seed.wrapping_add(subtask as u64)),
-                    next_row: subtask as u64,
+                    rng: SmallRng::seed_from_u64(match resumed.get(subtask) {
+                        None => source.seed.wrapping_add(subtask as u64),
+                        Some(row) => source
+                            .seed
+                            .wrapping_add(subtask as u64)
+                            .wrapping_add(row.wrapping_mul(0x9e37_79b9)),
+                    }),
+                    next_row,
                     step: parallelism as u64,
                     rate: source.rows_per_second / parallelism as f64,
                     started: Instant::now(),
@@ -526,5 +561,9 @@ impl SourceReader for DatagenReader {
         self.next_row += count as u64 * self.step;
         self.emitted += count as u64;
         Ok(Some(ChangeBatch::inserts(batch)))
+    }
+
+    fn position(&self) -> Result<Vec<u8>> {
+        Ok(self.next_row.to_string().into_bytes())
     }
 }

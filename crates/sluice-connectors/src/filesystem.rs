@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use sluice_core::connector::{
     ConnectorFactory, JobContext, SinkConnector, SinkWriter, SourceConnector, SourceReader,
 };
@@ -19,7 +20,7 @@ use sluice_core::table::TableDef;
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
 use crate::formats::{Format, RecordEncoder};
-use crate::lines::{list_files, pump_files, spawn_line_source};
+use crate::lines::{list_files, pump_files, spawn_line_source, ConsumedLines};
 use crate::{project_schema, validate_options};
 
 const FILESYSTEM_OPTIONS: [OptionSpec; 7] = [
@@ -104,7 +105,7 @@ impl ConnectorFactory for FilesystemConnector {
         }))
     }
 
-    fn create_sink(&self, table: &TableDef, _job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
+    fn create_sink(&self, table: &TableDef, job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
         let format = Self::format(table)?;
         let schema = table.physical_schema();
         format.encoder(schema.clone())?;
@@ -119,7 +120,7 @@ impl ConnectorFactory for FilesystemConnector {
             rollover_interval: options
                 .duration("sink.rolling-policy.rollover-interval")?
                 .unwrap_or(Duration::from_secs(30 * 60)),
-            run_id: format!("{:x}", chrono::Utc::now().timestamp_millis()),
+            exactly_once: job.exactly_once,
         }))
     }
 }
@@ -153,6 +154,17 @@ impl SourceConnector for FileSource {
     }
 
     fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>> {
+        self.open_at(parallelism, &[])
+    }
+
+    /// Resumes after the lines every reader of the checkpointed run consumed
+    /// (at any parallelism: readers share one queue of line chunks).
+    fn open_at(
+        &self,
+        parallelism: usize,
+        positions: &[Vec<u8>],
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
+        let consumed = ConsumedLines::from_positions(positions)?;
         let decoders = (0..parallelism)
             .map(|_| {
                 self.format.decoder(
@@ -165,9 +177,13 @@ impl SourceConnector for FileSource {
         let path = self.path.clone();
         let lines = self.lines_per_chunk;
         let interval = self.monitor_interval;
-        spawn_line_source(format!("read-{}", self.table), decoders, move |sender| {
-            pump_files(&path, lines, interval, sender)
-        })
+        let skip = consumed.clone();
+        spawn_line_source(
+            format!("read-{}", self.table),
+            decoders,
+            consumed,
+            move |sender| pump_files(&path, lines, interval, &skip, sender),
+        )
     }
 
     fn describe(&self) -> String {
@@ -190,12 +206,69 @@ struct FileSink {
     schema: SchemaRef,
     max_file_size: u64,
     rollover_interval: Duration,
-    run_id: String,
+    /// Part files are published when the checkpoint covering them completes.
+    exactly_once: bool,
+}
+
+/// A closed part file waiting for its checkpoint to complete.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PendingPart {
+    in_progress: PathBuf,
+    finished: PathBuf,
 }
 
 impl SinkConnector for FileSink {
     fn accepts_updates(&self) -> bool {
         self.format.accepts_updates()
+    }
+
+    fn is_transactional(&self) -> bool {
+        self.exactly_once
+    }
+
+    /// Renames the pre-committed part files to their final names (a part
+    /// already renamed by an earlier commit is skipped).
+    fn commit(&self, pending: &[u8]) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let parts: Vec<PendingPart> = serde_json::from_slice(pending)
+            .map_err(|e| SluiceError::State(format!("unreadable pending part list: {e}")))?;
+        for part in parts {
+            match std::fs::rename(&part.in_progress, &part.finished) {
+                Ok(()) => {}
+                Err(_) if part.finished.exists() => {}
+                Err(e) => {
+                    return Err(SluiceError::io(
+                        format!(
+                            "publishing '{}' (its in-progress file is gone)",
+                            part.finished.display()
+                        ),
+                        e,
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes in-progress part files no completed checkpoint covers: the
+    /// output of the crashed run after its last checkpoint, which the resumed
+    /// run writes again.
+    fn discard_uncommitted(&self, _committed: &[Vec<u8>]) -> Result<()> {
+        let Ok(entries) = std::fs::read_dir(&self.directory) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(".part-") && name.ends_with(".inprogress") {
+                std::fs::remove_file(entry.path()).map_err(|e| {
+                    SluiceError::io(format!("discarding '{}'", entry.path().display()), e)
+                })?;
+            }
+        }
+        Ok(())
     }
 
     fn open(&self, subtask: usize, _parallelism: usize) -> Result<Box<dyn SinkWriter>> {
@@ -207,7 +280,13 @@ impl SinkConnector for FileSink {
         })?;
         Ok(Box::new(PartFileWriter {
             directory: self.directory.clone(),
-            prefix: format!("part-{}-{subtask}", self.run_id),
+            // Unique per writer, so a restarted run never reuses a published name.
+            prefix: format!(
+                "part-{:x}-{subtask}",
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+            ),
+            exactly_once: self.exactly_once,
+            pending: Vec::new(),
             extension: self.format.extension(),
             encoder: self.format.encoder(self.schema.clone())?,
             max_file_size: self.max_file_size,
@@ -235,9 +314,12 @@ struct OpenPart {
     opened: Instant,
 }
 
-/// Writes `.part-*.inprogress` files and renames them to `part-*` when they roll
-/// or the job ends, so readers never see half-written files.
+/// Writes `.part-*.inprogress` files and renames them to `part-*` when they
+/// roll or the job ends, so readers never see half-written files. With
+/// checkpoints, closed parts wait for the checkpoint that covers them.
 struct PartFileWriter {
+    exactly_once: bool,
+    pending: Vec<PendingPart>,
     directory: PathBuf,
     prefix: String,
     extension: &'static str,
@@ -276,9 +358,16 @@ impl PartFileWriter {
                 SluiceError::io(format!("writing '{}'", part.in_progress.display()), e)
             })?;
             drop(part.writer);
-            std::fs::rename(&part.in_progress, &part.finished).map_err(|e| {
-                SluiceError::io(format!("publishing '{}'", part.finished.display()), e)
-            })?;
+            if self.exactly_once {
+                self.pending.push(PendingPart {
+                    in_progress: part.in_progress,
+                    finished: part.finished,
+                });
+            } else {
+                std::fs::rename(&part.in_progress, &part.finished).map_err(|e| {
+                    SluiceError::io(format!("publishing '{}'", part.finished.display()), e)
+                })?;
+            }
         }
         Ok(())
     }
@@ -306,5 +395,16 @@ impl SinkWriter for PartFileWriter {
 
     async fn finish(&mut self) -> Result<()> {
         self.close_part()
+    }
+
+    /// Closes the open part; returns every closed part not yet committed.
+    async fn pre_commit(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+        self.close_part()?;
+        if self.pending.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        serde_json::to_vec(&pending)
+            .map_err(|e| SluiceError::State(format!("encoding pending part files: {e}")))
     }
 }

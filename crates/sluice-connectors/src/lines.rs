@@ -2,12 +2,14 @@
 //! thread reads lines into chunks, and `parallelism` readers pull chunks from a
 //! shared channel and decode them in parallel.
 
-use std::io::{BufRead, BufReader, Read};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use sluice_core::connector::SourceReader;
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
@@ -15,6 +17,82 @@ use crate::formats::{LineChunk, RecordDecoder};
 
 /// Chunks buffered between the reading thread and the decoders.
 const CHUNK_QUEUE: usize = 8;
+
+/// A run of consumed lines of one input: lines `first..end`, bytes
+/// `start_byte..end_byte`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineRange {
+    /// First line (1-based).
+    pub first: u64,
+    /// One past the last line.
+    pub end: u64,
+    /// Byte offset of the first line.
+    pub start_byte: u64,
+    /// Byte offset past the last line.
+    pub end_byte: u64,
+}
+
+/// The lines of each input that readers have passed on: a line source's
+/// checkpoint position. Readers take chunks from a shared queue, so the
+/// lines consumed before a checkpoint are a prefix of each input plus a few
+/// ranges beyond it; the union of every reader's set is what was read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ConsumedLines {
+    /// Input name → consumed ranges, sorted and merged.
+    pub inputs: BTreeMap<String, Vec<LineRange>>,
+}
+
+impl ConsumedLines {
+    /// Adds a range of `input`.
+    pub fn add(&mut self, input: &str, range: LineRange) {
+        if range.first >= range.end {
+            return;
+        }
+        let ranges = self.inputs.entry(input.to_string()).or_default();
+        let at = ranges.partition_point(|r| r.first < range.first);
+        ranges.insert(at, range);
+        // Merge touching ranges.
+        let mut merged: Vec<LineRange> = Vec::with_capacity(ranges.len());
+        for range in ranges.drain(..) {
+            match merged.last_mut() {
+                Some(last) if range.first <= last.end => {
+                    if range.end > last.end {
+                        last.end = range.end;
+                        last.end_byte = range.end_byte;
+                    }
+                }
+                _ => merged.push(range),
+            }
+        }
+        *ranges = merged;
+    }
+
+    /// Adds every range of `other`.
+    pub fn union(&mut self, other: &ConsumedLines) {
+        for (input, ranges) in &other.inputs {
+            for range in ranges {
+                self.add(input, *range);
+            }
+        }
+    }
+
+    /// Reads positions written by [`LineSourceReader`]s (JSON).
+    pub fn from_positions(positions: &[Vec<u8>]) -> Result<Self> {
+        let mut all = ConsumedLines::default();
+        for position in positions.iter().filter(|p| !p.is_empty()) {
+            let consumed: ConsumedLines = serde_json::from_slice(position).map_err(|e| {
+                SluiceError::State(format!("unreadable line source position: {e}"))
+            })?;
+            all.union(&consumed);
+        }
+        Ok(all)
+    }
+
+    /// The ranges of `input` already consumed.
+    pub fn of(&self, input: &str) -> &[LineRange] {
+        self.inputs.get(input).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
 
 /// Sends chunks of up to `lines_per_chunk` complete lines from one input.
 pub struct LinePump {
@@ -25,6 +103,12 @@ pub struct LinePump {
     chunk_lines: usize,
     next_line: u64,
     partial: Vec<u8>,
+    /// Byte offset of the start of `partial` (everything before is chunked).
+    offset: u64,
+    /// Byte offset of the start of `chunk`.
+    chunk_start: u64,
+    /// Line ranges consumed in a checkpointed run, skipped when reached.
+    skip: VecDeque<LineRange>,
 }
 
 impl LinePump {
@@ -42,7 +126,61 @@ impl LinePump {
             chunk_lines: 0,
             next_line: 1,
             partial: Vec::new(),
+            offset: 0,
+            chunk_start: 0,
+            skip: VecDeque::new(),
         }
+    }
+
+    /// Resumes after `consumed` (ranges of this input read before): returns
+    /// the byte offset to read from; later consumed ranges are skipped.
+    pub fn resume(&mut self, consumed: &[LineRange]) -> u64 {
+        let mut ranges: VecDeque<LineRange> = consumed.iter().copied().collect();
+        if let Some(prefix) = ranges.front().copied().filter(|r| r.first == 1) {
+            ranges.pop_front();
+            self.next_line = prefix.end;
+            self.offset = prefix.end_byte;
+            self.chunk_start = prefix.end_byte;
+        }
+        self.skip = ranges;
+        self.offset
+    }
+
+    fn skips(&mut self, line: u64) -> bool {
+        while let Some(range) = self.skip.front() {
+            if line >= range.end {
+                self.skip.pop_front();
+            } else {
+                return line >= range.first;
+            }
+        }
+        false
+    }
+
+    /// Takes the complete line in `partial`: chunks it, or skips it when a
+    /// checkpointed run already consumed it. Returns false when the
+    /// receivers are gone.
+    fn take_line(&mut self, ends_chunk: bool) -> bool {
+        let line = self.next_line + self.chunk_lines as u64;
+        let length = self.partial.len() as u64;
+        if self.skips(line) {
+            if !self.flush() {
+                return false;
+            }
+            self.partial.clear();
+            self.next_line += 1;
+            self.offset += length;
+            self.chunk_start = self.offset;
+            return true;
+        }
+        self.chunk.extend_from_slice(&self.partial);
+        self.partial.clear();
+        self.offset += length;
+        self.chunk_lines += 1;
+        if self.chunk_lines >= self.lines_per_chunk || ends_chunk {
+            return self.flush();
+        }
+        true
     }
 
     /// Reads every line available now. A last line without `\n` is kept back
@@ -59,20 +197,24 @@ impl LinePump {
                 break;
             }
             if self.partial.last() == Some(&b'\n') {
-                self.chunk.extend_from_slice(&self.partial);
-                self.partial.clear();
-                self.chunk_lines += 1;
-                if (self.chunk_lines >= self.lines_per_chunk || reader.buffer().is_empty())
-                    && !self.flush()
-                {
+                let drained = reader.buffer().is_empty();
+                if !self.take_line(drained) {
                     return Ok(false);
                 }
             }
         }
         if at_end && !self.partial.is_empty() {
-            self.chunk.append(&mut self.partial);
-            self.chunk.push(b'\n');
-            self.chunk_lines += 1;
+            self.partial.push(b'\n');
+            let line = self.next_line + self.chunk_lines as u64;
+            if self.skips(line) {
+                self.partial.clear();
+            } else {
+                // The added newline is not in the input.
+                self.chunk.extend_from_slice(&self.partial);
+                self.offset += self.partial.len() as u64 - 1;
+                self.partial.clear();
+                self.chunk_lines += 1;
+            }
         }
         Ok(self.flush())
     }
@@ -86,9 +228,13 @@ impl LinePump {
             source: self.source.clone(),
             first_line: self.next_line,
             data: std::mem::take(&mut self.chunk),
+            line_count: self.chunk_lines as u64,
+            start_offset: self.chunk_start,
+            end_offset: self.offset,
         };
         self.next_line += self.chunk_lines as u64;
         self.chunk_lines = 0;
+        self.chunk_start = self.offset;
         self.sender.send_blocking(Ok(chunk)).is_ok()
     }
 }
@@ -97,6 +243,8 @@ impl LinePump {
 pub struct LineSourceReader {
     chunks: async_channel::Receiver<Result<LineChunk>>,
     decoder: Box<dyn RecordDecoder>,
+    /// Every line this reader passed on, plus what the run it resumes read.
+    consumed: ConsumedLines,
 }
 
 #[async_trait]
@@ -107,12 +255,27 @@ impl SourceReader for LineSourceReader {
                 Err(_) => return Ok(None),
                 Ok(chunk) => chunk?,
             };
-            if let Some(batch) = self.decoder.decode(&chunk)? {
+            let decoded = self.decoder.decode(&chunk)?;
+            self.consumed.add(
+                &chunk.source,
+                LineRange {
+                    first: chunk.first_line,
+                    end: chunk.first_line + chunk.line_count,
+                    start_byte: chunk.start_offset,
+                    end_byte: chunk.end_offset,
+                },
+            );
+            if let Some(batch) = decoded {
                 if batch.num_rows() > 0 {
                     return Ok(Some(batch));
                 }
             }
         }
+    }
+
+    fn position(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&self.consumed)
+            .map_err(|e| SluiceError::State(format!("encoding a line source position: {e}")))
     }
 }
 
@@ -120,6 +283,7 @@ impl SourceReader for LineSourceReader {
 pub fn spawn_line_source(
     name: String,
     decoders: Vec<Box<dyn RecordDecoder>>,
+    consumed: ConsumedLines,
     produce: impl FnOnce(async_channel::Sender<Result<LineChunk>>) -> Result<()> + Send + 'static,
 ) -> Result<Vec<Box<dyn SourceReader>>> {
     let (sender, receiver) = async_channel::bounded(CHUNK_QUEUE);
@@ -138,6 +302,7 @@ pub fn spawn_line_source(
             Box::new(LineSourceReader {
                 chunks: receiver.clone(),
                 decoder,
+                consumed: consumed.clone(),
             }) as Box<dyn SourceReader>
         })
         .collect())
@@ -184,18 +349,26 @@ pub fn pump_files(
     path: &Path,
     lines_per_chunk: usize,
     monitor_interval: Option<Duration>,
+    consumed: &ConsumedLines,
     sender: async_channel::Sender<Result<LineChunk>>,
 ) -> Result<()> {
-    let open = |file: &Path| -> Result<BufReader<std::fs::File>> {
-        std::fs::File::open(file)
-            .map(|f| BufReader::with_capacity(1 << 20, f))
-            .map_err(|e| SluiceError::io(format!("opening '{}'", file.display()), e))
+    // Opens a file where a checkpointed run left it.
+    let open = |file: &Path| -> Result<(BufReader<std::fs::File>, LinePump)> {
+        let name = file.display().to_string();
+        let mut pump = LinePump::new(&name, lines_per_chunk, sender.clone());
+        let offset = pump.resume(consumed.of(&name));
+        let mut handle = std::fs::File::open(file)
+            .map_err(|e| SluiceError::io(format!("opening '{}'", file.display()), e))?;
+        if offset > 0 {
+            handle
+                .seek(SeekFrom::Start(offset))
+                .map_err(|e| SluiceError::io(format!("seeking in '{}'", file.display()), e))?;
+        }
+        Ok((BufReader::with_capacity(1 << 20, handle), pump))
     };
     let Some(interval) = monitor_interval else {
         for file in list_files(path)? {
-            let mut reader = open(&file)?;
-            let mut pump =
-                LinePump::new(&file.display().to_string(), lines_per_chunk, sender.clone());
+            let (mut reader, mut pump) = open(&file)?;
             if !pump
                 .pump(&mut reader, true)
                 .map_err(|e| SluiceError::io(format!("reading '{}'", file.display()), e))?
@@ -209,9 +382,7 @@ pub fn pump_files(
     loop {
         for file in list_files(path)? {
             if !followed.iter().any(|(known, _, _)| known == &file) {
-                let reader = open(&file)?;
-                let pump =
-                    LinePump::new(&file.display().to_string(), lines_per_chunk, sender.clone());
+                let (reader, pump) = open(&file)?;
                 followed.push((file, reader, pump));
             }
         }

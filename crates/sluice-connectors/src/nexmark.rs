@@ -614,6 +614,33 @@ impl SourceConnector for NexmarkSource {
     }
 
     fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>> {
+        self.open_at(parallelism, &[])
+    }
+
+    /// Reader `i` resumes at the next event number reader `i` of the
+    /// checkpointed run would have generated (same parallelism only: the
+    /// readers split the event sequence by subtask).
+    fn open_at(
+        &self,
+        parallelism: usize,
+        positions: &[Vec<u8>],
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
+        let resumed = positions
+            .iter()
+            .map(|p| {
+                serde_json::from_slice::<GeneratorPosition>(p).map_err(|e| {
+                    SluiceError::State(format!("unreadable nexmark source position: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if !resumed.is_empty() && resumed.len() != parallelism {
+            return Err(SluiceError::Config(format!(
+                "the nexmark source ran at parallelism {} in the checkpoint and cannot resume at \
+                 {parallelism}; run with -p {} (or --fresh)",
+                resumed.len(),
+                resumed.len()
+            )));
+        }
         let per_subtask_rate = self
             .generator
             .config
@@ -621,8 +648,12 @@ impl SourceConnector for NexmarkSource {
             .map(|rate| rate / parallelism as f64);
         let generator = if self.generator.config.base_time_at_open {
             let mut generator = Generator::new(self.generator.config.clone());
-            // Set after building the generator, together with `started` below.
-            generator.config.base_time_ms = chrono::Utc::now().timestamp_millis();
+            // Set after building the generator, together with `started` below;
+            // a resumed run keeps the first run's base so timestamps continue.
+            generator.config.base_time_ms = resumed
+                .first()
+                .map(|p| p.base_time_ms)
+                .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
             Arc::new(generator)
         } else {
             self.generator.clone()
@@ -633,7 +664,10 @@ impl SourceConnector for NexmarkSource {
                 Box::new(NexmarkReader {
                     generator: generator.clone(),
                     schema: self.schema.clone(),
-                    next_event: subtask as u64,
+                    next_event: resumed
+                        .get(subtask)
+                        .map(|p| p.next_event)
+                        .unwrap_or(subtask as u64),
                     step: parallelism as u64,
                     batch_size: self.batch_size,
                     rate: per_subtask_rate,
@@ -691,6 +725,23 @@ impl SourceReader for NexmarkReader {
         self.emitted += count as u64;
         Ok(Some(ChangeBatch::inserts(conform(&batch, &self.schema)?)))
     }
+
+    fn position(&self) -> Result<Vec<u8>> {
+        serde_json::to_vec(&GeneratorPosition {
+            next_event: self.next_event,
+            base_time_ms: self.generator.config.base_time_ms,
+        })
+        .map_err(|e| SluiceError::State(e.to_string()))
+    }
+}
+
+/// A generator reader's checkpoint position.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct GeneratorPosition {
+    /// The next event number this reader generates.
+    next_event: u64,
+    /// The generator's time base (ms), so resumed timestamps continue.
+    base_time_ms: i64,
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use sluice_core::table::TableDef;
 use sluice_core::{Result, SluiceError};
 
 use crate::formats::Format;
-use crate::lines::{spawn_line_source, LinePump};
+use crate::lines::{spawn_line_source, ConsumedLines, LinePump};
 use crate::{project_schema, validate_options};
 
 const STDIN_OPTIONS: [OptionSpec; 2] = [
@@ -94,13 +94,24 @@ impl SourceConnector for StdinSource {
             })
             .collect::<Result<Vec<_>>>()?;
         let lines = self.lines_per_chunk;
-        spawn_line_source("read-stdin".into(), decoders, move |sender| {
+        spawn_line_source("read-stdin".into(), decoders, ConsumedLines::default(), move |sender| {
             let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
             let mut pump = LinePump::new("stdin", lines, sender);
             pump.pump(&mut reader, true)
                 .map(|_| ())
                 .map_err(|e| SluiceError::io("reading stdin", e))
         })
+    }
+
+    /// Standard input cannot be replayed: a resumed job reads what comes
+    /// next (at-least-once becomes at-most-once for lines in flight at the crash).
+    fn open_at(
+        &self,
+        parallelism: usize,
+        _positions: &[Vec<u8>],
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
+        tracing::warn!("stdin cannot be replayed: the resumed job reads only new input");
+        self.open(parallelism)
     }
 
     fn describe(&self) -> String {

@@ -22,6 +22,9 @@ pub struct JobContext {
     pub data_dir: PathBuf,
     /// Target rows per batch.
     pub batch_size: usize,
+    /// Checkpoints are on: transactional sinks hold output back until the
+    /// checkpoint that covers it completes.
+    pub exactly_once: bool,
 }
 
 impl JobContext {
@@ -146,6 +149,12 @@ pub trait SinkConnector: Send + Sync + Debug {
 pub trait SinkWriter: Send {
     /// Writes a batch.
     async fn write(&mut self, batch: &ChangeBatch) -> Result<()>;
+    /// The input ended: writes anything held back until then. Followed by
+    /// [`SinkWriter::finish`], or with checkpoints by a final
+    /// [`SinkWriter::pre_commit`].
+    async fn end_of_input(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Flushes and closes at the end of input or on shutdown.
     async fn finish(&mut self) -> Result<()>;
     /// Checkpoint barrier: flushes what was written so far and returns what
@@ -160,8 +169,8 @@ pub trait SinkWriter: Send {
     fn snapshot(&mut self) -> Result<Vec<u8>> {
         Ok(Vec::new())
     }
-    /// Restores state written by [`SinkWriter::snapshot`] (of any subtask;
-    /// `owns` says which keys belong to this one).
+    /// Restores state written by [`SinkWriter::snapshot`] by every subtask
+    /// of a checkpointed run (the writer keeps what belongs to it).
     fn restore(&mut self, states: &[Vec<u8>]) -> Result<()> {
         let _ = states;
         Ok(())

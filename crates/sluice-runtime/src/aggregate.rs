@@ -47,6 +47,49 @@ pub(crate) fn merge_state(into: &mut dyn Accumulator, state: &[ScalarValue]) -> 
     into.merge_batch(&arrays).map_err(df)
 }
 
+/// The states of live accumulators for a checkpoint. `state()` may drain an
+/// accumulator, so the accumulators are rebuilt from the states taken.
+pub(crate) fn snapshot_accumulators(
+    accumulators: &mut Vec<Box<dyn Accumulator>>,
+    calls: &[AggregateCall],
+) -> Result<Vec<Vec<ScalarValue>>> {
+    let states = accumulators
+        .iter_mut()
+        .map(|a| a.state().map_err(df))
+        .collect::<Result<Vec<_>>>()?;
+    *accumulators = restore_accumulators(calls, &states)?;
+    Ok(states)
+}
+
+/// Accumulators holding the given states.
+pub(crate) fn restore_accumulators(
+    calls: &[AggregateCall],
+    states: &[Vec<ScalarValue>],
+) -> Result<Vec<Box<dyn Accumulator>>> {
+    let mut accumulators = new_accumulators(calls)?;
+    if states.len() != accumulators.len() {
+        return Err(crate::state::bad_state("accumulator count"));
+    }
+    for (accumulator, state) in accumulators.iter_mut().zip(states) {
+        merge_state(accumulator.as_mut(), state)?;
+    }
+    Ok(accumulators)
+}
+
+/// Writes accumulator states (one list of values per accumulator).
+pub(crate) fn write_states(out: &mut sluice_state::StateWriter, states: &[Vec<ScalarValue>]) {
+    out.u64(states.len() as u64);
+    for state in states {
+        out.scalars(state);
+    }
+}
+
+/// Reads states written by [`write_states`].
+pub(crate) fn read_states(input: &mut sluice_state::StateReader) -> Result<Vec<Vec<ScalarValue>>> {
+    let count = input.usize()?;
+    (0..count).map(|_| input.scalars()).collect()
+}
+
 /// A batch's grouping keys and aggregate arguments, evaluated once.
 pub(crate) struct AggregateInputs {
     /// Grouping keys per row as row bytes (`None` without keys).
@@ -245,6 +288,65 @@ impl RetractingAccumulator {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// Writes the accumulator's state for a checkpoint; `fresh` is a new
+    /// accumulator of the same kind, which takes over (a native
+    /// accumulator's `state()` may drain it).
+    pub(crate) fn snapshot(
+        &mut self,
+        mut fresh: RetractingAccumulator,
+        out: &mut sluice_state::StateWriter,
+    ) -> Result<()> {
+        match self {
+            RetractingAccumulator::Native(accumulator) => {
+                let state = accumulator.state().map_err(df)?;
+                out.u64(0);
+                out.scalars(&state);
+                fresh.restore_native(&state)?;
+                *self = fresh;
+            }
+            RetractingAccumulator::Recomputed { values, .. } => {
+                out.u64(1);
+                out.u64(values.len() as u64);
+                for (value, count) in values.iter() {
+                    out.scalars(value);
+                    out.u64(*count as u64);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn restore_native(&mut self, state: &[ScalarValue]) -> Result<()> {
+        match self {
+            RetractingAccumulator::Native(accumulator) => merge_state(accumulator.as_mut(), state),
+            RetractingAccumulator::Recomputed { .. } => {
+                Err(crate::state::bad_state("accumulator kind changed"))
+            }
+        }
+    }
+
+    /// Loads state written by [`RetractingAccumulator::snapshot`] into this
+    /// new accumulator.
+    pub(crate) fn restore(&mut self, input: &mut sluice_state::StateReader) -> Result<()> {
+        match input.u64()? {
+            0 => {
+                let state = input.scalars()?;
+                self.restore_native(&state)
+            }
+            1 => {
+                let RetractingAccumulator::Recomputed { values, .. } = self else {
+                    return Err(crate::state::bad_state("accumulator kind changed"));
+                };
+                for _ in 0..input.usize()? {
+                    let value = input.scalars()?;
+                    values.insert(value, input.usize()?);
+                }
+                Ok(())
+            }
+            _ => Err(crate::state::bad_state("accumulator tag")),
         }
     }
 

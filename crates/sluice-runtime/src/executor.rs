@@ -10,30 +10,35 @@
 //! minimum of its inputs' watermarks. At the end of input every source emits a
 //! final watermark (`i64::MAX`) so every open window fires.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use arrow::array::UInt32Array;
-use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::physical_expr::PhysicalExpr;
 use futures::StreamExt;
 use sluice_core::connector::{SinkWriter, SourceReader};
 use sluice_core::dlq::DeadLetterQueue;
-use sluice_core::{ChangeBatch, Message, Result, SluiceError};
+use sluice_core::{Barrier, ChangeBatch, Message, Result, SluiceError};
+use sluice_state::{RestoredCheckpoint, Role};
 use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::assign::WindowAssignOperator;
 use crate::batching::Coalescer;
+use crate::checkpoint::{
+    check_compatible, coordinator, recover_sinks, restored_chunks, CheckpointConfig,
+    CheckpointHandle, CheckpointStats, ComponentKey, Coordinator, RoleKey,
+};
 use crate::group::GroupAggregateOperator;
 use crate::join::JoinOperator;
 use crate::late::LateRecords;
-use crate::operators::{df, Filter, Operator, Project, Relabel};
+use crate::operators::{Filter, Operator, Project, Relabel};
 use crate::over::OverAggregateOperator;
 use crate::session::SessionAggregateOperator;
+use crate::state::{key_hashes, KeyOwner};
 use crate::temporal_join::TemporalJoinOperator;
 use crate::topn::TopNOperator;
 use crate::upsert::UpsertMaterializer;
@@ -59,6 +64,10 @@ pub struct JobSummary {
     pub late_records: u64,
     /// The same, per operator kind.
     pub late_by_operator: Vec<(String, u64)>,
+    /// What checkpointing did (when on).
+    pub checkpoints: Option<CheckpointStats>,
+    /// The run resumed from this checkpoint.
+    pub resumed_from: Option<u64>,
 }
 
 /// Rows a source emitted and rejected.
@@ -86,10 +95,11 @@ pub struct SinkSummary {
 }
 
 enum Input {
-    /// A source reader; idle after `idle_timeout` without data.
+    /// A source reader of plan node `node`; idle after `idle_timeout` without data.
     Source {
         reader: Box<dyn SourceReader>,
         idle_timeout: Option<std::time::Duration>,
+        node: NodeId,
     },
     /// Channels tagged with the input number of the first operator (a join's
     /// left = 0, right = 1).
@@ -111,14 +121,39 @@ enum Output {
 /// operators so far.
 struct Pending {
     input: Input,
-    chain: Vec<Box<dyn Operator>>,
+    chain: Vec<Chained>,
     source_rows: Option<Arc<AtomicU64>>,
+    subtask: usize,
+}
+
+impl Pending {
+    /// A chain reading channels, to be extended.
+    fn channels(receivers: Vec<(usize, mpsc::Receiver<Message>)>, subtask: usize) -> Self {
+        Pending {
+            input: Input::Channels(receivers),
+            chain: Vec::new(),
+            source_rows: None,
+            subtask,
+        }
+    }
+}
+
+/// An operator in a chain, with the plan node it runs.
+struct Chained {
+    node: NodeId,
+    operator: Box<dyn Operator>,
 }
 
 struct Task {
     input: Input,
-    chain: Vec<Box<dyn Operator>>,
+    chain: Vec<Chained>,
     output: Output,
+    subtask: usize,
+    /// The source node, when the task starts at a source reader.
+    source_node: Option<NodeId>,
+    /// The sink node, when the task ends in a sink.
+    sink_node: Option<NodeId>,
+    checkpoints: Option<CheckpointHandle>,
     /// Rows read from the source, when the task starts at one.
     source_rows: Option<Arc<AtomicU64>>,
     /// Rows written, when the task ends in a sink.
@@ -140,7 +175,30 @@ pub async fn run_job_reporting(
     stop: StopSignal,
     progress: Option<(std::time::Duration, ProgressReport)>,
 ) -> Result<JobSummary> {
-    let mut builder = TaskBuilder::new(plan)?;
+    run_job_checkpointed(plan, stop, progress, None).await
+}
+
+/// Like [`run_job_reporting`], with checkpoints (and resuming from
+/// `checkpoints.restored`) when `checkpoints` is given.
+pub async fn run_job_checkpointed(
+    plan: &JobPlan,
+    stop: StopSignal,
+    progress: Option<(std::time::Duration, ProgressReport)>,
+    checkpoints: Option<&CheckpointConfig>,
+) -> Result<JobSummary> {
+    let restored = checkpoints.and_then(|c| c.restored.clone());
+    if let Some(restored) = &restored {
+        check_compatible(plan, &restored.manifest)?;
+        recover_sinks(plan, restored)?;
+    }
+    let (mut coordinator, handle) = match checkpoints {
+        Some(config) => {
+            let (coordinator, handle) = coordinator(plan, config);
+            (Some(coordinator), Some(handle))
+        }
+        None => (None, None),
+    };
+    let mut builder = TaskBuilder::new(plan, restored.as_deref(), handle)?;
     for &sink in &plan.sinks {
         builder.build_sink(sink)?;
     }
@@ -151,6 +209,9 @@ pub async fn run_job_reporting(
         late_records,
         ..
     } = builder;
+    if let Some(coordinator) = coordinator.as_mut() {
+        register_components(coordinator, &tasks);
+    }
 
     let batching = Batching {
         rows: plan.settings.batch_size,
@@ -160,6 +221,7 @@ pub async fn run_job_reporting(
     for task in tasks {
         running.spawn(run_task(task, stop.clone(), batching));
     }
+    let coordinating = coordinator.map(|c| tokio::spawn(c.run()));
     let reporter = progress.map(|(interval, report)| {
         let counters: Vec<Arc<AtomicU64>> =
             source_counters.iter().map(|(_, c)| c.clone()).collect();
@@ -171,23 +233,39 @@ pub async fn run_job_reporting(
             }
         })
     });
+    let stop_background = || {
+        if let Some(reporter) = &reporter {
+            reporter.abort();
+        }
+        if let Some(coordinating) = &coordinating {
+            coordinating.abort();
+        }
+    };
     while let Some(joined) = running.join_next().await {
-        let outcome = joined.map_err(|e| SluiceError::Runtime(format!("a task panicked: {e}")))?;
-        if let Err(error) = outcome {
+        let outcome = joined.map_err(|e| SluiceError::Runtime(format!("a task panicked: {e}")));
+        if let Err(error) = outcome.and_then(|outcome| outcome) {
             running.abort_all();
-            if let Some(reporter) = &reporter {
-                reporter.abort();
-            }
+            stop_background();
             return Err(error);
         }
     }
-    if let Some(reporter) = reporter {
+    if let Some(reporter) = &reporter {
         reporter.abort();
     }
+    let checkpoint_stats = match coordinating {
+        Some(coordinating) => Some(
+            coordinating
+                .await
+                .map_err(|e| SluiceError::Runtime(format!("the checkpoint coordinator: {e}")))??,
+        ),
+        None => None,
+    };
 
     let mut summary = JobSummary {
         late_records: late_records.count(),
         late_by_operator: late_records.per_operator(),
+        checkpoints: checkpoint_stats,
+        resumed_from: restored.map(|r| r.manifest.checkpoint),
         ..JobSummary::default()
     };
     for (node, counter) in source_counters {
@@ -221,6 +299,26 @@ pub async fn run_job_reporting(
     Ok(summary)
 }
 
+/// Tells the coordinator every component that takes part in checkpoints.
+fn register_components(coordinator: &mut Coordinator, tasks: &[Task]) {
+    for task in tasks {
+        let key = |node, role| ComponentKey {
+            node,
+            subtask: task.subtask,
+            role,
+        };
+        if let Some(node) = task.source_node {
+            coordinator.expect(key(node, RoleKey::Source));
+        }
+        for chained in &task.chain {
+            coordinator.expect(key(chained.node, RoleKey::Operator));
+        }
+        if let Some(node) = task.sink_node {
+            coordinator.expect(key(node, RoleKey::Sink));
+        }
+    }
+}
+
 struct TaskBuilder<'a> {
     plan: &'a JobPlan,
     parallelism: usize,
@@ -233,16 +331,31 @@ struct TaskBuilder<'a> {
     consumers: Vec<usize>,
     /// Nodes read by several operators, built once: the chains not handed out yet.
     shared: HashMap<NodeId, Vec<Vec<Pending>>>,
+    /// The checkpoint the job resumes from.
+    restored: Option<&'a RestoredCheckpoint>,
+    /// The coordinator's line, when checkpoints are on.
+    checkpoints: Option<CheckpointHandle>,
 }
 
 impl<'a> TaskBuilder<'a> {
-    fn new(plan: &'a JobPlan) -> Result<Self> {
+    fn new(
+        plan: &'a JobPlan,
+        restored: Option<&'a RestoredCheckpoint>,
+        checkpoints: Option<CheckpointHandle>,
+    ) -> Result<Self> {
         let parallelism = plan.settings.parallelism;
         let mut readers = HashMap::new();
         let mut source_counters = Vec::new();
         for (id, node) in plan.nodes.iter().enumerate() {
             if let PlanNode::Source { connector, .. } = node {
-                let opened = connector.open(parallelism)?;
+                let positions: Vec<Vec<u8>> = match restored {
+                    Some(restored) => restored_chunks(restored, id, Role::Source)?
+                        .into_iter()
+                        .filter_map(|chunks| chunks.first().map(|c| c.to_vec()))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let opened = connector.open_at(parallelism, &positions)?;
                 if opened.len() != parallelism {
                     return Err(SluiceError::Runtime(format!(
                         "source {} opened {} readers for parallelism {parallelism}",
@@ -273,6 +386,43 @@ impl<'a> TaskBuilder<'a> {
                 Some(path) => Some(Arc::new(DeadLetterQueue::open(path)?)),
                 None => None,
             }),
+            restored,
+            checkpoints,
+        })
+    }
+
+    /// A task for `pending` ending in `output`, its operators' state restored.
+    fn task(&self, pending: Pending, output: Output, sink_node: Option<NodeId>) -> Result<Task> {
+        let Pending {
+            input,
+            mut chain,
+            source_rows,
+            subtask,
+        } = pending;
+        let owner = KeyOwner {
+            subtask,
+            parallelism: self.parallelism,
+        };
+        if let Some(restored) = self.restored {
+            for chained in &mut chain {
+                let chunks = restored_chunks(restored, chained.node, Role::Operator)?;
+                chained.operator.restore(&chunks, &owner)?;
+            }
+        }
+        let source_node = match &input {
+            Input::Source { node, .. } => Some(*node),
+            Input::Channels(_) => None,
+        };
+        Ok(Task {
+            input,
+            chain,
+            output,
+            subtask,
+            source_node,
+            sink_node,
+            checkpoints: self.checkpoints.clone(),
+            source_rows,
+            sink_rows: None,
         })
     }
 
@@ -299,16 +449,14 @@ impl<'a> TaskBuilder<'a> {
                 })
                 .collect();
             upstream = self
-                .shuffle(upstream, keys, 0)
+                .shuffle(upstream, keys, 0)?
                 .into_iter()
-                .map(|receivers| Pending {
-                    input: Input::Channels(receivers),
-                    chain: Vec::new(),
-                    source_rows: None,
-                })
+                .enumerate()
+                .map(|(subtask, receivers)| Pending::channels(receivers, subtask))
                 .collect();
         }
-        for (subtask, pending) in upstream.into_iter().enumerate() {
+        for pending in upstream {
+            let subtask = pending.subtask;
             let mut writer = connector.open(subtask, self.parallelism)?;
             if let Some(key_columns) = materialize_by {
                 let schema = self.plan.output_schema(*input);
@@ -316,15 +464,22 @@ impl<'a> TaskBuilder<'a> {
                     writer,
                     schema,
                     key_columns.clone(),
+                    KeyOwner {
+                        subtask,
+                        parallelism: self.parallelism,
+                    },
                 )?);
             }
-            self.tasks.push(Task {
-                input: pending.input,
-                chain: pending.chain,
-                output: Output::Sink(writer),
-                source_rows: pending.source_rows,
-                sink_rows: Some(counter.clone()),
-            });
+            if let Some(restored) = self.restored {
+                let states: Vec<Vec<u8>> = restored_chunks(restored, node, Role::Sink)?
+                    .into_iter()
+                    .filter_map(|chunks| chunks.get(1).map(|state| state.to_vec()))
+                    .collect();
+                writer.restore(&states)?;
+            }
+            let mut task = self.task(pending, Output::Sink(writer), Some(node))?;
+            task.sink_rows = Some(counter.clone());
+            self.tasks.push(task);
         }
         Ok(())
     }
@@ -348,13 +503,9 @@ impl<'a> TaskBuilder<'a> {
             for chains in per_consumer.iter_mut() {
                 let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
                 senders.push(sender);
-                chains.push(Pending {
-                    input: Input::Channels(vec![(0, receiver)]),
-                    chain: Vec::new(),
-                    source_rows: None,
-                });
+                chains.push(Pending::channels(vec![(0, receiver)], pending.subtask));
             }
-            self.spawn(pending, Output::Broadcast(senders));
+            self.spawn(pending, Output::Broadcast(senders))?;
         }
         let first = per_consumer.pop().unwrap_or_default();
         self.shared.insert(node, per_consumer);
@@ -375,13 +526,16 @@ impl<'a> TaskBuilder<'a> {
                     .map(|(_, c)| c.clone());
                 Ok(readers
                     .into_iter()
-                    .map(|reader| Pending {
+                    .enumerate()
+                    .map(|(subtask, reader)| Pending {
                         input: Input::Source {
                             reader,
                             idle_timeout,
+                            node,
                         },
                         chain: Vec::new(),
                         source_rows: counter.clone(),
+                        subtask,
                     })
                     .collect())
             }
@@ -389,13 +543,13 @@ impl<'a> TaskBuilder<'a> {
                 input,
                 exprs,
                 schema,
-            } => self.extend(*input, |_| {
+            } => self.extend(node, *input, |_| {
                 Ok(Box::new(Project::new(exprs.clone(), schema.clone())) as Box<dyn Operator>)
             }),
-            PlanNode::Filter { input, predicate } => self.extend(*input, |_| {
+            PlanNode::Filter { input, predicate } => self.extend(node, *input, |_| {
                 Ok(Box::new(Filter::new(predicate.clone())) as Box<dyn Operator>)
             }),
-            PlanNode::Watermark { input, expr, .. } => self.extend(*input, |_| {
+            PlanNode::Watermark { input, expr, .. } => self.extend(node, *input, |_| {
                 Ok(Box::new(WatermarkAssigner::new(
                     expr.clone(),
                     self.plan.settings.watermark_interval,
@@ -405,24 +559,29 @@ impl<'a> TaskBuilder<'a> {
                 let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
                     (0..self.parallelism).map(|_| Vec::new()).collect();
                 for &branch in inputs {
-                    for (subtask, pending) in self.build(branch)?.into_iter().enumerate() {
+                    for pending in self.build(branch)? {
                         let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                        self.spawn(pending, Output::Forward(sender));
+                        let subtask = pending.subtask;
+                        self.spawn(pending, Output::Forward(sender))?;
                         receivers[subtask].push((0, receiver));
                     }
                 }
                 Ok(receivers
                     .into_iter()
-                    .map(|receivers| Pending {
-                        input: Input::Channels(receivers),
-                        chain: vec![Box::new(Relabel::new(schema.clone())) as Box<dyn Operator>],
-                        source_rows: None,
+                    .enumerate()
+                    .map(|(subtask, receivers)| {
+                        let mut pending = Pending::channels(receivers, subtask);
+                        pending.chain.push(Chained {
+                            node,
+                            operator: Box::new(Relabel::new(schema.clone())),
+                        });
+                        pending
                     })
                     .collect())
             }
             PlanNode::WindowAssign(assign) => {
                 let late = self.late_records.clone();
-                self.extend(assign.input, |_| {
+                self.extend(node, assign.input, |_| {
                     Ok(
                         Box::new(WindowAssignOperator::new(assign.clone(), late.clone()))
                             as Box<dyn Operator>,
@@ -431,7 +590,7 @@ impl<'a> TaskBuilder<'a> {
             }
             PlanNode::WindowAggregate(window) => {
                 let late = self.late_records.clone();
-                self.keyed(window.input, window.keys.clone(), || {
+                self.keyed(node, window.input, window.keys.clone(), || {
                     Ok(match window.kind {
                         WindowKind::Session { gap } => Box::new(SessionAggregateOperator::new(
                             window.clone(),
@@ -449,21 +608,21 @@ impl<'a> TaskBuilder<'a> {
             }
             PlanNode::GroupAggregate(group) => {
                 let ttl = self.plan.settings.state_ttl;
-                self.keyed(group.input, group.keys.clone(), || {
+                self.keyed(node, group.input, group.keys.clone(), || {
                     Ok(Box::new(GroupAggregateOperator::new(group.clone(), ttl)?))
                 })
             }
             PlanNode::TopN(top) => {
                 let ttl = self.plan.settings.state_ttl;
                 let late = self.late_records.clone();
-                self.keyed(top.input, top.partition_keys.clone(), || {
+                self.keyed(node, top.input, top.partition_keys.clone(), || {
                     Ok(Box::new(TopNOperator::new(top.clone(), ttl, late.clone())?))
                 })
             }
             PlanNode::OverAggregate(over) => {
                 let ttl = self.plan.settings.state_ttl;
                 let late = self.late_records.clone();
-                self.keyed(over.input, over.partition_keys.clone(), || {
+                self.keyed(node, over.input, over.partition_keys.clone(), || {
                     Ok(Box::new(OverAggregateOperator::new(
                         over.clone(),
                         ttl,
@@ -480,15 +639,15 @@ impl<'a> TaskBuilder<'a> {
                         for (side, chains) in [(0, left_chains), (1, right_chains)] {
                             for pending in chains {
                                 let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                                self.spawn(pending, Output::Forward(sender));
+                                self.spawn(pending, Output::Forward(sender))?;
                                 receivers.push((side, receiver));
                             }
                         }
                         vec![receivers]
                     } else {
-                        let mut by_subtask = self.shuffle(left_chains, join.left_keys.clone(), 0);
+                        let mut by_subtask = self.shuffle(left_chains, join.left_keys.clone(), 0)?;
                         for (subtask, receivers) in self
-                            .shuffle(right_chains, join.right_keys.clone(), 1)
+                            .shuffle(right_chains, join.right_keys.clone(), 1)?
                             .into_iter()
                             .enumerate()
                         {
@@ -498,10 +657,12 @@ impl<'a> TaskBuilder<'a> {
                     };
                 inputs
                     .drain(..)
-                    .map(|receivers| {
-                        Ok(Pending {
-                            input: Input::Channels(receivers),
-                            chain: vec![if join.versioned.is_some() {
+                    .enumerate()
+                    .map(|(subtask, receivers)| {
+                        let mut pending = Pending::channels(receivers, subtask);
+                        pending.chain.push(Chained {
+                            node,
+                            operator: if join.versioned.is_some() {
                                 Box::new(TemporalJoinOperator::new(
                                     join.clone(),
                                     self.plan.settings.state_ttl,
@@ -513,9 +674,9 @@ impl<'a> TaskBuilder<'a> {
                                     self.plan.settings.state_ttl,
                                     self.late_records.clone(),
                                 )?)
-                            }],
-                            source_rows: None,
-                        })
+                            },
+                        });
+                        Ok(pending)
                     })
                     .collect()
             }
@@ -525,43 +686,45 @@ impl<'a> TaskBuilder<'a> {
         }
     }
 
-    /// Appends a keyed operator: chained when there is one subtask, behind a
-    /// hash shuffle on `keys` otherwise.
+    /// Appends a keyed operator for `node`: chained when there is one
+    /// subtask, behind a hash shuffle on `keys` otherwise.
     fn keyed(
         &mut self,
+        node: NodeId,
         input: NodeId,
         keys: Vec<Arc<dyn PhysicalExpr>>,
         make: impl Fn() -> Result<Box<dyn Operator>>,
     ) -> Result<Vec<Pending>> {
         let upstream = self.build(input)?;
-        if self.parallelism == 1 {
-            let mut chains = upstream;
-            for pending in &mut chains {
-                pending.chain.push(make()?);
-            }
-            return Ok(chains);
+        let mut chains = if self.parallelism == 1 {
+            upstream
+        } else {
+            self.shuffle(upstream, keys, 0)?
+                .into_iter()
+                .enumerate()
+                .map(|(subtask, receivers)| Pending::channels(receivers, subtask))
+                .collect()
+        };
+        for pending in &mut chains {
+            pending.chain.push(Chained {
+                node,
+                operator: make()?,
+            });
         }
-        self.shuffle(upstream, keys, 0)
-            .into_iter()
-            .map(|receivers| {
-                Ok(Pending {
-                    input: Input::Channels(receivers),
-                    chain: vec![make()?],
-                    source_rows: None,
-                })
-            })
-            .collect()
+        Ok(chains)
     }
 
-    /// Appends an operator to every subtask's chain.
+    /// Appends an operator for `node` to every subtask's chain.
     fn extend(
         &mut self,
+        node: NodeId,
         input: NodeId,
         make: impl Fn(usize) -> Result<Box<dyn Operator>>,
     ) -> Result<Vec<Pending>> {
         let mut chains = self.build(input)?;
-        for (subtask, pending) in chains.iter_mut().enumerate() {
-            pending.chain.push(make(subtask)?);
+        for pending in chains.iter_mut() {
+            let operator = make(pending.subtask)?;
+            pending.chain.push(Chained { node, operator });
         }
         Ok(chains)
     }
@@ -573,7 +736,7 @@ impl<'a> TaskBuilder<'a> {
         upstream: Vec<Pending>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
         side: usize,
-    ) -> Vec<Vec<(usize, mpsc::Receiver<Message>)>> {
+    ) -> Result<Vec<Vec<(usize, mpsc::Receiver<Message>)>>> {
         let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
             (0..self.parallelism).map(|_| Vec::new()).collect();
         for pending in upstream {
@@ -589,44 +752,29 @@ impl<'a> TaskBuilder<'a> {
                     senders,
                     keys: keys.clone(),
                 },
-            );
+            )?;
         }
-        receivers
+        Ok(receivers)
     }
 
-    fn spawn(&mut self, pending: Pending, output: Output) {
-        self.tasks.push(Task {
-            input: pending.input,
-            chain: pending.chain,
-            output,
-            source_rows: pending.source_rows,
-            sink_rows: None,
-        });
+    fn spawn(&mut self, pending: Pending, output: Output) -> Result<()> {
+        let task = self.task(pending, output, None)?;
+        self.tasks.push(task);
+        Ok(())
     }
 }
 
-/// Splits a batch by the hash of its key columns into one part per target.
+/// Splits a batch by the hash of its key columns into one part per target
+/// (the partitioning [`KeyOwner`] restores state by).
 fn partition(
     batch: &ChangeBatch,
     keys: &[Arc<dyn PhysicalExpr>],
     targets: usize,
 ) -> Result<Vec<Option<ChangeBatch>>> {
-    let rows = batch.num_rows();
-    let columns = keys
-        .iter()
-        .map(|key| {
-            key.evaluate(&batch.data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let mut hashes = vec![0u64; rows];
-    if !columns.is_empty() {
-        create_hashes(&columns, &RandomState::default(), &mut hashes).map_err(df)?;
-    }
+    let hashes = key_hashes(batch, keys)?;
     let mut indices: Vec<Vec<u32>> = vec![Vec::new(); targets];
     for (row, hash) in hashes.iter().enumerate() {
-        indices[(*hash % targets as u64) as usize].push(row as u32);
+        indices[KeyOwner::target(*hash, targets)].push(row as u32);
     }
     indices
         .into_iter()
@@ -652,7 +800,7 @@ impl Task {
         let messages = match (message, self.chain.first_mut()) {
             (Message::Data(batch), Some(first)) => {
                 let mut next = Vec::new();
-                first.process_input(input, batch, &mut next)?;
+                first.operator.process_input(input, batch, &mut next)?;
                 next
             }
             (message, _) => return self.run_chain(0, vec![message]).await,
@@ -664,19 +812,41 @@ impl Task {
     async fn end_input(&mut self, input: usize) -> Result<bool> {
         let mut messages = Vec::new();
         if let Some(first) = self.chain.first_mut() {
-            first.on_input_end(input, &mut messages)?;
+            first.operator.on_input_end(input, &mut messages)?;
         }
         self.run_chain(1, messages).await
     }
 
+    fn key(&self, node: NodeId, role: RoleKey) -> ComponentKey {
+        ComponentKey {
+            node,
+            subtask: self.subtask,
+            role,
+        }
+    }
+
     /// Runs messages through the chain from operator `start` on, then out.
+    /// A barrier makes each operator snapshot its state on the way.
     async fn run_chain(&mut self, start: usize, mut messages: Vec<Message>) -> Result<bool> {
-        for operator in self.chain.iter_mut().skip(start) {
+        let subtask = self.subtask;
+        for chained in self.chain.iter_mut().skip(start) {
+            let operator = &mut chained.operator;
             let mut next = Vec::with_capacity(messages.len());
             for message in messages {
                 match message {
                     Message::Data(batch) => operator.process(batch, &mut next)?,
                     Message::Watermark(watermark) => operator.on_watermark(watermark, &mut next)?,
+                    Message::Barrier(barrier) => {
+                        if let Some(checkpoints) = &self.checkpoints {
+                            let key = ComponentKey {
+                                node: chained.node,
+                                subtask,
+                                role: RoleKey::Operator,
+                            };
+                            checkpoints.ack(barrier.checkpoint, key, operator.snapshot()?);
+                        }
+                        next.push(Message::Barrier(barrier));
+                    }
                     Message::EndOfInput => next.push(Message::EndOfInput),
                     Message::Idle => next.push(Message::Idle),
                 }
@@ -699,14 +869,34 @@ impl Task {
         self.push(Message::Data(batch)).await
     }
 
+    /// A sink's snapshot: what it pre-committed, and its own state.
+    async fn sink_snapshot(writer: &mut Box<dyn SinkWriter>, checkpoint: u64) -> Result<Vec<Vec<u8>>> {
+        let pending = writer.pre_commit(checkpoint).await?;
+        Ok(vec![pending, writer.snapshot()?])
+    }
+
     async fn deliver(&mut self, message: Message) -> Result<bool> {
         match &mut self.output {
             Output::Sink(writer) => {
-                if let Message::Data(batch) = message {
-                    writer.write(&batch).await?;
-                    if let Some(counter) = &self.sink_rows {
-                        counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                match message {
+                    Message::Data(batch) => {
+                        writer.write(&batch).await?;
+                        if let Some(counter) = &self.sink_rows {
+                            counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                        }
                     }
+                    Message::Barrier(barrier) => {
+                        if let (Some(checkpoints), Some(node)) = (&self.checkpoints, self.sink_node) {
+                            let chunks = Self::sink_snapshot(writer, barrier.checkpoint).await?;
+                            let key = ComponentKey {
+                                node,
+                                subtask: self.subtask,
+                                role: RoleKey::Sink,
+                            };
+                            checkpoints.ack(barrier.checkpoint, key, chunks);
+                        }
+                    }
+                    _ => {}
                 }
                 Ok(true)
             }
@@ -743,18 +933,39 @@ impl Task {
         }
     }
 
-    /// Fires everything event time still holds, then closes the output.
+    /// Fires everything event time still holds, then closes the output. With
+    /// checkpoints, a sink pre-commits instead of publishing, and every
+    /// component reports its final state; the final checkpoint commits.
     async fn finish(&mut self) -> Result<()> {
         if !self.push(Message::Watermark(i64::MAX)).await? {
             return Ok(());
         }
         match &mut self.output {
-            Output::Sink(writer) => writer.finish().await,
+            Output::Sink(writer) => {
+                writer.end_of_input().await?;
+                match (&self.checkpoints, self.sink_node) {
+                    (Some(checkpoints), Some(node)) => {
+                        let chunks = Self::sink_snapshot(writer, u64::MAX).await?;
+                        let key = ComponentKey {
+                            node,
+                            subtask: self.subtask,
+                            role: RoleKey::Sink,
+                        };
+                        checkpoints.finished(key, chunks);
+                    }
+                    _ => writer.finish().await?,
+                }
+            }
             Output::Forward(_) | Output::Broadcast(_) | Output::Shuffle { .. } => {
                 self.deliver(Message::EndOfInput).await?;
-                Ok(())
             }
         }
+        if let Some(checkpoints) = &self.checkpoints {
+            for chained in &self.chain {
+                checkpoints.finished(self.key(chained.node, RoleKey::Operator), Vec::new());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -771,135 +982,262 @@ struct Batching {
     linger: std::time::Duration,
 }
 
-async fn run_task(mut task: Task, mut stop: StopSignal, batching: Batching) -> Result<()> {
+/// What a source task does when it sees a checkpoint trigger.
+enum AfterBarrier {
+    Continue,
+    /// Downstream is gone, or the barrier stops the job.
+    Exit,
+}
+
+async fn run_task(mut task: Task, stop: StopSignal, batching: Batching) -> Result<()> {
     let input = std::mem::replace(&mut task.input, Input::Channels(Vec::new()));
-    match input {
+    let finish = match input {
         Input::Source {
-            mut reader,
+            reader,
             idle_timeout,
-        } => {
-            let mut coalescer = Coalescer::new(batching.rows, batching.linger);
-            let mut idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
-            loop {
-                if *stop.borrow() {
-                    break;
+            node,
+        } => run_source(&mut task, reader, idle_timeout, node, stop, batching).await?,
+        Input::Channels(receivers) => run_channels(&mut task, receivers).await?,
+    };
+    if finish {
+        task.finish().await?;
+    }
+    Ok(())
+}
+
+/// Reads a source until it ends (true: finish the task) or the task must
+/// exit without finishing (false).
+async fn run_source(
+    task: &mut Task,
+    mut reader: Box<dyn SourceReader>,
+    idle_timeout: Option<std::time::Duration>,
+    node: NodeId,
+    mut stop: StopSignal,
+    batching: Batching,
+) -> Result<bool> {
+    let mut coalescer = Coalescer::new(batching.rows, batching.linger);
+    let mut idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut triggers = task.checkpoints.as_ref().map(CheckpointHandle::triggers);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let deadline = coalescer.deadline();
+        let mut went_idle = false;
+        let mut barrier = None;
+        let ready = tokio::select! {
+            biased;
+            _ = stop.wait_for(|stopped| *stopped) => break,
+            changed = wait_for_trigger(&mut triggers) => {
+                barrier = changed;
+                None
+            }
+            _ = sleep_until_some(deadline), if deadline.is_some() => coalescer.flush()?,
+            _ = sleep_until_some(idle_at), if idle_at.is_some() => {
+                idle_at = None;
+                went_idle = true;
+                None
+            }
+            next = reader.next_batch() => match next? {
+                Some(batch) => {
+                    idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
+                    coalescer.push(batch)?
                 }
-                let deadline = coalescer.deadline();
-                let mut went_idle = false;
-                let ready = tokio::select! {
-                    biased;
-                    _ = stop.wait_for(|stopped| *stopped) => break,
-                    _ = sleep_until_some(deadline), if deadline.is_some() => coalescer.flush()?,
-                    _ = sleep_until_some(idle_at), if idle_at.is_some() => {
-                        idle_at = None;
-                        went_idle = true;
-                        None
-                    }
-                    next = reader.next_batch() => match next? {
-                        Some(batch) => {
-                            idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
-                            coalescer.push(batch)?
-                        }
-                        None => break,
+                None => break,
+            },
+        };
+        if let Some(barrier) = barrier {
+            match source_barrier(task, &mut coalescer, &mut reader, node, barrier).await? {
+                AfterBarrier::Continue => continue,
+                AfterBarrier::Exit => return Ok(false),
+            }
+        }
+        // No data for the idle timeout: stop holding back the watermark.
+        if went_idle && !task.push(Message::Idle).await? {
+            return Ok(false);
+        }
+        if let Some(batch) = ready {
+            if !task.push_from_source(batch).await? {
+                return Ok(false);
+            }
+            // A source whose input is always ready never returns Pending; yield
+            // so idle workers can steal the other subtasks queued behind it.
+            tokio::task::yield_now().await;
+        }
+    }
+    if let Some(batch) = coalescer.flush()? {
+        if !task.push_from_source(batch).await? {
+            return Ok(false);
+        }
+    }
+    if let Some(checkpoints) = &task.checkpoints {
+        checkpoints.finished(task.key(node, RoleKey::Source), vec![reader.position()?]);
+    }
+    Ok(true)
+}
+
+/// The next checkpoint trigger (never, without checkpoints).
+async fn wait_for_trigger(
+    triggers: &mut Option<tokio::sync::watch::Receiver<Option<Barrier>>>,
+) -> Option<Barrier> {
+    let Some(receiver) = triggers.as_mut() else {
+        return std::future::pending().await;
+    };
+    if receiver.changed().await.is_err() {
+        // The coordinator is gone: no more checkpoints.
+        *triggers = None;
+        return None;
+    }
+    let barrier = *receiver.borrow_and_update();
+    barrier
+}
+
+/// Emits what the source buffered, records its position and sends the barrier on.
+async fn source_barrier(
+    task: &mut Task,
+    coalescer: &mut Coalescer,
+    reader: &mut Box<dyn SourceReader>,
+    node: NodeId,
+    barrier: Barrier,
+) -> Result<AfterBarrier> {
+    if let Some(batch) = coalescer.flush()? {
+        if !task.push_from_source(batch).await? {
+            return Ok(AfterBarrier::Exit);
+        }
+    }
+    if let Some(checkpoints) = &task.checkpoints {
+        let key = task.key(node, RoleKey::Source);
+        checkpoints.ack(barrier.checkpoint, key, vec![reader.position()?]);
+    }
+    if !task.push(Message::Barrier(barrier)).await? || barrier.stop {
+        return Ok(AfterBarrier::Exit);
+    }
+    Ok(AfterBarrier::Continue)
+}
+
+/// Merges a task's input channels: forwards the least watermark, aligns
+/// checkpoint barriers (an input that delivered the barrier is held back
+/// until every open input has), and passes end-of-input on. Returns true
+/// when every input ended (finish the task), false to exit without finishing.
+async fn run_channels(
+    task: &mut Task,
+    receivers: Vec<(usize, mpsc::Receiver<Message>)>,
+) -> Result<bool> {
+    let inputs = receivers.len();
+    let sides: Vec<usize> = receivers.iter().map(|(side, _)| *side).collect();
+    let mut merged =
+        futures::stream::select_all(receivers.into_iter().map(|(_, r)| r).enumerate().map(
+            |(index, receiver)| {
+                Box::pin(futures::stream::unfold(
+                    receiver,
+                    move |mut receiver| async move {
+                        receiver
+                            .recv()
+                            .await
+                            .map(|message| ((index, message), receiver))
                     },
-                };
-                // No data for the idle timeout: stop holding back the watermark.
-                if went_idle && !task.push(Message::Idle).await? {
-                    return Ok(());
+                ))
+            },
+        ));
+    let mut watermarks = vec![i64::MIN; inputs];
+    let mut closed = vec![false; inputs];
+    let mut idle = vec![false; inputs];
+    let mut forwarded_idle = false;
+    let mut forwarded = i64::MIN;
+    let mut ended = 0;
+    // Barrier alignment: the barrier being aligned, the inputs that delivered
+    // it, and their later messages, held until it is aligned.
+    let mut aligning: Option<Barrier> = None;
+    let mut last_aligned = 0u64;
+    let mut blocked = vec![false; inputs];
+    let mut held: VecDeque<(usize, Message)> = VecDeque::new();
+    while ended < inputs {
+        let next = match held.iter().position(|(index, _)| !blocked[*index]) {
+            Some(position) => held.remove(position),
+            None => merged.next().await,
+        };
+        let Some((index, message)) = next else {
+            // All senders gone without EndOfInput: an upstream task failed
+            // or a stop-with-savepoint barrier passed.
+            return Ok(false);
+        };
+        if blocked[index] {
+            held.push_back((index, message));
+            continue;
+        }
+        if !matches!(message, Message::Idle) {
+            idle[index] = false;
+        }
+        match message {
+            Message::Data(batch) => {
+                forwarded_idle = false;
+                if !task.push_input(sides[index], Message::Data(batch)).await? {
+                    return Ok(false);
                 }
-                if let Some(batch) = ready {
-                    if !task.push_from_source(batch).await? {
-                        return Ok(());
+                continue;
+            }
+            Message::Barrier(barrier) => {
+                if barrier.checkpoint <= last_aligned {
+                    continue;
+                }
+                match aligning {
+                    Some(current) if barrier.checkpoint < current.checkpoint => continue,
+                    Some(current) if barrier.checkpoint > current.checkpoint => {
+                        // The older checkpoint was abandoned: align the new one.
+                        blocked.fill(false);
+                        aligning = Some(barrier);
                     }
-                    // A source whose input is always ready never returns Pending; yield
-                    // so idle workers can steal the other subtasks queued behind it.
-                    tokio::task::yield_now().await;
+                    Some(_) => {}
+                    None => aligning = Some(barrier),
+                }
+                blocked[index] = true;
+            }
+            Message::Idle => {
+                idle[index] = true;
+                let all_idle = (0..inputs).all(|i| idle[i] || closed[i]);
+                if all_idle && !forwarded_idle {
+                    forwarded_idle = true;
+                    if !task.push(Message::Idle).await? {
+                        return Ok(false);
+                    }
                 }
             }
-            if let Some(batch) = coalescer.flush()? {
-                if !task.push_from_source(batch).await? {
-                    return Ok(());
+            Message::EndOfInput => {
+                ended += 1;
+                watermarks[index] = i64::MAX;
+                closed[index] = true;
+                let side = sides[index];
+                let side_open = (0..inputs).any(|other| sides[other] == side && !closed[other]);
+                if !side_open && !task.end_input(side).await? {
+                    return Ok(false);
+                }
+            }
+            Message::Watermark(watermark) => {
+                watermarks[index] = watermarks[index].max(watermark);
+            }
+        }
+        if let Some(barrier) = aligning {
+            if (0..inputs).all(|i| blocked[i] || closed[i]) {
+                aligning = None;
+                last_aligned = barrier.checkpoint;
+                blocked.fill(false);
+                if !task.push(Message::Barrier(barrier)).await? || barrier.stop {
+                    return Ok(false);
                 }
             }
         }
-        Input::Channels(receivers) => {
-            let inputs = receivers.len();
-            let sides: Vec<usize> = receivers.iter().map(|(side, _)| *side).collect();
-            let mut merged =
-                futures::stream::select_all(receivers.into_iter().map(|(_, r)| r).enumerate().map(
-                    |(index, receiver)| {
-                        Box::pin(futures::stream::unfold(
-                            receiver,
-                            move |mut receiver| async move {
-                                receiver
-                                    .recv()
-                                    .await
-                                    .map(|message| ((index, message), receiver))
-                            },
-                        ))
-                    },
-                ));
-            let mut watermarks = vec![i64::MIN; inputs];
-            let mut closed = vec![false; inputs];
-            let mut idle = vec![false; inputs];
-            let mut forwarded_idle = false;
-            let mut forwarded = i64::MIN;
-            let mut ended = 0;
-            while ended < inputs {
-                let Some((index, message)) = merged.next().await else {
-                    // All senders gone without EndOfInput: an upstream task failed.
-                    return Ok(());
-                };
-                if !matches!(message, Message::Idle) {
-                    idle[index] = false;
-                }
-                match message {
-                    Message::Data(batch) => {
-                        forwarded_idle = false;
-                        if !task.push_input(sides[index], Message::Data(batch)).await? {
-                            return Ok(());
-                        }
-                        continue;
-                    }
-                    Message::Idle => {
-                        idle[index] = true;
-                        let all_idle = (0..inputs).all(|i| idle[i] || closed[i]);
-                        if all_idle && !forwarded_idle {
-                            forwarded_idle = true;
-                            if !task.push(Message::Idle).await? {
-                                return Ok(());
-                            }
-                        }
-                    }
-                    Message::EndOfInput => {
-                        ended += 1;
-                        watermarks[index] = i64::MAX;
-                        closed[index] = true;
-                        let side = sides[index];
-                        let side_open =
-                            (0..inputs).any(|other| sides[other] == side && !closed[other]);
-                        if !side_open && !task.end_input(side).await? {
-                            return Ok(());
-                        }
-                    }
-                    Message::Watermark(watermark) => {
-                        watermarks[index] = watermarks[index].max(watermark);
-                    }
-                }
-                // Idle inputs do not hold the watermark back (unless all are idle).
-                let combined = (0..inputs)
-                    .filter(|&i| !idle[i])
-                    .map(|i| watermarks[i])
-                    .min()
-                    .unwrap_or(forwarded);
-                if combined > forwarded && combined < i64::MAX {
-                    forwarded = combined;
-                    if !task.push(Message::Watermark(combined)).await? {
-                        return Ok(());
-                    }
-                }
+        // Idle inputs do not hold the watermark back (unless all are idle).
+        let combined = (0..inputs)
+            .filter(|&i| !idle[i])
+            .map(|i| watermarks[i])
+            .min()
+            .unwrap_or(forwarded);
+        if combined > forwarded && combined < i64::MAX {
+            forwarded = combined;
+            if !task.push(Message::Watermark(combined)).await? {
+                return Ok(false);
             }
         }
     }
-    task.finish().await
+    Ok(true)
 }

@@ -18,7 +18,8 @@ use sluice_sql::plan::GroupAggregate;
 use crate::aggregate::{key_converter, AggregateInputs, RetractingAccumulator};
 use crate::operators::Operator;
 use crate::rows::scalar_column;
-use crate::state::KeyedState;
+use crate::state::{bad_state, KeyOwner, KeyedState, SubtaskChunks};
+use sluice_state::{StateReader, StateWriter};
 
 struct GroupState {
     accumulators: Vec<RetractingAccumulator>,
@@ -143,6 +144,64 @@ impl Operator for GroupAggregateOperator {
         }
         Ok(())
     }
+
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let spec = self.spec.clone();
+        self.groups
+            .snapshot(|state, out| encode_group(&spec, state, out))
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let spec = self.spec.clone();
+        for chunks in subtasks {
+            self.groups.restore(
+                chunks,
+                owner,
+                &self.converter,
+                Instant::now(),
+                |input| decode_group(&spec, input),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn encode_group(
+    spec: &GroupAggregate,
+    state: &mut GroupState,
+    out: &mut StateWriter,
+) -> Result<()> {
+    let fresh = new_group_state(spec)?.accumulators;
+    out.u64(state.accumulators.len() as u64);
+    for (accumulator, fresh) in state.accumulators.iter_mut().zip(fresh) {
+        accumulator.snapshot(fresh, out)?;
+    }
+    match &state.emitted {
+        None => out.bool(false),
+        Some(values) => {
+            out.bool(true);
+            out.scalars(values);
+        }
+    }
+    out.i64(state.rows);
+    Ok(())
+}
+
+fn decode_group(spec: &GroupAggregate, input: &mut StateReader) -> Result<GroupState> {
+    let mut state = new_group_state(spec)?;
+    if input.usize()? != state.accumulators.len() {
+        return Err(bad_state("group accumulator count"));
+    }
+    for accumulator in &mut state.accumulators {
+        accumulator.restore(input)?;
+    }
+    state.emitted = if input.bool()? {
+        Some(input.scalars()?)
+    } else {
+        None
+    };
+    state.rows = input.i64()?;
+    Ok(state)
 }
 
 fn new_group_state(spec: &GroupAggregate) -> Result<GroupState> {

@@ -26,7 +26,11 @@ use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
-use crate::state::KeyedState;
+use crate::state::{
+    bad_state, decode_batches, encode_batches, header_chunk, split_header, KeyOwner, KeyedState,
+    SubtaskChunks,
+};
+use sluice_state::{StateReader, StateWriter};
 use crate::watermark::epoch_millis;
 
 /// One stored row of a side.
@@ -37,6 +41,29 @@ struct StoredRow {
     matches: u32,
     /// Event time after which no partner can arrive (`i64::MAX`: never).
     expires: i64,
+}
+
+fn encode_rows(rows: &mut Vec<StoredRow>, out: &mut StateWriter) -> Result<()> {
+    out.u64(rows.len() as u64);
+    for stored in rows.iter() {
+        out.bytes(&stored.row);
+        out.u64(u64::from(stored.matches));
+        out.i64(stored.expires);
+    }
+    Ok(())
+}
+
+fn decode_rows_state(input: &mut StateReader) -> Result<Vec<StoredRow>> {
+    let count = input.usize()?;
+    (0..count)
+        .map(|_| {
+            Ok(StoredRow {
+                row: input.bytes()?.into(),
+                matches: u32::try_from(input.u64()?).map_err(|_| bad_state("join match count"))?,
+                expires: input.i64()?,
+            })
+        })
+        .collect()
 }
 
 /// Where one side of an output row comes from.
@@ -488,6 +515,61 @@ impl Operator for JoinOperator {
             self.expire(watermark, out)?;
         }
         out.push(Message::Watermark(watermark));
+        Ok(())
+    }
+
+    /// Header (watermark, table loaded, left chunk count), the left side's
+    /// chunks, the right side's, then lookup probes waiting for the table.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let left = self.sides[0].snapshot(encode_rows)?;
+        let right = self.sides[1].snapshot(encode_rows)?;
+        let mut chunks = vec![header_chunk(&[
+            self.watermark,
+            self.table_loaded as i64,
+            left.len() as i64,
+            right.len() as i64,
+        ])?];
+        chunks.extend(left);
+        chunks.extend(right);
+        chunks.push(encode_batches(&self.waiting)?);
+        Ok(chunks)
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let now = Instant::now();
+        let mut watermarks = Vec::new();
+        for chunks in subtasks {
+            let (header, rest) = split_header(chunks)?;
+            let [watermark, loaded, left, right] = header[..] else {
+                return Err(bad_state("join header"));
+            };
+            let (left, right) = (left as usize, right as usize);
+            if rest.len() != left + right + 1 {
+                return Err(bad_state("join chunk count"));
+            }
+            watermarks.push(watermark);
+            self.table_loaded = loaded != 0;
+            self.sides[0].restore(
+                &rest[..left],
+                owner,
+                &self.key_converter,
+                now,
+                decode_rows_state,
+            )?;
+            self.sides[1].restore(
+                &rest[left..left + right],
+                owner,
+                &self.key_converter,
+                now,
+                decode_rows_state,
+            )?;
+            for batch in decode_batches(rest[left + right])? {
+                if let Some(mine) = owner.filter_batch(&batch, &self.spec.left_keys)? {
+                    self.waiting.push(mine);
+                }
+            }
+        }
+        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
         Ok(())
     }
 }

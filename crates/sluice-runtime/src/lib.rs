@@ -6,6 +6,7 @@
 mod aggregate;
 pub mod assign;
 pub mod batching;
+pub mod checkpoint;
 pub mod executor;
 pub mod group;
 pub mod join;
@@ -21,4 +22,6 @@ pub mod upsert;
 pub mod watermark;
 pub mod window;
 
-pub use executor::{run_job, run_job_reporting, JobSummary, ProgressReport, StopSignal};
+pub use executor::{
+    run_job, run_job_checkpointed, run_job_reporting, JobSummary, ProgressReport, StopSignal,
+};

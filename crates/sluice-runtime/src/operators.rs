@@ -7,6 +7,8 @@ use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 
+use crate::state::{KeyOwner, SubtaskChunks};
+
 /// A step of an operator chain. Operators run inside one subtask and pass
 /// batches and watermarks on without channels.
 pub trait Operator: Send {
@@ -36,6 +38,27 @@ pub trait Operator: Send {
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         out.push(Message::Watermark(watermark));
         Ok(())
+    }
+
+    /// A checkpoint barrier passed: the operator's state as encoded chunks
+    /// (empty for stateless operators). Chunks that did not change since the
+    /// last snapshot should encode to the same bytes, so they are not stored again.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        Ok(Vec::new())
+    }
+
+    /// Loads state from the snapshots every subtask of a checkpointed run
+    /// wrote (possibly at another parallelism), keeping the keys `owner` says
+    /// belong to this subtask.
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let _ = owner;
+        if subtasks.iter().all(Vec::is_empty) {
+            Ok(())
+        } else {
+            Err(SluiceError::State(
+                "a stateless operator was given state to restore".into(),
+            ))
+        }
     }
 }
 

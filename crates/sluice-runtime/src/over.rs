@@ -23,11 +23,14 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind};
 use sluice_sql::plan::{OverAggregate, OverFrame};
 
-use crate::aggregate::key_converter;
+use crate::aggregate::{
+    key_converter, read_states, restore_accumulators, snapshot_accumulators, write_states,
+};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, scalar_column, whole_row_converter};
-use crate::state::KeyedState;
+use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
+use sluice_state::{StateReader, StateWriter};
 use crate::watermark::epoch_millis;
 
 /// One input row of a partition.
@@ -54,6 +57,54 @@ struct Partition {
     pending: Vec<OverRow>,
     /// Event-time mode with an unbounded frame: the running aggregates.
     running: Option<Vec<Box<dyn Accumulator>>>,
+}
+
+fn encode_optional_scalars(values: &Option<Vec<ScalarValue>>, out: &mut StateWriter) {
+    match values {
+        None => out.bool(false),
+        Some(values) => {
+            out.bool(true);
+            out.scalars(values);
+        }
+    }
+}
+
+fn decode_optional_scalars(input: &mut StateReader) -> Result<Option<Vec<ScalarValue>>> {
+    Ok(if input.bool()? {
+        Some(input.scalars()?)
+    } else {
+        None
+    })
+}
+
+fn encode_over_row(row: &OverRow, out: &mut StateWriter) {
+    out.bytes(&row.order);
+    out.i64(row.time);
+    out.u64(row.arrival);
+    out.bytes(&row.row);
+    out.u64(row.arguments.len() as u64);
+    for arguments in &row.arguments {
+        encode_optional_scalars(arguments, out);
+    }
+    encode_optional_scalars(&row.emitted, out);
+}
+
+fn decode_over_row(input: &mut StateReader) -> Result<OverRow> {
+    let order = input.bytes()?.into();
+    let time = input.i64()?;
+    let arrival = input.u64()?;
+    let row = input.bytes()?.into();
+    let arguments = (0..input.usize()?)
+        .map(|_| decode_optional_scalars(input))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(OverRow {
+        order,
+        time,
+        arrival,
+        row,
+        arguments,
+        emitted: decode_optional_scalars(input)?,
+    })
 }
 
 /// A change to emit: the row, its aggregate values, and the kind.
@@ -482,6 +533,67 @@ impl Operator for OverAggregateOperator {
         if !changes.is_empty() {
             out.push(Message::Data(self.output(changes)?));
         }
+        Ok(())
+    }
+
+    /// Header (watermark, arrival counter), then the partitions.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut chunks = vec![header_chunk(&[self.watermark, self.arrivals as i64])?];
+        let calls = self.spec.aggregates.clone();
+        chunks.extend(self.partitions.snapshot(|partition, out| {
+            for rows in [&partition.rows, &partition.pending] {
+                out.u64(rows.len() as u64);
+                for row in rows.iter() {
+                    encode_over_row(row, out);
+                }
+            }
+            match partition.running.as_mut() {
+                None => out.bool(false),
+                Some(running) => {
+                    out.bool(true);
+                    write_states(out, &snapshot_accumulators(running, &calls)?);
+                }
+            }
+            Ok(())
+        })?);
+        Ok(chunks)
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let mut watermarks = Vec::new();
+        let calls = self.spec.aggregates.clone();
+        for chunks in subtasks {
+            let (header, rest) = split_header(chunks)?;
+            let [watermark, arrivals] = header[..] else {
+                return Err(bad_state("OVER header"));
+            };
+            watermarks.push(watermark);
+            self.arrivals = self.arrivals.max(arrivals as u64);
+            self.partitions.restore(
+                rest,
+                owner,
+                &self.partition_converter,
+                Instant::now(),
+                |input| {
+                    let read_rows = |input: &mut StateReader| -> Result<Vec<OverRow>> {
+                        (0..input.usize()?).map(|_| decode_over_row(input)).collect()
+                    };
+                    let rows = read_rows(input)?;
+                    let pending = read_rows(input)?;
+                    let running = if input.bool()? {
+                        Some(restore_accumulators(&calls, &read_states(input)?)?)
+                    } else {
+                        None
+                    };
+                    Ok(Partition {
+                        rows,
+                        pending,
+                        running,
+                    })
+                },
+            )?;
+        }
+        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
         Ok(())
     }
 

@@ -13,7 +13,12 @@ use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result};
 use sluice_sql::plan::WindowAggregate;
 
-use crate::aggregate::{key_converter, merge_state, new_accumulators};
+use crate::aggregate::{
+    key_converter, merge_state, new_accumulators, read_states, restore_accumulators,
+    snapshot_accumulators, write_states,
+};
+use crate::state::{bad_state, chunk_groups, header_chunk, split_header, KeyOwner, SubtaskChunks};
+use sluice_state::{StateReader, StateWriter};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::window::{build_output, require_inserts, EvaluatedInput, WindowRow};
@@ -113,6 +118,66 @@ impl Operator for SessionAggregateOperator {
             &input.times,
             self.watermark,
         )?;
+        Ok(())
+    }
+
+    /// Header (watermark), then the open sessions in key groups.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut chunks = vec![header_chunk(&[self.watermark])?];
+        let calls = self.spec.aggregates.clone();
+        let keys: Vec<Vec<u8>> = self.sessions.keys().cloned().collect();
+        for group in chunk_groups(keys.iter().map(Vec::as_slice)) {
+            let mut out = StateWriter::new();
+            out.u64(group.len() as u64);
+            for key in group {
+                out.bytes(key);
+                let sessions = self.sessions.get_mut(key).map(Vec::as_mut_slice).unwrap_or(&mut []);
+                out.u64(sessions.len() as u64);
+                for session in sessions {
+                    out.i64(session.start);
+                    out.i64(session.end);
+                    write_states(&mut out, &snapshot_accumulators(&mut session.accumulators, &calls)?);
+                }
+            }
+            chunks.push(out.finish()?);
+        }
+        Ok(chunks)
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let mut watermarks = Vec::new();
+        for chunks in subtasks {
+            let (header, rest) = split_header(chunks)?;
+            watermarks.push(*header.first().ok_or_else(|| bad_state("session header"))?);
+            for chunk in rest {
+                let mut input = StateReader::new(chunk)?;
+                let count = input.usize()?;
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let key = input.bytes()?.to_vec();
+                    let mut sessions = Vec::new();
+                    for _ in 0..input.usize()? {
+                        let start = input.i64()?;
+                        let end = input.i64()?;
+                        let states = read_states(&mut input)?;
+                        sessions.push(Session {
+                            start,
+                            end,
+                            accumulators: restore_accumulators(&self.spec.aggregates, &states)?,
+                        });
+                    }
+                    entries.push((key, sessions));
+                }
+                let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+                let owned = owner.owns(&self.converter, &keys)?;
+                for ((key, sessions), owned) in entries.into_iter().zip(owned) {
+                    if owned {
+                        self.sessions.insert(key, sessions);
+                    }
+                }
+            }
+        }
+        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
         Ok(())
     }
 

@@ -7,7 +7,158 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use arrow::array::{Int8Array, UInt32Array};
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::row::RowConverter;
+use datafusion::physical_expr::PhysicalExpr;
+use sluice_core::ChangeBatch;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
+use sluice_core::{Result, SluiceError};
+use sluice_state::{StateReader, StateWriter};
+
 use crate::aggregate::StateExpiry;
+use crate::operators::df;
+
+/// Which keys belong to one subtask: the same hash partitioning the shuffle
+/// in front of keyed operators uses, so state restored at another
+/// parallelism lands where its keys' rows will arrive.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyOwner {
+    /// This subtask.
+    pub subtask: usize,
+    /// Subtasks of the operator.
+    pub parallelism: usize,
+}
+
+impl KeyOwner {
+    /// The owner of every key (one subtask).
+    pub fn single() -> Self {
+        KeyOwner {
+            subtask: 0,
+            parallelism: 1,
+        }
+    }
+
+    /// The subtask rows with these key hashes go to.
+    pub fn target(hash: u64, parallelism: usize) -> usize {
+        (hash % parallelism as u64) as usize
+    }
+
+    /// The rows of `batch` whose `keys` this subtask owns (`None`: no row).
+    pub fn filter_batch(
+        &self,
+        batch: &ChangeBatch,
+        keys: &[Arc<dyn PhysicalExpr>],
+    ) -> Result<Option<ChangeBatch>> {
+        if self.parallelism <= 1 {
+            return Ok(Some(batch.clone()));
+        }
+        let hashes = key_hashes(batch, keys)?;
+        let indices: Vec<u32> = hashes
+            .iter()
+            .enumerate()
+            .filter(|(_, hash)| Self::target(**hash, self.parallelism) == self.subtask)
+            .map(|(row, _)| row as u32)
+            .collect();
+        if indices.is_empty() {
+            return Ok(None);
+        }
+        batch.take(&UInt32Array::from(indices)).map(Some)
+    }
+
+    /// For each row-encoded key (encoded by `converter`), whether this
+    /// subtask owns it.
+    pub fn owns(&self, converter: &RowConverter, keys: &[&[u8]]) -> Result<Vec<bool>> {
+        if self.parallelism <= 1 || keys.is_empty() {
+            return Ok(vec![true; keys.len()]);
+        }
+        let parser = converter.parser();
+        let rows: Vec<_> = keys.iter().map(|key| parser.parse(key)).collect();
+        let columns = converter.convert_rows(rows)?;
+        let mut hashes = vec![0u64; keys.len()];
+        if !columns.is_empty() {
+            create_hashes(&columns, &RandomState::default(), &mut hashes).map_err(df)?;
+        }
+        Ok(hashes
+            .into_iter()
+            .map(|hash| Self::target(hash, self.parallelism) == self.subtask)
+            .collect())
+    }
+}
+
+/// The partitioning hash of each row's `keys` (see [`KeyOwner::target`]).
+pub fn key_hashes(batch: &ChangeBatch, keys: &[Arc<dyn PhysicalExpr>]) -> Result<Vec<u64>> {
+    let rows = batch.num_rows();
+    let columns = keys
+        .iter()
+        .map(|key| {
+            key.evaluate(&batch.data)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut hashes = vec![0u64; rows];
+    if !columns.is_empty() {
+        create_hashes(&columns, &RandomState::default(), &mut hashes).map_err(df)?;
+    }
+    Ok(hashes)
+}
+
+/// Encodes change batches (Arrow IPC, row kinds as an extra column) as one chunk.
+pub fn encode_batches(batches: &[ChangeBatch]) -> Result<Vec<u8>> {
+    let mut out = StateWriter::new();
+    out.u64(batches.len() as u64);
+    for batch in batches {
+        let mut ipc = Vec::new();
+        {
+            let schema = batch.data.schema();
+            let mut writer = StreamWriter::try_new(&mut ipc, &schema)?;
+            writer.write(&batch.data)?;
+            writer.finish()?;
+        }
+        out.bytes(&ipc);
+        match &batch.kinds {
+            None => out.bool(false),
+            Some(kinds) => {
+                out.bool(true);
+                let bytes: Vec<u8> = kinds.values().iter().map(|k| *k as u8).collect();
+                out.bytes(&bytes);
+            }
+        }
+    }
+    out.finish()
+}
+
+/// Decodes a chunk written by [`encode_batches`].
+pub fn decode_batches(chunk: &[u8]) -> Result<Vec<ChangeBatch>> {
+    let mut input = StateReader::new(chunk)?;
+    let count = input.usize()?;
+    let mut batches = Vec::with_capacity(count);
+    for _ in 0..count {
+        let ipc = input.bytes()?;
+        let mut reader = StreamReader::try_new(std::io::Cursor::new(ipc), None)?;
+        let data = reader
+            .next()
+            .ok_or_else(|| bad_state("empty batch"))??;
+        let kinds = if input.bool()? {
+            let bytes = input.bytes()?;
+            Some(Int8Array::from(
+                bytes.iter().map(|b| *b as i8).collect::<Vec<_>>(),
+            ))
+        } else {
+            None
+        };
+        batches.push(ChangeBatch { data, kinds });
+    }
+    Ok(batches)
+}
+
+/// Keys per checkpoint chunk of a [`KeyedState`]: a chunk whose keys did not
+/// change encodes to the same bytes and is not stored again.
+const KEYS_PER_CHUNK_GROUP: usize = 4096;
 
 struct Slot<V> {
     value: V,
@@ -134,6 +285,166 @@ impl<V> KeyedState<V> {
             .iter()
             .map(|(key, slot)| (key.as_slice(), &slot.value))
     }
+}
+
+impl<V> KeyedState<V> {
+    /// Encodes the values and timers into checkpoint chunks. Keys are grouped
+    /// by their latest timer (keys of one window or expiry time together) or,
+    /// without timers, by hash, so unchanged groups give unchanged chunks.
+    pub fn snapshot(
+        &mut self,
+        mut encode: impl FnMut(&mut V, &mut StateWriter) -> Result<()>,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut timer_of: HashMap<&[u8], i64> = HashMap::new();
+        for (time, keys) in &self.timers {
+            for key in keys {
+                timer_of.insert(key.as_slice(), *time);
+            }
+        }
+        let groups = (self.slots.len() / KEYS_PER_CHUNK_GROUP).max(1) as u64;
+        let mut by_group: BTreeMap<(bool, i64), Vec<Vec<u8>>> = BTreeMap::new();
+        for key in self.slots.keys() {
+            let group = match timer_of.get(key.as_slice()) {
+                Some(time) => (true, *time),
+                None => (false, (twox_hash::XxHash3_64::oneshot(key) % groups) as i64),
+            };
+            by_group.entry(group).or_default().push(key.clone());
+        }
+        drop(timer_of);
+        let mut chunks = Vec::with_capacity(by_group.len() + 1);
+        for (_, mut keys) in by_group {
+            keys.sort_unstable();
+            let mut out = StateWriter::new();
+            out.u64(keys.len() as u64);
+            for key in keys {
+                out.bytes(&key);
+                match self.slots.get_mut(&key) {
+                    Some(slot) => encode(&mut slot.value, &mut out)?,
+                    None => return Err(bad_state("key vanished while snapshotting")),
+                }
+            }
+            out.u64(0); // no timers in value chunks
+            chunks.push(out.finish()?);
+        }
+        // Timers, in their own chunk: (time, key) pairs.
+        let mut out = StateWriter::new();
+        out.u64(0);
+        let count: usize = self.timers.values().map(Vec::len).sum();
+        out.u64(count as u64);
+        for (time, keys) in &self.timers {
+            for key in keys {
+                out.i64(*time);
+                out.bytes(key);
+            }
+        }
+        chunks.push(out.finish()?);
+        Ok(chunks)
+    }
+
+    /// Loads chunks written by [`KeyedState::snapshot`], keeping the keys
+    /// `owner` owns (`converter` encoded them).
+    pub fn restore(
+        &mut self,
+        chunks: &[&[u8]],
+        owner: &KeyOwner,
+        converter: &RowConverter,
+        now: Instant,
+        mut decode: impl FnMut(&mut StateReader) -> Result<V>,
+    ) -> Result<()> {
+        for chunk in chunks {
+            let mut input = StateReader::new(chunk)?;
+            let values = input.usize()?;
+            let mut entries = Vec::with_capacity(values);
+            for _ in 0..values {
+                let key = input.bytes()?.to_vec();
+                entries.push((key, decode(&mut input)?));
+            }
+            let timers = input.usize()?;
+            let mut due = Vec::with_capacity(timers);
+            for _ in 0..timers {
+                let time = input.i64()?;
+                due.push((time, input.bytes()?.to_vec()));
+            }
+            let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+            let owned = owner.owns(converter, &keys)?;
+            for ((key, value), owned) in entries.into_iter().zip(owned) {
+                if owned {
+                    self.slots.insert(
+                        key,
+                        Slot {
+                            value,
+                            last_write: now,
+                        },
+                    );
+                }
+            }
+            let keys: Vec<&[u8]> = due.iter().map(|(_, k)| k.as_slice()).collect();
+            let owned = owner.owns(converter, &keys)?;
+            for ((time, key), owned) in due.into_iter().zip(owned) {
+                if owned {
+                    self.timers.entry(time).or_default().push(key);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A small chunk of numbers an operator keeps besides its keyed state (its
+/// watermark, how many chunks each part of its state has): by convention the
+/// first chunk of every operator snapshot.
+pub fn header_chunk(values: &[i64]) -> Result<Vec<u8>> {
+    let mut out = StateWriter::new();
+    out.u64(values.len() as u64);
+    for value in values {
+        out.i64(*value);
+    }
+    out.finish()
+}
+
+/// Splits keys into groups of about [`KEYS_PER_CHUNK_GROUP`] by hash, each
+/// sorted: one checkpoint chunk per group, so unchanged groups give
+/// unchanged chunks.
+pub fn chunk_groups<'a>(keys: impl ExactSizeIterator<Item = &'a [u8]>) -> Vec<Vec<&'a [u8]>> {
+    let groups = (keys.len() / KEYS_PER_CHUNK_GROUP).max(1) as u64;
+    let mut by_group: BTreeMap<u64, Vec<&[u8]>> = BTreeMap::new();
+    for key in keys {
+        by_group
+            .entry(twox_hash::XxHash3_64::oneshot(key) % groups)
+            .or_default()
+            .push(key);
+    }
+    by_group
+        .into_values()
+        .map(|mut keys| {
+            keys.sort_unstable();
+            keys
+        })
+        .collect()
+}
+
+/// Reads a [`header_chunk`].
+pub fn read_header(chunk: &[u8]) -> Result<Vec<i64>> {
+    let mut input = StateReader::new(chunk)?;
+    let count = input.usize()?;
+    (0..count).map(|_| input.i64()).collect()
+}
+
+/// The chunks of each subtask of a checkpointed run, in the order its
+/// snapshot returned them.
+pub type SubtaskChunks<'a> = [Vec<&'a [u8]>];
+
+/// Splits one subtask's snapshot into its header values and the rest.
+pub fn split_header<'a>(chunks: &'a [&'a [u8]]) -> Result<(Vec<i64>, &'a [&'a [u8]])> {
+    match chunks.split_first() {
+        Some((header, rest)) => Ok((read_header(header)?, rest)),
+        None => Err(bad_state("missing header chunk")),
+    }
+}
+
+/// Fails restoring when an encoded value is malformed.
+pub fn bad_state(what: &str) -> SluiceError {
+    SluiceError::State(format!("corrupt operator state: {what}"))
 }
 
 #[cfg(test)]

@@ -20,7 +20,8 @@ use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
-use crate::state::KeyedState;
+use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
+use sluice_state::{StateReader, StateWriter};
 use crate::watermark::epoch_millis;
 
 /// A key's versions: start time → row (`None`: deleted from then on).
@@ -289,6 +290,108 @@ impl Operator for TemporalJoinOperator {
                 "temporal join has no input {other}"
             ))),
         }
+    }
+
+    /// Header (watermark, version chunk count), the versions, the waiting
+    /// rows, then the keys changed since the last cleanup.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let versions = self.versions.snapshot(|versions, out| {
+            out.u64(versions.len() as u64);
+            for (start, row) in versions.iter() {
+                out.i64(*start);
+                match row {
+                    None => out.bool(false),
+                    Some(row) => {
+                        out.bool(true);
+                        out.bytes(row);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let waiting = self.waiting.snapshot(|rows, out| {
+            out.u64(rows.len() as u64);
+            for (time, row) in rows.iter() {
+                out.i64(*time);
+                out.bytes(row);
+            }
+            Ok(())
+        })?;
+        let mut chunks = vec![header_chunk(&[self.watermark, versions.len() as i64])?];
+        chunks.extend(versions);
+        chunks.extend(waiting);
+        let mut changed = StateWriter::new();
+        let mut keys: Vec<&Vec<u8>> = self.changed.iter().collect();
+        keys.sort_unstable();
+        changed.u64(keys.len() as u64);
+        for key in keys {
+            changed.bytes(key);
+        }
+        chunks.push(changed.finish()?);
+        Ok(chunks)
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let now = Instant::now();
+        let mut watermarks = Vec::new();
+        for chunks in subtasks {
+            let (header, rest) = split_header(chunks)?;
+            let [watermark, versions] = header[..] else {
+                return Err(bad_state("temporal join header"));
+            };
+            watermarks.push(watermark);
+            let versions = versions as usize;
+            let Some((changed, rest)) = rest.split_last() else {
+                return Err(bad_state("temporal join chunks"));
+            };
+            if rest.len() < versions {
+                return Err(bad_state("temporal join chunk count"));
+            }
+            self.versions.restore(
+                &rest[..versions],
+                owner,
+                &self.key_converter,
+                now,
+                |input| {
+                    let mut versions = Versions::new();
+                    for _ in 0..input.usize()? {
+                        let start = input.i64()?;
+                        let row = if input.bool()? {
+                            Some(input.bytes()?.into())
+                        } else {
+                            None
+                        };
+                        versions.insert(start, row);
+                    }
+                    Ok(versions)
+                },
+            )?;
+            self.waiting.restore(
+                &rest[versions..],
+                owner,
+                &self.key_converter,
+                now,
+                |input| {
+                    (0..input.usize()?)
+                        .map(|_| Ok((input.i64()?, input.bytes()?.into())))
+                        .collect()
+                },
+            )?;
+            let mut input = StateReader::new(changed)?;
+            let keys: Vec<Vec<u8>> = (0..input.usize()?)
+                .map(|_| input.bytes().map(<[u8]>::to_vec))
+                .collect::<Result<_>>()?;
+            let refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+            let owned = owner.owns(&self.key_converter, &refs)?;
+            self.changed.extend(
+                keys.into_iter()
+                    .zip(owned)
+                    .filter(|(_, owned)| *owned)
+                    .map(|(key, _)| key),
+            );
+        }
+        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+        Ok(())
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {

@@ -19,7 +19,7 @@ use sluice_sql::plan::TopN;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
-use crate::state::KeyedState;
+use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
 use crate::watermark::epoch_millis;
 
 /// One row of a partition.
@@ -231,6 +231,52 @@ impl Operator for TopNOperator {
         if !changes.is_empty() {
             out.push(Message::Data(self.output(changes)?));
         }
+        Ok(())
+    }
+
+    /// Header (watermark, arrival counter), then the partitions.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut chunks = vec![header_chunk(&[self.watermark, self.arrivals as i64])?];
+        chunks.extend(self.partitions.snapshot(|rows, out| {
+            out.u64(rows.len() as u64);
+            for ranked in rows.iter() {
+                out.bytes(&ranked.order);
+                out.u64(ranked.arrival);
+                out.bytes(&ranked.row);
+            }
+            Ok(())
+        })?);
+        Ok(chunks)
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let mut watermarks = Vec::new();
+        for chunks in subtasks {
+            let (header, rest) = split_header(chunks)?;
+            let [watermark, arrivals] = header[..] else {
+                return Err(bad_state("Top-N header"));
+            };
+            watermarks.push(watermark);
+            self.arrivals = self.arrivals.max(arrivals as u64);
+            self.partitions.restore(
+                rest,
+                owner,
+                &self.partition_converter,
+                Instant::now(),
+                |input| {
+                    (0..input.usize()?)
+                        .map(|_| {
+                            Ok(RankedRow {
+                                order: input.bytes()?.into(),
+                                arrival: input.u64()?,
+                                row: input.bytes()?.into(),
+                            })
+                        })
+                        .collect()
+                },
+            )?;
+        }
+        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
         Ok(())
     }
 

@@ -17,7 +17,12 @@ use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::{WindowAggregate, WindowOutput};
 
-use crate::aggregate::{key_converter, merge_state, new_accumulators, AggregateInputs};
+use crate::aggregate::{
+    key_converter, merge_state, new_accumulators, read_states, restore_accumulators,
+    snapshot_accumulators, write_states, AggregateInputs,
+};
+use crate::state::{bad_state, header_chunk, split_header, KeyOwner, SubtaskChunks};
+use sluice_state::{StateReader, StateWriter};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::scalar_column;
@@ -350,9 +355,140 @@ impl Operator for WindowAggregateOperator {
         out.push(Message::Watermark(watermark));
         Ok(())
     }
+
+    /// Header (watermark), one chunk per pane (complete panes do not change,
+    /// so they are stored once), and one for the fired-window bookkeeping of
+    /// allowed lateness.
+    fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let mut chunks = vec![header_chunk(&[self.watermark])?];
+        let calls = self.spec.aggregates.clone();
+        for (pane, keys) in self.panes.iter_mut() {
+            let mut entries: Vec<_> = keys.iter_mut().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut out = StateWriter::new();
+            out.u64(PANE_LIVE);
+            out.i64(*pane);
+            out.u64(entries.len() as u64);
+            for (key, accumulators) in entries {
+                out.bytes(key);
+                write_states(&mut out, &snapshot_accumulators(accumulators, &calls)?);
+            }
+            chunks.push(out.finish()?);
+        }
+        for (pane, keys) in &self.frozen {
+            let mut entries: Vec<_> = keys.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let mut out = StateWriter::new();
+            out.u64(PANE_FROZEN);
+            out.i64(*pane);
+            out.u64(entries.len() as u64);
+            for (key, states) in entries {
+                out.bytes(key);
+                write_states(&mut out, states);
+            }
+            chunks.push(out.finish()?);
+        }
+        if self.lateness > 0 {
+            let mut out = StateWriter::new();
+            out.u64(LATENESS);
+            out.u64(self.refire.len() as u64);
+            for (end, start) in &self.refire {
+                out.i64(*end);
+                out.i64(*start);
+            }
+            out.u64(self.emitted.len() as u64);
+            for ((end, start), keys) in &self.emitted {
+                out.i64(*end);
+                out.i64(*start);
+                let mut entries: Vec<_> = keys.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.u64(entries.len() as u64);
+                for (key, values) in entries {
+                    out.bytes(key);
+                    out.scalars(values);
+                }
+            }
+            chunks.push(out.finish()?);
+        }
+        Ok(chunks)
+    }
+
+    fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        let mut watermarks = Vec::new();
+        for chunks in subtasks {
+            let (header, rest) = split_header(chunks)?;
+            watermarks.push(*header.first().ok_or_else(|| bad_state("window header"))?);
+            for chunk in rest {
+                self.restore_chunk(chunk, owner)?;
+            }
+        }
+        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+        Ok(())
+    }
 }
 
+/// Chunk tags of a window aggregation's snapshot.
+const PANE_LIVE: u64 = 0;
+const PANE_FROZEN: u64 = 1;
+const LATENESS: u64 = 2;
+
 impl WindowAggregateOperator {
+    fn restore_chunk(&mut self, chunk: &[u8], owner: &KeyOwner) -> Result<()> {
+        let mut input = StateReader::new(chunk)?;
+        let tag = input.u64()?;
+        if tag == LATENESS {
+            for _ in 0..input.usize()? {
+                let end = input.i64()?;
+                self.refire.insert((end, input.i64()?));
+            }
+            for _ in 0..input.usize()? {
+                let end = input.i64()?;
+                let start = input.i64()?;
+                let count = input.usize()?;
+                let mut entries = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let key = input.bytes()?.to_vec();
+                    entries.push((key, input.scalars()?));
+                }
+                let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+                let owned = owner.owns(&self.converter, &keys)?;
+                let emitted = self.emitted.entry((end, start)).or_default();
+                for ((key, values), owned) in entries.into_iter().zip(owned) {
+                    if owned {
+                        emitted.insert(key, values);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let pane = input.i64()?;
+        let count = input.usize()?;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = input.bytes()?.to_vec();
+            entries.push((key, read_states(&mut input)?));
+        }
+        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+        let owned = owner.owns(&self.converter, &keys)?;
+        let entries = entries.into_iter().zip(owned).filter(|(_, o)| *o);
+        match tag {
+            PANE_LIVE => {
+                let keys = self.panes.entry(pane).or_default();
+                for ((key, states), _) in entries {
+                    keys.insert(key, restore_accumulators(&self.spec.aggregates, &states)?);
+                }
+            }
+            PANE_FROZEN => {
+                let keys = self.frozen.entry(pane).or_default();
+                for ((key, states), _) in entries {
+                    keys.insert(key, states);
+                }
+            }
+            _ => return Err(bad_state("window chunk tag")),
+        }
+        Ok(())
+    }
+
     /// Adds a batch's rows to their panes (late rows are rejected).
     fn aggregate(&mut self, batch: ChangeBatch) -> Result<()> {
         require_inserts(&batch)?;

@@ -65,6 +65,7 @@ pub async fn plan_script(
         job_name: settings.job_name.clone(),
         data_dir: settings.data_dir.clone(),
         batch_size: settings.batch_size,
+        exactly_once: settings.checkpoints.interval.is_some(),
     };
 
     let relations = Relations::default();

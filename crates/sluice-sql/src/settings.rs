@@ -10,7 +10,7 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 11] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 24] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
@@ -46,6 +46,55 @@ pub const KNOWN_SETTINGS: [(&str, &str); 11] = [
     ),
     ("sluice.batch.size", "target rows per batch (default 8192)"),
     (
+        "execution.checkpointing.interval",
+        "take a checkpoint this often (default 10 s; '0' or 'off' disables checkpoints and exactly-once file output)",
+    ),
+    (
+        "execution.checkpointing.timeout",
+        "abandon a checkpoint not complete after this long (default 10 min)",
+    ),
+    (
+        "execution.checkpointing.min-pause",
+        "least time between the end of one checkpoint and the start of the next (default 0)",
+    ),
+    (
+        "execution.checkpointing.num-retained",
+        "complete checkpoints kept (default 3; also 'state.checkpoints.num-retained')",
+    ),
+    (
+        "state.checkpoints.num-retained",
+        "same as 'execution.checkpointing.num-retained'",
+    ),
+    (
+        "execution.checkpointing.dir",
+        "where checkpoints go: a directory or s3://bucket/prefix (default <data dir>/checkpoints; also 'state.checkpoints.dir')",
+    ),
+    ("state.checkpoints.dir", "same as 'execution.checkpointing.dir'"),
+    (
+        "restart-strategy.type",
+        "'none' (default), 'fixed-delay' or 'exponential-delay': restart a failed job in-process from its latest checkpoint",
+    ),
+    (
+        "restart-strategy.fixed-delay.attempts",
+        "restarts before the job fails (default 1)",
+    ),
+    (
+        "restart-strategy.fixed-delay.delay",
+        "wait before each restart (default 1 s)",
+    ),
+    (
+        "restart-strategy.exponential-delay.initial-backoff",
+        "first wait before a restart (default 1 s)",
+    ),
+    (
+        "restart-strategy.exponential-delay.max-backoff",
+        "longest wait before a restart (default 1 min)",
+    ),
+    (
+        "restart-strategy.exponential-delay.backoff-multiplier",
+        "factor the wait grows by after each restart (default 2.0)",
+    ),
+    (
         "sluice.batch.linger",
         "longest wait to fill a batch before emitting it (default 100 ms)",
     ),
@@ -74,8 +123,139 @@ pub struct JobSettings {
     pub watermark_interval: Duration,
     /// How long windows accept late rows after they fire (`table.exec.emit.allow-lateness`).
     pub allowed_lateness: Duration,
+    /// Checkpoints and restarts.
+    pub checkpoints: CheckpointSettings,
     /// Keys that were set but that Sluice does not use.
     pub ignored_keys: Vec<String>,
+}
+
+/// How a job takes checkpoints and recovers.
+#[derive(Debug, Clone)]
+pub struct CheckpointSettings {
+    /// Time between checkpoints; `None` = checkpoints off.
+    pub interval: Option<Duration>,
+    /// A checkpoint not complete after this long is abandoned.
+    pub timeout: Duration,
+    /// Least time between one checkpoint's end and the next one's start.
+    pub min_pause: Duration,
+    /// Complete checkpoints kept.
+    pub retained: usize,
+    /// A directory or object store URL.
+    pub location: String,
+    /// What happens when the job fails.
+    pub restart: RestartStrategy,
+}
+
+/// What a job does when a task fails (`restart-strategy.type`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RestartStrategy {
+    /// Fail the job.
+    None,
+    /// Restart up to `attempts` times, waiting `delay` each time.
+    FixedDelay {
+        /// Restarts allowed.
+        attempts: u32,
+        /// Wait before each.
+        delay: Duration,
+    },
+    /// Restart without limit, waiting `initial`, then `multiplier` times
+    /// longer each time, up to `max`.
+    ExponentialDelay {
+        /// First wait.
+        initial: Duration,
+        /// Longest wait.
+        max: Duration,
+        /// Growth factor.
+        multiplier: f64,
+    },
+}
+
+impl RestartStrategy {
+    /// The wait before restart number `attempt` (1-based), or `None` when
+    /// the job must fail.
+    pub fn delay(&self, attempt: u32) -> Option<Duration> {
+        match self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay } => {
+                (attempt <= *attempts).then_some(*delay)
+            }
+            RestartStrategy::ExponentialDelay {
+                initial,
+                max,
+                multiplier,
+            } => {
+                let factor = multiplier.powi(attempt.saturating_sub(1).min(64) as i32);
+                Some(initial.mul_f64(factor.min(1e9)).min(*max))
+            }
+        }
+    }
+}
+
+impl CheckpointSettings {
+    fn from_options(options: &Options, data_dir: &std::path::Path) -> Result<Self> {
+        let interval = match options.get("execution.checkpointing.interval").map(str::trim) {
+            Some(off) if ["off", "disabled", "none", "false"].contains(&off) => None,
+            _ => Some(
+                options
+                    .duration("execution.checkpointing.interval")?
+                    .unwrap_or(Duration::from_secs(10)),
+            ),
+        }
+        .filter(|interval| !interval.is_zero());
+        let retained = match options.parse::<usize>("execution.checkpointing.num-retained")? {
+            Some(n) => Some(n),
+            None => options.parse::<usize>("state.checkpoints.num-retained")?,
+        }
+        .unwrap_or(3)
+        .max(1);
+        let location = options
+            .get("execution.checkpointing.dir")
+            .or_else(|| options.get("state.checkpoints.dir"))
+            .map(str::to_string)
+            .unwrap_or_else(|| data_dir.join("checkpoints").display().to_string());
+        let seconds = |key: &str, default: u64| -> Result<Duration> {
+            Ok(options
+                .duration(key)?
+                .unwrap_or(Duration::from_secs(default)))
+        };
+        let restart = match options
+            .get("restart-strategy.type")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("none") | Some("disable") | Some("off") => RestartStrategy::None,
+            Some("fixed-delay") | Some("fixeddelay") => RestartStrategy::FixedDelay {
+                attempts: options
+                    .parse::<u32>("restart-strategy.fixed-delay.attempts")?
+                    .unwrap_or(1),
+                delay: seconds("restart-strategy.fixed-delay.delay", 1)?,
+            },
+            Some("exponential-delay") | Some("exponentialdelay") => {
+                RestartStrategy::ExponentialDelay {
+                    initial: seconds("restart-strategy.exponential-delay.initial-backoff", 1)?,
+                    max: seconds("restart-strategy.exponential-delay.max-backoff", 60)?,
+                    multiplier: options
+                        .parse::<f64>("restart-strategy.exponential-delay.backoff-multiplier")?
+                        .unwrap_or(2.0)
+                        .max(1.0),
+                }
+            }
+            Some(other) => {
+                return Err(sluice_core::SluiceError::Config(format!(
+                    "SET: 'restart-strategy.type' must be 'none', 'fixed-delay' or \
+                     'exponential-delay', got '{other}'"
+                )))
+            }
+        };
+        Ok(CheckpointSettings {
+            interval,
+            timeout: seconds("execution.checkpointing.timeout", 600)?,
+            min_pause: seconds("execution.checkpointing.min-pause", 0)?,
+            retained,
+            location,
+            restart,
+        })
+    }
 }
 
 impl JobSettings {
@@ -93,7 +273,7 @@ impl JobSettings {
         let data_dir = options
             .get("sluice.data-dir")
             .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("sluice-data").join(sanitize(&job_name)));
+            .unwrap_or_else(|| default_data_dir(&job_name));
         let batch_size = options
             .parse::<usize>("sluice.batch.size")?
             .unwrap_or(8192)
@@ -131,6 +311,7 @@ impl JobSettings {
         let allowed_lateness = options
             .duration("table.exec.emit.allow-lateness")?
             .unwrap_or(Duration::ZERO);
+        let checkpoints = CheckpointSettings::from_options(&options, &data_dir)?;
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
@@ -147,9 +328,15 @@ impl JobSettings {
             source_idle_timeout,
             watermark_interval,
             allowed_lateness,
+            checkpoints,
             ignored_keys,
         })
     }
+}
+
+/// The data directory of a job that sets no `sluice.data-dir`.
+pub fn default_data_dir(job_name: &str) -> PathBuf {
+    PathBuf::from("sluice-data").join(sanitize(job_name))
 }
 
 /// Makes a job name safe as a directory name.

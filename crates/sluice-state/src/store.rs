@@ -305,6 +305,20 @@ impl CheckpointStore {
         Ok(live)
     }
 
+    /// Deletes every checkpoint (for a run that starts over).
+    pub async fn clear(&self) -> Result<()> {
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&self.root))
+            .try_collect()
+            .await
+            .map_err(|e| storage(format!("listing '{}'", self.location), e))?;
+        for meta in listed {
+            self.delete(&meta.location).await?;
+        }
+        Ok(())
+    }
+
     async fn delete(&self, path: &Path) -> Result<()> {
         match self.store.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),

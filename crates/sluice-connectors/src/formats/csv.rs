@@ -294,11 +294,7 @@ mod tests {
         ]));
         let mut decoder =
             CsvDecoder::new(schema, options(), BadRecordPolicy::fail("t"), 1024).unwrap();
-        let chunk = LineChunk {
-            source: Arc::from("in.csv"),
-            first_line: 10,
-            data: b"1,2\n3,abc\n".to_vec(),
-        };
+        let chunk = LineChunk::whole("in.csv", 10, b"1,2\n3,abc\n".to_vec());
         let err = decoder.decode_records(&chunk).unwrap_err().to_string();
         assert!(err.contains("in.csv:11"), "{err}");
         assert!(err.contains("field 'price'"), "{err}");
@@ -312,11 +308,7 @@ mod tests {
         ]));
         let mut decoder =
             CsvDecoder::new(schema.clone(), options(), BadRecordPolicy::fail("t"), 1024).unwrap();
-        let chunk = LineChunk {
-            source: Arc::from("in.csv"),
-            first_line: 1,
-            data: b"1,\"a, b\"\n2,\n".to_vec(),
-        };
+        let chunk = LineChunk::whole("in.csv", 1, b"1,\"a, b\"\n2,\n".to_vec());
         let batch = decoder.decode_records(&chunk).unwrap().unwrap();
         assert_eq!(batch.num_rows(), 2);
         assert!(batch.column(1).is_null(1));

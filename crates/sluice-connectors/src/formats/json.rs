@@ -756,11 +756,7 @@ mod tests {
     }
 
     fn chunk(text: &str) -> LineChunk {
-        LineChunk {
-            source: Arc::from("test.json"),
-            first_line: 1,
-            data: text.as_bytes().to_vec(),
-        }
+        LineChunk::whole("test.json", 1, text.as_bytes().to_vec())
     }
 
     #[test]

@@ -19,9 +19,28 @@ pub struct LineChunk {
     pub first_line: u64,
     /// The lines, each ended by `\n` (the last one may not be).
     pub data: Vec<u8>,
+    /// Number of lines.
+    pub line_count: u64,
+    /// Byte offset of the first line in its input.
+    pub start_offset: u64,
+    /// Byte offset just past the last line.
+    pub end_offset: u64,
 }
 
 impl LineChunk {
+    /// A chunk of `data` that is a whole input by itself (tests, examples).
+    pub fn whole(source: &str, first_line: u64, data: Vec<u8>) -> Self {
+        let line_count = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        LineChunk {
+            source: std::sync::Arc::from(source),
+            first_line,
+            line_count,
+            start_offset: 0,
+            end_offset: data.len() as u64,
+            data,
+        }
+    }
+
     /// The lines with their numbers, without line terminators.
     pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
         let data = self.data.strip_suffix(b"\n").unwrap_or(&self.data);
