@@ -107,6 +107,11 @@ async fn latest_unfinished(store: &CheckpointStore) -> Result<Option<RestoredChe
             );
             Ok(Some(restored))
         }
+        None if !store.checkpoints().await?.is_empty() => bail!(
+            "no checkpoint in {} can be read back (see the warnings above); resuming is \
+             impossible: run with --fresh to start over",
+            store.location()
+        ),
         None => Ok(None),
     }
 }

@@ -206,8 +206,7 @@ async fn execute(command: Command) -> Result<()> {
             Ok(())
         }
         Command::Savepoint { job, dir, data_dir } => {
-            let data_dir =
-                data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
+            let data_dir = data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
             let target = dir.unwrap_or_else(|| {
                 data_dir
                     .join("savepoints")
@@ -225,8 +224,7 @@ async fn execute(command: Command) -> Result<()> {
             savepoint,
             data_dir,
         } => {
-            let data_dir =
-                data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
+            let data_dir = data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
             job::savepoint(&data_dir, &savepoint, true).await
         }
         Command::Run {

@@ -80,9 +80,8 @@ impl ConsumedLines {
     pub fn from_positions(positions: &[Vec<u8>]) -> Result<Self> {
         let mut all = ConsumedLines::default();
         for position in positions.iter().filter(|p| !p.is_empty()) {
-            let consumed: ConsumedLines = serde_json::from_slice(position).map_err(|e| {
-                SluiceError::State(format!("unreadable line source position: {e}"))
-            })?;
+            let consumed: ConsumedLines = serde_json::from_slice(position)
+                .map_err(|e| SluiceError::State(format!("unreadable line source position: {e}")))?;
             all.union(&consumed);
         }
         Ok(all)

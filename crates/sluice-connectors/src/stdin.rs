@@ -94,13 +94,18 @@ impl SourceConnector for StdinSource {
             })
             .collect::<Result<Vec<_>>>()?;
         let lines = self.lines_per_chunk;
-        spawn_line_source("read-stdin".into(), decoders, ConsumedLines::default(), move |sender| {
-            let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
-            let mut pump = LinePump::new("stdin", lines, sender);
-            pump.pump(&mut reader, true)
-                .map(|_| ())
-                .map_err(|e| SluiceError::io("reading stdin", e))
-        })
+        spawn_line_source(
+            "read-stdin".into(),
+            decoders,
+            ConsumedLines::default(),
+            move |sender| {
+                let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
+                let mut pump = LinePump::new("stdin", lines, sender);
+                pump.pump(&mut reader, true)
+                    .map(|_| ())
+                    .map_err(|e| SluiceError::io("reading stdin", e))
+            },
+        )
     }
 
     /// Standard input cannot be replayed: a resumed job reads what comes

@@ -309,16 +309,20 @@ pub(crate) fn check_compatible(plan: &JobPlan, manifest: &Manifest) -> Result<()
 }
 
 /// Publishes what a restored checkpoint's sinks pre-committed and discards
-/// output no completed checkpoint covers.
-pub(crate) fn recover_sinks(plan: &JobPlan, restored: &RestoredCheckpoint) -> Result<()> {
+/// output no completed checkpoint covers (all pending output, when the run
+/// starts without a checkpoint).
+pub(crate) fn recover_sinks(plan: &JobPlan, restored: Option<&RestoredCheckpoint>) -> Result<()> {
     for (id, node) in plan.nodes.iter().enumerate() {
         let PlanNode::Sink { connector, .. } = node else {
             continue;
         };
         let mut committed = Vec::new();
-        for component in &restored.manifest.components {
+        let components = restored
+            .map(|r| r.manifest.components.as_slice())
+            .unwrap_or(&[]);
+        for component in components {
             if component.node == id && component.role == Role::Sink {
-                if let Some(pending) = component.chunks.first() {
+                if let (Some(pending), Some(restored)) = (component.chunks.first(), restored) {
                     let pending = restored.chunk(pending)?.to_vec();
                     connector.commit(&pending)?;
                     committed.push(pending);
@@ -412,6 +416,10 @@ impl Coordinator {
             } => {
                 if let Some(in_flight) = &mut self.in_flight {
                     if in_flight.barrier.checkpoint == checkpoint {
+                        tracing::debug!(
+                            "checkpoint {checkpoint}: {key:?} acknowledged after {:?}",
+                            in_flight.started.elapsed()
+                        );
                         in_flight.acks.insert(key, chunks);
                     }
                 }
@@ -491,10 +499,16 @@ impl Coordinator {
         for key in &self.expected {
             match acks.remove(key) {
                 Some(chunks) => states.push((*key, false, chunks)),
-                None => states.push((*key, true, self.finished.get(key).cloned().unwrap_or_default())),
+                None => states.push((
+                    *key,
+                    true,
+                    self.finished.get(key).cloned().unwrap_or_default(),
+                )),
             }
         }
-        let outcome = self.store_checkpoint(barrier.checkpoint, kind, states, started).await;
+        let outcome = self
+            .store_checkpoint(barrier.checkpoint, kind, states, started)
+            .await;
         match (&outcome, savepoint) {
             (Ok(manifest), Some((response, request))) => {
                 let copied = async {
@@ -541,11 +555,25 @@ impl Coordinator {
         let states = self
             .expected
             .iter()
-            .map(|key| (*key, true, self.finished.get(key).cloned().unwrap_or_default()))
+            .map(|key| {
+                (
+                    *key,
+                    true,
+                    self.finished.get(key).cloned().unwrap_or_default(),
+                )
+            })
             .collect();
-        self.store_checkpoint(checkpoint, SnapshotKind::Final, states, Instant::now())
-            .await
-            .map(|_| ())
+        // Stored as a plain checkpoint first: if the process dies before every
+        // sink has committed, the rerun resumes from it (all inputs at their
+        // end) and commits. Only then is it marked final, so a rerun of a
+        // finished job starts over instead.
+        let mut manifest = self
+            .store_checkpoint(checkpoint, SnapshotKind::Checkpoint, states, Instant::now())
+            .await?;
+        manifest.kind = SnapshotKind::Final;
+        self.store.write_manifest(&manifest).await?;
+        info!("checkpoint {checkpoint} is final: the input ended and all output is committed");
+        Ok(())
     }
 
     /// Stores the snapshots and the manifest, then commits the sinks.
@@ -617,27 +645,31 @@ impl Coordinator {
         self.last_completed = Instant::now();
         let total = manifest.total_bytes();
         info!(
-            "checkpoint {checkpoint} complete in {duration:.1?}: {} of state, {} written{}",
+            "checkpoint {checkpoint} complete in {duration:.1?}: {} of state, {} written",
             human_bytes(total),
             human_bytes(written_bytes),
-            if kind == SnapshotKind::Final {
-                " (final: input ended)"
-            } else {
-                ""
-            }
         );
         self.stats.completed += 1;
         self.stats.last_checkpoint = Some(checkpoint);
-        self.stats.last_bytes = total;
-        self.stats.last_written_bytes = written_bytes;
-        self.stats.last_duration = duration;
-        self.stats.max_duration = self.stats.max_duration.max(duration);
-        self.stats.last_bytes_by_operator = by_operator.into_iter().collect();
+        let running = manifest.components.iter().any(|c| !c.finished);
+        if running || self.stats.completed == 1 {
+            // The final checkpoint holds no operator state: keep the last real one's figures.
+            self.stats.last_bytes = total;
+            self.stats.last_written_bytes = written_bytes;
+            self.stats.last_duration = duration;
+            self.stats.max_duration = self.stats.max_duration.max(duration);
+            self.stats.last_bytes_by_operator = by_operator.into_iter().collect();
+        }
         Ok(manifest)
     }
 }
 
-fn respond(path: &std::path::Path, savepoint: Option<String>, checkpoint: Option<u64>, error: Option<String>) {
+fn respond(
+    path: &std::path::Path,
+    savepoint: Option<String>,
+    checkpoint: Option<u64>,
+    error: Option<String>,
+) {
     let response = SavepointResponse {
         savepoint,
         checkpoint,

@@ -21,8 +21,8 @@ use futures::StreamExt;
 use sluice_core::connector::{SinkWriter, SourceReader};
 use sluice_core::dlq::DeadLetterQueue;
 use sluice_core::{Barrier, ChangeBatch, Message, Result, SluiceError};
-use sluice_state::{RestoredCheckpoint, Role};
 use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
+use sluice_state::{RestoredCheckpoint, Role};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -189,7 +189,9 @@ pub async fn run_job_checkpointed(
     let restored = checkpoints.and_then(|c| c.restored.clone());
     if let Some(restored) = &restored {
         check_compatible(plan, &restored.manifest)?;
-        recover_sinks(plan, restored)?;
+    }
+    if checkpoints.is_some() {
+        recover_sinks(plan, restored.as_deref())?;
     }
     let (mut coordinator, handle) = match checkpoints {
         Some(config) => {
@@ -633,28 +635,29 @@ impl<'a> TaskBuilder<'a> {
             PlanNode::Join(join) => {
                 let left_chains = self.build(join.left)?;
                 let right_chains = self.build(join.right)?;
-                let mut inputs: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
-                    if self.parallelism == 1 {
-                        let mut receivers = Vec::new();
-                        for (side, chains) in [(0, left_chains), (1, right_chains)] {
-                            for pending in chains {
-                                let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
-                                self.spawn(pending, Output::Forward(sender))?;
-                                receivers.push((side, receiver));
-                            }
+                let mut inputs: Vec<Vec<(usize, mpsc::Receiver<Message>)>> = if self.parallelism
+                    == 1
+                {
+                    let mut receivers = Vec::new();
+                    for (side, chains) in [(0, left_chains), (1, right_chains)] {
+                        for pending in chains {
+                            let (sender, receiver) = mpsc::channel(CHANNEL_CAPACITY);
+                            self.spawn(pending, Output::Forward(sender))?;
+                            receivers.push((side, receiver));
                         }
-                        vec![receivers]
-                    } else {
-                        let mut by_subtask = self.shuffle(left_chains, join.left_keys.clone(), 0)?;
-                        for (subtask, receivers) in self
-                            .shuffle(right_chains, join.right_keys.clone(), 1)?
-                            .into_iter()
-                            .enumerate()
-                        {
-                            by_subtask[subtask].extend(receivers);
-                        }
-                        by_subtask
-                    };
+                    }
+                    vec![receivers]
+                } else {
+                    let mut by_subtask = self.shuffle(left_chains, join.left_keys.clone(), 0)?;
+                    for (subtask, receivers) in self
+                        .shuffle(right_chains, join.right_keys.clone(), 1)?
+                        .into_iter()
+                        .enumerate()
+                    {
+                        by_subtask[subtask].extend(receivers);
+                    }
+                    by_subtask
+                };
                 inputs
                     .drain(..)
                     .enumerate()
@@ -870,7 +873,10 @@ impl Task {
     }
 
     /// A sink's snapshot: what it pre-committed, and its own state.
-    async fn sink_snapshot(writer: &mut Box<dyn SinkWriter>, checkpoint: u64) -> Result<Vec<Vec<u8>>> {
+    async fn sink_snapshot(
+        writer: &mut Box<dyn SinkWriter>,
+        checkpoint: u64,
+    ) -> Result<Vec<Vec<u8>>> {
         let pending = writer.pre_commit(checkpoint).await?;
         Ok(vec![pending, writer.snapshot()?])
     }
@@ -886,7 +892,8 @@ impl Task {
                         }
                     }
                     Message::Barrier(barrier) => {
-                        if let (Some(checkpoints), Some(node)) = (&self.checkpoints, self.sink_node) {
+                        if let (Some(checkpoints), Some(node)) = (&self.checkpoints, self.sink_node)
+                        {
                             let chunks = Self::sink_snapshot(writer, barrier.checkpoint).await?;
                             let key = ComponentKey {
                                 node,

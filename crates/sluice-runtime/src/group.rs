@@ -154,13 +154,10 @@ impl Operator for GroupAggregateOperator {
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         let spec = self.spec.clone();
         for chunks in subtasks {
-            self.groups.restore(
-                chunks,
-                owner,
-                &self.converter,
-                Instant::now(),
-                |input| decode_group(&spec, input),
-            )?;
+            self.groups
+                .restore(chunks, owner, &self.converter, Instant::now(), |input| {
+                    decode_group(&spec, input)
+                })?;
         }
         Ok(())
     }

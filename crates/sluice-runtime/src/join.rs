@@ -30,8 +30,8 @@ use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, split_header, KeyOwner, KeyedState,
     SubtaskChunks,
 };
-use sluice_state::{StateReader, StateWriter};
 use crate::watermark::epoch_millis;
+use sluice_state::{StateReader, StateWriter};
 
 /// One stored row of a side.
 struct StoredRow {

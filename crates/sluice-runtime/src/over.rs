@@ -30,8 +30,8 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, scalar_column, whole_row_converter};
 use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
-use sluice_state::{StateReader, StateWriter};
 use crate::watermark::epoch_millis;
+use sluice_state::{StateReader, StateWriter};
 
 /// One input row of a partition.
 struct OverRow {
@@ -576,7 +576,9 @@ impl Operator for OverAggregateOperator {
                 Instant::now(),
                 |input| {
                     let read_rows = |input: &mut StateReader| -> Result<Vec<OverRow>> {
-                        (0..input.usize()?).map(|_| decode_over_row(input)).collect()
+                        (0..input.usize()?)
+                            .map(|_| decode_over_row(input))
+                            .collect()
                     };
                     let rows = read_rows(input)?;
                     let pending = read_rows(input)?;

@@ -17,11 +17,11 @@ use crate::aggregate::{
     key_converter, merge_state, new_accumulators, read_states, restore_accumulators,
     snapshot_accumulators, write_states,
 };
-use crate::state::{bad_state, chunk_groups, header_chunk, split_header, KeyOwner, SubtaskChunks};
-use sluice_state::{StateReader, StateWriter};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
+use crate::state::{bad_state, chunk_groups, header_chunk, split_header, KeyOwner, SubtaskChunks};
 use crate::window::{build_output, require_inserts, EvaluatedInput, WindowRow};
+use sluice_state::{StateReader, StateWriter};
 
 struct Session {
     start: i64,
@@ -131,12 +131,19 @@ impl Operator for SessionAggregateOperator {
             out.u64(group.len() as u64);
             for key in group {
                 out.bytes(key);
-                let sessions = self.sessions.get_mut(key).map(Vec::as_mut_slice).unwrap_or(&mut []);
+                let sessions = self
+                    .sessions
+                    .get_mut(key)
+                    .map(Vec::as_mut_slice)
+                    .unwrap_or(&mut []);
                 out.u64(sessions.len() as u64);
                 for session in sessions {
                     out.i64(session.start);
                     out.i64(session.end);
-                    write_states(&mut out, &snapshot_accumulators(&mut session.accumulators, &calls)?);
+                    write_states(
+                        &mut out,
+                        &snapshot_accumulators(&mut session.accumulators, &calls)?,
+                    );
                 }
             }
             chunks.push(out.finish()?);

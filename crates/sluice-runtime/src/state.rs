@@ -13,9 +13,9 @@ use arrow::array::{Int8Array, UInt32Array};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::row::RowConverter;
+use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::ChangeBatch;
-use datafusion::common::hash_utils::{create_hashes, RandomState};
 use sluice_core::{Result, SluiceError};
 use sluice_state::{StateReader, StateWriter};
 
@@ -140,9 +140,7 @@ pub fn decode_batches(chunk: &[u8]) -> Result<Vec<ChangeBatch>> {
     for _ in 0..count {
         let ipc = input.bytes()?;
         let mut reader = StreamReader::try_new(std::io::Cursor::new(ipc), None)?;
-        let data = reader
-            .next()
-            .ok_or_else(|| bad_state("empty batch"))??;
+        let data = reader.next().ok_or_else(|| bad_state("empty batch"))??;
         let kinds = if input.bool()? {
             let bytes = input.bytes()?;
             Some(Int8Array::from(
@@ -295,49 +293,63 @@ impl<V> KeyedState<V> {
         &mut self,
         mut encode: impl FnMut(&mut V, &mut StateWriter) -> Result<()>,
     ) -> Result<Vec<Vec<u8>>> {
-        let mut timer_of: HashMap<&[u8], i64> = HashMap::new();
+        // Each key goes with all its timers into the chunk of its latest
+        // timer's time bucket; keys without timers into hash groups.
+        let mut timers_of: HashMap<&[u8], Vec<i64>> = HashMap::new();
         for (time, keys) in &self.timers {
             for key in keys {
-                timer_of.insert(key.as_slice(), *time);
+                timers_of.entry(key.as_slice()).or_default().push(*time);
             }
         }
+        let bucket_width = time_bucket_width(timers_of.values().filter_map(|t| t.last().copied()));
         let groups = (self.slots.len() / KEYS_PER_CHUNK_GROUP).max(1) as u64;
         let mut by_group: BTreeMap<(bool, i64), Vec<Vec<u8>>> = BTreeMap::new();
-        for key in self.slots.keys() {
-            let group = match timer_of.get(key.as_slice()) {
-                Some(time) => (true, *time),
+        let keys = self.slots.keys().map(Vec::as_slice).chain(
+            timers_of
+                .keys()
+                .copied()
+                .filter(|k| !self.slots.contains_key(*k)),
+        );
+        for key in keys {
+            let group = match timers_of.get(key).and_then(|t| t.last()) {
+                Some(time) => (true, time.div_euclid(bucket_width)),
                 None => (false, (twox_hash::XxHash3_64::oneshot(key) % groups) as i64),
             };
-            by_group.entry(group).or_default().push(key.clone());
+            by_group.entry(group).or_default().push(key.to_vec());
         }
-        drop(timer_of);
-        let mut chunks = Vec::with_capacity(by_group.len() + 1);
+        let mut chunks = Vec::with_capacity(by_group.len());
         for (_, mut keys) in by_group {
             keys.sort_unstable();
             let mut out = StateWriter::new();
-            out.u64(keys.len() as u64);
-            for key in keys {
-                out.bytes(&key);
-                match self.slots.get_mut(&key) {
+            let with_values: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|k| self.slots.contains_key(*k))
+                .collect();
+            out.u64(with_values.len() as u64);
+            for key in with_values {
+                out.bytes(key);
+                match self.slots.get_mut(key) {
                     Some(slot) => encode(&mut slot.value, &mut out)?,
                     None => return Err(bad_state("key vanished while snapshotting")),
                 }
             }
-            out.u64(0); // no timers in value chunks
-            chunks.push(out.finish()?);
-        }
-        // Timers, in their own chunk: (time, key) pairs.
-        let mut out = StateWriter::new();
-        out.u64(0);
-        let count: usize = self.timers.values().map(Vec::len).sum();
-        out.u64(count as u64);
-        for (time, keys) in &self.timers {
-            for key in keys {
-                out.i64(*time);
+            let timers: Vec<(i64, &Vec<u8>)> = keys
+                .iter()
+                .flat_map(|key| {
+                    timers_of
+                        .get(key.as_slice())
+                        .into_iter()
+                        .flatten()
+                        .map(move |time| (*time, key))
+                })
+                .collect();
+            out.u64(timers.len() as u64);
+            for (time, key) in timers {
+                out.i64(time);
                 out.bytes(key);
             }
+            chunks.push(out.finish()?);
         }
-        chunks.push(out.finish()?);
         Ok(chunks)
     }
 
@@ -401,6 +413,24 @@ pub fn header_chunk(values: &[i64]) -> Result<Vec<u8>> {
     }
     out.finish()
 }
+
+/// Width of the timer-time buckets keyed state is chunked by: 1 s, widened
+/// tenfold until there are at most [`MAX_TIME_BUCKETS`] buckets.
+fn time_bucket_width(times: impl Iterator<Item = i64>) -> i64 {
+    let times: Vec<i64> = times.collect();
+    let mut width = 1000i64;
+    loop {
+        let buckets: std::collections::BTreeSet<i64> =
+            times.iter().map(|t| t.div_euclid(width)).collect();
+        if buckets.len() <= MAX_TIME_BUCKETS || width > i64::MAX / 10 {
+            return width;
+        }
+        width *= 10;
+    }
+}
+
+/// Most time buckets (chunks with timers) per keyed state snapshot.
+const MAX_TIME_BUCKETS: usize = 64;
 
 /// Splits keys into groups of about [`KEYS_PER_CHUNK_GROUP`] by hash, each
 /// sorted: one checkpoint chunk per group, so unchanged groups give

@@ -21,8 +21,8 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
-use sluice_state::{StateReader, StateWriter};
 use crate::watermark::epoch_millis;
+use sluice_state::{StateReader, StateWriter};
 
 /// A key's versions: start time → row (`None`: deleted from then on).
 type Versions = BTreeMap<i64, Option<Box<[u8]>>>;

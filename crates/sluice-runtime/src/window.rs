@@ -15,18 +15,18 @@ use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
-use sluice_sql::plan::{WindowAggregate, WindowOutput};
+use sluice_sql::plan::{WindowAggregate, WindowKind, WindowOutput};
 
 use crate::aggregate::{
     key_converter, merge_state, new_accumulators, read_states, restore_accumulators,
     snapshot_accumulators, write_states, AggregateInputs,
 };
-use crate::state::{bad_state, header_chunk, split_header, KeyOwner, SubtaskChunks};
-use sluice_state::{StateReader, StateWriter};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::scalar_column;
+use crate::state::{bad_state, header_chunk, split_header, KeyOwner, SubtaskChunks};
 use crate::watermark::epoch_millis;
+use sluice_state::{StateReader, StateWriter};
 
 type Accumulators = Vec<Box<dyn Accumulator>>;
 
@@ -109,10 +109,17 @@ impl WindowAggregateOperator {
         let pane_width = self.spec.kind.pane();
         let mut rows: Vec<WindowRow> = Vec::new();
         for (end, start) in closing {
-            let in_window: Vec<i64> = pane_starts.range(start..end).copied().collect();
+            // A cascaded window is exactly the pane of its start (its rows carry
+            // the window); other kinds span every pane inside the window.
+            let cascaded = matches!(self.spec.kind, WindowKind::Cascaded { .. });
+            let in_window: Vec<i64> = if cascaded {
+                pane_starts.get(&start).copied().into_iter().collect()
+            } else {
+                pane_starts.range(start..end).copied().collect()
+            };
             if in_window.len() == 1
                 && in_window[0] == start
-                && start + pane_width == end
+                && (cascaded || start + pane_width == end)
                 && !self.frozen.contains_key(&start)
             {
                 // One pane is the whole window: evaluate it directly.

@@ -193,7 +193,10 @@ impl RestartStrategy {
 
 impl CheckpointSettings {
     fn from_options(options: &Options, data_dir: &std::path::Path) -> Result<Self> {
-        let interval = match options.get("execution.checkpointing.interval").map(str::trim) {
+        let interval = match options
+            .get("execution.checkpointing.interval")
+            .map(str::trim)
+        {
             Some(off) if ["off", "disabled", "none", "false"].contains(&off) => None,
             _ => Some(
                 options

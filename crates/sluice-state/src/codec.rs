@@ -169,9 +169,7 @@ impl<'a> StateReader<'a> {
         for _ in 0..pool_count {
             let ipc = tail.raw_bytes()?;
             let mut reader = StreamReader::try_new(Cursor::new(ipc), None)?;
-            let batch = reader
-                .next()
-                .ok_or_else(|| corrupt("empty value pool"))??;
+            let batch = reader.next().ok_or_else(|| corrupt("empty value pool"))??;
             pools.push(batch.column(0).clone());
         }
         Ok(StateReader {

@@ -3,7 +3,7 @@
 //! Layout under the checkpoint root:
 //! - `shared/<xxh3-128>.chunk`: immutable state chunks, named by content, so
 //!   a chunk that did not change since the last checkpoint is not written again;
-//! - `chk-<n>/_manifest`: the checkpoint's manifest, written last (atomic
+//! - `chk-<n>.manifest`: the checkpoint's manifest, written last (atomic
 //!   put): its first line is the checksum of the JSON that follows.
 //!
 //! Incomplete checkpoints (chunks without a manifest) are ignored, and their
@@ -23,7 +23,7 @@ use twox_hash::{XxHash3_128, XxHash3_64};
 
 use crate::manifest::{ChunkRef, Manifest, FORMAT_VERSION};
 
-const MANIFEST_FILE: &str = "_manifest";
+const MANIFEST_SUFFIX: &str = ".manifest";
 
 fn storage(context: impl std::fmt::Display, error: object_store::Error) -> SluiceError {
     SluiceError::State(format!("{context}: {error}"))
@@ -126,7 +126,7 @@ impl CheckpointStore {
     }
 
     fn manifest_path(&self, checkpoint: u64) -> Path {
-        self.path(&format!("chk-{checkpoint:010}/{MANIFEST_FILE}"))
+        self.path(&format!("chk-{checkpoint:010}{MANIFEST_SUFFIX}"))
     }
 
     /// The reference a chunk with these contents gets.
@@ -175,17 +175,19 @@ impl CheckpointStore {
     pub async fn checkpoints(&self) -> Result<Vec<u64>> {
         let listed: Vec<_> = self
             .store
-            .list(Some(&self.root))
-            .try_collect()
+            .list_with_delimiter(Some(&self.root))
             .await
+            .map(|listing| listing.objects)
             .map_err(|e| storage(format!("listing '{}'", self.location), e))?;
         let mut ids: Vec<u64> = listed
             .iter()
-            .filter(|meta| meta.location.filename() == Some(MANIFEST_FILE))
             .filter_map(|meta| {
-                let parts: Vec<_> = meta.location.parts().collect();
-                let directory = parts.get(parts.len().checked_sub(2)?)?;
-                directory.as_ref().strip_prefix("chk-")?.parse().ok()
+                meta.location
+                    .filename()?
+                    .strip_prefix("chk-")?
+                    .strip_suffix(MANIFEST_SUFFIX)?
+                    .parse()
+                    .ok()
             })
             .collect();
         ids.sort_unstable();
@@ -219,8 +221,8 @@ impl CheckpointStore {
         if checksum != format!("{:016x}", XxHash3_64::oneshot(json)).as_bytes() {
             return Err(corrupt("fails its checksum"));
         }
-        let manifest: Manifest = serde_json::from_slice(json)
-            .map_err(|e| corrupt(&format!("cannot be parsed: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_slice(json).map_err(|e| corrupt(&format!("cannot be parsed: {e}")))?;
         if manifest.format_version > FORMAT_VERSION {
             return Err(corrupt(&format!(
                 "has format version {}, newer than this Sluice reads ({FORMAT_VERSION})",
@@ -371,14 +373,20 @@ mod tests {
         let mut known = HashSet::new();
         let (a, written) = store.put_chunk(b"a".to_vec(), &known).await.unwrap();
         assert!(written);
-        store.write_manifest(&manifest(1, vec![a.clone()])).await.unwrap();
+        store
+            .write_manifest(&manifest(1, vec![a.clone()]))
+            .await
+            .unwrap();
         known.insert(a.hash.clone());
         let (again, written) = store.put_chunk(b"a".to_vec(), &known).await.unwrap();
         assert!(!written);
         let (b, _) = store.put_chunk(b"b".to_vec(), &known).await.unwrap();
         // An orphan chunk, as a crash before the manifest leaves behind.
         store.put_chunk(b"orphan".to_vec(), &known).await.unwrap();
-        store.write_manifest(&manifest(2, vec![again, b])).await.unwrap();
+        store
+            .write_manifest(&manifest(2, vec![again, b]))
+            .await
+            .unwrap();
         let live = store.retain(1).await.unwrap();
         assert_eq!(store.checkpoints().await.unwrap(), vec![2]);
         assert_eq!(live.len(), 2);
@@ -395,7 +403,10 @@ mod tests {
         let (a, _) = store.put_chunk(b"first".to_vec(), &none).await.unwrap();
         store.write_manifest(&manifest(1, vec![a])).await.unwrap();
         let (b, _) = store.put_chunk(b"second".to_vec(), &none).await.unwrap();
-        store.write_manifest(&manifest(2, vec![b.clone()])).await.unwrap();
+        store
+            .write_manifest(&manifest(2, vec![b.clone()]))
+            .await
+            .unwrap();
         let file = dir.path().join(format!("shared/{}.chunk", b.hash));
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[0] ^= 0x40;

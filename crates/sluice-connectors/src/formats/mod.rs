@@ -30,7 +30,10 @@ pub struct LineChunk {
 impl LineChunk {
     /// A chunk of `data` that is a whole input by itself (tests, examples).
     pub fn whole(source: &str, first_line: u64, data: Vec<u8>) -> Self {
-        let line_count = data.split(|b| *b == b'\n').filter(|l| !l.is_empty()).count() as u64;
+        let line_count = data
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .count() as u64;
         LineChunk {
             source: std::sync::Arc::from(source),
             first_line,
