@@ -353,6 +353,7 @@ impl Coordinator {
         let mut stopping = false;
         loop {
             if self.finished.len() >= self.expected.len() {
+                self.refuse_savepoints(&mut queued_savepoints, "the job's input ended first");
                 self.complete_final().await?;
                 return Ok(self.stats);
             }
@@ -367,7 +368,10 @@ impl Coordinator {
                 .map(|f| tokio::time::Instant::from_std(f.started + self.settings.timeout));
             tokio::select! {
                 report = self.reports.recv() => match report {
-                    None => return Ok(self.stats),
+                    None => {
+                        self.refuse_savepoints(&mut queued_savepoints, "the job ended first");
+                        return Ok(self.stats);
+                    }
                     Some(report) => self.record(report),
                 },
                 _ = sleep_until(next_due), if next_due.is_some() && self.in_flight.is_none() && !stopping => {
@@ -404,6 +408,17 @@ impl Coordinator {
                     }
                 }
             }
+        }
+    }
+
+    /// Answers pending savepoint requests that can no longer be served.
+    fn refuse_savepoints(&mut self, queued: &mut Vec<(PathBuf, SavepointRequest)>, why: &str) {
+        let in_flight = self
+            .in_flight
+            .as_mut()
+            .and_then(|in_flight| in_flight.savepoint.take());
+        for (response, _) in queued.drain(..).chain(in_flight) {
+            respond(&response, None, None, Some(why.to_string()));
         }
     }
 
@@ -707,11 +722,11 @@ pub fn human_bytes(bytes: u64) -> String {
 }
 
 /// Per old subtask, the chunks a restored checkpoint holds for `node` in `role`.
-pub(crate) fn restored_chunks<'a>(
-    restored: &'a RestoredCheckpoint,
+pub(crate) fn restored_chunks(
+    restored: &RestoredCheckpoint,
     node: NodeId,
     role: Role,
-) -> Result<Vec<Vec<&'a [u8]>>> {
+) -> Result<Vec<Vec<&[u8]>>> {
     let mut by_subtask: BTreeMap<usize, Vec<&[u8]>> = BTreeMap::new();
     for component in &restored.manifest.components {
         if component.node == node && component.role == role {

@@ -106,6 +106,9 @@ enum Input {
     Channels(Vec<(usize, mpsc::Receiver<Message>)>),
 }
 
+/// A task's input channels, each tagged with the input number of its first operator.
+type InputChannels = Vec<(usize, mpsc::Receiver<Message>)>;
+
 enum Output {
     Sink(Box<dyn SinkWriter>),
     Forward(mpsc::Sender<Message>),
@@ -209,8 +212,11 @@ pub async fn run_job_checkpointed(
         source_counters,
         sink_counters,
         late_records,
+        checkpoints: builder_handle,
         ..
     } = builder;
+    // Only the tasks hold the coordinator's line: when they are all gone, it ends.
+    drop(builder_handle);
     if let Some(coordinator) = coordinator.as_mut() {
         register_components(coordinator, &tasks);
     }
@@ -739,9 +745,8 @@ impl<'a> TaskBuilder<'a> {
         upstream: Vec<Pending>,
         keys: Vec<Arc<dyn PhysicalExpr>>,
         side: usize,
-    ) -> Result<Vec<Vec<(usize, mpsc::Receiver<Message>)>>> {
-        let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
-            (0..self.parallelism).map(|_| Vec::new()).collect();
+    ) -> Result<Vec<InputChannels>> {
+        let mut receivers: Vec<InputChannels> = (0..self.parallelism).map(|_| Vec::new()).collect();
         for pending in upstream {
             let mut senders = Vec::with_capacity(self.parallelism);
             for downstream in receivers.iter_mut() {

@@ -43,7 +43,7 @@ struct StoredRow {
     expires: i64,
 }
 
-fn encode_rows(rows: &mut Vec<StoredRow>, out: &mut StateWriter) -> Result<()> {
+fn encode_rows(rows: &[StoredRow], out: &mut StateWriter) -> Result<()> {
     out.u64(rows.len() as u64);
     for stored in rows.iter() {
         out.bytes(&stored.row);
@@ -521,8 +521,8 @@ impl Operator for JoinOperator {
     /// Header (watermark, table loaded, left chunk count), the left side's
     /// chunks, the right side's, then lookup probes waiting for the table.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let left = self.sides[0].snapshot(encode_rows)?;
-        let right = self.sides[1].snapshot(encode_rows)?;
+        let left = self.sides[0].snapshot(|rows, out| encode_rows(rows, out))?;
+        let right = self.sides[1].snapshot(|rows, out| encode_rows(rows, out))?;
         let mut chunks = vec![header_chunk(&[
             self.watermark,
             self.table_loaded as i64,

@@ -500,6 +500,95 @@ mod tests {
     }
 
     #[test]
+    fn restored_keys_go_where_the_shuffle_sends_their_rows() {
+        use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+        use arrow::row::SortField;
+        use datafusion::physical_expr::expressions::Column;
+        let data = RecordBatch::try_from_iter([
+            (
+                "k",
+                Arc::new(Int64Array::from((0..200).collect::<Vec<i64>>())) as ArrayRef,
+            ),
+            (
+                "s",
+                Arc::new(StringArray::from_iter_values(
+                    (0..200).map(|i| format!("v{i}")),
+                )) as _,
+            ),
+        ])
+        .unwrap();
+        let batch = ChangeBatch::inserts(data.clone());
+        let keys: Vec<Arc<dyn PhysicalExpr>> =
+            vec![Arc::new(Column::new("k", 0)), Arc::new(Column::new("s", 1))];
+        let hashes = key_hashes(&batch, &keys).unwrap();
+        let converter = RowConverter::new(vec![
+            SortField::new(arrow::datatypes::DataType::Int64),
+            SortField::new(arrow::datatypes::DataType::Utf8),
+        ])
+        .unwrap();
+        let rows = converter
+            .convert_columns(&[data.column(0).clone(), data.column(1).clone()])
+            .unwrap();
+        let encoded: Vec<&[u8]> = (0..200).map(|i| rows.row(i).data()).collect();
+        for parallelism in [2, 3] {
+            let owned: Vec<Vec<bool>> = (0..parallelism)
+                .map(|subtask| {
+                    KeyOwner {
+                        subtask,
+                        parallelism,
+                    }
+                    .owns(&converter, &encoded)
+                    .unwrap()
+                })
+                .collect();
+            for (row, hash) in hashes.iter().enumerate() {
+                let target = KeyOwner::target(*hash, parallelism);
+                for (subtask, owned) in owned.iter().enumerate() {
+                    assert_eq!(owned[row], subtask == target, "row {row} at p{parallelism}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn snapshot_and_restore_keep_values_and_timers() {
+        use arrow::row::SortField;
+        let converter =
+            RowConverter::new(vec![SortField::new(arrow::datatypes::DataType::Int64)]).unwrap();
+        let keys = converter
+            .convert_columns(&[Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as _])
+            .unwrap();
+        let mut state: KeyedState<u64> = KeyedState::new(None);
+        let now = Instant::now();
+        for (i, key) in keys.iter().enumerate() {
+            state.write(key.data(), now, || i as u64 * 10);
+            state.register_timer(key.data(), 1000 * i as i64);
+        }
+        let encode = |v: &mut u64, out: &mut StateWriter| {
+            out.u64(*v);
+            Ok(())
+        };
+        let first = state.snapshot(encode).unwrap();
+        // Unchanged state encodes to the same chunks.
+        assert_eq!(state.snapshot(encode).unwrap(), first);
+        let chunks: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
+        let mut restored: KeyedState<u64> = KeyedState::new(None);
+        restored
+            .restore(&chunks, &KeyOwner::single(), &converter, now, |input| {
+                input.u64()
+            })
+            .unwrap();
+        assert_eq!(restored.len(), 3);
+        assert_eq!(restored.get(keys.row(2).data()), Some(&20));
+        let due: Vec<i64> = restored
+            .due_timers(i64::MAX)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(due, vec![0, 1000, 2000]);
+    }
+
+    #[test]
     fn idle_keys_expire_after_the_ttl() {
         let ttl = Duration::from_millis(40);
         let mut state: KeyedState<u32> = KeyedState::new(Some(ttl));

@@ -250,7 +250,7 @@ impl<'a> StateReader<'a> {
         if index >= array.len() {
             return Err(corrupt("value index out of range"));
         }
-        ScalarValue::try_from_array(array, index).map_err(|e| corrupt(e))
+        ScalarValue::try_from_array(array, index).map_err(corrupt)
     }
 
     /// See [`StateWriter::scalars`].
