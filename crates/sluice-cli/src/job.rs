@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use sluice_runtime::checkpoint::{human_bytes, CheckpointConfig};
+use sluice_runtime::checkpoint::{human_bytes, load_for_recovery, CheckpointConfig};
 use sluice_runtime::{run_job_checkpointed, JobSummary, ProgressReport, StopSignal};
 use sluice_sql::JobPlan;
 use sluice_state::{CheckpointStore, RestoredCheckpoint, SnapshotKind};
@@ -56,7 +56,7 @@ pub async fn run(
             Some(restored)
         }
         None if start.fresh => None,
-        None => latest_unfinished(&store).await?,
+        None => latest_unfinished(plan, &store).await?,
     };
     let mut attempt = 0;
     loop {
@@ -75,7 +75,7 @@ pub async fn run(
                 let Some(delay) = settings.restart.delay(attempt) else {
                     return Err(anyhow::Error::new(error).context("job failed"));
                 };
-                restored = latest_unfinished(&store).await?;
+                restored = latest_unfinished(plan, &store).await?;
                 warn!(
                     "job failed: {error}; restarting in {delay:?} from {} (restart {attempt})",
                     restored
@@ -90,8 +90,11 @@ pub async fn run(
 }
 
 /// The latest intact checkpoint, unless the job it belongs to finished.
-async fn latest_unfinished(store: &CheckpointStore) -> Result<Option<RestoredCheckpoint>> {
-    match store.load_latest().await? {
+async fn latest_unfinished(
+    plan: &JobPlan,
+    store: &CheckpointStore,
+) -> Result<Option<RestoredCheckpoint>> {
+    match load_for_recovery(plan, store).await? {
         Some(restored) if restored.manifest.kind == SnapshotKind::Final => {
             info!(
                 "the previous run finished (checkpoint {} is final): starting over",
@@ -107,11 +110,6 @@ async fn latest_unfinished(store: &CheckpointStore) -> Result<Option<RestoredChe
             );
             Ok(Some(restored))
         }
-        None if !store.checkpoints().await?.is_empty() => bail!(
-            "no checkpoint in {} can be read back (see the warnings above); resuming is \
-             impossible: run with --fresh to start over",
-            store.location()
-        ),
         None => Ok(None),
     }
 }

@@ -325,9 +325,15 @@ fn damaged_checkpoints_are_detected_and_skipped() {
         let script = script(&ws, "q7", &name);
         let script = script.to_str().expect("utf8");
         let checkpoints = ws.path(&format!("sluice-data/{name}/checkpoints"));
-        // Stop inside checkpoint 6, after its manifest: its output is not
-        // committed yet, so falling back to checkpoint 5 loses nothing.
-        run_until_failpoint(&ws, &["run", script], "before-commit:6");
+        // Die in checkpoint 6 after its manifest: before its output is
+        // published, or after (then falling back to checkpoint 5 must take
+        // that output back, since the replay writes it again).
+        let failpoint = if truncate {
+            "after-commit:6"
+        } else {
+            "before-commit:6"
+        };
+        run_until_failpoint(&ws, &["run", script], failpoint);
         assert_eq!(
             next_checkpoint(&checkpoints),
             7,

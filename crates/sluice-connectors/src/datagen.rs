@@ -472,23 +472,9 @@ impl SourceConnector for DatagenSource {
         parallelism: usize,
         positions: &[Vec<u8>],
     ) -> Result<Vec<Box<dyn SourceReader>>> {
-        let resumed = positions
-            .iter()
-            .map(|p| {
-                std::str::from_utf8(p)
-                    .ok()
-                    .and_then(|text| text.parse::<u64>().ok())
-                    .ok_or_else(|| SluiceError::State("unreadable datagen position".into()))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if !resumed.is_empty() && resumed.len() != parallelism {
-            return Err(SluiceError::Config(format!(
-                "the datagen source ran at parallelism {} in the checkpoint and cannot resume at \
-                 {parallelism}; run with -p {} (or --fresh)",
-                resumed.len(),
-                resumed.len()
-            )));
-        }
+        let resumed = crate::per_subtask_positions("datagen", positions, parallelism, |p| {
+            std::str::from_utf8(p).ok()?.parse::<u64>().ok()
+        })?;
         let source = Arc::new(DatagenSource {
             schema: self.schema.clone(),
             specs: self.specs.clone(),

@@ -252,6 +252,27 @@ impl SinkConnector for FileSink {
         Ok(())
     }
 
+    /// Deletes the part files an unusable checkpoint published.
+    fn uncommit(&self, pending: &[u8]) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let parts: Vec<PendingPart> = serde_json::from_slice(pending)
+            .map_err(|e| SluiceError::State(format!("unreadable pending part list: {e}")))?;
+        for part in parts {
+            for path in [&part.finished, &part.in_progress] {
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(SluiceError::io(format!("removing '{}'", path.display()), e))
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes in-progress part files no completed checkpoint covers: the
     /// output of the crashed run after its last checkpoint, which the resumed
     /// run writes again.

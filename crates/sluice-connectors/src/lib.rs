@@ -55,3 +55,31 @@ pub(crate) fn validate_options(table: &TableDef, specs: &[&[OptionSpec]]) -> Res
         .collect();
     table.options.validate(&all)
 }
+
+/// Positions of the readers of a generator that splits its sequence by
+/// subtask, parsed with `parse`: one per subtask, so resuming needs the
+/// checkpoint's parallelism. No positions: a fresh start.
+pub(crate) fn per_subtask_positions<T>(
+    source: &str,
+    positions: &[Vec<u8>],
+    parallelism: usize,
+    parse: impl Fn(&[u8]) -> Option<T>,
+) -> Result<Vec<T>> {
+    let parsed = positions
+        .iter()
+        .map(|p| {
+            parse(p).ok_or_else(|| {
+                sluice_core::SluiceError::State(format!("unreadable {source} source position"))
+            })
+        })
+        .collect::<Result<Vec<T>>>()?;
+    if !parsed.is_empty() && parsed.len() != parallelism {
+        return Err(sluice_core::SluiceError::Config(format!(
+            "the {source} source ran at parallelism {} in the checkpoint and cannot resume at \
+             {parallelism}; run with -p {} (or --fresh)",
+            parsed.len(),
+            parsed.len()
+        )));
+    }
+    Ok(parsed)
+}

@@ -625,22 +625,9 @@ impl SourceConnector for NexmarkSource {
         parallelism: usize,
         positions: &[Vec<u8>],
     ) -> Result<Vec<Box<dyn SourceReader>>> {
-        let resumed = positions
-            .iter()
-            .map(|p| {
-                serde_json::from_slice::<GeneratorPosition>(p).map_err(|e| {
-                    SluiceError::State(format!("unreadable nexmark source position: {e}"))
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        if !resumed.is_empty() && resumed.len() != parallelism {
-            return Err(SluiceError::Config(format!(
-                "the nexmark source ran at parallelism {} in the checkpoint and cannot resume at \
-                 {parallelism}; run with -p {} (or --fresh)",
-                resumed.len(),
-                resumed.len()
-            )));
-        }
+        let resumed = crate::per_subtask_positions("nexmark", positions, parallelism, |p| {
+            serde_json::from_slice::<GeneratorPosition>(p).ok()
+        })?;
         let per_subtask_rate = self
             .generator
             .config

@@ -133,6 +133,12 @@ pub trait SinkConnector: Send + Sync + Debug {
         let _ = pending;
         Ok(())
     }
+    /// On recovery past an unusable checkpoint: takes back what that
+    /// checkpoint published, since the replay writes it again.
+    fn uncommit(&self, pending: &[u8]) -> Result<()> {
+        let _ = pending;
+        Ok(())
+    }
     /// On recovery: discards output of this sink that no completed
     /// checkpoint covers (`committed` lists what the restored checkpoint's
     /// writers pre-committed, already published).

@@ -205,12 +205,17 @@ fn failpoint(name: &str, checkpoint: u64) {
 /// per-operator state sizes.
 pub(crate) fn node_kind(node: &PlanNode) -> String {
     let description = node.describe();
-    description
-        .split(['(', ':'])
+    let mut words = description.split([' ', '(', ':']).filter(|w| !w.is_empty());
+    let mut kind = words.next().unwrap_or("").to_string();
+    // Window kinds (`WindowAggregate HOP`) tell operators apart.
+    if let Some(next) = words
         .next()
-        .unwrap_or("")
-        .trim()
-        .to_string()
+        .filter(|w| w.chars().all(|c| c.is_ascii_uppercase()))
+    {
+        kind.push(' ');
+        kind.push_str(next);
+    }
+    kind
 }
 
 struct InFlight {
@@ -306,6 +311,49 @@ pub(crate) fn check_compatible(plan: &JobPlan, manifest: &Manifest) -> Result<()
         )));
     }
     Ok(())
+}
+
+/// The checkpoint to recover from: the newest intact one. Newer ones found
+/// unusable are discarded, and the output they published is taken back (when
+/// their manifest still says what it was), because the replay from the older
+/// checkpoint writes it again.
+pub async fn load_for_recovery(
+    plan: &JobPlan,
+    store: &CheckpointStore,
+) -> Result<Option<RestoredCheckpoint>> {
+    let (restored, skipped) = store.load_latest_skipping().await?;
+    if restored.is_none() && !skipped.is_empty() {
+        return Err(SluiceError::State(format!(
+            "no checkpoint in {} can be read back (see the warnings above), so the job cannot \
+             resume without repeating output; run with --fresh to start over",
+            store.location()
+        )));
+    }
+    for checkpoint in skipped {
+        match store.read_manifest(checkpoint).await {
+            Ok(manifest) => {
+                for component in manifest.components.iter().filter(|c| c.role == Role::Sink) {
+                    let (Some(pending), Some(PlanNode::Sink { connector, .. })) =
+                        (component.chunks.first(), plan.nodes.get(component.node))
+                    else {
+                        continue;
+                    };
+                    match store.read_chunk(pending).await {
+                        Ok(pending) => connector.uncommit(&pending)?,
+                        Err(error) => warn!(
+                            "output published by checkpoint {checkpoint} may be written again: \
+                             {error}"
+                        ),
+                    }
+                }
+            }
+            Err(error) => {
+                warn!("output published by checkpoint {checkpoint} may be written again: {error}")
+            }
+        }
+        store.discard(checkpoint).await?;
+    }
+    Ok(restored)
 }
 
 /// Publishes what a restored checkpoint's sinks pre-committed and discards

@@ -27,8 +27,8 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
-    bad_state, decode_batches, encode_batches, header_chunk, split_header, KeyOwner, KeyedState,
-    SubtaskChunks,
+    bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
+    KeyedState, SubtaskChunks,
 };
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
@@ -537,17 +537,14 @@ impl Operator for JoinOperator {
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         let now = Instant::now();
-        let mut watermarks = Vec::new();
-        for chunks in subtasks {
-            let (header, rest) = split_header(chunks)?;
-            let [watermark, loaded, left, right] = header[..] else {
+        self.watermark = restore_subtasks(subtasks, |header, rest| {
+            let [_, loaded, left, right] = header[..] else {
                 return Err(bad_state("join header"));
             };
             let (left, right) = (left as usize, right as usize);
             if rest.len() != left + right + 1 {
                 return Err(bad_state("join chunk count"));
             }
-            watermarks.push(watermark);
             self.table_loaded = loaded != 0;
             self.sides[0].restore(
                 &rest[..left],
@@ -568,8 +565,8 @@ impl Operator for JoinOperator {
                     self.waiting.push(mine);
                 }
             }
-        }
-        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+            Ok(())
+        })?;
         Ok(())
     }
 }

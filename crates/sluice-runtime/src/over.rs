@@ -29,7 +29,9 @@ use crate::aggregate::{
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, scalar_column, whole_row_converter};
-use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
+use crate::state::{
+    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, SubtaskChunks,
+};
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
 
@@ -560,14 +562,11 @@ impl Operator for OverAggregateOperator {
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
-        let mut watermarks = Vec::new();
         let calls = self.spec.aggregates.clone();
-        for chunks in subtasks {
-            let (header, rest) = split_header(chunks)?;
-            let [watermark, arrivals] = header[..] else {
+        self.watermark = restore_subtasks(subtasks, |header, rest| {
+            let [_, arrivals] = header[..] else {
                 return Err(bad_state("OVER header"));
             };
-            watermarks.push(watermark);
             self.arrivals = self.arrivals.max(arrivals as u64);
             self.partitions.restore(
                 rest,
@@ -593,9 +592,8 @@ impl Operator for OverAggregateOperator {
                         running,
                     })
                 },
-            )?;
-        }
-        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+            )
+        })?;
         Ok(())
     }
 

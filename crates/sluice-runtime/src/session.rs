@@ -19,7 +19,7 @@ use crate::aggregate::{
 };
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
-use crate::state::{bad_state, chunk_groups, header_chunk, split_header, KeyOwner, SubtaskChunks};
+use crate::state::{chunk_groups, header_chunk, restore_subtasks, KeyOwner, SubtaskChunks};
 use crate::window::{build_output, require_inserts, EvaluatedInput, WindowRow};
 use sluice_state::{StateReader, StateWriter};
 
@@ -152,10 +152,7 @@ impl Operator for SessionAggregateOperator {
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
-        let mut watermarks = Vec::new();
-        for chunks in subtasks {
-            let (header, rest) = split_header(chunks)?;
-            watermarks.push(*header.first().ok_or_else(|| bad_state("session header"))?);
+        self.watermark = restore_subtasks(subtasks, |_, rest| {
             for chunk in rest {
                 let mut input = StateReader::new(chunk)?;
                 let count = input.usize()?;
@@ -183,8 +180,8 @@ impl Operator for SessionAggregateOperator {
                     }
                 }
             }
-        }
-        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+            Ok(())
+        })?;
         Ok(())
     }
 

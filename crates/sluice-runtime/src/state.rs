@@ -464,8 +464,27 @@ pub fn read_header(chunk: &[u8]) -> Result<Vec<i64>> {
 /// snapshot returned them.
 pub type SubtaskChunks<'a> = [Vec<&'a [u8]>];
 
+/// Restores every old subtask's snapshot: `restore` gets its header values
+/// (the first is the watermark) and its state chunks. Returns the least
+/// restored watermark, which the operator resumes from (`i64::MIN` when no
+/// subtask left state).
+pub fn restore_subtasks(
+    subtasks: &SubtaskChunks,
+    mut restore: impl FnMut(&[i64], &[&[u8]]) -> Result<()>,
+) -> Result<i64> {
+    let mut watermark: Option<i64> = None;
+    // A subtask that had finished (end of input) left no state.
+    for chunks in subtasks.iter().filter(|chunks| !chunks.is_empty()) {
+        let (header, rest) = split_header(chunks)?;
+        let first = *header.first().ok_or_else(|| bad_state("empty header"))?;
+        watermark = Some(watermark.map_or(first, |w| w.min(first)));
+        restore(&header, rest)?;
+    }
+    Ok(watermark.unwrap_or(i64::MIN))
+}
+
 /// Splits one subtask's snapshot into its header values and the rest.
-pub fn split_header<'a>(chunks: &'a [&'a [u8]]) -> Result<(Vec<i64>, &'a [&'a [u8]])> {
+fn split_header<'a>(chunks: &'a [&'a [u8]]) -> Result<(Vec<i64>, &'a [&'a [u8]])> {
     match chunks.split_first() {
         Some((header, rest)) => Ok((read_header(header)?, rest)),
         None => Err(bad_state("missing header chunk")),

@@ -20,7 +20,9 @@ use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
-use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
+use crate::state::{
+    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, SubtaskChunks,
+};
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
 
@@ -333,13 +335,10 @@ impl Operator for TemporalJoinOperator {
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         let now = Instant::now();
-        let mut watermarks = Vec::new();
-        for chunks in subtasks {
-            let (header, rest) = split_header(chunks)?;
-            let [watermark, versions] = header[..] else {
+        self.watermark = restore_subtasks(subtasks, |header, rest| {
+            let [_, versions] = header[..] else {
                 return Err(bad_state("temporal join header"));
             };
-            watermarks.push(watermark);
             let versions = versions as usize;
             let Some((changed, rest)) = rest.split_last() else {
                 return Err(bad_state("temporal join chunks"));
@@ -389,8 +388,8 @@ impl Operator for TemporalJoinOperator {
                     .filter(|(_, owned)| *owned)
                     .map(|(key, _)| key),
             );
-        }
-        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+            Ok(())
+        })?;
         Ok(())
     }
 

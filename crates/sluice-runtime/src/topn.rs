@@ -19,7 +19,9 @@ use sluice_sql::plan::TopN;
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
-use crate::state::{bad_state, header_chunk, split_header, KeyOwner, KeyedState, SubtaskChunks};
+use crate::state::{
+    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, SubtaskChunks,
+};
 use crate::watermark::epoch_millis;
 
 /// One row of a partition.
@@ -250,13 +252,10 @@ impl Operator for TopNOperator {
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
-        let mut watermarks = Vec::new();
-        for chunks in subtasks {
-            let (header, rest) = split_header(chunks)?;
-            let [watermark, arrivals] = header[..] else {
+        self.watermark = restore_subtasks(subtasks, |header, rest| {
+            let [_, arrivals] = header[..] else {
                 return Err(bad_state("Top-N header"));
             };
-            watermarks.push(watermark);
             self.arrivals = self.arrivals.max(arrivals as u64);
             self.partitions.restore(
                 rest,
@@ -274,9 +273,8 @@ impl Operator for TopNOperator {
                         })
                         .collect()
                 },
-            )?;
-        }
-        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+            )
+        })?;
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use crate::aggregate::{
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::scalar_column;
-use crate::state::{bad_state, header_chunk, split_header, KeyOwner, SubtaskChunks};
+use crate::state::{bad_state, header_chunk, restore_subtasks, KeyOwner, SubtaskChunks};
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
 
@@ -421,15 +421,10 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
-        let mut watermarks = Vec::new();
-        for chunks in subtasks {
-            let (header, rest) = split_header(chunks)?;
-            watermarks.push(*header.first().ok_or_else(|| bad_state("window header"))?);
-            for chunk in rest {
-                self.restore_chunk(chunk, owner)?;
-            }
-        }
-        self.watermark = watermarks.into_iter().min().unwrap_or(i64::MIN);
+        self.watermark = restore_subtasks(subtasks, |_, rest| {
+            rest.iter()
+                .try_for_each(|chunk| self.restore_chunk(chunk, owner))
+        })?;
         Ok(())
     }
 }

@@ -88,13 +88,21 @@ impl CheckpointStore {
     fn open_url(location: &str) -> Result<Self> {
         let url = url::Url::parse(location)
             .map_err(|e| SluiceError::Config(format!("checkpoint location '{location}': {e}")))?;
-        let options = std::env::vars()
-            .filter(|(key, _)| key.starts_with("AWS_"))
-            .map(|(key, value)| (key.to_ascii_lowercase(), value));
-        let (store, root) = object_store::parse_url_opts(&url, options)
+        if !matches!(url.scheme(), "s3" | "s3a") {
+            return Err(SluiceError::Config(format!(
+                "checkpoint location '{location}': use a directory or s3://bucket/prefix"
+            )));
+        }
+        // Credentials, region, endpoint (S3-compatible stores) and
+        // AWS_ALLOW_HTTP come from the usual AWS_* environment variables.
+        let store = object_store::aws::AmazonS3Builder::from_env()
+            .with_url(location)
+            .build()
             .map_err(|e| storage(format!("checkpoint location '{location}'"), e))?;
+        let root = Path::from_url_path(url.path())
+            .map_err(|e| SluiceError::Config(format!("checkpoint location '{location}': {e}")))?;
         Ok(CheckpointStore {
-            store: Arc::from(store),
+            store: Arc::new(store),
             root,
             location: location.to_string(),
         })
@@ -103,8 +111,8 @@ impl CheckpointStore {
     #[cfg(not(feature = "s3"))]
     fn open_url(location: &str) -> Result<Self> {
         Err(SluiceError::Config(format!(
-            "checkpoint location '{location}': this sluice binary was built without object \
-             storage support; build it with `--features s3`, or use a local directory"
+            "checkpoint location '{location}': this sluice binary was built without S3 \
+             support (the `s3` feature); use a local directory"
         )))
     }
 
@@ -240,17 +248,10 @@ impl CheckpointStore {
             if chunks.contains_key(&chunk.hash) {
                 continue;
             }
-            let contents = self.read(&self.chunk_path(&chunk.hash)).await?;
-            if Self::chunk_ref(&contents) != *chunk {
-                return Err(SluiceError::State(format!(
-                    "checkpoint {checkpoint} in '{}': chunk {} fails its checksum \
-                     ({} bytes, expected {})",
-                    self.location,
-                    chunk.hash,
-                    contents.len(),
-                    chunk.size
-                )));
-            }
+            let contents = self
+                .read_chunk(chunk)
+                .await
+                .map_err(|e| SluiceError::State(format!("checkpoint {checkpoint}: {e}")))?;
             chunks.insert(chunk.hash.clone(), contents);
         }
         Ok(RestoredCheckpoint { manifest, chunks })
@@ -259,15 +260,44 @@ impl CheckpointStore {
     /// The newest checkpoint that reads back intact. A corrupt or unreadable
     /// one is reported and skipped in favour of the one before it.
     pub async fn load_latest(&self) -> Result<Option<RestoredCheckpoint>> {
+        Ok(self.load_latest_skipping().await?.0)
+    }
+
+    /// Like [`CheckpointStore::load_latest`], also returning the numbers of
+    /// the newer checkpoints that were skipped as unusable.
+    pub async fn load_latest_skipping(&self) -> Result<(Option<RestoredCheckpoint>, Vec<u64>)> {
+        let mut skipped = Vec::new();
         for checkpoint in self.checkpoints().await?.into_iter().rev() {
             match self.load(checkpoint).await {
-                Ok(restored) => return Ok(Some(restored)),
-                Err(error) => warn!(
-                    "checkpoint {checkpoint} is unusable, falling back to the one before: {error}"
-                ),
+                Ok(restored) => return Ok((Some(restored), skipped)),
+                Err(error) => {
+                    warn!(
+                        "checkpoint {checkpoint} is unusable, falling back to the one before: \
+                         {error}"
+                    );
+                    skipped.push(checkpoint);
+                }
             }
         }
-        Ok(None)
+        Ok((None, skipped))
+    }
+
+    /// Reads one chunk of a checkpoint, verified.
+    pub async fn read_chunk(&self, chunk: &ChunkRef) -> Result<Bytes> {
+        let contents = self.read(&self.chunk_path(&chunk.hash)).await?;
+        if Self::chunk_ref(&contents) != *chunk {
+            return Err(SluiceError::State(format!(
+                "chunk {} in '{}' fails its checksum",
+                chunk.hash, self.location
+            )));
+        }
+        Ok(contents)
+    }
+
+    /// Deletes a checkpoint's manifest (an unusable checkpoint that was
+    /// skipped); its chunks go with the next [`CheckpointStore::retain`].
+    pub async fn discard(&self, checkpoint: u64) -> Result<()> {
+        self.delete(&self.manifest_path(checkpoint)).await
     }
 
     /// Keeps the newest `keep` checkpoints: deletes older manifests and every
