@@ -413,6 +413,7 @@ fn sigterm_drains_and_publishes_sink_files() {
     );
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", script.to_str().expect("utf8")])
+        .current_dir(ws.dir.path())
         .env("SLUICE_LOG", "warn")
         .spawn()
         .expect("spawn");
@@ -465,6 +466,7 @@ fn monitored_directory_picks_up_new_files_and_appended_lines() {
     );
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", script.to_str().expect("utf8")])
+        .current_dir(ws.dir.path())
         .env("SLUICE_LOG", "warn")
         .spawn()
         .expect("spawn");
@@ -581,6 +583,7 @@ fn state_ttl_forgets_idle_keys() {
     );
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", script.to_str().expect("utf8")])
+        .current_dir(ws.dir.path())
         .env("SLUICE_LOG", "warn")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())

@@ -435,6 +435,7 @@ fn idle_inputs_stop_holding_back_the_watermark() {
         );
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
             .args(["run", script.to_str().expect("utf8")])
+            .current_dir(ws.dir.path())
             .env("SLUICE_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .spawn()
