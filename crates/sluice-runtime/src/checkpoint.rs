@@ -436,6 +436,13 @@ impl Coordinator {
                         if let Some((path, _)) = abandoned.savepoint {
                             respond(&path, None, None, Some("the savepoint timed out".into()));
                         }
+                        if abandoned.barrier.stop {
+                            // The tasks stopped at the barrier: the job ends without a savepoint.
+                            return Err(SluiceError::State(format!(
+                                "stop with savepoint: checkpoint {} did not complete within {:?}",
+                                abandoned.barrier.checkpoint, self.settings.timeout
+                            )));
+                        }
                     }
                 }
                 _ = control_poll.tick(), if self.control_dir.is_some() => {
