@@ -9,6 +9,7 @@
 //! result stays append-only. Rows are freed once the watermark passes their
 //! expiry (the condition then rules out every future partner).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,8 +28,8 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
-    bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
-    KeyedState, SubtaskChunks,
+    bad_state, chunk_groups, decode_batches, encode_batches, header_chunk, restore_subtasks,
+    time_bucket_width, KeyOwner, KeyedState, SubtaskChunks,
 };
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
@@ -43,27 +44,90 @@ struct StoredRow {
     expires: i64,
 }
 
-fn encode_rows(rows: &[StoredRow], out: &mut StateWriter) -> Result<()> {
-    out.u64(rows.len() as u64);
-    for stored in rows.iter() {
-        out.bytes(&stored.row);
-        out.u64(u64::from(stored.matches));
-        out.i64(stored.expires);
+/// Encodes one side's rows, chunked by the time bucket of each row's
+/// expiry (rows that never expire by key hash): rows of an interval or window
+/// join that expire in a bucket no new row reached keep their chunk, so it is
+/// not stored again.
+fn snapshot_side(side: &KeyedState<Vec<StoredRow>>) -> Result<Vec<Vec<u8>>> {
+    let width = time_bucket_width(
+        side.iter()
+            .flat_map(|(_, rows)| rows.iter().map(|r| r.expires))
+            .filter(|expires| *expires != i64::MAX),
+    );
+    let never: Vec<&[u8]> = side
+        .iter()
+        .filter(|(_, rows)| rows.iter().any(|r| r.expires == i64::MAX))
+        .map(|(key, _)| key)
+        .collect();
+    let groups: std::collections::HashMap<&[u8], usize> = chunk_groups(never.into_iter())
+        .into_iter()
+        .enumerate()
+        .flat_map(|(group, keys)| keys.into_iter().map(move |key| (key, group)))
+        .collect();
+    // (expires, bucket or hash group) → (key, row) entries.
+    let mut chunks: BTreeMap<(bool, i64), Vec<(&[u8], &StoredRow)>> = BTreeMap::new();
+    for (key, rows) in side.iter() {
+        for row in rows {
+            let chunk = if row.expires == i64::MAX {
+                (false, groups.get(key).copied().unwrap_or(0) as i64)
+            } else {
+                (true, row.expires.div_euclid(width))
+            };
+            chunks.entry(chunk).or_default().push((key, row));
+        }
     }
-    Ok(())
+    chunks
+        .into_values()
+        .map(|mut entries| {
+            entries.sort_by(|a, b| (a.0, &a.1.row).cmp(&(b.0, &b.1.row)));
+            let mut out = StateWriter::new();
+            out.u64(entries.len() as u64);
+            for (key, row) in entries {
+                out.bytes(key);
+                out.bytes(&row.row);
+                out.u64(u64::from(row.matches));
+                out.i64(row.expires);
+            }
+            out.finish()
+        })
+        .collect()
 }
 
-fn decode_rows_state(input: &mut StateReader) -> Result<Vec<StoredRow>> {
-    let count = input.usize()?;
-    (0..count)
-        .map(|_| {
-            Ok(StoredRow {
+/// Loads chunks written by [`snapshot_side`], keeping the keys `owner` owns;
+/// every row that expires gets its timer back.
+fn restore_side(
+    side: &mut KeyedState<Vec<StoredRow>>,
+    chunks: &[&[u8]],
+    owner: &KeyOwner,
+    converter: &RowConverter,
+    now: Instant,
+) -> Result<()> {
+    for chunk in chunks {
+        let mut input = StateReader::new(chunk)?;
+        let count = input.usize()?;
+        let mut entries = Vec::with_capacity(count);
+        for _ in 0..count {
+            let key = input.bytes()?;
+            let row = StoredRow {
                 row: input.bytes()?.into(),
                 matches: u32::try_from(input.u64()?).map_err(|_| bad_state("join match count"))?,
                 expires: input.i64()?,
-            })
-        })
-        .collect()
+            };
+            entries.push((key, row));
+        }
+        let keys: Vec<&[u8]> = entries.iter().map(|(key, _)| *key).collect();
+        let owned = owner.owns(converter, &keys)?;
+        for ((key, row), owned) in entries.into_iter().zip(owned) {
+            if !owned {
+                continue;
+            }
+            if row.expires != i64::MAX {
+                side.register_timer(key, row.expires.saturating_add(1));
+            }
+            side.write(key, now, Vec::new).push(row);
+        }
+    }
+    Ok(())
 }
 
 /// Where one side of an output row comes from.
@@ -521,8 +585,8 @@ impl Operator for JoinOperator {
     /// Header (watermark, table loaded, left chunk count), the left side's
     /// chunks, the right side's, then lookup probes waiting for the table.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let left = self.sides[0].snapshot(|rows, out| encode_rows(rows, out))?;
-        let right = self.sides[1].snapshot(|rows, out| encode_rows(rows, out))?;
+        let left = snapshot_side(&self.sides[0])?;
+        let right = snapshot_side(&self.sides[1])?;
         let mut chunks = vec![header_chunk(&[
             self.watermark,
             self.table_loaded as i64,
@@ -546,19 +610,14 @@ impl Operator for JoinOperator {
                 return Err(bad_state("join chunk count"));
             }
             self.table_loaded = loaded != 0;
-            self.sides[0].restore(
-                &rest[..left],
-                owner,
-                &self.key_converter,
-                now,
-                decode_rows_state,
-            )?;
-            self.sides[1].restore(
+            let [left_state, right_state] = &mut self.sides;
+            restore_side(left_state, &rest[..left], owner, &self.key_converter, now)?;
+            restore_side(
+                right_state,
                 &rest[left..left + right],
                 owner,
                 &self.key_converter,
                 now,
-                decode_rows_state,
             )?;
             for batch in decode_batches(rest[left + right])? {
                 if let Some(mine) = owner.filter_batch(&batch, &self.spec.left_keys)? {

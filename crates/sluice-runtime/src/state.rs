@@ -416,7 +416,7 @@ pub fn header_chunk(values: &[i64]) -> Result<Vec<u8>> {
 
 /// Width of the timer-time buckets keyed state is chunked by: 1 s, widened
 /// tenfold until there are at most [`MAX_TIME_BUCKETS`] buckets.
-fn time_bucket_width(times: impl Iterator<Item = i64>) -> i64 {
+pub(crate) fn time_bucket_width(times: impl Iterator<Item = i64>) -> i64 {
     let times: Vec<i64> = times.collect();
     let mut width = 1000i64;
     loop {
