@@ -65,7 +65,8 @@ fn snapshot_side(side: &KeyedState<Vec<StoredRow>>) -> Result<Vec<Vec<u8>>> {
         .flat_map(|(group, keys)| keys.into_iter().map(move |key| (key, group)))
         .collect();
     // (expires, bucket or hash group) → (key, row) entries.
-    let mut chunks: BTreeMap<(bool, i64), Vec<(&[u8], &StoredRow)>> = BTreeMap::new();
+    type Entries<'a> = Vec<(&'a [u8], &'a StoredRow)>;
+    let mut chunks: BTreeMap<(bool, i64), Entries> = BTreeMap::new();
     for (key, rows) in side.iter() {
         for row in rows {
             let chunk = if row.expires == i64::MAX {
