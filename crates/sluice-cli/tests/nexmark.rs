@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    materialize_changelog, nexmark_file_source, nexmark_query, ok, read_part_files, Workspace,
+    materialize_changelog, nexmark_file_source, nexmark_query, ok, read_part_files,
+    write_nexmark_events, Workspace,
 };
 use serde_json::Value;
 
@@ -13,26 +14,7 @@ const EVENTS: usize = 30_000;
 
 /// Writes `EVENTS` generator events as nexmark-flink JSON lines into `$DIR/events`.
 fn generate_events(ws: &Workspace) -> Vec<Value> {
-    let source = nexmark_file_source("unused")
-        .split("CREATE VIEW")
-        .next()
-        .expect("table ddl")
-        .replace("'connector' = 'filesystem',", "'connector' = 'nexmark',")
-        .replace("'path' = 'unused',", &format!("'events.num' = '{EVENTS}',"))
-        .replace("'format' = 'json',", "")
-        .replace("'json.fail-on-missing-field' = 'false',", "")
-        .replace("'json.ignore-parse-errors' = 'false',", "")
-        .replace("'json.timestamp-format.standard' = 'SQL'", "'seed' = '7'");
-    let job = format!(
-        "{source};
-         CREATE TABLE events (event_type INT,
-             person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,
-             auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
-             bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>)
-         WITH ('connector' = 'filesystem', 'path' = '$DIR/events', 'format' = 'json');
-         INSERT INTO events SELECT event_type, person, auction, bid FROM nexmark;"
-    );
-    ok(&ws.run(&job, &[]));
+    write_nexmark_events(ws, EVENTS, "'seed' = '7'");
     let lines = read_part_files(&ws.path("events"));
     assert_eq!(lines.len(), EVENTS);
     lines

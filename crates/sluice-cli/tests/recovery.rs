@@ -9,37 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{nexmark_file_source, nexmark_query, ok, read_part_files, Workspace};
+use common::{
+    nexmark_file_source, nexmark_query, ok, read_part_files, write_nexmark_events, Workspace,
+};
 
 /// Events in the test input: 150 s of event time at 1000 events/s.
 const EVENTS: usize = 150_000;
 
-/// Writes generator events as nexmark-flink JSON lines into `$DIR/events`.
+/// Writes 150 s of generator events (1000/s) as JSON lines into `$DIR/events`.
 fn generate_events(ws: &Workspace) {
-    let source = nexmark_file_source("unused")
-        .split("CREATE VIEW")
-        .next()
-        .expect("table ddl")
-        .replace("'connector' = 'filesystem',", "'connector' = 'nexmark',")
-        .replace(
-            "'path' = 'unused',",
-            &format!("'events.num' = '{EVENTS}', 'first-event.rate' = '1000',"),
-        )
-        .replace("'format' = 'json',", "")
-        .replace("'json.fail-on-missing-field' = 'false',", "")
-        .replace("'json.ignore-parse-errors' = 'false',", "")
-        .replace("'json.timestamp-format.standard' = 'SQL'", "'seed' = '11'");
-    let job = format!(
-        "SET 'execution.checkpointing.interval' = 'off';
-         {source};
-         CREATE TABLE events (event_type INT,
-             person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,
-             auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
-             bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>)
-         WITH ('connector' = 'filesystem', 'path' = '$DIR/events', 'format' = 'json');
-         INSERT INTO events SELECT event_type, person, auction, bid FROM nexmark;"
-    );
-    ok(&ws.run(&job, &[]));
+    write_nexmark_events(ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '11'");
 }
 
 /// Writes the script of `query` into `$DIR/<name>.sql`: the events file into

@@ -222,10 +222,6 @@ impl SinkConnector for FileSink {
         self.format.accepts_updates()
     }
 
-    fn is_transactional(&self) -> bool {
-        self.exactly_once
-    }
-
     /// Renames the pre-committed part files to their final names (a part
     /// already renamed by an earlier commit is skipped).
     fn commit(&self, pending: &[u8]) -> Result<()> {

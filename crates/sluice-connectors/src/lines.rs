@@ -48,23 +48,30 @@ impl ConsumedLines {
         if range.first >= range.end {
             return;
         }
-        let ranges = self.inputs.entry(input.to_string()).or_default();
-        let at = ranges.partition_point(|r| r.first < range.first);
+        if !self.inputs.contains_key(input) {
+            self.inputs.insert(input.to_string(), Vec::new());
+        }
+        let Some(ranges) = self.inputs.get_mut(input) else {
+            return;
+        };
+        // Insert in order, then merge it with the ranges it touches.
+        let mut at = ranges.partition_point(|r| r.first < range.first);
         ranges.insert(at, range);
-        // Merge touching ranges.
-        let mut merged: Vec<LineRange> = Vec::with_capacity(ranges.len());
-        for range in ranges.drain(..) {
-            match merged.last_mut() {
-                Some(last) if range.first <= last.end => {
-                    if range.end > last.end {
-                        last.end = range.end;
-                        last.end_byte = range.end_byte;
-                    }
-                }
-                _ => merged.push(range),
+        if at > 0 && ranges[at - 1].end >= ranges[at].first {
+            at -= 1;
+            let next = ranges.remove(at + 1);
+            if next.end > ranges[at].end {
+                ranges[at].end = next.end;
+                ranges[at].end_byte = next.end_byte;
             }
         }
-        *ranges = merged;
+        while at + 1 < ranges.len() && ranges[at].end >= ranges[at + 1].first {
+            let next = ranges.remove(at + 1);
+            if next.end > ranges[at].end {
+                ranges[at].end = next.end;
+                ranges[at].end_byte = next.end_byte;
+            }
+        }
     }
 
     /// Adds every range of `other`.
@@ -403,6 +410,63 @@ pub fn pump_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn range(first: u64, end: u64) -> LineRange {
+        LineRange {
+            first,
+            end,
+            start_byte: first * 10,
+            end_byte: end * 10,
+        }
+    }
+
+    #[test]
+    fn consumed_ranges_merge_in_any_order() {
+        let mut consumed = ConsumedLines::default();
+        consumed.add("f", range(5, 7));
+        consumed.add("f", range(1, 3));
+        consumed.add("f", range(9, 10));
+        assert_eq!(consumed.of("f"), [range(1, 3), range(5, 7), range(9, 10)]);
+        consumed.add("f", range(3, 5));
+        assert_eq!(consumed.of("f"), [range(1, 7), range(9, 10)]);
+        consumed.add("f", range(7, 9));
+        assert_eq!(consumed.of("f"), [range(1, 10)]);
+        assert!(consumed.of("other").is_empty());
+    }
+
+    #[test]
+    fn resumed_pump_skips_consumed_lines() {
+        let (sender, receiver) = async_channel::bounded(16);
+        let mut pump = LinePump::new("mem", 10, sender);
+        // Lines 1-2 (bytes 0..4) and line 4 were read before the checkpoint.
+        let offset = pump.resume(&[
+            LineRange {
+                first: 1,
+                end: 3,
+                start_byte: 0,
+                end_byte: 4,
+            },
+            LineRange {
+                first: 4,
+                end: 5,
+                start_byte: 6,
+                end_byte: 8,
+            },
+        ]);
+        assert_eq!(offset, 4);
+        let mut input = BufReader::new(std::io::Cursor::new(b"c\nd\ne\n".to_vec()));
+        assert!(pump.pump(&mut input, true).unwrap());
+        drop(pump);
+        let lines: Vec<(u64, String)> = std::iter::from_fn(|| receiver.try_recv().ok())
+            .flat_map(|c| {
+                let c = c.unwrap();
+                c.lines()
+                    .map(|(n, l)| (n, String::from_utf8_lossy(l).into_owned()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        assert_eq!(lines, vec![(3, "c".into()), (5, "e".into())]);
+    }
 
     #[test]
     fn pump_chunks_lines_and_numbers_them() {

@@ -121,11 +121,6 @@ pub trait SinkConnector: Send + Sync + Debug {
     }
     /// Opens the writer of subtask `subtask` of `parallelism`.
     fn open(&self, subtask: usize, parallelism: usize) -> Result<Box<dyn SinkWriter>>;
-    /// Whether the writers hold output back until the checkpoint that covers
-    /// it completes (two-phase commit), making the output exactly-once.
-    fn is_transactional(&self) -> bool {
-        false
-    }
     /// Publishes what a writer pre-committed ([`SinkWriter::pre_commit`]).
     /// Called once its checkpoint is complete, and again after a crash when
     /// recovering from that checkpoint, so it must be idempotent.

@@ -173,3 +173,32 @@ pub fn nexmark_query(name: &str, sink_options: &str) -> String {
     .replace("${SINK}", sink_options)
     .replace("${SIDE_INPUT}", "$DIR/side_input.csv")
 }
+
+/// Writes `events` Nexmark generator events (with extra generator options,
+/// e.g. `'seed' = '7'`) as nexmark-flink JSON lines into `$DIR/events`.
+pub fn write_nexmark_events(ws: &Workspace, events: usize, generator_options: &str) {
+    let source = nexmark_file_source("unused")
+        .split("CREATE VIEW")
+        .next()
+        .expect("table ddl")
+        .replace("'connector' = 'filesystem',", "'connector' = 'nexmark',")
+        .replace("'path' = 'unused',", &format!("'events.num' = '{events}',"))
+        .replace("'format' = 'json',", "")
+        .replace("'json.fail-on-missing-field' = 'false',", "")
+        .replace("'json.ignore-parse-errors' = 'false',", "")
+        .replace(
+            "'json.timestamp-format.standard' = 'SQL'",
+            generator_options,
+        );
+    let job = format!(
+        "SET 'execution.checkpointing.interval' = 'off';
+         {source};
+         CREATE TABLE events (event_type INT,
+             person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,
+             auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
+             bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>)
+         WITH ('connector' = 'filesystem', 'path' = '$DIR/events', 'format' = 'json');
+         INSERT INTO events SELECT event_type, person, auction, bid FROM nexmark;"
+    );
+    ok(&ws.run(&job, &[]));
+}
