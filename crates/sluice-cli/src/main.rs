@@ -363,5 +363,11 @@ fn report(summary: &JobSummary, elapsed: std::time::Duration) {
     for sink in &summary.sinks {
         info!("sink `{}`: {} rows written", sink.table, sink.rows);
     }
+    if summary.spilled_bytes > 0 {
+        info!(
+            "keyed state beyond 'state.memory-budget' spilled {:.1} MB to disk",
+            summary.spilled_bytes as f64 / 1e6
+        );
+    }
     info!("job finished in {:.2?}", elapsed);
 }

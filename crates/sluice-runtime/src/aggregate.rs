@@ -259,6 +259,17 @@ impl RetractingAccumulator {
             .collect()
     }
 
+    /// Approximate bytes the accumulator holds.
+    pub(crate) fn size(&self) -> usize {
+        match self {
+            RetractingAccumulator::Native(accumulator) => accumulator.size(),
+            RetractingAccumulator::Recomputed { values, .. } => values
+                .keys()
+                .map(|value| value.iter().map(ScalarValue::size).sum::<usize>() + 16)
+                .sum(),
+        }
+    }
+
     fn apply(&mut self, arguments: &[ArrayRef], retract: bool) -> Result<()> {
         match self {
             RetractingAccumulator::Native(accumulator) if retract => {

@@ -22,7 +22,7 @@ use sluice_core::connector::{SinkWriter, SourceReader};
 use sluice_core::dlq::DeadLetterQueue;
 use sluice_core::{Barrier, ChangeBatch, Message, Result, SluiceError};
 use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
-use sluice_state::{RestoredCheckpoint, Role};
+use sluice_state::{RestoredCheckpoint, Role, SpillArea};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -38,7 +38,7 @@ use crate::late::LateRecords;
 use crate::operators::{Filter, Operator, Project, Relabel};
 use crate::over::OverAggregateOperator;
 use crate::session::SessionAggregateOperator;
-use crate::state::{key_hashes, KeyOwner};
+use crate::state::{key_hashes, KeyOwner, StateConfig};
 use crate::temporal_join::TemporalJoinOperator;
 use crate::topn::TopNOperator;
 use crate::upsert::UpsertMaterializer;
@@ -68,6 +68,8 @@ pub struct JobSummary {
     pub checkpoints: Option<CheckpointStats>,
     /// The run resumed from this checkpoint.
     pub resumed_from: Option<u64>,
+    /// Bytes of keyed state spilled to disk beyond `state.memory-budget`.
+    pub spilled_bytes: u64,
 }
 
 /// Rows a source emitted and rejected.
@@ -213,6 +215,7 @@ pub async fn run_job_checkpointed(
         sink_counters,
         late_records,
         checkpoints: builder_handle,
+        state: state_config,
         ..
     } = builder;
     // Only the tasks hold the coordinator's line: when they are all gone, it ends.
@@ -270,6 +273,10 @@ pub async fn run_job_checkpointed(
     };
 
     let mut summary = JobSummary {
+        spilled_bytes: state_config
+            .spill
+            .as_ref()
+            .map_or(0, |area| area.spilled_bytes()),
         late_records: late_records.count(),
         late_by_operator: late_records.per_operator(),
         checkpoints: checkpoint_stats,
@@ -343,6 +350,8 @@ struct TaskBuilder<'a> {
     restored: Option<&'a RestoredCheckpoint>,
     /// The coordinator's line, when checkpoints are on.
     checkpoints: Option<CheckpointHandle>,
+    /// TTL and memory budget of keyed state.
+    state: StateConfig,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -396,6 +405,13 @@ impl<'a> TaskBuilder<'a> {
             }),
             restored,
             checkpoints,
+            state: StateConfig {
+                ttl: plan.settings.state_ttl,
+                spill: plan
+                    .settings
+                    .state_memory_budget
+                    .map(|budget| SpillArea::new(&plan.settings.spill_dir, budget)),
+            },
         })
     }
 
@@ -615,25 +631,32 @@ impl<'a> TaskBuilder<'a> {
                 })
             }
             PlanNode::GroupAggregate(group) => {
-                let ttl = self.plan.settings.state_ttl;
+                let state = self.state.clone();
                 self.keyed(node, group.input, group.keys.clone(), || {
-                    Ok(Box::new(GroupAggregateOperator::new(group.clone(), ttl)?))
+                    Ok(Box::new(GroupAggregateOperator::new(
+                        group.clone(),
+                        &state,
+                    )?))
                 })
             }
             PlanNode::TopN(top) => {
-                let ttl = self.plan.settings.state_ttl;
+                let state = self.state.clone();
                 let late = self.late_records.clone();
                 self.keyed(node, top.input, top.partition_keys.clone(), || {
-                    Ok(Box::new(TopNOperator::new(top.clone(), ttl, late.clone())?))
+                    Ok(Box::new(TopNOperator::new(
+                        top.clone(),
+                        &state,
+                        late.clone(),
+                    )?))
                 })
             }
             PlanNode::OverAggregate(over) => {
-                let ttl = self.plan.settings.state_ttl;
+                let state = self.state.clone();
                 let late = self.late_records.clone();
                 self.keyed(node, over.input, over.partition_keys.clone(), || {
                     Ok(Box::new(OverAggregateOperator::new(
                         over.clone(),
-                        ttl,
+                        &state,
                         late.clone(),
                     )?))
                 })
@@ -674,13 +697,13 @@ impl<'a> TaskBuilder<'a> {
                             operator: if join.versioned.is_some() {
                                 Box::new(TemporalJoinOperator::new(
                                     join.clone(),
-                                    self.plan.settings.state_ttl,
+                                    &self.state,
                                     self.late_records.clone(),
                                 )?) as Box<dyn Operator>
                             } else {
                                 Box::new(JoinOperator::new(
                                     join.clone(),
-                                    self.plan.settings.state_ttl,
+                                    &self.state,
                                     self.late_records.clone(),
                                 )?)
                             },

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use arrow::array::{ArrayRef, Int8Array, RecordBatch, RecordBatchOptions};
 use arrow::row::RowConverter;
@@ -18,7 +18,7 @@ use sluice_sql::plan::GroupAggregate;
 use crate::aggregate::{key_converter, AggregateInputs, RetractingAccumulator};
 use crate::operators::Operator;
 use crate::rows::scalar_column;
-use crate::state::{bad_state, KeyOwner, KeyedState, SubtaskChunks};
+use crate::state::{bad_state, KeyOwner, KeyedState, StateConfig, SubtaskChunks, ValueCodec};
 use sluice_state::{StateReader, StateWriter};
 
 struct GroupState {
@@ -36,13 +36,13 @@ pub struct GroupAggregateOperator {
 }
 
 impl GroupAggregateOperator {
-    /// An operator for `spec`; keys idle for `ttl` are forgotten (a later row
-    /// of such a key starts from scratch, as in Flink).
-    pub fn new(spec: Arc<GroupAggregate>, ttl: Option<Duration>) -> Result<Self> {
+    /// An operator for `spec`; keys idle for the state TTL are forgotten (a
+    /// later row of such a key starts from scratch, as in Flink).
+    pub fn new(spec: Arc<GroupAggregate>, state: &StateConfig) -> Result<Self> {
         Ok(GroupAggregateOperator {
             converter: key_converter(&spec.keys, &spec.input_schema)?,
+            groups: KeyedState::new(state, GroupCodec { spec: spec.clone() }),
             spec,
-            groups: KeyedState::new(ttl),
         })
     }
 
@@ -84,7 +84,7 @@ impl Operator for GroupAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         // Expired keys are gone before this batch can see them.
         let now = Instant::now();
-        self.groups.expire_idle(now);
+        self.groups.expire_idle(now)?;
         let rows = batch.num_rows();
         let inputs = AggregateInputs::evaluate(
             &self.spec.keys,
@@ -109,7 +109,7 @@ impl Operator for GroupAggregateOperator {
         let mut changes = Vec::new();
         for key in order {
             let [added, retracted] = &indices[key];
-            if added.is_empty() && self.groups.get(key).is_none() {
+            if added.is_empty() && !self.groups.load(key)? {
                 // Retractions of a key this operator does not hold (expired).
                 continue;
             }
@@ -122,7 +122,7 @@ impl Operator for GroupAggregateOperator {
                 if let Some(previous) = state.emitted.take() {
                     changes.push((RowKind::Delete, key.to_vec(), previous));
                 }
-                self.groups.remove(key);
+                self.groups.remove(key)?;
                 continue;
             }
             let values = state
@@ -139,6 +139,7 @@ impl Operator for GroupAggregateOperator {
                 }
             }
         }
+        self.groups.enforce_budget()?;
         if !changes.is_empty() {
             out.push(Message::Data(self.output(changes)?));
         }
@@ -146,20 +147,44 @@ impl Operator for GroupAggregateOperator {
     }
 
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let spec = self.spec.clone();
-        self.groups
-            .snapshot(|state, out| encode_group(&spec, state, out))
+        self.groups.snapshot()
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
-        let spec = self.spec.clone();
         for chunks in subtasks {
             self.groups
-                .restore(chunks, owner, &self.converter, Instant::now(), |input| {
-                    decode_group(&spec, input)
-                })?;
+                .restore(chunks, owner, &self.converter, Instant::now())?;
         }
         Ok(())
+    }
+}
+
+/// Encodes a key's accumulators, last emitted row and row count.
+struct GroupCodec {
+    spec: Arc<GroupAggregate>,
+}
+
+impl ValueCodec<GroupState> for GroupCodec {
+    fn encode(&self, state: &mut GroupState, out: &mut StateWriter) -> Result<()> {
+        encode_group(&self.spec, state, out)
+    }
+
+    fn decode(&self, input: &mut StateReader) -> Result<GroupState> {
+        decode_group(&self.spec, input)
+    }
+
+    fn heap_size(&self, state: &GroupState) -> usize {
+        state
+            .accumulators
+            .iter()
+            .map(RetractingAccumulator::size)
+            .sum::<usize>()
+            + state
+                .emitted
+                .iter()
+                .flatten()
+                .map(ScalarValue::size)
+                .sum::<usize>()
     }
 }
 

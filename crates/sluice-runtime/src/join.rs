@@ -9,7 +9,6 @@
 //! result stays append-only. Rows are freed once the watermark passes their
 //! expiry (the condition then rules out every future partner).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,8 +27,8 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
-    bad_state, chunk_groups, decode_batches, encode_batches, header_chunk, restore_subtasks,
-    time_bucket_width, KeyOwner, KeyedState, SubtaskChunks,
+    bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
+    KeyedState, StateConfig, SubtaskChunks, ValueCodec,
 };
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
@@ -44,59 +43,48 @@ struct StoredRow {
     expires: i64,
 }
 
-/// Encodes one side's rows, chunked by the time bucket of each row's
-/// expiry (rows that never expire by key hash): rows of an interval or window
-/// join that expire in a bucket no new row reached keep their chunk, so it is
-/// not stored again.
-fn snapshot_side(side: &KeyedState<Vec<StoredRow>>) -> Result<Vec<Vec<u8>>> {
-    let width = time_bucket_width(
-        side.iter()
-            .flat_map(|(_, rows)| rows.iter().map(|r| r.expires))
-            .filter(|expires| *expires != i64::MAX),
-    );
-    let never: Vec<&[u8]> = side
-        .iter()
-        .filter(|(_, rows)| rows.iter().any(|r| r.expires == i64::MAX))
-        .map(|(key, _)| key)
-        .collect();
-    let groups: std::collections::HashMap<&[u8], usize> = chunk_groups(never.into_iter())
-        .into_iter()
-        .enumerate()
-        .flat_map(|(group, keys)| keys.into_iter().map(move |key| (key, group)))
-        .collect();
-    // (expires, bucket or hash group) → (key, row) entries.
-    type Entries<'a> = Vec<(&'a [u8], &'a StoredRow)>;
-    let mut chunks: BTreeMap<(bool, i64), Entries> = BTreeMap::new();
-    for (key, rows) in side.iter() {
-        for row in rows {
-            let chunk = if row.expires == i64::MAX {
-                (false, groups.get(key).copied().unwrap_or(0) as i64)
-            } else {
-                (true, row.expires.div_euclid(width))
-            };
-            chunks.entry(chunk).or_default().push((key, row));
+/// Encodes a key's stored rows of one side.
+struct StoredRowsCodec;
+
+impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
+    fn encode(&self, rows: &mut Vec<StoredRow>, out: &mut StateWriter) -> Result<()> {
+        out.u64(rows.len() as u64);
+        for row in rows.iter() {
+            out.bytes(&row.row);
+            out.u64(u64::from(row.matches));
+            out.i64(row.expires);
         }
+        Ok(())
     }
-    chunks
-        .into_values()
-        .map(|mut entries| {
-            entries.sort_by(|a, b| (a.0, &a.1.row).cmp(&(b.0, &b.1.row)));
-            let mut out = StateWriter::new();
-            out.u64(entries.len() as u64);
-            for (key, row) in entries {
-                out.bytes(key);
-                out.bytes(&row.row);
-                out.u64(u64::from(row.matches));
-                out.i64(row.expires);
-            }
-            out.finish()
-        })
-        .collect()
+
+    fn decode(&self, input: &mut StateReader) -> Result<Vec<StoredRow>> {
+        (0..input.usize()?)
+            .map(|_| {
+                Ok(StoredRow {
+                    row: input.bytes()?.into(),
+                    matches: u32::try_from(input.u64()?)
+                        .map_err(|_| bad_state("join match count"))?,
+                    expires: input.i64()?,
+                })
+            })
+            .collect()
+    }
+
+    fn heap_size(&self, rows: &Vec<StoredRow>) -> usize {
+        rows.iter()
+            .map(|row| std::mem::size_of::<StoredRow>() + row.row.len())
+            .sum()
+    }
 }
 
-/// Loads chunks written by [`snapshot_side`], keeping the keys `owner` owns;
-/// every row that expires gets its timer back.
-fn restore_side(
+/// Format of join snapshots whose sides are [`KeyedState`] snapshots (the
+/// fifth header value). Version 1 (four header values) stored one entry
+/// per row, which [`restore_side_v1`] reads.
+const JOIN_STATE_FORMAT: i64 = 2;
+
+/// Loads one side of a version 1 join snapshot (an entry per row), keeping
+/// the keys `owner` owns; every row that expires gets its timer back.
+fn restore_side_v1(
     side: &mut KeyedState<Vec<StoredRow>>,
     chunks: &[&[u8]],
     owner: &KeyOwner,
@@ -125,8 +113,9 @@ fn restore_side(
             if row.expires != i64::MAX {
                 side.register_timer(key, row.expires.saturating_add(1));
             }
-            side.write(key, now, Vec::new).push(row);
+            side.write(key, now, Vec::new)?.push(row);
         }
+        side.enforce_budget()?;
     }
     Ok(())
 }
@@ -174,20 +163,20 @@ pub struct JoinOperator {
 }
 
 impl JoinOperator {
-    /// An operator for `spec`; keys idle for `ttl` are forgotten; rows that
-    /// arrive after the watermark passed their expiry are late (dropped).
-    pub fn new(
-        spec: Arc<Join>,
-        ttl: Option<std::time::Duration>,
-        late: LateRecords,
-    ) -> Result<Self> {
+    /// An operator for `spec`; keys idle for the state TTL are forgotten;
+    /// rows that arrive after the watermark passed their expiry are late
+    /// (dropped).
+    pub fn new(spec: Arc<Join>, state: &StateConfig, late: LateRecords) -> Result<Self> {
         Ok(JoinOperator {
             key_converter: key_converter(&spec.left_keys, &spec.input_schemas[0])?,
             row_converters: [
                 whole_row_converter(&spec.input_schemas[0], "join")?,
                 whole_row_converter(&spec.input_schemas[1], "join")?,
             ],
-            sides: [KeyedState::new(ttl), KeyedState::new(ttl)],
+            sides: [
+                KeyedState::new(state, StoredRowsCodec),
+                KeyedState::new(state, StoredRowsCodec),
+            ],
             watermark: i64::MIN,
             table_loaded: spec.lookup.is_none_or(|lookup| !lookup.wait_for_table),
             waiting: Vec::new(),
@@ -223,7 +212,7 @@ impl JoinOperator {
     ) -> Result<()> {
         let now = Instant::now();
         for state in &mut self.sides {
-            state.expire_idle(now);
+            state.expire_idle(now)?;
         }
         let batch = self.drop_late(side, batch)?;
         let data = &batch.data;
@@ -257,7 +246,12 @@ impl JoinOperator {
             .collect();
         if probes {
             for (row, _) in has_key.iter().enumerate().filter(|(_, k)| **k) {
-                if let Some(stored) = self.sides[other].get(key_rows.row(row).data()) {
+                let key = key_rows.row(row).data();
+                // Spilled partners come back into memory for this batch.
+                if !self.sides[other].load(key)? {
+                    continue;
+                }
+                if let Some(stored) = self.sides[other].get(key) {
                     candidates.extend((0..stored.len() as u32).map(|p| (row as u32, p)));
                 }
             }
@@ -299,7 +293,7 @@ impl JoinOperator {
                 }
                 matched += 1;
                 let Some(partner) = self.sides[other]
-                    .get_mut(key)
+                    .get_mut(key)?
                     .and_then(|stored| stored.get_mut(position as usize))
                 else {
                     continue;
@@ -344,7 +338,7 @@ impl JoinOperator {
                     Some(values) if values.is_valid(row) => values.value(row),
                     _ => i64::MAX,
                 };
-                let stored = self.sides[side].write(key, now, Vec::new);
+                let stored = self.sides[side].write(key, now, Vec::new)?;
                 stored.push(StoredRow {
                     row: bytes.into(),
                     matches: matched,
@@ -353,12 +347,12 @@ impl JoinOperator {
                 if expires != i64::MAX {
                     self.sides[side].register_timer(key, expires.saturating_add(1));
                 }
-            } else if let Some(stored) = self.sides[side].get_mut(key) {
+            } else if let Some(stored) = self.sides[side].get_mut(key)? {
                 if let Some(found) = stored.iter().position(|s| &*s.row == bytes) {
                     stored.remove(found);
                 }
                 if stored.is_empty() {
-                    self.sides[side].remove(key);
+                    self.sides[side].remove(key)?;
                 }
             }
         }
@@ -486,6 +480,14 @@ impl JoinOperator {
         )?)
     }
 
+    /// Keeps both sides within the job's memory budget.
+    fn enforce_budget(&mut self) -> Result<()> {
+        for side in &mut self.sides {
+            side.enforce_budget()?;
+        }
+        Ok(())
+    }
+
     /// Frees rows whose expiry the watermark passed; outer sides emit their
     /// still-unmatched rows padded with NULLs.
     fn expire(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
@@ -493,7 +495,7 @@ impl JoinOperator {
             let pads = self.spec.kind.keeps_unmatched(side) && !self.spec.pads_immediately(side);
             let mut unmatched: Vec<Box<[u8]>> = Vec::new();
             for (_, key) in self.sides[side].due_timers(watermark) {
-                let Some(stored) = self.sides[side].get_mut(&key) else {
+                let Some(stored) = self.sides[side].get_mut(&key)? else {
                     continue;
                 };
                 stored.retain_mut(|row| {
@@ -506,9 +508,10 @@ impl JoinOperator {
                     false
                 });
                 if stored.is_empty() {
-                    self.sides[side].remove(&key);
+                    self.sides[side].remove(&key)?;
                 }
             }
+            self.sides[side].enforce_budget()?;
             if unmatched.is_empty() {
                 continue;
             }
@@ -561,7 +564,8 @@ impl Operator for JoinOperator {
             self.waiting.push(batch);
             return Ok(());
         }
-        self.process_side(side, batch, out)
+        self.process_side(side, batch, out)?;
+        self.enforce_budget()
     }
 
     fn on_input_end(&mut self, side: usize, out: &mut Vec<Message>) -> Result<()> {
@@ -569,6 +573,7 @@ impl Operator for JoinOperator {
             self.table_loaded = true;
             for batch in std::mem::take(&mut self.waiting) {
                 self.process_side(0, batch, out)?;
+                self.enforce_budget()?;
             }
         }
         Ok(())
@@ -583,16 +588,18 @@ impl Operator for JoinOperator {
         Ok(())
     }
 
-    /// Header (watermark, table loaded, left chunk count), the left side's
-    /// chunks, the right side's, then lookup probes waiting for the table.
+    /// Header (watermark, table loaded, left and right chunk counts, format),
+    /// the left side's chunks, the right side's, then lookup probes waiting
+    /// for the table.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let left = snapshot_side(&self.sides[0])?;
-        let right = snapshot_side(&self.sides[1])?;
+        let left = self.sides[0].snapshot()?;
+        let right = self.sides[1].snapshot()?;
         let mut chunks = vec![header_chunk(&[
             self.watermark,
             self.table_loaded as i64,
             left.len() as i64,
             right.len() as i64,
+            JOIN_STATE_FORMAT,
         ])?];
         chunks.extend(left);
         chunks.extend(right);
@@ -603,8 +610,10 @@ impl Operator for JoinOperator {
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         let now = Instant::now();
         self.watermark = restore_subtasks(subtasks, |header, rest| {
-            let [_, loaded, left, right] = header[..] else {
-                return Err(bad_state("join header"));
+            let (loaded, left, right, format) = match header[..] {
+                [_, loaded, left, right] => (loaded, left, right, 1),
+                [_, loaded, left, right, format] => (loaded, left, right, format),
+                _ => return Err(bad_state("join header")),
             };
             let (left, right) = (left as usize, right as usize);
             if rest.len() != left + right + 1 {
@@ -612,14 +621,23 @@ impl Operator for JoinOperator {
             }
             self.table_loaded = loaded != 0;
             let [left_state, right_state] = &mut self.sides;
-            restore_side(left_state, &rest[..left], owner, &self.key_converter, now)?;
-            restore_side(
-                right_state,
-                &rest[left..left + right],
-                owner,
-                &self.key_converter,
-                now,
-            )?;
+            let converter = &self.key_converter;
+            let (left_chunks, right_chunks) = (&rest[..left], &rest[left..left + right]);
+            match format {
+                1 => {
+                    restore_side_v1(left_state, left_chunks, owner, converter, now)?;
+                    restore_side_v1(right_state, right_chunks, owner, converter, now)?;
+                }
+                JOIN_STATE_FORMAT => {
+                    left_state.restore(left_chunks, owner, converter, now)?;
+                    right_state.restore(right_chunks, owner, converter, now)?;
+                }
+                other => {
+                    return Err(SluiceError::State(format!(
+                        "join state format {other} is newer than this Sluice reads"
+                    )))
+                }
+            }
             for batch in decode_batches(rest[left + right])? {
                 if let Some(mine) = owner.filter_batch(&batch, &self.spec.left_keys)? {
                     self.waiting.push(mine);

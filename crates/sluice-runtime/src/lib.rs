@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod executor;
 pub mod group;
 pub mod join;
+mod keyed_state;
 pub mod late;
 pub mod operators;
 pub mod over;

@@ -21,7 +21,7 @@ use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Accumulator;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind};
-use sluice_sql::plan::{OverAggregate, OverFrame};
+use sluice_sql::plan::{AggregateCall, OverAggregate, OverFrame};
 
 use crate::aggregate::{
     key_converter, read_states, restore_accumulators, snapshot_accumulators, write_states,
@@ -30,7 +30,8 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, scalar_column, whole_row_converter};
 use crate::state::{
-    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, SubtaskChunks,
+    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
+    ValueCodec,
 };
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
@@ -109,6 +110,78 @@ fn decode_over_row(input: &mut StateReader) -> Result<OverRow> {
     })
 }
 
+/// Encodes a partition's rows, pending rows and running aggregates.
+struct PartitionCodec {
+    calls: Vec<AggregateCall>,
+}
+
+impl ValueCodec<Partition> for PartitionCodec {
+    fn encode(&self, partition: &mut Partition, out: &mut StateWriter) -> Result<()> {
+        for rows in [&partition.rows, &partition.pending] {
+            out.u64(rows.len() as u64);
+            for row in rows.iter() {
+                encode_over_row(row, out);
+            }
+        }
+        match partition.running.as_mut() {
+            None => out.bool(false),
+            Some(running) => {
+                out.bool(true);
+                write_states(out, &snapshot_accumulators(running, &self.calls)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&self, input: &mut StateReader) -> Result<Partition> {
+        let read_rows = |input: &mut StateReader| -> Result<Vec<OverRow>> {
+            (0..input.usize()?)
+                .map(|_| decode_over_row(input))
+                .collect()
+        };
+        let rows = read_rows(input)?;
+        let pending = read_rows(input)?;
+        let running = if input.bool()? {
+            Some(restore_accumulators(&self.calls, &read_states(input)?)?)
+        } else {
+            None
+        };
+        Ok(Partition {
+            rows,
+            pending,
+            running,
+        })
+    }
+
+    fn heap_size(&self, partition: &Partition) -> usize {
+        let row_size = |row: &OverRow| {
+            std::mem::size_of::<OverRow>()
+                + row.order.len()
+                + row.row.len()
+                + row
+                    .arguments
+                    .iter()
+                    .flatten()
+                    .chain(row.emitted.iter())
+                    .flatten()
+                    .map(ScalarValue::size)
+                    .sum::<usize>()
+        };
+        partition
+            .rows
+            .iter()
+            .chain(&partition.pending)
+            .map(row_size)
+            .sum::<usize>()
+            + partition
+                .running
+                .iter()
+                .flatten()
+                .map(|accumulator| accumulator.size())
+                .sum::<usize>()
+    }
+}
+
 /// A change to emit: the row, its aggregate values, and the kind.
 type Change = (Box<[u8]>, Vec<ScalarValue>, RowKind);
 
@@ -127,11 +200,7 @@ pub struct OverAggregateOperator {
 impl OverAggregateOperator {
     /// An operator for `spec`; idle partitions expire after `ttl`, late rows
     /// (event-time mode) go to `late`.
-    pub fn new(
-        spec: Arc<OverAggregate>,
-        ttl: Option<std::time::Duration>,
-        late: LateRecords,
-    ) -> Result<Self> {
+    pub fn new(spec: Arc<OverAggregate>, state: &StateConfig, late: LateRecords) -> Result<Self> {
         let schema = &spec.input_schema;
         let (order, options) = &spec.order;
         let order_field =
@@ -140,7 +209,12 @@ impl OverAggregateOperator {
             partition_converter: key_converter(&spec.partition_keys, schema)?,
             order_converter: RowConverter::new(vec![order_field])?,
             row_converter: whole_row_converter(schema, "OVER aggregate")?,
-            partitions: KeyedState::new(ttl),
+            partitions: KeyedState::new(
+                state,
+                PartitionCodec {
+                    calls: spec.aggregates.clone(),
+                },
+            ),
             arrivals: 0,
             watermark: i64::MIN,
             late,
@@ -234,11 +308,11 @@ impl OverAggregateOperator {
         now: Instant,
         out: &mut Vec<Change>,
     ) -> Result<()> {
-        let Some(mut partition) = self.partitions.remove(key) else {
+        let Some(mut partition) = self.partitions.remove(key)? else {
             let mut partition = Partition::default();
             partition.rows.push(new);
             self.refresh(&mut partition.rows, 0..1, out)?;
-            self.partitions.write(key, now, || partition);
+            self.partitions.write(key, now, || partition)?;
             return Ok(());
         };
         let rows = &mut partition.rows;
@@ -247,7 +321,7 @@ impl OverAggregateOperator {
         rows.insert(position, new);
         let influenced = self.influenced(rows, position, time);
         self.refresh(rows, influenced, out)?;
-        self.partitions.write(key, now, || partition);
+        self.partitions.write(key, now, || partition)?;
         Ok(())
     }
 
@@ -258,7 +332,7 @@ impl OverAggregateOperator {
         now: Instant,
         out: &mut Vec<Change>,
     ) -> Result<()> {
-        let Some(mut partition) = self.partitions.remove(key) else {
+        let Some(mut partition) = self.partitions.remove(key)? else {
             return Ok(());
         };
         let rows = &mut partition.rows;
@@ -271,7 +345,7 @@ impl OverAggregateOperator {
             self.refresh(rows, influenced, out)?;
         }
         if !partition.rows.is_empty() {
-            self.partitions.write(key, now, || partition);
+            self.partitions.write(key, now, || partition)?;
         }
         Ok(())
     }
@@ -279,7 +353,7 @@ impl OverAggregateOperator {
     /// Event-time mode: takes the partition's rows up to `watermark` in time
     /// order and emits each one's result.
     fn emit_ready(&mut self, key: &[u8], watermark: i64, out: &mut Vec<Change>) -> Result<()> {
-        let Some(mut partition) = self.partitions.remove(key) else {
+        let Some(mut partition) = self.partitions.remove(key)? else {
             return Ok(());
         };
         let (mut ready, waiting): (Vec<OverRow>, Vec<OverRow>) =
@@ -325,7 +399,7 @@ impl OverAggregateOperator {
             || !partition.rows.is_empty()
             || partition.running.is_some()
         {
-            self.partitions.write(key, Instant::now(), || partition);
+            self.partitions.write(key, Instant::now(), || partition)?;
         }
         Ok(())
     }
@@ -439,7 +513,7 @@ fn order_numbers(values: &ArrayRef) -> Result<arrow::array::PrimitiveArray<Int64
 impl Operator for OverAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         let now = Instant::now();
-        self.partitions.expire_idle(now);
+        self.partitions.expire_idle(now)?;
         let data = &batch.data;
         let rows = data.num_rows();
         let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
@@ -517,7 +591,7 @@ impl Operator for OverAggregateOperator {
                     continue;
                 }
                 self.partitions
-                    .write(key, now, Partition::default)
+                    .write(key, now, Partition::default)?
                     .pending
                     .push(over_row);
                 self.partitions.register_timer(key, time);
@@ -532,6 +606,7 @@ impl Operator for OverAggregateOperator {
             self.late
                 .reject("OVER aggregate", data, &late_rows, &times, self.watermark)?;
         }
+        self.partitions.enforce_budget()?;
         if !changes.is_empty() {
             out.push(Message::Data(self.output(changes)?));
         }
@@ -541,58 +616,18 @@ impl Operator for OverAggregateOperator {
     /// Header (watermark, arrival counter), then the partitions.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
         let mut chunks = vec![header_chunk(&[self.watermark, self.arrivals as i64])?];
-        let calls = self.spec.aggregates.clone();
-        chunks.extend(self.partitions.snapshot(|partition, out| {
-            for rows in [&partition.rows, &partition.pending] {
-                out.u64(rows.len() as u64);
-                for row in rows.iter() {
-                    encode_over_row(row, out);
-                }
-            }
-            match partition.running.as_mut() {
-                None => out.bool(false),
-                Some(running) => {
-                    out.bool(true);
-                    write_states(out, &snapshot_accumulators(running, &calls)?);
-                }
-            }
-            Ok(())
-        })?);
+        chunks.extend(self.partitions.snapshot()?);
         Ok(chunks)
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
-        let calls = self.spec.aggregates.clone();
         self.watermark = restore_subtasks(subtasks, |header, rest| {
             let [_, arrivals] = header[..] else {
                 return Err(bad_state("OVER header"));
             };
             self.arrivals = self.arrivals.max(arrivals as u64);
-            self.partitions.restore(
-                rest,
-                owner,
-                &self.partition_converter,
-                Instant::now(),
-                |input| {
-                    let read_rows = |input: &mut StateReader| -> Result<Vec<OverRow>> {
-                        (0..input.usize()?)
-                            .map(|_| decode_over_row(input))
-                            .collect()
-                    };
-                    let rows = read_rows(input)?;
-                    let pending = read_rows(input)?;
-                    let running = if input.bool()? {
-                        Some(restore_accumulators(&calls, &read_states(input)?)?)
-                    } else {
-                        None
-                    };
-                    Ok(Partition {
-                        rows,
-                        pending,
-                        running,
-                    })
-                },
-            )
+            self.partitions
+                .restore(rest, owner, &self.partition_converter, Instant::now())
         })?;
         Ok(())
     }

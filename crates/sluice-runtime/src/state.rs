@@ -1,12 +1,10 @@
 //! Keyed operator state. Every stateful operator that keeps values per key
 //! (joins, Top-N, updating aggregates, OVER windows) keeps them in a
-//! [`KeyedState`]: values by key bytes, event-time timers that tell the
-//! operator when a key's state may be freed, and the processing-time TTL of
-//! `table.exec.state.ttl`. Checkpoints snapshot this one structure.
+//! [`KeyedState`] (see `keyed_state.rs`). This module holds what snapshots
+//! and restores share: which subtask owns a key, header chunks, chunk
+//! grouping, and encoded change batches.
 
-use std::collections::{BTreeMap, HashMap};
-use std::time::{Duration, Instant};
-
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Int8Array, UInt32Array};
@@ -19,8 +17,10 @@ use sluice_core::ChangeBatch;
 use sluice_core::{Result, SluiceError};
 use sluice_state::{StateReader, StateWriter};
 
-use crate::aggregate::StateExpiry;
 use crate::operators::df;
+
+use crate::keyed_state::KEYS_PER_CHUNK_GROUP;
+pub use crate::keyed_state::{KeyedState, StateConfig, ValueCodec};
 
 /// Which keys belong to one subtask: the same hash partitioning the shuffle
 /// in front of keyed operators uses, so state restored at another
@@ -154,254 +154,6 @@ pub fn decode_batches(chunk: &[u8]) -> Result<Vec<ChangeBatch>> {
     Ok(batches)
 }
 
-/// Keys per checkpoint chunk of a [`KeyedState`]: a chunk whose keys did not
-/// change encodes to the same bytes and is not stored again.
-const KEYS_PER_CHUNK_GROUP: usize = 4096;
-
-struct Slot<V> {
-    value: V,
-    /// When the key was last written (for the TTL).
-    last_write: Instant,
-}
-
-/// Values per key, with event-time timers and an idle-key TTL.
-pub struct KeyedState<V> {
-    slots: HashMap<Vec<u8>, Slot<V>>,
-    /// Event time → keys with a timer at that time (a key may repeat).
-    timers: BTreeMap<i64, Vec<Vec<u8>>>,
-    expiry: StateExpiry,
-}
-
-impl<V> KeyedState<V> {
-    /// Empty state; keys not written for `ttl` are expired by [`KeyedState::expire_idle`].
-    pub fn new(ttl: Option<Duration>) -> Self {
-        KeyedState {
-            slots: HashMap::new(),
-            timers: BTreeMap::new(),
-            expiry: StateExpiry::new(ttl),
-        }
-    }
-
-    /// The value of `key`, if any.
-    pub fn get(&self, key: &[u8]) -> Option<&V> {
-        self.slots.get(key).map(|slot| &slot.value)
-    }
-
-    /// The value of `key` for reading and changing, without refreshing its TTL.
-    pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut V> {
-        self.slots.get_mut(key).map(|slot| &mut slot.value)
-    }
-
-    /// The value of `key` for writing (created with `default` when absent);
-    /// refreshes the key's TTL.
-    pub fn write(&mut self, key: &[u8], now: Instant, default: impl FnOnce() -> V) -> &mut V {
-        match self.try_write(key, now, || Ok::<V, std::convert::Infallible>(default())) {
-            Ok(value) => value,
-            Err(never) => match never {},
-        }
-    }
-
-    /// Like [`KeyedState::write`], with a fallible `default`.
-    pub fn try_write<E>(
-        &mut self,
-        key: &[u8],
-        now: Instant,
-        default: impl FnOnce() -> Result<V, E>,
-    ) -> Result<&mut V, E> {
-        // Allocate the owned key only for a key not seen before.
-        if !self.slots.contains_key(key) {
-            let value = default()?;
-            self.slots.insert(
-                key.to_vec(),
-                Slot {
-                    value,
-                    last_write: now,
-                },
-            );
-        }
-        let Some(slot) = self.slots.get_mut(key) else {
-            unreachable!("the slot exists or was inserted above")
-        };
-        slot.last_write = now;
-        Ok(&mut slot.value)
-    }
-
-    /// Removes `key`'s value.
-    pub fn remove(&mut self, key: &[u8]) -> Option<V> {
-        self.slots.remove(key).map(|slot| slot.value)
-    }
-
-    /// Asks for `key` to be returned by [`KeyedState::due_timers`] once the
-    /// watermark reaches `time`.
-    pub fn register_timer(&mut self, key: &[u8], time: i64) {
-        self.timers.entry(time).or_default().push(key.to_vec());
-    }
-
-    /// Removes and returns the timers at or before `watermark`, earliest first.
-    pub fn due_timers(&mut self, watermark: i64) -> Vec<(i64, Vec<u8>)> {
-        let mut due = Vec::new();
-        while let Some(entry) = self.timers.first_entry() {
-            if *entry.key() > watermark {
-                break;
-            }
-            let (time, keys) = entry.remove_entry();
-            due.extend(keys.into_iter().map(|key| (time, key)));
-        }
-        due
-    }
-
-    /// Removes the keys not written for the TTL, when a sweep is due at `now`;
-    /// returns them so the operator can account for them.
-    pub fn expire_idle(&mut self, now: Instant) -> Vec<(Vec<u8>, V)> {
-        let Some(ttl) = self.expiry.due(now) else {
-            return Vec::new();
-        };
-        let idle: Vec<Vec<u8>> = self
-            .slots
-            .iter()
-            .filter(|(_, slot)| now.duration_since(slot.last_write) >= ttl)
-            .map(|(key, _)| key.clone())
-            .collect();
-        idle.into_iter()
-            .filter_map(|key| self.slots.remove(&key).map(|slot| (key, slot.value)))
-            .collect()
-    }
-
-    /// Number of keys.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Whether no key has a value.
-    pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
-    }
-
-    /// Every key and value.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
-        self.slots
-            .iter()
-            .map(|(key, slot)| (key.as_slice(), &slot.value))
-    }
-}
-
-impl<V> KeyedState<V> {
-    /// Encodes the values and timers into checkpoint chunks. Keys are grouped
-    /// by their latest timer (keys of one window or expiry time together) or,
-    /// without timers, by hash, so unchanged groups give unchanged chunks.
-    pub fn snapshot(
-        &mut self,
-        mut encode: impl FnMut(&mut V, &mut StateWriter) -> Result<()>,
-    ) -> Result<Vec<Vec<u8>>> {
-        // Each key goes with all its timers into the chunk of its latest
-        // timer's time bucket; keys without timers into hash groups.
-        let mut timers_of: HashMap<&[u8], Vec<i64>> = HashMap::new();
-        for (time, keys) in &self.timers {
-            for key in keys {
-                timers_of.entry(key.as_slice()).or_default().push(*time);
-            }
-        }
-        let bucket_width = time_bucket_width(timers_of.values().filter_map(|t| t.last().copied()));
-        let groups = (self.slots.len() / KEYS_PER_CHUNK_GROUP).max(1) as u64;
-        let mut by_group: BTreeMap<(bool, i64), Vec<Vec<u8>>> = BTreeMap::new();
-        let keys = self.slots.keys().map(Vec::as_slice).chain(
-            timers_of
-                .keys()
-                .copied()
-                .filter(|k| !self.slots.contains_key(*k)),
-        );
-        for key in keys {
-            let group = match timers_of.get(key).and_then(|t| t.last()) {
-                Some(time) => (true, time.div_euclid(bucket_width)),
-                None => (false, (twox_hash::XxHash3_64::oneshot(key) % groups) as i64),
-            };
-            by_group.entry(group).or_default().push(key.to_vec());
-        }
-        let mut chunks = Vec::with_capacity(by_group.len());
-        for (_, mut keys) in by_group {
-            keys.sort_unstable();
-            let mut out = StateWriter::new();
-            let with_values: Vec<&Vec<u8>> = keys
-                .iter()
-                .filter(|k| self.slots.contains_key(*k))
-                .collect();
-            out.u64(with_values.len() as u64);
-            for key in with_values {
-                out.bytes(key);
-                match self.slots.get_mut(key) {
-                    Some(slot) => encode(&mut slot.value, &mut out)?,
-                    None => return Err(bad_state("key vanished while snapshotting")),
-                }
-            }
-            let timers: Vec<(i64, &Vec<u8>)> = keys
-                .iter()
-                .flat_map(|key| {
-                    timers_of
-                        .get(key.as_slice())
-                        .into_iter()
-                        .flatten()
-                        .map(move |time| (*time, key))
-                })
-                .collect();
-            out.u64(timers.len() as u64);
-            for (time, key) in timers {
-                out.i64(time);
-                out.bytes(key);
-            }
-            chunks.push(out.finish()?);
-        }
-        Ok(chunks)
-    }
-
-    /// Loads chunks written by [`KeyedState::snapshot`], keeping the keys
-    /// `owner` owns (`converter` encoded them).
-    pub fn restore(
-        &mut self,
-        chunks: &[&[u8]],
-        owner: &KeyOwner,
-        converter: &RowConverter,
-        now: Instant,
-        mut decode: impl FnMut(&mut StateReader) -> Result<V>,
-    ) -> Result<()> {
-        for chunk in chunks {
-            let mut input = StateReader::new(chunk)?;
-            let values = input.usize()?;
-            let mut entries = Vec::with_capacity(values);
-            for _ in 0..values {
-                let key = input.bytes()?.to_vec();
-                entries.push((key, decode(&mut input)?));
-            }
-            let timers = input.usize()?;
-            let mut due = Vec::with_capacity(timers);
-            for _ in 0..timers {
-                let time = input.i64()?;
-                due.push((time, input.bytes()?.to_vec()));
-            }
-            let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
-            let owned = owner.owns(converter, &keys)?;
-            for ((key, value), owned) in entries.into_iter().zip(owned) {
-                if owned {
-                    self.slots.insert(
-                        key,
-                        Slot {
-                            value,
-                            last_write: now,
-                        },
-                    );
-                }
-            }
-            let keys: Vec<&[u8]> = due.iter().map(|(_, k)| k.as_slice()).collect();
-            let owned = owner.owns(converter, &keys)?;
-            for ((time, key), owned) in due.into_iter().zip(owned) {
-                if owned {
-                    self.timers.entry(time).or_default().push(key);
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 /// A small chunk of numbers an operator keeps besides its keyed state (its
 /// watermark, how many chunks each part of its state has): by convention the
 /// first chunk of every operator snapshot.
@@ -501,24 +253,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timers_fire_in_time_order_up_to_the_watermark() {
-        let mut state: KeyedState<u32> = KeyedState::new(None);
-        let now = Instant::now();
-        *state.write(b"a", now, || 0) += 1;
-        *state.write(b"a", now, || 0) += 1;
-        assert_eq!(state.get(b"a"), Some(&2));
-        state.register_timer(b"a", 20);
-        state.register_timer(b"b", 10);
-        state.register_timer(b"c", 30);
-        assert_eq!(
-            state.due_timers(20),
-            vec![(10, b"b".to_vec()), (20, b"a".to_vec())]
-        );
-        assert!(state.due_timers(25).is_empty());
-        assert_eq!(state.due_timers(i64::MAX), vec![(30, b"c".to_vec())]);
-    }
-
-    #[test]
     fn restored_keys_go_where_the_shuffle_sends_their_rows() {
         use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
         use arrow::row::SortField;
@@ -567,55 +301,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn snapshot_and_restore_keep_values_and_timers() {
-        use arrow::row::SortField;
-        let converter =
-            RowConverter::new(vec![SortField::new(arrow::datatypes::DataType::Int64)]).unwrap();
-        let keys = converter
-            .convert_columns(&[Arc::new(arrow::array::Int64Array::from(vec![1, 2, 3])) as _])
-            .unwrap();
-        let mut state: KeyedState<u64> = KeyedState::new(None);
-        let now = Instant::now();
-        for (i, key) in keys.iter().enumerate() {
-            state.write(key.data(), now, || i as u64 * 10);
-            state.register_timer(key.data(), 1000 * i as i64);
-        }
-        let encode = |v: &mut u64, out: &mut StateWriter| {
-            out.u64(*v);
-            Ok(())
-        };
-        let first = state.snapshot(encode).unwrap();
-        // Unchanged state encodes to the same chunks.
-        assert_eq!(state.snapshot(encode).unwrap(), first);
-        let chunks: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
-        let mut restored: KeyedState<u64> = KeyedState::new(None);
-        restored
-            .restore(&chunks, &KeyOwner::single(), &converter, now, |input| {
-                input.u64()
-            })
-            .unwrap();
-        assert_eq!(restored.len(), 3);
-        assert_eq!(restored.get(keys.row(2).data()), Some(&20));
-        let due: Vec<i64> = restored
-            .due_timers(i64::MAX)
-            .into_iter()
-            .map(|(t, _)| t)
-            .collect();
-        assert_eq!(due, vec![0, 1000, 2000]);
-    }
-
-    #[test]
-    fn idle_keys_expire_after_the_ttl() {
-        let ttl = Duration::from_millis(40);
-        let mut state: KeyedState<u32> = KeyedState::new(Some(ttl));
-        let start = Instant::now();
-        state.write(b"old", start, || 1);
-        state.write(b"new", start + ttl, || 2);
-        let expired = state.expire_idle(start + ttl + Duration::from_millis(1));
-        assert_eq!(expired, vec![(b"old".to_vec(), 1)]);
-        assert_eq!(state.len(), 1);
     }
 }

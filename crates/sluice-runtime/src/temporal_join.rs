@@ -21,13 +21,79 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
-    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, SubtaskChunks,
+    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
+    ValueCodec,
 };
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
 
 /// A key's versions: start time → row (`None`: deleted from then on).
 type Versions = BTreeMap<i64, Option<Box<[u8]>>>;
+
+/// Encodes a key's versions.
+struct VersionsCodec;
+
+impl ValueCodec<Versions> for VersionsCodec {
+    fn encode(&self, versions: &mut Versions, out: &mut StateWriter) -> Result<()> {
+        out.u64(versions.len() as u64);
+        for (start, row) in versions.iter() {
+            out.i64(*start);
+            match row {
+                None => out.bool(false),
+                Some(row) => {
+                    out.bool(true);
+                    out.bytes(row);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn decode(&self, input: &mut StateReader) -> Result<Versions> {
+        let mut versions = Versions::new();
+        for _ in 0..input.usize()? {
+            let start = input.i64()?;
+            let row = if input.bool()? {
+                Some(input.bytes()?.into())
+            } else {
+                None
+            };
+            versions.insert(start, row);
+        }
+        Ok(versions)
+    }
+
+    fn heap_size(&self, versions: &Versions) -> usize {
+        versions
+            .values()
+            .map(|row| 48 + row.as_ref().map_or(0, |r| r.len()))
+            .sum()
+    }
+}
+
+/// Encodes a key's left rows waiting for the watermark.
+struct WaitingCodec;
+
+impl ValueCodec<Vec<(i64, Box<[u8]>)>> for WaitingCodec {
+    fn encode(&self, rows: &mut Vec<(i64, Box<[u8]>)>, out: &mut StateWriter) -> Result<()> {
+        out.u64(rows.len() as u64);
+        for (time, row) in rows.iter() {
+            out.i64(*time);
+            out.bytes(row);
+        }
+        Ok(())
+    }
+
+    fn decode(&self, input: &mut StateReader) -> Result<Vec<(i64, Box<[u8]>)>> {
+        (0..input.usize()?)
+            .map(|_| Ok((input.i64()?, input.bytes()?.into())))
+            .collect()
+    }
+
+    fn heap_size(&self, rows: &Vec<(i64, Box<[u8]>)>) -> usize {
+        rows.iter().map(|(_, row)| 24 + row.len()).sum()
+    }
+}
 
 /// The temporal join of one subtask.
 pub struct TemporalJoinOperator {
@@ -46,11 +112,7 @@ pub struct TemporalJoinOperator {
 
 impl TemporalJoinOperator {
     /// An operator for `spec` (whose `versioned` is set); late left rows go to `late`.
-    pub fn new(
-        spec: Arc<Join>,
-        ttl: Option<std::time::Duration>,
-        late: LateRecords,
-    ) -> Result<Self> {
+    pub fn new(spec: Arc<Join>, state: &StateConfig, late: LateRecords) -> Result<Self> {
         let times = spec
             .versioned
             .clone()
@@ -62,8 +124,8 @@ impl TemporalJoinOperator {
                 whole_row_converter(&spec.input_schemas[0], "temporal join")?,
                 whole_row_converter(&spec.input_schemas[1], "temporal join")?,
             ],
-            versions: KeyedState::new(ttl),
-            waiting: KeyedState::new(ttl),
+            versions: KeyedState::new(state, VersionsCodec),
+            waiting: KeyedState::new(state, WaitingCodec),
             changed: HashSet::new(),
             watermark: i64::MIN,
             late,
@@ -121,7 +183,7 @@ impl TemporalJoinOperator {
             };
             let key = keys.row(row).data();
             self.versions
-                .write(key, now, BTreeMap::new)
+                .write(key, now, BTreeMap::new)?
                 .insert(times.value(row), version);
             self.changed.insert(key.to_vec());
         }
@@ -145,7 +207,7 @@ impl TemporalJoinOperator {
             let key = keys.row(row).data();
             let time = times.value(row);
             self.waiting
-                .write(key, now, Vec::new)
+                .write(key, now, Vec::new)?
                 .push((time, whole.row(row).data().into()));
             self.waiting.register_timer(key, time);
         }
@@ -166,7 +228,7 @@ impl TemporalJoinOperator {
         let mut probes: Vec<Box<[u8]>> = Vec::new();
         let mut partners: Vec<Option<Box<[u8]>>> = Vec::new();
         for key in &keys {
-            let Some(rows) = self.waiting.get_mut(key) else {
+            let Some(rows) = self.waiting.get_mut(key)? else {
                 continue;
             };
             let (ready, later): (Vec<_>, Vec<_>) = std::mem::take(rows)
@@ -174,8 +236,9 @@ impl TemporalJoinOperator {
                 .partition(|(t, _)| *t <= watermark);
             *rows = later;
             if rows.is_empty() {
-                self.waiting.remove(key);
+                self.waiting.remove(key)?;
             }
+            self.versions.load(key)?;
             let versions = self.versions.get(key);
             for (time, row) in ready {
                 let version = versions
@@ -186,7 +249,9 @@ impl TemporalJoinOperator {
             }
             self.changed.insert(key.clone());
         }
-        self.clean_versions(watermark);
+        self.clean_versions(watermark)?;
+        self.versions.enforce_budget()?;
+        self.waiting.enforce_budget()?;
         if probes.is_empty() {
             return Ok(());
         }
@@ -255,9 +320,9 @@ impl TemporalJoinOperator {
     }
 
     /// Drops versions that no left row after `watermark` can see.
-    fn clean_versions(&mut self, watermark: i64) {
+    fn clean_versions(&mut self, watermark: i64) -> Result<()> {
         for key in std::mem::take(&mut self.changed) {
-            let Some(versions) = self.versions.get_mut(&key) else {
+            let Some(versions) = self.versions.get_mut(&key)? else {
                 continue;
             };
             if let Some((&current, _)) = versions.range(..=watermark).next_back() {
@@ -265,9 +330,10 @@ impl TemporalJoinOperator {
             }
             let deleted_for_good = versions.len() == 1 && versions.values().all(Option::is_none);
             if versions.is_empty() || deleted_for_good {
-                self.versions.remove(&key);
+                self.versions.remove(&key)?;
             }
         }
+        Ok(())
     }
 }
 
@@ -283,42 +349,26 @@ impl Operator for TemporalJoinOperator {
         _out: &mut Vec<Message>,
     ) -> Result<()> {
         let now = Instant::now();
-        self.versions.expire_idle(now);
-        self.waiting.expire_idle(now);
+        self.versions.expire_idle(now)?;
+        self.waiting.expire_idle(now)?;
         match side {
-            0 => self.add_probes(&batch),
-            1 => self.add_versions(&batch),
-            other => Err(SluiceError::Runtime(format!(
-                "temporal join has no input {other}"
-            ))),
+            0 => self.add_probes(&batch)?,
+            1 => self.add_versions(&batch)?,
+            other => {
+                return Err(SluiceError::Runtime(format!(
+                    "temporal join has no input {other}"
+                )))
+            }
         }
+        self.versions.enforce_budget()?;
+        self.waiting.enforce_budget()
     }
 
     /// Header (watermark, version chunk count), the versions, the waiting
     /// rows, then the keys changed since the last cleanup.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let versions = self.versions.snapshot(|versions, out| {
-            out.u64(versions.len() as u64);
-            for (start, row) in versions.iter() {
-                out.i64(*start);
-                match row {
-                    None => out.bool(false),
-                    Some(row) => {
-                        out.bool(true);
-                        out.bytes(row);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        let waiting = self.waiting.snapshot(|rows, out| {
-            out.u64(rows.len() as u64);
-            for (time, row) in rows.iter() {
-                out.i64(*time);
-                out.bytes(row);
-            }
-            Ok(())
-        })?;
+        let versions = self.versions.snapshot()?;
+        let waiting = self.waiting.snapshot()?;
         let mut chunks = vec![header_chunk(&[self.watermark, versions.len() as i64])?];
         chunks.extend(versions);
         chunks.extend(waiting);
@@ -346,36 +396,10 @@ impl Operator for TemporalJoinOperator {
             if rest.len() < versions {
                 return Err(bad_state("temporal join chunk count"));
             }
-            self.versions.restore(
-                &rest[..versions],
-                owner,
-                &self.key_converter,
-                now,
-                |input| {
-                    let mut versions = Versions::new();
-                    for _ in 0..input.usize()? {
-                        let start = input.i64()?;
-                        let row = if input.bool()? {
-                            Some(input.bytes()?.into())
-                        } else {
-                            None
-                        };
-                        versions.insert(start, row);
-                    }
-                    Ok(versions)
-                },
-            )?;
-            self.waiting.restore(
-                &rest[versions..],
-                owner,
-                &self.key_converter,
-                now,
-                |input| {
-                    (0..input.usize()?)
-                        .map(|_| Ok((input.i64()?, input.bytes()?.into())))
-                        .collect()
-                },
-            )?;
+            self.versions
+                .restore(&rest[..versions], owner, &self.key_converter, now)?;
+            self.waiting
+                .restore(&rest[versions..], owner, &self.key_converter, now)?;
             let mut input = StateReader::new(changed)?;
             let keys: Vec<Vec<u8>> = (0..input.usize()?)
                 .map(|_| input.bytes().map(<[u8]>::to_vec))

@@ -20,9 +20,11 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
-    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, SubtaskChunks,
+    bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
+    ValueCodec,
 };
 use crate::watermark::epoch_millis;
+use sluice_state::{StateReader, StateWriter};
 
 /// One row of a partition.
 struct RankedRow {
@@ -32,6 +34,39 @@ struct RankedRow {
     arrival: u64,
     /// The whole row.
     row: Box<[u8]>,
+}
+
+/// Encodes a partition's ranked rows.
+struct RankedRowsCodec;
+
+impl ValueCodec<Vec<RankedRow>> for RankedRowsCodec {
+    fn encode(&self, rows: &mut Vec<RankedRow>, out: &mut StateWriter) -> Result<()> {
+        out.u64(rows.len() as u64);
+        for ranked in rows.iter() {
+            out.bytes(&ranked.order);
+            out.u64(ranked.arrival);
+            out.bytes(&ranked.row);
+        }
+        Ok(())
+    }
+
+    fn decode(&self, input: &mut StateReader) -> Result<Vec<RankedRow>> {
+        (0..input.usize()?)
+            .map(|_| {
+                Ok(RankedRow {
+                    order: input.bytes()?.into(),
+                    arrival: input.u64()?,
+                    row: input.bytes()?.into(),
+                })
+            })
+            .collect()
+    }
+
+    fn heap_size(&self, rows: &Vec<RankedRow>) -> usize {
+        rows.iter()
+            .map(|r| std::mem::size_of::<RankedRow>() + r.order.len() + r.row.len())
+            .sum()
+    }
 }
 
 /// A change to emit: the row, its row number, and the kind.
@@ -52,11 +87,7 @@ pub struct TopNOperator {
 impl TopNOperator {
     /// An operator for `spec`; partitions idle for `ttl` are forgotten, late
     /// rows of a window Top-N go to `late`.
-    pub fn new(
-        spec: Arc<TopN>,
-        ttl: Option<std::time::Duration>,
-        late: LateRecords,
-    ) -> Result<Self> {
+    pub fn new(spec: Arc<TopN>, state: &StateConfig, late: LateRecords) -> Result<Self> {
         let schema = &spec.input_schema;
         let partition_converter = crate::aggregate::key_converter(&spec.partition_keys, schema)?;
         let order_fields = spec
@@ -72,7 +103,7 @@ impl TopNOperator {
             partition_converter,
             order_converter: RowConverter::new(order_fields)?,
             row_converter: whole_row_converter(schema, "Top-N")?,
-            partitions: KeyedState::new(ttl),
+            partitions: KeyedState::new(state, RankedRowsCodec),
             arrivals: 0,
             watermark: i64::MIN,
             late,
@@ -81,16 +112,22 @@ impl TopNOperator {
     }
 
     /// Adds a row to its partition; returns the changes to the first N.
-    fn insert(&mut self, partition: &[u8], ranked: RankedRow, now: Instant, out: &mut Vec<Change>) {
+    fn insert(
+        &mut self,
+        partition: &[u8],
+        ranked: RankedRow,
+        now: Instant,
+        out: &mut Vec<Change>,
+    ) -> Result<()> {
         let limit = self.spec.limit;
         let keep_all = self.spec.updating_input;
         let windowed = self.spec.window_end.is_some();
         let with_rank = self.spec.rank_output;
-        let rows = self.partitions.write(partition, now, Vec::new);
+        let rows = self.partitions.write(partition, now, Vec::new)?;
         let position =
             rows.partition_point(|r| (&r.order, r.arrival) <= (&ranked.order, ranked.arrival));
         if position >= limit && !keep_all {
-            return;
+            return Ok(());
         }
         rows.insert(position, ranked);
         if !windowed && position < limit {
@@ -114,17 +151,18 @@ impl TopNOperator {
         if !keep_all {
             rows.truncate(limit);
         }
+        Ok(())
     }
 
     /// Takes a row back out of its partition; returns the changes to the first N.
-    fn retract(&mut self, partition: &[u8], row: &[u8], out: &mut Vec<Change>) {
+    fn retract(&mut self, partition: &[u8], row: &[u8], out: &mut Vec<Change>) -> Result<()> {
         let limit = self.spec.limit;
         let with_rank = self.spec.rank_output;
-        let Some(rows) = self.partitions.get_mut(partition) else {
-            return;
+        let Some(rows) = self.partitions.get_mut(partition)? else {
+            return Ok(());
         };
         let Some(position) = rows.iter().position(|r| &*r.row == row) else {
-            return;
+            return Ok(());
         };
         let removed = rows.remove(position);
         if position < limit {
@@ -142,8 +180,9 @@ impl TopNOperator {
             }
         }
         if rows.is_empty() {
-            self.partitions.remove(partition);
+            self.partitions.remove(partition)?;
         }
+        Ok(())
     }
 
     fn output(&self, changes: Vec<Change>) -> Result<ChangeBatch> {
@@ -172,7 +211,7 @@ impl TopNOperator {
 impl Operator for TopNOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         let now = Instant::now();
-        self.partitions.expire_idle(now);
+        self.partitions.expire_idle(now)?;
         let data = &batch.data;
         let rows = data.num_rows();
         let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
@@ -220,9 +259,9 @@ impl Operator for TopNOperator {
                     arrival: self.arrivals,
                     row: whole.row(row).data().into(),
                 };
-                self.insert(partition, ranked, now, &mut changes);
+                self.insert(partition, ranked, now, &mut changes)?;
             } else {
-                self.retract(partition, whole.row(row).data(), &mut changes);
+                self.retract(partition, whole.row(row).data(), &mut changes)?;
             }
         }
         if let Some(ends) = &window_ends {
@@ -230,6 +269,7 @@ impl Operator for TopNOperator {
             self.late
                 .reject("window Top-N", data, &late_rows, ends, self.watermark)?;
         }
+        self.partitions.enforce_budget()?;
         if !changes.is_empty() {
             out.push(Message::Data(self.output(changes)?));
         }
@@ -239,15 +279,7 @@ impl Operator for TopNOperator {
     /// Header (watermark, arrival counter), then the partitions.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
         let mut chunks = vec![header_chunk(&[self.watermark, self.arrivals as i64])?];
-        chunks.extend(self.partitions.snapshot(|rows, out| {
-            out.u64(rows.len() as u64);
-            for ranked in rows.iter() {
-                out.bytes(&ranked.order);
-                out.u64(ranked.arrival);
-                out.bytes(&ranked.row);
-            }
-            Ok(())
-        })?);
+        chunks.extend(self.partitions.snapshot()?);
         Ok(chunks)
     }
 
@@ -257,23 +289,8 @@ impl Operator for TopNOperator {
                 return Err(bad_state("Top-N header"));
             };
             self.arrivals = self.arrivals.max(arrivals as u64);
-            self.partitions.restore(
-                rest,
-                owner,
-                &self.partition_converter,
-                Instant::now(),
-                |input| {
-                    (0..input.usize()?)
-                        .map(|_| {
-                            Ok(RankedRow {
-                                order: input.bytes()?.into(),
-                                arrival: input.u64()?,
-                                row: input.bytes()?.into(),
-                            })
-                        })
-                        .collect()
-                },
-            )
+            self.partitions
+                .restore(rest, owner, &self.partition_converter, Instant::now())
         })?;
         Ok(())
     }
@@ -283,7 +300,7 @@ impl Operator for TopNOperator {
             self.watermark = watermark;
             let mut changes = Vec::new();
             for (_, partition) in self.partitions.due_timers(watermark) {
-                if let Some(rows) = self.partitions.remove(&partition) {
+                if let Some(rows) = self.partitions.remove(&partition)? {
                     changes.extend(
                         rows.into_iter()
                             .enumerate()

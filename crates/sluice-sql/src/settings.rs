@@ -10,10 +10,18 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 24] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 26] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
+    ),
+    (
+        "state.memory-budget",
+        "memory for keyed state (joins, GROUP BY, Top-N, OVER) of the whole job; least recently used keys beyond it spill to local disk (default 1gb; 'unlimited' never spills)",
+    ),
+    (
+        "state.spill.dir",
+        "scratch directory keyed state spills to (default <data dir>/spill; wiped when the job starts)",
     ),
     (
         "table.exec.late-data",
@@ -115,6 +123,10 @@ pub struct JobSettings {
     pub batch_linger: Duration,
     /// Idle time after which join and GROUP BY state of a key is dropped.
     pub state_ttl: Option<Duration>,
+    /// Bytes of keyed state kept in memory before keys spill (`None`: no limit).
+    pub state_memory_budget: Option<u64>,
+    /// Where keyed state spills to.
+    pub spill_dir: PathBuf,
     /// Dead letter file for late rows, when `table.exec.late-data` = `dlq`.
     pub late_data_dlq: Option<PathBuf>,
     /// Default idle timeout of source subtasks (`table.exec.source.idle-timeout`).
@@ -287,6 +299,20 @@ impl JobSettings {
         let state_ttl = options
             .duration("table.exec.state.ttl")?
             .filter(|ttl| !ttl.is_zero());
+        let state_memory_budget = match options.get("state.memory-budget") {
+            Some(raw)
+                if ["unlimited", "off", "none"]
+                    .contains(&raw.trim().to_ascii_lowercase().as_str()) =>
+            {
+                None
+            }
+            Some(_) => options.size("state.memory-budget")?,
+            None => Some(DEFAULT_STATE_MEMORY_BUDGET),
+        };
+        let spill_dir = options
+            .get("state.spill.dir")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| data_dir.join("spill"));
         let late_data_dlq = match options
             .get("table.exec.late-data")
             .map(str::to_ascii_lowercase)
@@ -327,6 +353,8 @@ impl JobSettings {
             batch_size,
             batch_linger,
             state_ttl,
+            state_memory_budget,
+            spill_dir,
             late_data_dlq,
             source_idle_timeout,
             watermark_interval,
@@ -336,6 +364,9 @@ impl JobSettings {
         })
     }
 }
+
+/// Default `state.memory-budget`: 1 GiB.
+pub const DEFAULT_STATE_MEMORY_BUDGET: u64 = 1 << 30;
 
 /// The data directory of a job that sets no `sluice.data-dir`.
 pub fn default_data_dir(job_name: &str) -> PathBuf {
@@ -373,6 +404,27 @@ mod tests {
         assert_eq!(settings.parallelism, 2);
         assert_eq!(settings.data_dir, PathBuf::from("sluice-data/my_job"));
         assert_eq!(settings.ignored_keys, vec!["table.exec.mini-batch.enabled"]);
+    }
+
+    #[test]
+    fn memory_budget_takes_sizes_or_unlimited() {
+        let settings = |value: &str| {
+            let pairs = [("state.memory-budget".to_string(), value.to_string())].into();
+            JobSettings::from_pairs(&pairs, "x")
+        };
+        assert_eq!(
+            settings("64mb").unwrap().state_memory_budget,
+            Some(64 << 20)
+        );
+        assert_eq!(settings("unlimited").unwrap().state_memory_budget, None);
+        let err = settings("lots").unwrap_err().to_string();
+        assert!(err.contains("state.memory-budget"), "{err}");
+        let default = JobSettings::from_pairs(&BTreeMap::new(), "x").unwrap();
+        assert_eq!(
+            default.state_memory_budget,
+            Some(DEFAULT_STATE_MEMORY_BUDGET)
+        );
+        assert_eq!(default.spill_dir, default.data_dir.join("spill"));
     }
 
     #[test]

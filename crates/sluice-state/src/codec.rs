@@ -13,12 +13,15 @@ use arrow::ipc::writer::StreamWriter;
 use datafusion::common::ScalarValue;
 use sluice_core::{Result, SluiceError};
 
+use crate::inline_scalar::{read_inline, write_inline, POOLED};
+
 /// Leading bytes of every encoded state chunk.
 const MAGIC: &[u8; 4] = b"SLST";
 /// Version of the chunk encoding; readers accept this and older versions.
-pub const CODEC_VERSION: u8 = 1;
+/// Version 2 writes common scalar types inline (version 1 pooled them all).
+pub const CODEC_VERSION: u8 = 2;
 
-fn corrupt(what: impl std::fmt::Display) -> SluiceError {
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> SluiceError {
     SluiceError::State(format!("corrupt state chunk: {what}"))
 }
 
@@ -69,8 +72,13 @@ impl StateWriter {
         self.body.extend_from_slice(value);
     }
 
-    /// A scalar value (pooled by type, stored as Arrow arrays).
+    /// A scalar value: common types inline, others pooled by type into
+    /// Arrow arrays.
     pub fn scalar(&mut self, value: &ScalarValue) {
+        if write_inline(self, value) {
+            return;
+        }
+        self.u64(POOLED);
         let data_type = value.data_type();
         let pool = match self.pools.iter().position(|p| p.data_type == data_type) {
             Some(pool) => pool,
@@ -134,6 +142,7 @@ pub struct StateReader<'a> {
     body: &'a [u8],
     position: usize,
     pools: Vec<ArrayRef>,
+    version: u8,
 }
 
 impl<'a> StateReader<'a> {
@@ -148,10 +157,12 @@ impl<'a> StateReader<'a> {
                 chunk[4]
             )));
         }
+        let version = chunk[4];
         let mut header = StateReader {
             body: &chunk[5..],
             position: 0,
             pools: Vec::new(),
+            version,
         };
         let body_len = header.u64()? as usize;
         let pool_count = header.u64()? as usize;
@@ -164,6 +175,7 @@ impl<'a> StateReader<'a> {
             body: &chunk[body_end..],
             position: 0,
             pools: Vec::new(),
+            version,
         };
         let mut pools = Vec::with_capacity(pool_count);
         for _ in 0..pool_count {
@@ -176,6 +188,7 @@ impl<'a> StateReader<'a> {
             body: &chunk[body_start..body_end],
             position: 0,
             pools,
+            version,
         })
     }
 
@@ -241,6 +254,12 @@ impl<'a> StateReader<'a> {
 
     /// See [`StateWriter::scalar`].
     pub fn scalar(&mut self) -> Result<ScalarValue> {
+        if self.version >= 2 {
+            let tag = self.u64()?;
+            if tag != POOLED {
+                return read_inline(self, tag);
+            }
+        }
         let pool = self.usize()?;
         let index = self.usize()?;
         let array = self
@@ -278,6 +297,27 @@ mod tests {
             ScalarValue::Int64(None),
             ScalarValue::Float64(Some(1.5)),
         ]);
+        let others = vec![
+            ScalarValue::Null,
+            ScalarValue::Boolean(Some(false)),
+            ScalarValue::Int8(Some(-3)),
+            ScalarValue::UInt32(Some(u32::MAX)),
+            ScalarValue::Float32(Some(f32::NAN)),
+            ScalarValue::Float64(Some(-0.0)),
+            ScalarValue::LargeUtf8(None),
+            ScalarValue::Utf8View(Some("view".into())),
+            ScalarValue::Binary(Some(vec![0, 255])),
+            ScalarValue::Date32(Some(-1)),
+            ScalarValue::TimestampMillisecond(Some(1_700_000_000_000), Some("UTC".into())),
+            ScalarValue::TimestampMicrosecond(None, None),
+            ScalarValue::Decimal128(Some(-12345), 10, 2),
+            // No inline encoding: pooled into an Arrow array.
+            ScalarValue::List(ScalarValue::new_list_nullable(
+                &[ScalarValue::Int32(Some(1)), ScalarValue::Int32(None)],
+                &arrow::datatypes::DataType::Int32,
+            )),
+        ];
+        writer.scalars(&others);
         let chunk = writer.finish().unwrap();
         let mut reader = StateReader::new(&chunk).unwrap();
         assert_eq!(reader.u64().unwrap(), 300);
@@ -294,7 +334,31 @@ mod tests {
                 ScalarValue::Float64(Some(1.5)),
             ]
         );
+        let read = reader.scalars().unwrap();
+        assert_eq!(read.len(), others.len());
+        for (read, written) in read.iter().zip(&others) {
+            // NaN != NaN: compare Debug forms, which also show the types.
+            assert_eq!(format!("{read:?}"), format!("{written:?}"));
+        }
         assert!(reader.at_end());
+    }
+
+    #[test]
+    fn reads_version_1_chunks_whose_scalars_are_all_pooled() {
+        let list = ScalarValue::List(ScalarValue::new_list_nullable(
+            &[ScalarValue::Int64(Some(4))],
+            &arrow::datatypes::DataType::Int64,
+        ));
+        let mut writer = StateWriter::new();
+        writer.scalar(&list);
+        let v2 = writer.finish().unwrap();
+        // Version 2 body: POOLED tag, pool 0, index 0. Version 1 has no tag.
+        assert_eq!(&v2[5..10], &[3, 1, 0, 0, 0]);
+        let mut v1 = Vec::from(&MAGIC[..]);
+        v1.extend_from_slice(&[1, 2, 1, 0, 0]);
+        v1.extend_from_slice(&v2[10..]);
+        let mut reader = StateReader::new(&v1).unwrap();
+        assert_eq!(reader.scalar().unwrap(), list);
     }
 
     #[test]

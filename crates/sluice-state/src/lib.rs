@@ -8,9 +8,12 @@
 //! state that did not change since the last checkpoint costs no I/O.
 
 pub mod codec;
+mod inline_scalar;
 pub mod manifest;
+pub mod spill;
 pub mod store;
 
 pub use codec::{StateReader, StateWriter};
 pub use manifest::{ChunkRef, ComponentState, Manifest, Role, SnapshotKind, FORMAT_VERSION};
+pub use spill::{SpillArea, SpillTable};
 pub use store::{CheckpointStore, RestoredCheckpoint};

@@ -1,0 +1,723 @@
+//! [`KeyedState`]: an operator's values by key, with event-time timers, the
+//! idle-key TTL of `table.exec.state.ttl`, checkpoint snapshots, and spilling
+//! to local disk when the job's keyed state outgrows `state.memory-budget`.
+//!
+//! Values live in a hash map. Every state reports its estimated size to the
+//! job's [`SpillArea`]; once the total exceeds the budget, the state that
+//! grows encodes its least recently used keys (with its [`ValueCodec`], the
+//! same encoding checkpoints use) into a [`SpillTable`] on disk and drops
+//! them from memory. A spilled key is read back the next time the operator
+//! touches it. Timers and the set of spilled key hashes stay in memory.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::row::RowConverter;
+use sluice_core::Result;
+use sluice_state::{SpillArea, SpillTable, StateReader, StateWriter};
+
+use crate::aggregate::StateExpiry;
+use crate::state::{bad_state, time_bucket_width, KeyOwner};
+
+/// Keys per checkpoint chunk of a [`KeyedState`]: a chunk whose keys did not
+/// change encodes to the same bytes and is not stored again.
+pub(crate) const KEYS_PER_CHUNK_GROUP: usize = 4096;
+
+/// How a [`KeyedState`]'s values become bytes, for checkpoints and for
+/// spilling, and how much memory they take.
+pub trait ValueCodec<V>: Send {
+    /// Writes `value` (which stays usable: `&mut` because some DataFusion
+    /// accumulators hand out their state only mutably).
+    fn encode(&self, value: &mut V, out: &mut StateWriter) -> Result<()>;
+    /// Reads a value written by [`ValueCodec::encode`].
+    fn decode(&self, input: &mut StateReader) -> Result<V>;
+    /// Approximate heap bytes `value` owns, for the memory budget.
+    fn heap_size(&self, value: &V) -> usize;
+}
+
+/// What every keyed state of a job shares.
+#[derive(Clone, Default)]
+pub struct StateConfig {
+    /// Keys not written for this long are dropped (`table.exec.state.ttl`).
+    pub ttl: Option<Duration>,
+    /// The memory budget and where state beyond it spills (`None`: no budget).
+    pub spill: Option<Arc<SpillArea>>,
+}
+
+struct Slot<V> {
+    value: V,
+    /// When the key was last written (for the TTL).
+    last_write: Instant,
+    /// Logical time of the last access (least recently used keys spill first).
+    touched: u64,
+}
+
+/// Spilled keys of one state.
+struct Spilled {
+    area: Arc<SpillArea>,
+    /// Created on the first spill.
+    table: Option<SpillTable>,
+    /// Hashes of the keys on disk (with multiplicity), so a miss costs no I/O.
+    hashes: HashMap<u64, u32>,
+    /// Keys on disk.
+    count: usize,
+    /// Bytes this state last reported to the area.
+    accounted: i64,
+    /// Estimated bytes per key in memory.
+    entry_size: usize,
+    /// Budget checks since the entry size was last estimated.
+    checks_since_estimate: u32,
+    /// Spilled write times are stored relative to this.
+    epoch: Instant,
+}
+
+/// Budget checks between two estimates of the size per key.
+const CHECKS_PER_ESTIMATE: u32 = 16;
+/// Keys sampled per estimate.
+const ESTIMATE_SAMPLE: usize = 32;
+
+fn key_hash(key: &[u8]) -> u64 {
+    twox_hash::XxHash3_64::oneshot(key)
+}
+
+/// Values per key, with event-time timers, an idle-key TTL and spilling.
+pub struct KeyedState<V> {
+    slots: HashMap<Vec<u8>, Slot<V>>,
+    /// Event time → keys with a timer at that time (a key may repeat).
+    timers: BTreeMap<i64, Vec<Vec<u8>>>,
+    expiry: StateExpiry,
+    codec: Box<dyn ValueCodec<V>>,
+    clock: u64,
+    spill: Option<Spilled>,
+}
+
+impl<V> KeyedState<V> {
+    /// Empty state whose values `codec` encodes.
+    pub fn new(config: &StateConfig, codec: impl ValueCodec<V> + 'static) -> Self {
+        KeyedState {
+            slots: HashMap::new(),
+            timers: BTreeMap::new(),
+            expiry: StateExpiry::new(config.ttl),
+            codec: Box::new(codec),
+            clock: 0,
+            spill: config.spill.clone().map(|area| Spilled {
+                area,
+                table: None,
+                hashes: HashMap::new(),
+                count: 0,
+                accounted: 0,
+                entry_size: 0,
+                checks_since_estimate: 0,
+                epoch: Instant::now(),
+            }),
+        }
+    }
+
+    fn tick(&mut self) -> u64 {
+        self.clock += 1;
+        self.clock
+    }
+
+    /// Brings `key` into memory if it was spilled; whether it has a value.
+    /// [`KeyedState::get`] sees only keys in memory, so call this first.
+    pub fn load(&mut self, key: &[u8]) -> Result<bool> {
+        let now = self.tick();
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.touched = now;
+            return Ok(true);
+        }
+        let Some(spill) = &mut self.spill else {
+            return Ok(false);
+        };
+        if spill.count == 0 {
+            return Ok(false);
+        }
+        let hash = key_hash(key);
+        let Some(copies) = spill.hashes.get_mut(&hash) else {
+            return Ok(false);
+        };
+        let Some(table) = &spill.table else {
+            return Ok(false);
+        };
+        let Some(stored) = table.get(key)? else {
+            return Ok(false);
+        };
+        let (last_write, value) = decode_spilled(&*self.codec, &stored, spill.epoch)?;
+        table.remove(key)?;
+        *copies -= 1;
+        if *copies == 0 {
+            spill.hashes.remove(&hash);
+        }
+        spill.count -= 1;
+        self.slots.insert(
+            key.to_vec(),
+            Slot {
+                value,
+                last_write,
+                touched: now,
+            },
+        );
+        Ok(true)
+    }
+
+    /// The value of `key` if it is in memory (see [`KeyedState::load`]).
+    pub fn get(&self, key: &[u8]) -> Option<&V> {
+        self.slots.get(key).map(|slot| &slot.value)
+    }
+
+    /// The value of `key` for reading and changing, without refreshing its TTL.
+    pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut V>> {
+        self.load(key)?;
+        Ok(self.slots.get_mut(key).map(|slot| &mut slot.value))
+    }
+
+    /// The value of `key` for writing (created with `default` when absent);
+    /// refreshes the key's TTL.
+    pub fn write(
+        &mut self,
+        key: &[u8],
+        now: Instant,
+        default: impl FnOnce() -> V,
+    ) -> Result<&mut V> {
+        self.try_write(key, now, || Ok(default()))
+    }
+
+    /// Like [`KeyedState::write`], with a fallible `default`.
+    pub fn try_write(
+        &mut self,
+        key: &[u8],
+        now: Instant,
+        default: impl FnOnce() -> Result<V>,
+    ) -> Result<&mut V> {
+        // Allocate the owned key only for a key not seen before.
+        if !self.load(key)? {
+            let value = default()?;
+            let touched = self.clock;
+            self.slots.insert(
+                key.to_vec(),
+                Slot {
+                    value,
+                    last_write: now,
+                    touched,
+                },
+            );
+        }
+        let Some(slot) = self.slots.get_mut(key) else {
+            unreachable!("the slot exists or was inserted above")
+        };
+        slot.last_write = now;
+        Ok(&mut slot.value)
+    }
+
+    /// Removes `key`'s value.
+    pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
+        if !self.load(key)? {
+            return Ok(None);
+        }
+        Ok(self.slots.remove(key).map(|slot| slot.value))
+    }
+
+    /// Asks for `key` to be returned by [`KeyedState::due_timers`] once the
+    /// watermark reaches `time`.
+    pub fn register_timer(&mut self, key: &[u8], time: i64) {
+        self.timers.entry(time).or_default().push(key.to_vec());
+    }
+
+    /// Removes and returns the timers at or before `watermark`, earliest first.
+    pub fn due_timers(&mut self, watermark: i64) -> Vec<(i64, Vec<u8>)> {
+        let mut due = Vec::new();
+        while let Some(entry) = self.timers.first_entry() {
+            if *entry.key() > watermark {
+                break;
+            }
+            let (time, keys) = entry.remove_entry();
+            due.extend(keys.into_iter().map(|key| (time, key)));
+        }
+        due
+    }
+
+    /// Removes the keys (in memory and spilled) not written for the TTL,
+    /// when a sweep is due at `now`; returns how many.
+    pub fn expire_idle(&mut self, now: Instant) -> Result<usize> {
+        let Some(ttl) = self.expiry.due(now) else {
+            return Ok(0);
+        };
+        let before = self.slots.len();
+        self.slots
+            .retain(|_, slot| now.duration_since(slot.last_write) < ttl);
+        let mut expired = before - self.slots.len();
+        if let Some(spill) = &mut self.spill {
+            if let (Some(table), true) = (&spill.table, spill.count > 0) {
+                let mut idle = Vec::new();
+                for entry in table.entries()? {
+                    let (key, stored) = entry?;
+                    let written =
+                        spill.epoch + Duration::from_millis(spilled_write_millis(&stored)?);
+                    if now.saturating_duration_since(written) >= ttl {
+                        idle.push(key);
+                    }
+                }
+                for key in idle {
+                    table.remove(&key)?;
+                    let hash = key_hash(&key);
+                    if let Some(copies) = spill.hashes.get_mut(&hash) {
+                        *copies -= 1;
+                        if *copies == 0 {
+                            spill.hashes.remove(&hash);
+                        }
+                    }
+                    spill.count -= 1;
+                    expired += 1;
+                }
+            }
+        }
+        Ok(expired)
+    }
+
+    /// Number of keys, in memory and spilled.
+    pub fn len(&self) -> usize {
+        self.slots.len() + self.spill.as_ref().map_or(0, |s| s.count)
+    }
+
+    /// Whether no key has a value.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keys spilled to disk.
+    pub fn spilled(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.count)
+    }
+
+    /// Reports this state's memory to the job's budget and, when the job is
+    /// over it, spills this state's least recently used keys. Operators call
+    /// this between batches: a key loaded while a batch is processed stays
+    /// in memory until the batch is done.
+    pub fn enforce_budget(&mut self) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        spill.checks_since_estimate += 1;
+        if spill.entry_size == 0 || spill.checks_since_estimate >= CHECKS_PER_ESTIMATE {
+            spill.checks_since_estimate = 0;
+            let sample: Vec<usize> = self
+                .slots
+                .iter()
+                .take(ESTIMATE_SAMPLE)
+                .map(|(key, slot)| {
+                    std::mem::size_of::<(Vec<u8>, Slot<V>)>()
+                        + key.len()
+                        + self.codec.heap_size(&slot.value)
+                })
+                .collect();
+            if !sample.is_empty() {
+                spill.entry_size = (sample.iter().sum::<usize>() / sample.len()).max(1);
+            }
+        }
+        let estimate = (self.slots.len() * spill.entry_size) as i64;
+        spill.area.account(estimate - spill.accounted);
+        spill.accounted = estimate;
+        let excess = spill.area.excess();
+        if excess == 0 || self.slots.is_empty() {
+            return Ok(());
+        }
+        // Free the excess plus a fifth of the budget, so spills come in
+        // batches rather than a few keys per call.
+        let to_free = (excess + spill.area.budget() / 5).min(estimate as u64);
+        let victims = to_free
+            .div_ceil(spill.entry_size as u64)
+            .clamp(1, self.slots.len() as u64);
+        self.spill_coldest(victims as usize)
+    }
+
+    /// Moves the `count` least recently used keys to disk.
+    fn spill_coldest(&mut self, count: usize) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        let mut stamps: Vec<u64> = self.slots.values().map(|slot| slot.touched).collect();
+        let cutoff = *stamps.select_nth_unstable(count - 1).1;
+        let victims: Vec<Vec<u8>> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| slot.touched <= cutoff)
+            .map(|(key, _)| key.clone())
+            .take(count)
+            .collect();
+        let mut entries = Vec::with_capacity(victims.len());
+        for key in victims {
+            let Some(mut slot) = self.slots.remove(&key) else {
+                continue;
+            };
+            let mut out = StateWriter::new();
+            self.codec.encode(&mut slot.value, &mut out)?;
+            let written = slot
+                .last_write
+                .saturating_duration_since(spill.epoch)
+                .as_millis() as u64;
+            let mut stored = written.to_le_bytes().to_vec();
+            stored.extend_from_slice(&out.finish()?);
+            *spill.hashes.entry(key_hash(&key)).or_default() += 1;
+            entries.push((key, stored));
+        }
+        spill.count += entries.len();
+        if spill.table.is_none() {
+            spill.table = Some(spill.area.table()?);
+        }
+        if let Some(table) = &spill.table {
+            table.put_all(entries)?;
+        }
+        let estimate = (self.slots.len() * spill.entry_size) as i64;
+        spill.area.account(estimate - spill.accounted);
+        spill.accounted = estimate;
+        Ok(())
+    }
+
+    /// Encodes the values and timers into checkpoint chunks. Keys are grouped
+    /// by their latest timer (keys of one window or expiry time together) or,
+    /// without timers, by hash, so unchanged groups give unchanged chunks.
+    /// Spilled keys are read from disk and stay there.
+    pub fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        // Each key goes with all its timers into the chunk of its latest
+        // timer's time bucket; keys without timers into hash groups.
+        let mut timers_of: HashMap<&[u8], Vec<i64>> = HashMap::new();
+        for (time, keys) in &self.timers {
+            for key in keys {
+                timers_of.entry(key.as_slice()).or_default().push(*time);
+            }
+        }
+        let on_disk: HashSet<Vec<u8>> = match self.spill.as_ref().and_then(|s| s.table.as_ref()) {
+            Some(table) => table.keys()?.collect::<Result<_>>()?,
+            None => HashSet::new(),
+        };
+        let bucket_width = time_bucket_width(timers_of.values().filter_map(|t| t.last().copied()));
+        let groups = ((self.slots.len() + on_disk.len()) / KEYS_PER_CHUNK_GROUP).max(1) as u64;
+        let mut by_group: BTreeMap<(bool, i64), Vec<Vec<u8>>> = BTreeMap::new();
+        let keys = self
+            .slots
+            .keys()
+            .map(Vec::as_slice)
+            .chain(on_disk.iter().map(Vec::as_slice))
+            .chain(
+                timers_of
+                    .keys()
+                    .copied()
+                    .filter(|k| !self.slots.contains_key(*k) && !on_disk.contains(*k)),
+            );
+        for key in keys {
+            let group = match timers_of.get(key).and_then(|t| t.last()) {
+                Some(time) => (true, time.div_euclid(bucket_width)),
+                None => (false, (key_hash(key) % groups) as i64),
+            };
+            by_group.entry(group).or_default().push(key.to_vec());
+        }
+        let mut chunks = Vec::with_capacity(by_group.len());
+        for (_, mut keys) in by_group {
+            keys.sort_unstable();
+            let mut out = StateWriter::new();
+            let with_values: Vec<&Vec<u8>> = keys
+                .iter()
+                .filter(|k| self.slots.contains_key(*k) || on_disk.contains(*k))
+                .collect();
+            out.u64(with_values.len() as u64);
+            for key in with_values {
+                out.bytes(key);
+                match self.slots.get_mut(key) {
+                    Some(slot) => self.codec.encode(&mut slot.value, &mut out)?,
+                    None => {
+                        let spilled = self
+                            .spill
+                            .as_ref()
+                            .and_then(|s| Some((s.table.as_ref()?, s.epoch)));
+                        let (table, epoch) =
+                            spilled.ok_or_else(|| bad_state("key vanished while snapshotting"))?;
+                        let stored = table
+                            .get(key)?
+                            .ok_or_else(|| bad_state("spilled key vanished while snapshotting"))?;
+                        let (_, mut value) = decode_spilled(&*self.codec, &stored, epoch)?;
+                        self.codec.encode(&mut value, &mut out)?;
+                    }
+                }
+            }
+            let timers: Vec<(i64, &[u8])> = keys
+                .iter()
+                .flat_map(|key| {
+                    timers_of
+                        .get(key.as_slice())
+                        .into_iter()
+                        .flatten()
+                        .map(move |time| (*time, key.as_slice()))
+                })
+                .collect();
+            out.u64(timers.len() as u64);
+            for (time, key) in timers {
+                out.i64(time);
+                out.bytes(key);
+            }
+            chunks.push(out.finish()?);
+        }
+        Ok(chunks)
+    }
+
+    /// Loads chunks written by [`KeyedState::snapshot`], keeping the keys
+    /// `owner` owns (`converter` encoded them); state beyond the memory
+    /// budget spills as it loads.
+    pub fn restore(
+        &mut self,
+        chunks: &[&[u8]],
+        owner: &KeyOwner,
+        converter: &RowConverter,
+        now: Instant,
+    ) -> Result<()> {
+        for chunk in chunks {
+            let mut input = StateReader::new(chunk)?;
+            let values = input.usize()?;
+            let mut entries = Vec::with_capacity(values);
+            for _ in 0..values {
+                let key = input.bytes()?.to_vec();
+                entries.push((key, self.codec.decode(&mut input)?));
+            }
+            let timers = input.usize()?;
+            let mut due = Vec::with_capacity(timers);
+            for _ in 0..timers {
+                let time = input.i64()?;
+                due.push((time, input.bytes()?.to_vec()));
+            }
+            let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
+            let owned = owner.owns(converter, &keys)?;
+            for ((key, value), owned) in entries.into_iter().zip(owned) {
+                if owned {
+                    let touched = self.tick();
+                    self.slots.insert(
+                        key,
+                        Slot {
+                            value,
+                            last_write: now,
+                            touched,
+                        },
+                    );
+                }
+            }
+            let keys: Vec<&[u8]> = due.iter().map(|(_, k)| k.as_slice()).collect();
+            let owned = owner.owns(converter, &keys)?;
+            for ((time, key), owned) in due.into_iter().zip(owned) {
+                if owned {
+                    self.timers.entry(time).or_default().push(key);
+                }
+            }
+            self.enforce_budget()?;
+        }
+        Ok(())
+    }
+}
+
+impl<V> Drop for KeyedState<V> {
+    fn drop(&mut self) {
+        if let Some(spill) = &self.spill {
+            spill.area.account(-spill.accounted);
+        }
+    }
+}
+
+/// The write time (ms after the state's epoch) of a spilled value.
+fn spilled_write_millis(stored: &[u8]) -> Result<u64> {
+    let bytes: [u8; 8] = stored
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad_state("truncated spilled value"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+/// A spilled value and its write time.
+fn decode_spilled<V>(
+    codec: &dyn ValueCodec<V>,
+    stored: &[u8],
+    epoch: Instant,
+) -> Result<(Instant, V)> {
+    let written = epoch + Duration::from_millis(spilled_write_millis(stored)?);
+    let mut input = StateReader::new(&stored[8..])?;
+    Ok((written, codec.decode(&mut input)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::row::SortField;
+
+    /// Values are plain numbers.
+    struct Numbers;
+
+    impl ValueCodec<u64> for Numbers {
+        fn encode(&self, value: &mut u64, out: &mut StateWriter) -> Result<()> {
+            out.u64(*value);
+            Ok(())
+        }
+
+        fn decode(&self, input: &mut StateReader) -> Result<u64> {
+            input.u64()
+        }
+
+        fn heap_size(&self, _: &u64) -> usize {
+            100
+        }
+    }
+
+    fn int_keys(values: Vec<i64>) -> (RowConverter, arrow::row::Rows) {
+        let converter =
+            RowConverter::new(vec![SortField::new(arrow::datatypes::DataType::Int64)]).unwrap();
+        let rows = converter
+            .convert_columns(&[Arc::new(arrow::array::Int64Array::from(values)) as _])
+            .unwrap();
+        (converter, rows)
+    }
+
+    fn spilling(dir: &std::path::Path, budget: u64) -> StateConfig {
+        StateConfig {
+            ttl: None,
+            spill: Some(SpillArea::new(dir.join("spill"), budget)),
+        }
+    }
+
+    #[test]
+    fn timers_fire_in_time_order_up_to_the_watermark() {
+        let mut state = KeyedState::new(&StateConfig::default(), Numbers);
+        let now = Instant::now();
+        *state.write(b"a", now, || 0).unwrap() += 1;
+        *state.write(b"a", now, || 0).unwrap() += 1;
+        assert_eq!(state.get(b"a"), Some(&2));
+        state.register_timer(b"a", 20);
+        state.register_timer(b"b", 10);
+        state.register_timer(b"c", 30);
+        assert_eq!(
+            state.due_timers(20),
+            vec![(10, b"b".to_vec()), (20, b"a".to_vec())]
+        );
+        assert!(state.due_timers(25).is_empty());
+        assert_eq!(state.due_timers(i64::MAX), vec![(30, b"c".to_vec())]);
+    }
+
+    #[test]
+    fn snapshot_and_restore_keep_values_and_timers() {
+        let (converter, keys) = int_keys(vec![1, 2, 3]);
+        let mut state = KeyedState::new(&StateConfig::default(), Numbers);
+        let now = Instant::now();
+        for (i, key) in keys.iter().enumerate() {
+            state.write(key.data(), now, || i as u64 * 10).unwrap();
+            state.register_timer(key.data(), 1000 * i as i64);
+        }
+        let first = state.snapshot().unwrap();
+        // Unchanged state encodes to the same chunks.
+        assert_eq!(state.snapshot().unwrap(), first);
+        let chunks: Vec<&[u8]> = first.iter().map(Vec::as_slice).collect();
+        let mut restored = KeyedState::new(&StateConfig::default(), Numbers);
+        restored
+            .restore(&chunks, &KeyOwner::single(), &converter, now)
+            .unwrap();
+        assert_eq!(restored.len(), 3);
+        assert_eq!(restored.get(keys.row(2).data()), Some(&20));
+        let due: Vec<i64> = restored
+            .due_timers(i64::MAX)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(due, vec![0, 1000, 2000]);
+    }
+
+    #[test]
+    fn idle_keys_expire_after_the_ttl() {
+        let ttl = Duration::from_millis(40);
+        let config = StateConfig {
+            ttl: Some(ttl),
+            spill: None,
+        };
+        let mut state = KeyedState::new(&config, Numbers);
+        let start = Instant::now();
+        state.write(b"old", start, || 1).unwrap();
+        state.write(b"new", start + ttl, || 2).unwrap();
+        let expired = state
+            .expire_idle(start + ttl + Duration::from_millis(1))
+            .unwrap();
+        assert_eq!(expired, 1);
+        assert_eq!(state.len(), 1);
+        assert!(state.get(b"old").is_none());
+    }
+
+    #[test]
+    fn state_beyond_the_budget_spills_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = spilling(dir.path(), 20_000);
+        let (converter, keys) = int_keys((0..1000).collect());
+        let mut state = KeyedState::new(&config, Numbers);
+        let mut unspilled = KeyedState::new(&StateConfig::default(), Numbers);
+        let now = Instant::now();
+        for (i, key) in keys.iter().enumerate() {
+            for target in [&mut state, &mut unspilled] {
+                *target.write(key.data(), now, || 0).unwrap() += i as u64;
+                target.register_timer(key.data(), (i as i64 % 7) * 1000);
+            }
+            if i % 50 == 49 {
+                state.enforce_budget().unwrap();
+            }
+        }
+        assert!(state.spilled() > 500, "spilled {}", state.spilled());
+        assert_eq!(state.len(), 1000);
+        let area = config.spill.as_ref().unwrap();
+        assert!(area.in_memory() <= area.budget(), "{}", area.in_memory());
+        // The most recently written keys stayed in memory.
+        assert!(state.get(keys.row(999).data()).is_some());
+        assert!(state.get(keys.row(0).data()).is_none());
+        // Snapshots do not depend on what spilled.
+        assert_eq!(state.snapshot().unwrap(), unspilled.snapshot().unwrap());
+        // Spilled keys read back, change, and go away.
+        assert_eq!(state.get_mut(keys.row(3).data()).unwrap(), Some(&mut 3));
+        assert_eq!(state.remove(keys.row(4).data()).unwrap(), Some(4));
+        assert_eq!(state.remove(keys.row(4).data()).unwrap(), None);
+        assert!(!state.load(keys.row(4).data()).unwrap());
+        *state.write(keys.row(5).data(), now, || 0).unwrap() += 1;
+        assert_eq!(state.get(keys.row(5).data()), Some(&6));
+        assert_eq!(state.len(), 999);
+        // A restore beyond the budget spills as it loads.
+        let snapshot = state.snapshot().unwrap();
+        let chunks: Vec<&[u8]> = snapshot.iter().map(Vec::as_slice).collect();
+        let restore_config = spilling(&dir.path().join("restore"), 20_000);
+        let mut restored = KeyedState::new(&restore_config, Numbers);
+        restored
+            .restore(&chunks, &KeyOwner::single(), &converter, now)
+            .unwrap();
+        assert_eq!(restored.len(), 999);
+        assert!(restored.spilled() > 0);
+        assert_eq!(restored.snapshot().unwrap(), snapshot);
+        for (i, key) in keys.iter().enumerate().filter(|(i, _)| *i != 4) {
+            let expected = if i == 5 { 6 } else { i as u64 };
+            assert_eq!(
+                restored.get_mut(key.data()).unwrap(),
+                Some(&mut { expected })
+            );
+        }
+    }
+
+    #[test]
+    fn spilled_keys_expire_after_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        let config = StateConfig {
+            ttl: Some(ttl),
+            ..spilling(dir.path(), 1000)
+        };
+        let mut state = KeyedState::new(&config, Numbers);
+        let start = Instant::now();
+        for key in 0..100u32 {
+            state.write(&key.to_be_bytes(), start, || 1).unwrap();
+        }
+        state.enforce_budget().unwrap();
+        assert!(state.spilled() > 0);
+        state.write(&7u32.to_be_bytes(), start + ttl, || 1).unwrap();
+        let expired = state
+            .expire_idle(start + ttl + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(expired, 99);
+        assert_eq!(state.len(), 1);
+        assert_eq!(state.spilled(), 0);
+    }
+}
