@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ fn updating(query: &str) -> bool {
     matches!(query, "q4" | "q9")
 }
 
-fn sluice(ws: &Workspace, script: &PathBuf) -> Command {
+fn sluice(ws: &Workspace, script: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     command
         .args(["run", script.to_str().expect("utf8"), "-p", "2"])
