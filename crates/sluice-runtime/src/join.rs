@@ -246,12 +246,8 @@ impl JoinOperator {
             .collect();
         if probes {
             for (row, _) in has_key.iter().enumerate().filter(|(_, k)| **k) {
-                let key = key_rows.row(row).data();
                 // Spilled partners come back into memory for this batch.
-                if !self.sides[other].load(key)? {
-                    continue;
-                }
-                if let Some(stored) = self.sides[other].get(key) {
+                if let Some(stored) = self.sides[other].get_mut(key_rows.row(row).data())? {
                     candidates.extend((0..stored.len() as u32).map(|p| (row as u32, p)));
                 }
             }

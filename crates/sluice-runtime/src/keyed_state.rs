@@ -168,8 +168,21 @@ impl<V> KeyedState<V> {
 
     /// The value of `key` for reading and changing, without refreshing its TTL.
     pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut V>> {
-        self.load(key)?;
-        Ok(self.slots.get_mut(key).map(|slot| &mut slot.value))
+        self.load_if_spilled(key)?;
+        let now = self.tick();
+        Ok(self.slots.get_mut(key).map(|slot| {
+            slot.touched = now;
+            &mut slot.value
+        }))
+    }
+
+    /// [`KeyedState::load`] when some keys are spilled (one lookup less on
+    /// the common path, where nothing is).
+    fn load_if_spilled(&mut self, key: &[u8]) -> Result<()> {
+        if self.spilled() > 0 {
+            self.load(key)?;
+        }
+        Ok(())
     }
 
     /// The value of `key` for writing (created with `default` when absent);
@@ -190,10 +203,11 @@ impl<V> KeyedState<V> {
         now: Instant,
         default: impl FnOnce() -> Result<V>,
     ) -> Result<&mut V> {
+        self.load_if_spilled(key)?;
+        let touched = self.tick();
         // Allocate the owned key only for a key not seen before.
-        if !self.load(key)? {
+        if !self.slots.contains_key(key) {
             let value = default()?;
-            let touched = self.clock;
             self.slots.insert(
                 key.to_vec(),
                 Slot {
@@ -207,14 +221,13 @@ impl<V> KeyedState<V> {
             unreachable!("the slot exists or was inserted above")
         };
         slot.last_write = now;
+        slot.touched = touched;
         Ok(&mut slot.value)
     }
 
     /// Removes `key`'s value.
     pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
-        if !self.load(key)? {
-            return Ok(None);
-        }
+        self.load_if_spilled(key)?;
         Ok(self.slots.remove(key).map(|slot| slot.value))
     }
 
