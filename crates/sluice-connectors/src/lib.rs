@@ -1,9 +1,12 @@
 //! Built-in connectors and formats: `filesystem`, `stdin`, `print`, `blackhole`,
-//! `datagen` and the `nexmark` benchmark generator; `json` and `csv` formats.
+//! `datagen`, the `nexmark` benchmark generator and `kafka` (feature `kafka`);
+//! `json` and `csv` formats.
 
 pub mod datagen;
 pub mod filesystem;
 pub mod formats;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod lines;
 pub mod nexmark;
 pub mod print;
@@ -26,6 +29,8 @@ pub fn builtin_connectors() -> ConnectorRegistry {
     registry.register(Arc::new(print::BlackholeConnector));
     registry.register(Arc::new(datagen::DatagenConnector));
     registry.register(Arc::new(nexmark::NexmarkConnector));
+    #[cfg(feature = "kafka")]
+    registry.register(Arc::new(kafka::KafkaConnector));
     registry
 }
 

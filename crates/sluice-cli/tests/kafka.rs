@@ -1,0 +1,200 @@
+//! The `kafka` connector against a real Kafka-protocol broker, found through
+//! `SLUICE_TEST_KAFKA_BROKERS` (`.ci/run` starts noida-db; under `SLUICE_CI`
+//! a missing broker fails the tests instead of skipping them).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    nexmark_file_source, nexmark_query, ok, read_part_files, write_nexmark_events, Workspace,
+};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+
+const EVENTS: usize = 40_000;
+
+fn brokers() -> Option<String> {
+    match std::env::var("SLUICE_TEST_KAFKA_BROKERS") {
+        Ok(brokers) => Some(brokers),
+        Err(_) if std::env::var_os("SLUICE_CI").is_some() => {
+            panic!("SLUICE_TEST_KAFKA_BROKERS is not set (.ci/run starts a broker)")
+        }
+        Err(_) => {
+            eprintln!("skipped: set SLUICE_TEST_KAFKA_BROKERS to a Kafka broker to run");
+            None
+        }
+    }
+}
+
+/// A new topic (a unique name) with `partitions`, keeping records forever
+/// (the generated events carry old timestamps).
+fn create_topic(brokers: &str, name: &str, partitions: i32) -> String {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    let topic = format!("{name}-{}-{stamp}", std::process::id());
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let results = runtime
+        .block_on(
+            admin.create_topics(
+                &[
+                    NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))
+                        .set("retention.ms", "-1"),
+                ],
+                &AdminOptions::new(),
+            ),
+        )
+        .expect("create topic");
+    for result in results {
+        result.expect("topic created");
+    }
+    topic
+}
+
+/// Physical columns of the nexmark-flink events.
+const EVENT_COLUMNS: &str = "event_type INT,
+    person ROW<id BIGINT, name VARCHAR, emailAddress VARCHAR, creditCard VARCHAR, city VARCHAR, state VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>,
+    auction ROW<id BIGINT, itemName VARCHAR, description VARCHAR, initialBid BIGINT, reserve BIGINT, `dateTime` TIMESTAMP(3), expires TIMESTAMP(3), seller BIGINT, category BIGINT, extra VARCHAR>,
+    bid ROW<auction BIGINT, bidder BIGINT, price BIGINT, channel VARCHAR, url VARCHAR, `dateTime` TIMESTAMP(3), extra VARCHAR>";
+
+/// Copies `$DIR/events` into `topic` with a Sluice job (the kafka sink).
+fn produce_events(ws: &Workspace, brokers: &str, topic: &str, partitioner: &str) {
+    let job = format!(
+        "SET 'execution.checkpointing.interval' = '200ms';
+         CREATE TABLE events_file ({EVENT_COLUMNS})
+         WITH ('connector' = 'filesystem', 'path' = '$DIR/events', 'format' = 'json');
+         CREATE TABLE events_kafka ({EVENT_COLUMNS})
+         WITH ('connector' = 'kafka', 'topic' = '{topic}',
+               'properties.bootstrap.servers' = '{brokers}', 'format' = 'json',
+               'sink.partitioner' = '{partitioner}', 'key.fields' = 'event_type');
+         INSERT INTO events_kafka SELECT * FROM events_file;"
+    );
+    ok(&ws.run(&job, &[]));
+}
+
+/// The nexmark source table and views over `topic` (bounded at its end).
+fn kafka_source(brokers: &str, topic: &str, startup: &str) -> String {
+    nexmark_file_source("unused").replace(
+        "'connector' = 'filesystem',\n    'path' = 'unused',",
+        &format!(
+            "'connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{brokers}',
+             'properties.group.id' = 'sluice-test', {startup} 'scan.bounded.mode' = 'latest-offset',"
+        ),
+    )
+}
+
+/// Runs `query` over `source` into `$DIR/<out>`; returns its rows.
+fn run_query(ws: &Workspace, source: &str, query: &str, out: &str, args: &[&str]) -> Vec<String> {
+    let sink = format!("'connector' = 'filesystem', 'path' = '$DIR/{out}', 'format' = 'json'");
+    let job = format!("{source}\n{}", nexmark_query(query, &sink));
+    ok(&ws.run(&job, args));
+    read_part_files(&ws.path(out))
+}
+
+#[test]
+fn queries_over_kafka_match_the_same_queries_over_the_file() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '5'");
+    let file = nexmark_file_source(&ws.path("events").display().to_string());
+
+    // One partition: event time stays in order, so a windowed query gives
+    // exactly the file's result.
+    let ordered = create_topic(&brokers, "events-ordered", 1);
+    produce_events(&ws, &brokers, &ordered, "default");
+    let source = kafka_source(
+        &brokers,
+        &ordered,
+        "'scan.startup.mode' = 'earliest-offset',",
+    );
+    for query in ["q5", "q7"] {
+        let expected = run_query(&ws, &file, query, &format!("{query}-file"), &[]);
+        assert!(!expected.is_empty(), "{query} wrote nothing");
+        let got = run_query(&ws, &source, query, &format!("{query}-kafka"), &[]);
+        assert_eq!(got, expected, "{query} over kafka");
+    }
+
+    // Three partitions read by two subtasks: a stateless query.
+    let spread = create_topic(&brokers, "events-spread", 3);
+    produce_events(&ws, &brokers, &spread, "round-robin");
+    let expected = run_query(&ws, &file, "q1", "q1-file", &[]);
+    let source = kafka_source(
+        &brokers,
+        &spread,
+        "'scan.startup.mode' = 'earliest-offset',",
+    );
+    let got = run_query(&ws, &source, "q1", "q1-kafka", &["-p", "2"]);
+    assert_eq!(got.len(), expected.len());
+    assert_eq!(got, expected, "q1 over three partitions");
+
+    // Specific offsets: the first 1000 records of the one partition are skipped.
+    let source = kafka_source(
+        &brokers,
+        &ordered,
+        "'scan.startup.mode' = 'specific-offsets', 'scan.startup.specific-offsets' = 'partition:0,offset:1000',",
+    );
+    let q0 = run_query(&ws, &file, "q0", "q0-file", &[]);
+    let skipped = run_query(&ws, &source, "q0", "q0-kafka", &[]);
+    assert!(
+        skipped.len() < q0.len() && skipped.len() >= q0.len() - 1000,
+        "{} of {}",
+        skipped.len(),
+        q0.len()
+    );
+}
+
+#[test]
+fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '9'");
+    let file = nexmark_file_source(&ws.path("events").display().to_string());
+    let topic = create_topic(&brokers, "events-resume", 3);
+    produce_events(&ws, &brokers, &topic, "round-robin");
+    let expected = run_query(&ws, &file, "q2", "q2-file", &[]);
+    assert!(!expected.is_empty());
+
+    let sink = "'connector' = 'filesystem', 'path' = '$DIR/q2-kafka', 'format' = 'json'";
+    let job = format!(
+        "SET 'pipeline.name' = 'kafka-resume';
+         SET 'execution.checkpointing.interval' = '100ms';
+         SET 'sluice.batch.size' = '500';
+         {}\n{}",
+        kafka_source(&brokers, &topic, "'scan.startup.mode' = 'earliest-offset',"),
+        nexmark_query("q2", sink)
+    );
+    let script = ws.write("resume.sql", &ws.expand(&job));
+    let run = || {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(["run", script.to_str().expect("utf8"), "-p", "2"])
+            .current_dir(ws.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        command
+    };
+    for delay in [600, 1100] {
+        let mut child = run().spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_millis(delay);
+        while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().ok();
+        child.wait().expect("reap");
+    }
+    let output = run().stderr(Stdio::piped()).output().expect("run");
+    ok(&output);
+    assert_eq!(
+        read_part_files(&ws.path("q2-kafka")),
+        expected,
+        "rows after kills and resumes"
+    );
+}
