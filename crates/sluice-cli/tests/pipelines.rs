@@ -179,7 +179,7 @@ fn unknown_connector_lists_the_valid_ones() {
     ));
     assert!(stderr.contains("unknown connector 'kafak'"), "{stderr}");
     assert!(
-        stderr.contains("blackhole, datagen, filesystem, nexmark, print, stdin"),
+        stderr.contains("blackhole, datagen, filesystem, kafka, nexmark, print, stdin"),
         "{stderr}"
     );
 }
@@ -613,7 +613,7 @@ fn functions_command_lists_flink_functions_and_connectors() {
     );
     assert!(out.contains("SPLIT_INDEX"), "{out}");
     assert!(
-        out.contains("Connectors: blackhole, datagen, filesystem, nexmark, print, stdin"),
+        out.contains("Connectors: blackhole, datagen, filesystem, kafka, nexmark, print, stdin"),
         "{out}"
     );
 }
