@@ -14,6 +14,7 @@ use sluice_core::{ChangeBatch, Result};
 use super::{kafka_error, KafkaTable, METADATA_TIMEOUT};
 use crate::formats::{Format, RecordEncoder};
 
+/// How records are spread over the topic's partitions (`sink.partitioner`).
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Partitioner {
     Default,
@@ -29,6 +30,7 @@ pub(super) struct KeySpec {
     pub(super) format: Format,
 }
 
+/// A configured kafka sink: its topic, value and key encoding, partitioning.
 #[derive(Debug)]
 pub(super) struct KafkaSink {
     pub(super) kafka: KafkaTable,

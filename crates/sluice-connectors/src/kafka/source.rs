@@ -17,6 +17,7 @@ use sluice_core::{ChangeBatch, Result, SluiceError};
 use super::{KafkaTable, Startup, METADATA_TIMEOUT};
 use crate::formats::{concat, LineChunk, RecordDecoder};
 
+/// A configured kafka source: its topic, start and end, and record format.
 #[derive(Debug)]
 pub(super) struct KafkaSource {
     pub(super) kafka: KafkaTable,
