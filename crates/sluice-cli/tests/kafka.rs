@@ -198,3 +198,97 @@ fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
         "rows after kills and resumes"
     );
 }
+
+/// The number after the newest checkpoint in `dir`.
+fn next_checkpoint(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("chk-")?
+                        .strip_suffix(".manifest")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+        + 1
+}
+
+#[test]
+fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '13'");
+    let file = nexmark_file_source(&ws.path("events").display().to_string());
+    let input = create_topic(&brokers, "events-eo", 3);
+    produce_events(&ws, &brokers, &input, "round-robin");
+    let expected = run_query(&ws, &file, "q2", "q2-file", &[]);
+    assert!(!expected.is_empty());
+
+    let output = create_topic(&brokers, "q2-eo", 2);
+    let sink = format!(
+        "'connector' = 'kafka', 'topic' = '{output}', 'properties.bootstrap.servers' = '{brokers}',
+         'format' = 'json', 'sink.delivery-guarantee' = 'exactly-once', 'sink.partitioner' = 'round-robin'"
+    );
+    let job = format!(
+        "SET 'pipeline.name' = 'kafka-eo';
+         SET 'execution.checkpointing.interval' = '100ms';
+         SET 'sluice.batch.size' = '500';
+         {}\n{}",
+        kafka_source(&brokers, &input, "'scan.startup.mode' = 'earliest-offset',"),
+        nexmark_query("q2", &sink)
+    );
+    let script = ws.write("eo.sql", &ws.expand(&job));
+    let run = |failpoint: Option<String>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(["run", script.to_str().expect("utf8"), "-p", "2"])
+            .current_dir(ws.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(failpoint) = failpoint {
+            command.env("SLUICE_FAILPOINT", failpoint);
+        }
+        command
+    };
+    let checkpoints = ws.path("sluice-data/kafka-eo/checkpoints");
+    for (delay, failpoint) in [(700, "before-commit"), (1200, "after-commit")] {
+        let mut child = run(None).spawn().expect("spawn");
+        let deadline = Instant::now() + Duration::from_millis(delay);
+        while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().ok();
+        child.wait().expect("reap");
+        // Aborted after a checkpoint's manifest, before its transactions
+        // commit (recovery writes them), or right after (recovery must not
+        // write them again).
+        let next = next_checkpoint(&checkpoints);
+        run(Some(format!("{failpoint}:{}", next + 1)))
+            .status()
+            .expect("run");
+    }
+    ok(&run(None).stderr(Stdio::piped()).output().expect("run"));
+
+    // A read_committed consumer sees every row once; reaching the end also
+    // shows no partition is held back by an open transaction.
+    let readback = format!(
+        "CREATE TABLE out_topic (auction BIGINT, price BIGINT) WITH (
+             'connector' = 'kafka', 'topic' = '{output}', 'properties.bootstrap.servers' = '{brokers}',
+             'properties.isolation.level' = 'read_committed', 'scan.startup.mode' = 'earliest-offset',
+             'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+         CREATE TABLE readback (auction BIGINT, price BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '$DIR/readback', 'format' = 'json');
+         INSERT INTO readback SELECT * FROM out_topic;"
+    );
+    ok(&ws.run(&readback, &[]));
+    let got = read_part_files(&ws.path("readback"));
+    assert_eq!(got.len(), expected.len(), "row count read back");
+    assert_eq!(got, expected, "rows read back with read_committed");
+}

@@ -33,7 +33,7 @@ use crate::{project_schema, SOURCE_OPTIONS};
 mod sink;
 mod source;
 
-use sink::{KafkaSink, KeySpec, Partitioner};
+use sink::{Guarantee, KafkaSink, KeySpec, Partitioner};
 use source::KafkaSource;
 
 const KAFKA_OPTIONS: [OptionSpec; 15] = [
@@ -67,7 +67,7 @@ const KAFKA_OPTIONS: [OptionSpec; 15] = [
     ),
     OptionSpec::optional(
         "sink.delivery-guarantee",
-        "'at-least-once' (default: every checkpoint waits for acknowledgements) or 'none'",
+        "'at-least-once' (default: every checkpoint waits for acknowledgements), 'exactly-once' (a transaction per checkpoint) or 'none'",
     ),
     OptionSpec::optional(
         "sink.partitioner",
@@ -77,7 +77,7 @@ const KAFKA_OPTIONS: [OptionSpec; 15] = [
     OptionSpec::optional("key.fields", "columns written as the message key, separated by ';'"),
     OptionSpec::optional(
         "sink.transactional-id-prefix",
-        "reserved for exactly-once delivery (not supported yet)",
+        "exactly-once: transactional ids are '<prefix>-<subtask>' (default prefix 'sluice-<job>-<table>')",
     ),
 ];
 
@@ -210,20 +210,26 @@ impl ConnectorFactory for KafkaConnector {
         }))
     }
 
-    fn create_sink(&self, table: &TableDef, _job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
+    fn create_sink(&self, table: &TableDef, job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
         let kafka = KafkaTable::from_table(table)?;
         let options = &table.options;
         let schema = table.physical_schema();
         kafka.format.encoder(schema.clone())?;
-        let flush_on_checkpoint = match options.get("sink.delivery-guarantee") {
-            None | Some("at-least-once") => true,
-            Some("none") => false,
-            Some("exactly-once") => {
-                return Err(SluiceError::Unsupported(format!(
-                    "table `{}`: 'sink.delivery-guarantee' = 'exactly-once' (Kafka transactions) is not supported yet; use 'at-least-once'",
+        let guarantee = match options.get("sink.delivery-guarantee") {
+            None | Some("at-least-once") => Guarantee::AtLeastOnce,
+            Some("none") => Guarantee::None,
+            Some("exactly-once") if !job.exactly_once => {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: 'sink.delivery-guarantee' = 'exactly-once' commits with checkpoints; turn them on ('execution.checkpointing.interval')",
                     table.name
                 )))
             }
+            Some("exactly-once") => Guarantee::ExactlyOnce(
+                options
+                    .get("sink.transactional-id-prefix")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("sluice-{}-{}", job.job_name, table.name)),
+            ),
             Some(other) => {
                 return Err(SluiceError::Config(format!(
                     "table `{}`: 'sink.delivery-guarantee' must be 'none', 'at-least-once' or 'exactly-once', got '{other}'",
@@ -276,7 +282,7 @@ impl ConnectorFactory for KafkaConnector {
             schema,
             key,
             partitioner,
-            flush_on_checkpoint,
+            guarantee,
         }))
     }
 }
