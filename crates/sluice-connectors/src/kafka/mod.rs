@@ -13,7 +13,9 @@
 //! Sink: one producer per subtask, values encoded with `format`, keys with
 //! `key.format` from `key.fields`; `sink.partitioner` picks partitions; with
 //! `sink.delivery-guarantee = 'at-least-once'` (the default) every checkpoint
-//! waits until all records sent so far are acknowledged.
+//! waits until all records sent so far are acknowledged; `'exactly-once'`
+//! writes each checkpoint's records in a Kafka transaction once the
+//! checkpoint completes (see `sink.rs`).
 
 use std::collections::BTreeMap;
 use std::fmt;
