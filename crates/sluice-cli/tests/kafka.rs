@@ -268,9 +268,10 @@ fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
         child.wait().expect("reap");
         // Aborted after a checkpoint's manifest, before its transactions
         // commit (recovery writes them), or right after (recovery must not
-        // write them again).
+        // write them again); at the run's first checkpoint, long before the
+        // input ends (a finished job would start over when run again).
         let next = next_checkpoint(&checkpoints);
-        run(Some(format!("{failpoint}:{}", next + 1)))
+        run(Some(format!("{failpoint}:{next}")))
             .status()
             .expect("run");
     }

@@ -264,9 +264,12 @@ const FIRST_RECORD_WAIT: Duration = Duration::from_millis(200);
 const MORE_RECORDS_WAIT: Duration = Duration::from_millis(5);
 
 impl KafkaReader {
-    /// Bounded mode: every partition has reached its end offset (records
-    /// the consumer skips, like transaction markers, count as read).
-    fn finished(&mut self) -> Result<bool> {
+    /// Bounded mode: every partition has reached its end offset. Records the
+    /// consumer skips (transaction markers, aborted records) never arrive, so
+    /// once a poll came back empty (`idle`: nothing fetched is waiting), the
+    /// consumer's position counts too; while records flow it does not, since
+    /// it may run ahead of what was received.
+    fn finished(&mut self, idle: bool) -> Result<bool> {
         let Some(end) = &self.end else {
             return Ok(false);
         };
@@ -278,6 +281,9 @@ impl KafkaReader {
             .collect();
         if behind.is_empty() {
             return Ok(true);
+        }
+        if !idle {
+            return Ok(false);
         }
         let position = self
             .consumer
@@ -345,8 +351,9 @@ impl KafkaReader {
 #[async_trait]
 impl SourceReader for KafkaReader {
     async fn next_batch(&mut self) -> Result<Option<ChangeBatch>> {
+        let mut idle = false;
         loop {
-            if self.finished()? {
+            if self.finished(idle)? {
                 return Ok(None);
             }
             if self.partitions.is_empty() {
@@ -355,12 +362,14 @@ impl SourceReader for KafkaReader {
             }
             let mut records = Vec::new();
             let mut wait = FIRST_RECORD_WAIT;
+            idle = true;
             while records.len() < self.batch_size {
                 let message = match tokio::time::timeout(wait, self.consumer.recv()).await {
                     Err(_) => break,
                     Ok(message) => message.map_err(|e| self.kafka.error("reading", e))?,
                 };
                 wait = MORE_RECORDS_WAIT;
+                idle = false;
                 let (partition, offset) = (message.partition(), message.offset());
                 self.next.insert(partition, offset + 1);
                 if let Some(value) = message.payload() {
