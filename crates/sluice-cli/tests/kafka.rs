@@ -5,10 +5,11 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    nexmark_file_source, nexmark_query, ok, read_part_files, write_nexmark_events, Workspace,
+    kill_after, nexmark_file_source, nexmark_query, next_checkpoint, ok, read_part_files,
+    write_nexmark_events, Workspace,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -182,13 +183,7 @@ fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
         command
     };
     for delay in [600, 1100] {
-        let mut child = run().spawn().expect("spawn");
-        let deadline = Instant::now() + Duration::from_millis(delay);
-        while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.kill().ok();
-        child.wait().expect("reap");
+        kill_after(run().spawn().expect("spawn"), Duration::from_millis(delay));
     }
     let output = run().stderr(Stdio::piped()).output().expect("run");
     ok(&output);
@@ -197,27 +192,6 @@ fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
         expected,
         "rows after kills and resumes"
     );
-}
-
-/// The number after the newest checkpoint in `dir`.
-fn next_checkpoint(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .strip_prefix("chk-")?
-                        .strip_suffix(".manifest")?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-        + 1
 }
 
 #[test]
@@ -259,13 +233,10 @@ fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
     };
     let checkpoints = ws.path("sluice-data/kafka-eo/checkpoints");
     for (delay, failpoint) in [(700, "before-commit"), (1200, "after-commit")] {
-        let mut child = run(None).spawn().expect("spawn");
-        let deadline = Instant::now() + Duration::from_millis(delay);
-        while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        child.kill().ok();
-        child.wait().expect("reap");
+        kill_after(
+            run(None).spawn().expect("spawn"),
+            Duration::from_millis(delay),
+        );
         // Aborted after a checkpoint's manifest, before its transactions
         // commit (recovery writes them), or right after (recovery must not
         // write them again); at the run's first checkpoint, long before the

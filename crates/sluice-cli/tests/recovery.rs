@@ -10,7 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    nexmark_file_source, nexmark_query, ok, read_part_files, write_nexmark_events, Workspace,
+    kill_after, nexmark_file_source, nexmark_query, next_checkpoint, ok, read_part_files,
+    write_nexmark_events, Workspace,
 };
 
 /// Events in the test input: 150 s of event time at 1000 events/s.
@@ -59,19 +60,11 @@ fn run_to_end(ws: &Workspace, args: &[&str]) -> String {
 
 /// Starts a run and kills it with SIGKILL after `delay` (if still running).
 fn run_and_kill(ws: &Workspace, args: &[&str], delay: Duration) {
-    let mut child = sluice(ws, args, None)
+    let child = sluice(ws, args, None)
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let deadline = Instant::now() + delay;
-    while Instant::now() < deadline {
-        if child.try_wait().expect("poll").is_some() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    kill_after(child, delay);
 }
 
 /// Runs with a failpoint that aborts the process inside a checkpoint.
@@ -157,27 +150,6 @@ fn crash_and_recover(
         leftovers.is_empty(),
         "in-progress files left: {leftovers:?}"
     );
-}
-
-/// The number after the newest stored checkpoint.
-fn next_checkpoint(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .strip_prefix("chk-")?
-                        .strip_suffix(".manifest")?
-                        .parse::<u64>()
-                        .ok()
-                })
-                .max()
-                .unwrap_or(0)
-        })
-        .unwrap_or(0)
-        + 1
 }
 
 #[test]

@@ -6,10 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{
-    materialize_changelog, nexmark_file_source, nexmark_query, ok, read_part_files,
+    kill_after, materialize_changelog, nexmark_file_source, nexmark_query, ok, read_part_files,
     write_nexmark_events, Workspace,
 };
 
@@ -103,16 +103,11 @@ fn spilled_state_gives_the_same_output_and_recovers_after_kills() {
             let name = format!("{query}-spill-crash");
             let script = script(&ws, query, &name, TINY_BUDGET);
             for delay in [700, 1300] {
-                let mut child = sluice(&ws, &script)
+                let child = sluice(&ws, &script)
                     .stderr(Stdio::null())
                     .spawn()
                     .expect("spawn");
-                let deadline = Instant::now() + Duration::from_millis(delay);
-                while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                child.kill().ok();
-                child.wait().expect("reap");
+                kill_after(child, Duration::from_millis(delay));
             }
             let output = sluice(&ws, &script).output().expect("run sluice");
             ok(&output);

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
 
 /// A temporary working directory for one test.
 pub struct Workspace {
@@ -201,4 +202,35 @@ pub fn write_nexmark_events(ws: &Workspace, events: usize, generator_options: &s
          INSERT INTO events SELECT event_type, person, auction, bid FROM nexmark;"
     );
     ok(&ws.run(&job, &[]));
+}
+
+/// Lets `child` run for `delay` (or until it exits), then kills it with SIGKILL.
+pub fn kill_after(mut child: Child, delay: Duration) {
+    let deadline = Instant::now() + delay;
+    while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().ok();
+    child.wait().expect("reap");
+}
+
+/// The number after the newest stored checkpoint (`chk-N.manifest`) in `dir`.
+pub fn next_checkpoint(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .strip_prefix("chk-")?
+                        .strip_suffix(".manifest")?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0)
+        + 1
 }
