@@ -323,3 +323,28 @@ fn fresh_starts_over_and_finished_jobs_rerun() {
     let all = read_part_files(&ws.path(&format!("{name}-out")));
     assert_eq!(all.len(), once.len() * 3);
 }
+
+/// Checkpoints that time out (here: almost all of them) lose no output: what
+/// their sinks pre-committed is committed with the next checkpoint that
+/// completes, or the final one.
+#[test]
+fn abandoned_checkpoints_lose_no_output() {
+    let ws = Workspace::new();
+    generate_events(&ws);
+    let expected = reference(&ws, "q5");
+    let name = "q5-abandoned";
+    let script = script(&ws, "q5", name);
+    let sql = std::fs::read_to_string(&script).expect("script");
+    std::fs::write(
+        &script,
+        format!("SET 'execution.checkpointing.timeout' = '3ms';\n{sql}"),
+    )
+    .expect("write script");
+    let stderr = run_to_end(&ws, &["run", script.to_str().expect("utf8"), "-p", "2"]);
+    assert!(
+        stderr.contains("abandoned"),
+        "no checkpoint timed out, so the test shows nothing:\n{stderr}"
+    );
+    let got = read_part_files(&ws.path(&format!("{name}-out")));
+    assert_eq!(got, expected, "output differs when checkpoints time out");
+}

@@ -31,6 +31,8 @@ pub fn builtin_connectors() -> ConnectorRegistry {
     registry.register(Arc::new(nexmark::NexmarkConnector));
     #[cfg(feature = "kafka")]
     registry.register(Arc::new(kafka::KafkaConnector));
+    #[cfg(feature = "kafka")]
+    registry.register(Arc::new(kafka::UpsertKafkaConnector));
     registry
 }
 

@@ -10,7 +10,7 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 
 use crate::dlq::BadRecordPolicy;
-use crate::table::TableDef;
+use crate::table::{MetadataSpec, TableDef};
 use crate::{ChangeBatch, Result, SluiceError};
 
 /// Job-wide settings that connectors need when they are created.
@@ -52,6 +52,12 @@ pub trait ConnectorFactory: Send + Sync {
             table.name,
             self.name()
         )))
+    }
+
+    /// The metadata columns tables of this connector may declare
+    /// (`METADATA FROM '<key>'`).
+    fn metadata(&self) -> &'static [MetadataSpec] {
+        &[]
     }
 
     /// A sink that writes `table`'s physical columns.
@@ -204,12 +210,34 @@ impl ConnectorRegistry {
                 self.names().join(", ")
             ))
         })?;
-        self.factories.get(name).ok_or_else(|| {
+        let factory = self.factories.get(name).ok_or_else(|| {
             SluiceError::Config(format!(
                 "table `{}`: unknown connector '{name}'; available connectors: {}",
                 table.name,
                 self.names().join(", ")
             ))
-        })
+        })?;
+        let offered = factory.metadata();
+        for (column, key, _) in table.metadata_columns() {
+            if !offered.iter().any(|spec| spec.key == key) {
+                let available = if offered.is_empty() {
+                    format!("connector '{name}' has no metadata columns")
+                } else {
+                    format!(
+                        "connector '{name}' offers only {}",
+                        offered
+                            .iter()
+                            .map(|spec| format!("'{}' ({})", spec.key, spec.sql_type))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: column `{column}` reads METADATA FROM '{key}', but {available}",
+                    table.name
+                )));
+            }
+        }
+        Ok(factory)
     }
 }

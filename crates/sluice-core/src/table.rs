@@ -30,6 +30,45 @@ impl TableColumn {
     }
 }
 
+/// Field metadata key naming the connector metadata a column reads
+/// (`col TYPE METADATA FROM 'partition'`).
+pub const METADATA_KEY: &str = "sluice.metadata";
+/// Field metadata key marking a `VIRTUAL` metadata column (read only: never
+/// written to a sink).
+pub const METADATA_VIRTUAL: &str = "sluice.metadata.virtual";
+
+/// A physical column that reads connector metadata instead of the record's
+/// payload: `name TYPE METADATA [FROM 'key'] [VIRTUAL]`.
+pub fn metadata_column(field: Field, key: &str, is_virtual: bool) -> Field {
+    let mut metadata = field.metadata().clone();
+    metadata.insert(METADATA_KEY.to_string(), key.to_string());
+    if is_virtual {
+        metadata.insert(METADATA_VIRTUAL.to_string(), "true".to_string());
+    }
+    field.with_metadata(metadata)
+}
+
+/// The connector metadata key a column reads, if it is a metadata column.
+pub fn metadata_key(field: &Field) -> Option<&str> {
+    field.metadata().get(METADATA_KEY).map(String::as_str)
+}
+
+/// Whether a column is a `VIRTUAL` metadata column.
+pub fn is_virtual(field: &Field) -> bool {
+    field.metadata().contains_key(METADATA_VIRTUAL)
+}
+
+/// A metadata key a connector offers (`METADATA FROM '<key>'`).
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataSpec {
+    /// The key, as written in `METADATA FROM '...'`.
+    pub key: &'static str,
+    /// The SQL type of its values, for error messages.
+    pub sql_type: &'static str,
+    /// Whether a sink writes it (otherwise the column must be `VIRTUAL`).
+    pub writable: bool,
+}
+
 /// `WATERMARK FOR column AS expr`.
 #[derive(Debug, Clone)]
 pub struct WatermarkDef {
@@ -68,6 +107,37 @@ impl TableDef {
                 .filter_map(|column| match column {
                     TableColumn::Physical(field) => Some(field.clone()),
                     TableColumn::Computed { .. } => None,
+                })
+                .collect::<Vec<_>>(),
+        ))
+    }
+
+    /// The metadata columns among the physical ones: (name, metadata key, virtual).
+    pub fn metadata_columns(&self) -> Vec<(&str, &str, bool)> {
+        self.columns
+            .iter()
+            .filter_map(|column| match column {
+                TableColumn::Physical(field) => {
+                    metadata_key(field).map(|key| (field.name().as_str(), key, is_virtual(field)))
+                }
+                TableColumn::Computed { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Whether a sink writes this column: physical, and not `VIRTUAL` metadata.
+    pub fn is_written(column: &TableColumn) -> bool {
+        matches!(column, TableColumn::Physical(field) if !is_virtual(field))
+    }
+
+    /// Schema of the columns a sink writes, in declaration order.
+    pub fn written_schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .filter_map(|column| match column {
+                    TableColumn::Physical(field) if !is_virtual(field) => Some(field.clone()),
+                    _ => None,
                 })
                 .collect::<Vec<_>>(),
         ))

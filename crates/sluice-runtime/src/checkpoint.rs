@@ -241,8 +241,27 @@ pub(crate) struct Coordinator {
     stored: HashSet<String>,
     finished: HashMap<ComponentKey, Vec<Vec<u8>>>,
     in_flight: Option<InFlight>,
+    /// Output sinks pre-committed into checkpoints that were abandoned or
+    /// failed, oldest first: the next stored checkpoint records and commits
+    /// it before its own, so nothing pre-committed is ever dropped.
+    carried: HashMap<ComponentKey, Vec<Vec<u8>>>,
     last_completed: Instant,
     stats: CheckpointStats,
+}
+
+/// Index in a sink's checkpointed chunks where output carried over from
+/// abandoned checkpoints starts (after the pending output and the writer
+/// state).
+const CARRIED_CHUNKS: usize = 2;
+
+/// The pre-committed output a sink component recorded, in commit order:
+/// output carried over from abandoned checkpoints first, then its own.
+pub(crate) fn sink_pendings<T>(chunks: &[T]) -> impl Iterator<Item = &T> {
+    chunks
+        .get(CARRIED_CHUNKS..)
+        .unwrap_or(&[])
+        .iter()
+        .chain(chunks.first())
 }
 
 /// The coordinator and the handle its tasks report to.
@@ -282,6 +301,7 @@ pub(crate) fn coordinator(
         stored: HashSet::new(),
         finished: HashMap::new(),
         in_flight: None,
+        carried: HashMap::new(),
         last_completed: Instant::now(),
         stats: CheckpointStats::default(),
     };
@@ -333,17 +353,18 @@ pub async fn load_for_recovery(
         match store.read_manifest(checkpoint).await {
             Ok(manifest) => {
                 for component in manifest.components.iter().filter(|c| c.role == Role::Sink) {
-                    let (Some(pending), Some(PlanNode::Sink { connector, .. })) =
-                        (component.chunks.first(), plan.nodes.get(component.node))
+                    let Some(PlanNode::Sink { connector, .. }) = plan.nodes.get(component.node)
                     else {
                         continue;
                     };
-                    match store.read_chunk(pending).await {
-                        Ok(pending) => connector.uncommit(&pending)?,
-                        Err(error) => warn!(
-                            "output published by checkpoint {checkpoint} may be written again: \
-                             {error}"
-                        ),
+                    for pending in sink_pendings(&component.chunks) {
+                        match store.read_chunk(pending).await {
+                            Ok(pending) => connector.uncommit(&pending)?,
+                            Err(error) => warn!(
+                                "output published by checkpoint {checkpoint} may be written \
+                                 again: {error}"
+                            ),
+                        }
                     }
                 }
             }
@@ -369,8 +390,10 @@ pub(crate) fn recover_sinks(plan: &JobPlan, restored: Option<&RestoredCheckpoint
             .map(|r| r.manifest.components.as_slice())
             .unwrap_or(&[]);
         for component in components {
-            if component.node == id && component.role == Role::Sink {
-                if let (Some(pending), Some(restored)) = (component.chunks.first(), restored) {
+            if let (true, Some(restored)) =
+                (component.node == id && component.role == Role::Sink, restored)
+            {
+                for pending in sink_pendings(&component.chunks) {
                     let pending = restored.chunk(pending)?.to_vec();
                     connector.commit(&pending)?;
                     committed.push(pending);
@@ -433,6 +456,9 @@ impl Coordinator {
                         );
                         self.stats.abandoned += 1;
                         self.last_completed = Instant::now();
+                        for (key, chunks) in abandoned.acks {
+                            self.carry(key, chunks);
+                        }
                         if let Some((path, _)) = abandoned.savepoint {
                             respond(&path, None, None, Some("the savepoint timed out".into()));
                         }
@@ -484,19 +510,32 @@ impl Coordinator {
                 key,
                 chunks,
             } => {
-                if let Some(in_flight) = &mut self.in_flight {
-                    if in_flight.barrier.checkpoint == checkpoint {
+                match &mut self.in_flight {
+                    Some(in_flight) if in_flight.barrier.checkpoint == checkpoint => {
                         tracing::debug!(
                             "checkpoint {checkpoint}: {key:?} acknowledged after {:?}",
                             in_flight.started.elapsed()
                         );
                         in_flight.acks.insert(key, chunks);
                     }
+                    // A late acknowledgement of an abandoned checkpoint.
+                    _ => self.carry(key, chunks),
                 }
             }
             Report::Finished { key, chunks } => {
                 self.finished.insert(key, chunks);
             }
+        }
+    }
+
+    /// Keeps the output a sink pre-committed into a checkpoint that will not
+    /// complete, for the next one to commit.
+    fn carry(&mut self, key: ComponentKey, chunks: Vec<Vec<u8>>) {
+        if key.role != RoleKey::Sink {
+            return;
+        }
+        if let Some(pending) = chunks.into_iter().next() {
+            self.carried.entry(key).or_default().push(pending);
         }
     }
 
@@ -654,16 +693,45 @@ impl Coordinator {
         states: Vec<(ComponentKey, bool, Vec<Vec<u8>>)>,
         started: Instant,
     ) -> Result<Manifest> {
+        let carried = std::mem::take(&mut self.carried);
+        let outcome = self
+            .write_checkpoint(checkpoint, kind, states, started, &carried)
+            .await;
+        if outcome.is_err() {
+            // Nothing of this checkpoint counts: its sinks' output waits for the next.
+            for (key, pendings) in carried {
+                let later = self.carried.remove(&key).unwrap_or_default();
+                self.carried
+                    .insert(key, pendings.into_iter().chain(later).collect());
+            }
+        }
+        outcome
+    }
+
+    async fn write_checkpoint(
+        &mut self,
+        checkpoint: u64,
+        kind: SnapshotKind,
+        states: Vec<(ComponentKey, bool, Vec<Vec<u8>>)>,
+        started: Instant,
+        carried: &HashMap<ComponentKey, Vec<Vec<u8>>>,
+    ) -> Result<Manifest> {
         failpoint("before-state", checkpoint);
         let mut components = Vec::with_capacity(states.len());
         let mut commits = Vec::new();
         let mut written_bytes = 0;
         let mut by_operator: BTreeMap<String, u64> = BTreeMap::new();
-        for (key, finished, chunks) in states {
+        for (key, finished, mut chunks) in states {
             if key.role == RoleKey::Sink {
-                if let Some(pending) = chunks.first() {
-                    commits.push((key.node, pending.clone()));
+                if let Some(earlier) = carried.get(&key).filter(|c| !c.is_empty()) {
+                    chunks.resize(CARRIED_CHUNKS.max(chunks.len()), Vec::new());
+                    chunks.extend(earlier.iter().cloned());
                 }
+                commits.extend(
+                    sink_pendings(&chunks)
+                        .filter(|pending| !pending.is_empty())
+                        .map(|pending| (key.node, pending.clone())),
+                );
             }
             if chunks.is_empty() && !finished {
                 continue;

@@ -869,26 +869,23 @@ impl Translator<'_> {
         }))))
     }
 
-    /// A sink writes physical columns only: project computed ones away.
+    /// A sink writes physical columns only: project computed and `VIRTUAL`
+    /// metadata columns away.
     fn drop_computed_columns(
         &mut self,
         node: NodeId,
         table: &TableDef,
         schema: &DFSchemaRef,
     ) -> Result<NodeId> {
-        if table
-            .columns
-            .iter()
-            .all(|c| matches!(c, TableColumn::Physical(_)))
-        {
+        if table.columns.iter().all(TableDef::is_written) {
             return Ok(node);
         }
-        let physical = table.physical_schema();
+        let physical = table.written_schema();
         let exprs = table
             .columns
             .iter()
             .enumerate()
-            .filter(|(_, c)| matches!(c, TableColumn::Physical(_)))
+            .filter(|(_, c)| TableDef::is_written(c))
             .map(|(index, c)| Arc::new(ColumnExpr::new(c.name(), index)) as Arc<dyn PhysicalExpr>)
             .collect();
         debug_assert_eq!(schema.fields().len(), table.columns.len());

@@ -12,7 +12,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, Tokenizer};
 use sluice_core::options::Options;
-use sluice_core::table::{TableColumn, TableDef, WatermarkDef};
+use sluice_core::table::{metadata_column, TableColumn, TableDef, WatermarkDef};
 use sluice_core::{Result, SluiceError};
 
 use crate::types::TypeParser;
@@ -253,12 +253,19 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<TableDef, ParserError> 
                 });
             } else {
                 let (data_type, nullable) = TypeParser::new(parser).parse_with_nullability()?;
-                if parser.peek_keyword(Keyword::METADATA) {
-                    let found = parser.peek_token();
-                    return Err(ParserError::ParserError(format!(
-                        "metadata columns are not supported by Sluice yet (column `{column}`) at {}",
-                        found.span.start
-                    )));
+                let mut metadata = None;
+                if parser.parse_keyword(Keyword::METADATA) {
+                    // `METADATA [FROM 'key'] [VIRTUAL]`: the key defaults to the column name.
+                    let key = if parser.parse_keyword(Keyword::FROM) {
+                        parser.parse_literal_string()?
+                    } else {
+                        column.clone()
+                    };
+                    let is_virtual = is_word(&parser.peek_token().token, "VIRTUAL");
+                    if is_virtual {
+                        parser.next_token();
+                    }
+                    metadata = Some((key, is_virtual));
                 }
                 if parser.parse_keywords(&[Keyword::PRIMARY, Keyword::KEY]) {
                     let _ = parser.parse_keywords(&[Keyword::NOT, Keyword::ENFORCED]);
@@ -267,9 +274,11 @@ fn parse_create_table(parser: &mut Parser<'_>) -> Result<TableDef, ParserError> 
                 if parser.parse_keyword(Keyword::COMMENT) {
                     parser.parse_literal_string()?;
                 }
-                columns.push(TableColumn::Physical(Field::new(
-                    column, data_type, nullable,
-                )));
+                let field = Field::new(column, data_type, nullable);
+                columns.push(TableColumn::Physical(match metadata {
+                    Some((key, is_virtual)) => metadata_column(field, &key, is_virtual),
+                    None => field,
+                }));
             }
         }
         if !parser.consume_token(&Token::Comma) {

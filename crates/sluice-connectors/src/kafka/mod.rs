@@ -26,27 +26,43 @@ use rdkafka::config::ClientConfig;
 use sluice_core::connector::{ConnectorFactory, JobContext, SinkConnector, SourceConnector};
 use sluice_core::dlq::{BadRecordPolicy, BAD_RECORD_OPTIONS};
 use sluice_core::options::{OptionSpec, Options};
-use sluice_core::table::TableDef;
+use sluice_core::table::{metadata_key, MetadataSpec, TableDef};
 use sluice_core::{Result, SluiceError};
 
+use crate::formats::message::MessageContext;
 use crate::formats::Format;
+use arrow::datatypes::{Schema, SchemaRef};
 use crate::{project_schema, SOURCE_OPTIONS};
 
+mod record;
 mod sink;
 mod source;
+mod upsert;
 
+use record::{ColumnSource, MetadataColumn, KAFKA_METADATA};
 use sink::{Guarantee, KafkaSink, KeySpec, Partitioner};
-use source::KafkaSource;
+use source::{Decoding, KafkaSource};
 
-const KAFKA_OPTIONS: [OptionSpec; 15] = [
-    OptionSpec::required("connector", "'kafka'"),
-    OptionSpec::required("topic", "the topic to read or write"),
+const KAFKA_OPTIONS: [OptionSpec; 18] = [
+    OptionSpec::required("connector", "'kafka' or 'upsert-kafka'"),
+    OptionSpec::optional(
+        "topic",
+        "the topic to read or write (sources: several separated by ';')",
+    ),
+    OptionSpec::optional(
+        "topic-pattern",
+        "sources: read every topic whose name matches this regular expression",
+    ),
     OptionSpec::required(
         "properties.bootstrap.servers",
         "Kafka brokers, e.g. 'localhost:9092' (every other 'properties.*' key goes to librdkafka as is)",
     ),
-    OptionSpec::optional("format", "value format: 'json' or 'csv'"),
+    OptionSpec::optional("format", "value format: 'json', 'csv', 'raw', 'debezium-json', 'avro', 'avro-confluent', 'protobuf'"),
     OptionSpec::optional("value.format", "same as 'format'"),
+    OptionSpec::optional(
+        "value.fields-include",
+        "'ALL' (default: the value holds every physical column) or 'EXCEPT_KEY' (the key columns are only in the key)",
+    ),
     OptionSpec::optional(
         "scan.startup.mode",
         "'group-offsets' (default; earliest without committed offsets), 'earliest-offset', 'latest-offset', 'timestamp', 'specific-offsets'",
@@ -65,7 +81,7 @@ const KAFKA_OPTIONS: [OptionSpec; 15] = [
     ),
     OptionSpec::optional(
         "scan.topic-partition-discovery.interval",
-        "accepted; partitions are listed when the job starts",
+        "list topics and partitions again at this interval and read new ones from their start (default: 5 min with 'topic-pattern', off otherwise; '0' turns it off)",
     ),
     OptionSpec::optional(
         "sink.delivery-guarantee",
@@ -75,8 +91,12 @@ const KAFKA_OPTIONS: [OptionSpec; 15] = [
         "sink.partitioner",
         "'default' (by key hash, or sticky without key), 'fixed' (one partition per subtask), 'round-robin'",
     ),
-    OptionSpec::optional("key.format", "format of the message key: 'json' or 'csv'"),
+    OptionSpec::optional("key.format", "format of the message key (any value format but debezium-json)"),
     OptionSpec::optional("key.fields", "columns written as the message key, separated by ';'"),
+    OptionSpec::optional(
+        "key.fields-prefix",
+        "prefix of the key columns' names that the key format does not see",
+    ),
     OptionSpec::optional(
         "sink.transactional-id-prefix",
         "exactly-once: transactional ids are '<prefix>-<subtask>' (default prefix 'sluice-<job>-<table>')",
@@ -93,65 +113,282 @@ fn kafka_error(table: &str, what: &str, error: impl fmt::Display) -> SluiceError
 /// Creates `kafka` sources and sinks.
 pub struct KafkaConnector;
 
+/// Creates `upsert-kafka` sources and sinks: records keyed by the PRIMARY
+/// KEY, tombstones for deletes.
+pub struct UpsertKafkaConnector;
+
+/// The topics a source reads.
+#[derive(Debug, Clone)]
+enum Topics {
+    /// `topic`: one or more names.
+    Names(Vec<String>),
+    /// `topic-pattern`.
+    Pattern(regex::Regex),
+}
+
+impl Topics {
+    /// The first named topic (sinks write to it).
+    fn first_name(&self) -> Option<String> {
+        match self {
+            Topics::Names(names) => names.first().cloned(),
+            Topics::Pattern(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Topics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Topics::Names(names) if names.len() == 1 => write!(f, "topic '{}'", names[0]),
+            Topics::Names(names) => write!(f, "topics '{}'", names.join("', '")),
+            Topics::Pattern(pattern) => write!(f, "topic pattern '{}'", pattern.as_str()),
+        }
+    }
+}
+
 /// What a source or sink of one table was configured with.
 #[derive(Debug, Clone)]
 struct KafkaTable {
     table: String,
-    topic: String,
+    topics: Topics,
     /// librdkafka settings from `properties.*`.
     properties: BTreeMap<String, String>,
-    format: Format,
     /// `properties.group.id` was given: offsets are committed to it.
     group: Option<String>,
 }
 
+/// A table's formats: the value's and, with `key.fields`, the key's.
+#[derive(Debug, Clone)]
+struct Formats {
+    value: Format,
+    value_options: Options,
+    key: Option<KeyFormat>,
+    /// `value.fields-include = 'EXCEPT_KEY'`.
+    except_key: bool,
+}
+
+/// The key columns and their format.
+#[derive(Debug, Clone)]
+struct KeyFormat {
+    format: Format,
+    options: Options,
+    /// The key columns, as named in the table.
+    fields: Vec<String>,
+    /// `key.fields-prefix`: stripped from the names the format sees.
+    prefix: String,
+}
+
+impl KeyFormat {
+    /// The key columns of `schema` as the key format sees them (prefix
+    /// stripped), with their positions in `schema`.
+    fn schema(&self, table: &str, schema: &SchemaRef) -> Result<(Vec<usize>, SchemaRef)> {
+        let mut indices = Vec::new();
+        let mut fields = Vec::new();
+        for name in &self.fields {
+            let index = schema.index_of(name).map_err(|_| {
+                SluiceError::Config(format!(
+                    "table `{table}`: 'key.fields' names `{name}`, which is not a physical column"
+                ))
+            })?;
+            let field = schema.field(index);
+            let stripped = name.strip_prefix(self.prefix.as_str()).unwrap_or(name);
+            indices.push(index);
+            fields.push(field.clone().with_name(stripped).with_nullable(true));
+        }
+        Ok((indices, Arc::new(Schema::new(fields))))
+    }
+}
+
 impl KafkaTable {
-    fn from_table(table: &TableDef) -> Result<Self> {
+    fn from_table(table: &TableDef, upsert: bool) -> Result<(Self, Formats)> {
         let options = &table.options;
         let mut properties = BTreeMap::new();
         let mut plain = BTreeMap::new();
+        let mut key_plain = BTreeMap::new();
         for (key, value) in options.iter() {
-            match key.strip_prefix("properties.") {
-                Some(property) => {
-                    properties.insert(property.to_string(), value.to_string());
-                }
-                None => {
-                    let key = if key == "value.format" { "format" } else { key };
-                    plain.insert(key.to_string(), value.to_string());
-                }
+            if let Some(property) = key.strip_prefix("properties.") {
+                properties.insert(property.to_string(), value.to_string());
+            } else if let Some(key_option) = key
+                .strip_prefix("key.")
+                .filter(|k| !["fields", "fields-prefix"].contains(k))
+            {
+                key_plain.insert(key_option.to_string(), value.to_string());
+            } else {
+                let key = key.strip_prefix("value.").unwrap_or(key);
+                plain.insert(key.to_string(), value.to_string());
             }
         }
-        let plain = Options::new(options.owner(), plain);
-        let format = Format::from_options(&plain)?;
-        if format.accepts_updates() {
+        let owner = options.owner().to_string();
+        let value_options = Options::new(owner.clone(), plain);
+        let value = Format::for_messages(&value_options)?;
+        let key_fields: Vec<String> = options
+            .get("key.fields")
+            .map(|fields| {
+                fields
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|f| !f.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let key_fields = if upsert {
+            if table.primary_key.is_empty() {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: 'upsert-kafka' needs a PRIMARY KEY (... NOT ENFORCED): its columns are the message key",
+                    table.name
+                )));
+            }
+            if !key_fields.is_empty() {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: 'upsert-kafka' takes the key columns from the PRIMARY KEY, not 'key.fields'",
+                    table.name
+                )));
+            }
+            table.primary_key.clone()
+        } else {
+            key_fields
+        };
+        let key = match (key_fields.is_empty(), key_plain.contains_key("format")) {
+            (true, false) => None,
+            (true, true) => {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: 'key.format' needs 'key.fields' (the columns of the key)",
+                    table.name
+                )))
+            }
+            (false, false) => {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: the key columns ({}) need 'key.format'",
+                    table.name,
+                    key_fields.join(", ")
+                )))
+            }
+            (false, true) => {
+                let key_options = Options::new(format!("{owner} (key)"), key_plain);
+                let format = Format::for_messages(&key_options)?;
+                if format.accepts_updates() {
+                    return Err(SluiceError::Config(format!(
+                        "table `{}`: 'key.format' cannot be a changelog format",
+                        table.name
+                    )));
+                }
+                let specs: Vec<OptionSpec> = format
+                    .option_specs()
+                    .iter()
+                    .copied()
+                    .chain([OptionSpec::required("format", "the key's format")])
+                    .collect();
+                key_options.validate(&specs)?;
+                Some(KeyFormat {
+                    format,
+                    options: key_options,
+                    fields: key_fields,
+                    prefix: options.get("key.fields-prefix").unwrap_or("").to_string(),
+                })
+            }
+        };
+        let except_key = match value_options
+            .get("fields-include")
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            None | Some("ALL") => false,
+            Some("EXCEPT_KEY") => true,
+            Some(other) => {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: 'value.fields-include' must be 'ALL' or 'EXCEPT_KEY', got '{other}'",
+                    table.name
+                )))
+            }
+        };
+        if upsert && value.accepts_updates() {
             return Err(SluiceError::Config(format!(
-                "table `{}`: the kafka connector does not read or write changelog formats yet",
-                table.name
+                "table `{}`: 'upsert-kafka' makes the changelog itself; use a plain value format such as 'json', not '{}'",
+                table.name,
+                value.extension()
             )));
         }
-        let mut specs: Vec<OptionSpec> = KAFKA_OPTIONS
+        let mut value_checked = value_options.clone();
+        let mut extra = BTreeMap::new();
+        for (key, v) in value_checked.iter() {
+            if key != "fields-include" {
+                extra.insert(key.to_string(), v.to_string());
+            }
+        }
+        value_checked = Options::new(owner.clone(), extra);
+        let specs: Vec<OptionSpec> = KAFKA_OPTIONS
             .iter()
             .chain(BAD_RECORD_OPTIONS.iter())
-            .chain(format.option_specs())
+            .chain(value.option_specs())
             .chain(SOURCE_OPTIONS.iter())
             .copied()
+            .filter(|spec| !spec.key.starts_with("properties.") && !spec.key.starts_with("key.") && !spec.key.starts_with("value."))
+            .filter(|spec| spec.key != "topic")
+            .chain([OptionSpec::optional("topic", "topic")])
             .collect();
-        // `properties.bootstrap.servers` was moved out with the other properties.
-        specs.retain(|spec| !spec.key.starts_with("properties."));
-        plain.validate(&specs)?;
+        value_checked.validate(&specs)?;
         if !properties.contains_key("bootstrap.servers") {
             return Err(SluiceError::Config(format!(
                 "table `{}`: missing option 'properties.bootstrap.servers'",
                 table.name
             )));
         }
-        Ok(KafkaTable {
-            table: table.name.clone(),
-            topic: options.require("topic")?.to_string(),
-            group: properties.get("group.id").cloned(),
-            properties,
-            format,
-        })
+        let topics = match (options.get("topic"), options.get("topic-pattern")) {
+            (Some(_), Some(_)) => {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: give 'topic' or 'topic-pattern', not both",
+                    table.name
+                )))
+            }
+            (None, None) => {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: missing option 'topic' (or 'topic-pattern')",
+                    table.name
+                )))
+            }
+            (Some(names), None) => Topics::Names(
+                names
+                    .split(';')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            ),
+            (None, Some(pattern)) => Topics::Pattern(
+                regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    SluiceError::Config(format!(
+                        "table `{}`: 'topic-pattern' is not a regular expression: {e}",
+                        table.name
+                    ))
+                })?,
+            ),
+        };
+        Ok((
+            KafkaTable {
+                table: table.name.clone(),
+                topics,
+                group: properties.get("group.id").cloned(),
+                properties,
+            },
+            Formats {
+                value,
+                value_options,
+                key,
+                except_key,
+            },
+        ))
+    }
+
+    /// The one topic a sink writes.
+    fn sink_topic(&self) -> Result<String> {
+        match &self.topics {
+            Topics::Names(names) if names.len() == 1 => Ok(names[0].clone()),
+            _ => Err(SluiceError::Config(format!(
+                "table `{}`: a kafka sink writes one topic; give a single 'topic'",
+                self.table
+            ))),
+        }
     }
 
     fn client_config(&self) -> ClientConfig {
@@ -172,121 +409,286 @@ impl ConnectorFactory for KafkaConnector {
         "kafka"
     }
 
+    fn metadata(&self) -> &'static [MetadataSpec] {
+        &KAFKA_METADATA
+    }
+
     fn create_source(
         &self,
         table: &TableDef,
         projection: &[usize],
         job: &JobContext,
     ) -> Result<Arc<dyn SourceConnector>> {
-        let kafka = KafkaTable::from_table(table)?;
-        let options = &table.options;
-        let startup = Startup::from_options(options)?;
-        let bounded = match options.get("scan.bounded.mode") {
-            None | Some("unbounded") => false,
-            Some("latest-offset") => true,
-            Some(other) => {
-                return Err(SluiceError::Config(format!(
-                    "table `{}`: 'scan.bounded.mode' must be 'unbounded' or 'latest-offset', got '{other}'",
-                    table.name
-                )))
-            }
-        };
-        let schema = project_schema(table, projection);
-        kafka
-            .format
-            .decoder(schema.clone(), BadRecordPolicy::fail(&table.name), 1)?;
-        let policy = BadRecordPolicy::from_options(
-            &table.name,
-            options,
-            kafka.format.ignore_parse_errors(),
-            &job.dead_letter_dir(),
-        )?;
-        Ok(Arc::new(KafkaSource {
-            kafka,
-            schema,
-            startup,
-            bounded,
-            policy,
-            batch_size: job.batch_size,
-            default_group: format!("sluice-{}", job.job_name),
-        }))
+        create_source(table, projection, job, false)
     }
 
     fn create_sink(&self, table: &TableDef, job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
-        let kafka = KafkaTable::from_table(table)?;
-        let options = &table.options;
-        let schema = table.physical_schema();
-        kafka.format.encoder(schema.clone())?;
-        let guarantee = match options.get("sink.delivery-guarantee") {
-            None | Some("at-least-once") => Guarantee::AtLeastOnce,
-            Some("none") => Guarantee::None,
-            Some("exactly-once") if !job.exactly_once => {
-                return Err(SluiceError::Config(format!(
-                    "table `{}`: 'sink.delivery-guarantee' = 'exactly-once' commits with checkpoints; turn them on ('execution.checkpointing.interval')",
-                    table.name
-                )))
-            }
-            Some("exactly-once") => Guarantee::ExactlyOnce(
-                options
-                    .get("sink.transactional-id-prefix")
-                    .map(str::to_string)
-                    .unwrap_or_else(|| format!("sluice-{}-{}", job.job_name, table.name)),
-            ),
-            Some(other) => {
-                return Err(SluiceError::Config(format!(
-                    "table `{}`: 'sink.delivery-guarantee' must be 'none', 'at-least-once' or 'exactly-once', got '{other}'",
-                    table.name
-                )))
-            }
-        };
-        let partitioner = match options.get("sink.partitioner") {
-            None | Some("default") => Partitioner::Default,
-            Some("fixed") => Partitioner::Fixed,
-            Some("round-robin") => Partitioner::RoundRobin,
-            Some(other) => {
-                return Err(SluiceError::Config(format!(
-                    "table `{}`: 'sink.partitioner' must be 'default', 'fixed' or 'round-robin', got '{other}'",
-                    table.name
-                )))
-            }
-        };
-        let key = match options.get("key.fields") {
-            None => None,
-            Some(fields) => {
-                let names: Vec<&str> = fields.split(';').map(str::trim).collect();
-                let indices = names
-                    .iter()
-                    .map(|name| {
-                        schema.index_of(name).map_err(|_| {
-                            SluiceError::Config(format!(
-                                "table `{}`: 'key.fields' names '{name}', which is not a column",
-                                table.name
-                            ))
-                        })
-                    })
-                    .collect::<Result<Vec<_>>>()?;
-                let key_schema = Arc::new(schema.project(&indices)?);
-                let format_name = options.get("key.format").unwrap_or("json");
-                let key_format = Format::from_options(&Options::new(
-                    options.owner(),
-                    [("format".to_string(), format_name.to_string())].into(),
-                ))?;
-                key_format.encoder(key_schema.clone())?;
-                Some(KeySpec {
-                    indices,
-                    schema: key_schema,
-                    format: key_format,
-                })
-            }
-        };
-        Ok(Arc::new(KafkaSink {
-            kafka,
-            schema,
-            key,
-            partitioner,
-            guarantee,
-        }))
+        create_sink(table, job, false)
     }
+}
+
+impl ConnectorFactory for UpsertKafkaConnector {
+    fn name(&self) -> &'static str {
+        "upsert-kafka"
+    }
+
+    fn metadata(&self) -> &'static [MetadataSpec] {
+        &KAFKA_METADATA
+    }
+
+    fn create_source(
+        &self,
+        table: &TableDef,
+        projection: &[usize],
+        job: &JobContext,
+    ) -> Result<Arc<dyn SourceConnector>> {
+        create_source(table, projection, job, true)
+    }
+
+    fn create_sink(&self, table: &TableDef, job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
+        create_sink(table, job, true)
+    }
+}
+
+/// The payload columns of a table: physical, not metadata.
+fn payload_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .filter(|f| metadata_key(f).is_none())
+            .cloned()
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn create_source(
+    table: &TableDef,
+    projection: &[usize],
+    job: &JobContext,
+    upsert: bool,
+) -> Result<Arc<dyn SourceConnector>> {
+    let (kafka, formats) = KafkaTable::from_table(table, upsert)?;
+    let options = &table.options;
+    let startup = if upsert {
+        // upsert-kafka always reads the whole topic (it is the table).
+        Startup::Earliest
+    } else {
+        Startup::from_options(options)?
+    };
+    let bounded = match options.get("scan.bounded.mode") {
+        None | Some("unbounded") => false,
+        Some("latest-offset") => true,
+        Some(other) => {
+            return Err(SluiceError::Config(format!(
+                "table `{}`: 'scan.bounded.mode' must be 'unbounded' or 'latest-offset', got '{other}'",
+                table.name
+            )))
+        }
+    };
+    let discovery = match options.duration("scan.topic-partition-discovery.interval")? {
+        Some(interval) if interval.is_zero() => None,
+        Some(interval) => Some(interval),
+        None if matches!(kafka.topics, Topics::Pattern(_)) => Some(Duration::from_secs(300)),
+        None => None,
+    };
+    let schema = project_schema(table, projection);
+    let physical = table.physical_schema();
+    let payload = payload_schema(&physical);
+    // The value's columns: all payload columns, or those not in the key.
+    let key_layout = match &formats.key {
+        Some(key) => Some(key.schema(&table.name, &payload)?),
+        None => None,
+    };
+    let key_names: Vec<&str> = formats
+        .key
+        .as_ref()
+        .map(|k| k.fields.iter().map(String::as_str).collect())
+        .unwrap_or_default();
+    let from_key = |name: &str| formats.except_key && key_names.contains(&name);
+    let value_fields: Vec<_> = payload
+        .fields()
+        .iter()
+        .filter(|f| !from_key(f.name()))
+        .filter(|f| formats.value.decodes_all_columns() || schema.field_with_name(f.name()).is_ok())
+        .cloned()
+        .collect();
+    let value_schema = Arc::new(Schema::new(value_fields));
+    formats
+        .value
+        .check_message_schema(&formats.value_options, &value_schema)?;
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        columns.push(match metadata_key(field) {
+            Some(key) => {
+                let column = MetadataColumn {
+                    key: key.to_string(),
+                    data_type: field.data_type().clone(),
+                };
+                column.check(&table.name, field.name())?;
+                ColumnSource::Metadata(column)
+            }
+            None if from_key(field.name()) => ColumnSource::Key(
+                key_names
+                    .iter()
+                    .position(|k| *k == field.name())
+                    .unwrap_or_default(),
+            ),
+            None => ColumnSource::Value(value_schema.index_of(field.name())?),
+        });
+    }
+    let needs_key = columns.iter().any(|c| matches!(c, ColumnSource::Key(_)));
+    let key = match (&formats.key, key_layout) {
+        (Some(key), Some((_, key_schema))) if needs_key => {
+            key.format
+                .check_message_schema(&key.options, &key_schema)?;
+            Some(Decoding {
+                format: key.format.clone(),
+                schema: key_schema,
+            })
+        }
+        _ => None,
+    };
+    let policy = BadRecordPolicy::from_options(
+        &table.name,
+        options,
+        formats.value.ignore_parse_errors(),
+        &job.dead_letter_dir(),
+    )?;
+    let source = KafkaSource {
+        kafka,
+        schema,
+        columns,
+        value: Decoding {
+            format: formats.value,
+            schema: value_schema,
+        },
+        key,
+        upsert,
+        startup,
+        bounded,
+        discovery,
+        policy,
+        batch_size: job.batch_size,
+        default_group: format!("sluice-{}", job.job_name),
+    };
+    // Fail at planning, not in the readers, on a format that cannot decode.
+    let context = MessageContext {
+        table: table.name.clone(),
+        topic: source.kafka.topics.first_name().unwrap_or_default(),
+        is_key: false,
+    };
+    source.value.format.message_decoder(
+        source.value.schema.clone(),
+        BadRecordPolicy::fail(&table.name),
+        1,
+        &context,
+        false,
+    )?;
+    Ok(Arc::new(source))
+}
+
+fn create_sink(table: &TableDef, job: &JobContext, upsert: bool) -> Result<Arc<dyn SinkConnector>> {
+    let (kafka, formats) = KafkaTable::from_table(table, upsert)?;
+    let topic = kafka.sink_topic()?;
+    let options = &table.options;
+    let written = table.written_schema();
+    let guarantee = match options.get("sink.delivery-guarantee") {
+        None | Some("at-least-once") => Guarantee::AtLeastOnce,
+        Some("none") => Guarantee::None,
+        Some("exactly-once") if !job.exactly_once => {
+            return Err(SluiceError::Config(format!(
+                "table `{}`: 'sink.delivery-guarantee' = 'exactly-once' commits with checkpoints; turn them on ('execution.checkpointing.interval')",
+                table.name
+            )))
+        }
+        Some("exactly-once") => Guarantee::ExactlyOnce(
+            options
+                .get("sink.transactional-id-prefix")
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("sluice-{}-{}", job.job_name, table.name)),
+        ),
+        Some(other) => {
+            return Err(SluiceError::Config(format!(
+                "table `{}`: 'sink.delivery-guarantee' must be 'none', 'at-least-once' or 'exactly-once', got '{other}'",
+                table.name
+            )))
+        }
+    };
+    let partitioner = match options.get("sink.partitioner") {
+        None | Some("default") => Partitioner::Default,
+        Some("fixed") => Partitioner::Fixed,
+        Some("round-robin") => Partitioner::RoundRobin,
+        Some(other) => {
+            return Err(SluiceError::Config(format!(
+                "table `{}`: 'sink.partitioner' must be 'default', 'fixed' or 'round-robin', got '{other}'",
+                table.name
+            )))
+        }
+    };
+    // Metadata columns written to the record; the rest is payload.
+    let mut metadata = Vec::new();
+    for (index, field) in written.fields().iter().enumerate() {
+        if let Some(key) = metadata_key(field) {
+            let writable = KAFKA_METADATA.iter().any(|m| m.key == key && m.writable);
+            if !writable {
+                return Err(SluiceError::Config(format!(
+                    "table `{}`: metadata column `{}` ('{key}') cannot be written; declare it VIRTUAL (writable: 'timestamp', 'headers')",
+                    table.name,
+                    field.name()
+                )));
+            }
+            metadata.push((index, key.to_string()));
+        }
+    }
+    let payload = payload_schema(&written);
+    let payload_indices: Vec<usize> = written
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| metadata_key(f).is_none())
+        .map(|(i, _)| i)
+        .collect();
+    let key = match &formats.key {
+        None => None,
+        Some(key_format) => {
+            let (in_payload, key_schema) = key_format.schema(&table.name, &payload)?;
+            key_format
+                .format
+                .check_message_schema(&key_format.options, &key_schema)?;
+            Some(KeySpec {
+                indices: in_payload.iter().map(|&i| payload_indices[i]).collect(),
+                schema: key_schema,
+                format: key_format.format.clone(),
+            })
+        }
+    };
+    let key_names: Vec<String> = formats
+        .key
+        .as_ref()
+        .map(|k| k.fields.clone())
+        .unwrap_or_default();
+    let value_indices: Vec<usize> = payload_indices
+        .iter()
+        .copied()
+        .filter(|&i| !(formats.except_key && key_names.contains(written.field(i).name())))
+        .collect();
+    let value_schema = Arc::new(written.project(&value_indices)?);
+    formats
+        .value
+        .check_message_schema(&formats.value_options, &value_schema)?;
+    Ok(Arc::new(KafkaSink {
+        kafka,
+        topic,
+        value: formats.value,
+        value_indices,
+        value_schema,
+        key,
+        metadata,
+        partitioner,
+        guarantee,
+        upsert,
+    }))
 }
 
 /// Where a reader starts in partitions a checkpoint has no offset for.

@@ -31,7 +31,11 @@ use sluice_core::connector::{SinkConnector, SinkWriter};
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
 use super::{kafka_error, KafkaTable, METADATA_TIMEOUT};
-use crate::formats::{Format, RecordEncoder};
+use crate::formats::message::{MessageContext, MessageEncoder};
+use crate::formats::Format;
+use arrow::array::{Array, AsArray};
+use rdkafka::message::{Header, OwnedHeaders};
+use sluice_core::RowKind;
 
 /// How records are spread over the topic's partitions (`sink.partitioner`).
 #[derive(Debug, Clone, Copy)]
@@ -53,10 +57,18 @@ pub(super) struct KeySpec {
 #[derive(Debug)]
 pub(super) struct KafkaSink {
     pub(super) kafka: KafkaTable,
-    pub(super) schema: SchemaRef,
+    pub(super) topic: String,
+    pub(super) value: Format,
+    /// The written columns the value holds, and their schema.
+    pub(super) value_indices: Vec<usize>,
+    pub(super) value_schema: SchemaRef,
     pub(super) key: Option<KeySpec>,
+    /// Written metadata columns: (column, 'timestamp' | 'headers').
+    pub(super) metadata: Vec<(usize, String)>,
     pub(super) partitioner: Partitioner,
     pub(super) guarantee: Guarantee,
+    /// `upsert-kafka`: updates become values of their key, deletes tombstones.
+    pub(super) upsert: bool,
 }
 
 /// `sink.delivery-guarantee`.
@@ -71,11 +83,59 @@ pub(super) enum Guarantee {
     ExactlyOnce(String),
 }
 
-/// A record held for an exactly-once commit.
+/// A record to send (or held for an exactly-once commit).
+#[derive(Debug, Default)]
 struct HeldRecord {
     key: Option<Vec<u8>>,
-    value: Vec<u8>,
+    /// `None`: a tombstone.
+    value: Option<Vec<u8>>,
     partition: Option<i32>,
+    timestamp: Option<i64>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl HeldRecord {
+    fn to_record<'a>(&'a self, topic: &'a str) -> BaseRecord<'a, [u8], [u8]> {
+        let mut record = BaseRecord::to(topic);
+        if let Some(value) = &self.value {
+            record = record.payload(value.as_slice());
+        }
+        if let Some(key) = &self.key {
+            record = record.key(key.as_slice());
+        }
+        if let Some(partition) = self.partition {
+            record = record.partition(partition);
+        }
+        if let Some(timestamp) = self.timestamp {
+            record = record.timestamp(timestamp);
+        }
+        if !self.headers.is_empty() {
+            let mut headers = OwnedHeaders::new_with_capacity(self.headers.len());
+            for (key, value) in &self.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+            record = record.headers(headers);
+        }
+        record
+    }
+}
+
+/// First bytes of [`PendingRecords`] in the format with tombstones,
+/// timestamps and headers (the first format had none).
+const PENDING_MAGIC: [u8; 4] = [0xFF, b'S', b'K', 2];
+
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        Some(bytes) => {
+            out.push(1);
+            out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            out.extend_from_slice(bytes);
+        }
+        None => out.push(0),
+    }
 }
 
 /// What an exactly-once writer pre-committed: its records of one checkpoint.
@@ -89,52 +149,78 @@ struct PendingRecords {
 impl PendingRecords {
     fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
+        out.extend_from_slice(&PENDING_MAGIC);
         out.extend_from_slice(&self.subtask.to_le_bytes());
         out.extend_from_slice(&self.sequence.to_le_bytes());
         out.extend_from_slice(&(self.records.len() as u64).to_le_bytes());
         for record in &self.records {
-            match &record.key {
-                Some(key) => {
-                    out.push(1);
-                    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-                    out.extend_from_slice(key);
-                }
-                None => out.push(0),
-            }
-            out.extend_from_slice(&(record.value.len() as u32).to_le_bytes());
-            out.extend_from_slice(&record.value);
+            put_bytes(&mut out, record.key.as_deref());
+            put_bytes(&mut out, record.value.as_deref());
             out.extend_from_slice(&record.partition.unwrap_or(-1).to_le_bytes());
+            put_bytes(
+                &mut out,
+                record.timestamp.map(i64::to_le_bytes).as_ref().map(|t| &t[..]),
+            );
+            out.extend_from_slice(&(record.headers.len() as u32).to_le_bytes());
+            for (name, value) in &record.headers {
+                put_bytes(&mut out, Some(name.as_bytes()));
+                put_bytes(&mut out, value.as_deref());
+            }
         }
         out
     }
 
     fn decode(bytes: &[u8]) -> Option<Self> {
-        let mut input = bytes;
+        let (current, mut input) = match bytes.strip_prefix(&PENDING_MAGIC) {
+            Some(rest) => (true, rest),
+            None => (false, bytes),
+        };
         let mut take = |n: usize| -> Option<&[u8]> {
             let (head, rest) = (input.get(..n)?, input.get(n..)?);
             input = rest;
             Some(head)
         };
+        fn bytes_of<'a>(
+            take: &mut impl FnMut(usize) -> Option<&'a [u8]>,
+        ) -> Option<Option<Vec<u8>>> {
+            match take(1)?[0] {
+                0 => Some(None),
+                _ => {
+                    let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                    Some(Some(take(len)?.to_vec()))
+                }
+            }
+        }
         let subtask = u32::from_le_bytes(take(4)?.try_into().ok()?);
         let sequence = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let count = u64::from_le_bytes(take(8)?.try_into().ok()?);
         let mut records = Vec::new();
         for _ in 0..count {
-            let key = match take(1)?[0] {
-                0 => None,
-                _ => {
-                    let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-                    Some(take(len)?.to_vec())
-                }
+            let key = bytes_of(&mut take)?;
+            let value = if current {
+                bytes_of(&mut take)?
+            } else {
+                let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
+                Some(take(len)?.to_vec())
             };
-            let len = u32::from_le_bytes(take(4)?.try_into().ok()?) as usize;
-            let value = take(len)?.to_vec();
             let partition = i32::from_le_bytes(take(4)?.try_into().ok()?);
-            records.push(HeldRecord {
+            let mut record = HeldRecord {
                 key,
                 value,
                 partition: (partition >= 0).then_some(partition),
-            });
+                ..HeldRecord::default()
+            };
+            if current {
+                record.timestamp = bytes_of(&mut take)?
+                    .and_then(|t| t.try_into().ok())
+                    .map(i64::from_le_bytes);
+                let headers = u32::from_le_bytes(take(4)?.try_into().ok()?);
+                for _ in 0..headers {
+                    let name = String::from_utf8(bytes_of(&mut take)??).ok()?;
+                    record.headers.push((name, bytes_of(&mut take)?));
+                }
+            }
+            records.push(record);
         }
         Some(PendingRecords {
             subtask,
@@ -169,7 +255,7 @@ impl KafkaSink {
             .create()
             .map_err(|e| kafka.error("creating the commit marker consumer", e))?;
         let mut marker = TopicPartitionList::new();
-        marker.add_partition(&kafka.topic, 0);
+        marker.add_partition(&self.topic, 0);
         let committed = marker_consumer
             .committed_offsets(marker, TRANSACTION_TIMEOUT)
             .map_err(|e| kafka.error("reading the commit marker", e))?;
@@ -183,13 +269,7 @@ impl KafkaSink {
             .begin_transaction()
             .map_err(|e| kafka.error("beginning a transaction", e))?;
         for held in &pending.records {
-            let mut record = BaseRecord::to(&kafka.topic).payload(&held.value);
-            if let Some(key) = &held.key {
-                record = record.key(key);
-            }
-            if let Some(partition) = held.partition {
-                record = record.partition(partition);
-            }
+            let mut record = held.to_record(&self.topic);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -203,7 +283,7 @@ impl KafkaSink {
         }
         let mut marker = TopicPartitionList::new();
         marker
-            .add_partition_offset(&kafka.topic, 0, Offset::Offset(pending.sequence as i64))
+            .add_partition_offset(&self.topic, 0, Offset::Offset(pending.sequence as i64))
             .map_err(|e| kafka.error("writing the commit marker", e))?;
         let group = marker_consumer
             .group_metadata()
@@ -282,7 +362,7 @@ impl SinkConnector for KafkaSink {
             _ => {
                 let metadata = producer
                     .client()
-                    .fetch_metadata(Some(&self.kafka.topic), METADATA_TIMEOUT)
+                    .fetch_metadata(Some(&self.topic), METADATA_TIMEOUT)
                     .map_err(|e| self.kafka.error("reading topic metadata", e))?;
                 metadata
                     .topics()
@@ -291,11 +371,26 @@ impl SinkConnector for KafkaSink {
                     .max(1)
             }
         };
+        let context = |is_key: bool| MessageContext {
+            table: self.kafka.table.clone(),
+            topic: self.topic.clone(),
+            is_key,
+        };
         Ok(Box::new(KafkaWriter {
             kafka: self.kafka.clone(),
-            encoder: self.kafka.format.encoder(self.schema.clone())?,
+            topic: self.topic.clone(),
+            encoder: self
+                .value
+                .message_encoder(self.value_schema.clone(), &context(false))?,
+            value_indices: self.value_indices.clone(),
+            metadata: self.metadata.clone(),
+            upsert: self.upsert,
             key: match &self.key {
-                Some(key) => Some((key.clone(), key.format.encoder(key.schema.clone())?)),
+                Some(key) => Some((
+                    key.clone(),
+                    key.format
+                        .message_encoder(key.schema.clone(), &context(true))?,
+                )),
                 None => None,
             },
             producer,
@@ -309,19 +404,29 @@ impl SinkConnector for KafkaSink {
         }))
     }
 
+    fn accepts_updates(&self) -> bool {
+        self.upsert || self.value.accepts_updates()
+    }
+
     fn describe(&self) -> String {
         format!(
-            "kafka topic '{}' ({})",
-            self.kafka.topic,
-            self.kafka.format.extension()
+            "{}kafka topic '{}' ({})",
+            if self.upsert { "upsert-" } else { "" },
+            self.topic,
+            self.value.extension()
         )
     }
 }
 
 struct KafkaWriter {
     kafka: KafkaTable,
-    encoder: Box<dyn RecordEncoder>,
-    key: Option<(KeySpec, Box<dyn RecordEncoder>)>,
+    topic: String,
+    encoder: Box<dyn MessageEncoder>,
+    /// Columns of the written rows the value holds.
+    value_indices: Vec<usize>,
+    metadata: Vec<(usize, String)>,
+    upsert: bool,
+    key: Option<(KeySpec, Box<dyn MessageEncoder>)>,
     producer: ThreadedProducer<DeliveryErrors>,
     partitioner: Partitioner,
     partitions: i32,
@@ -360,12 +465,97 @@ impl KafkaWriter {
     }
 }
 
-/// Splits an encoder's output into one value per row.
-fn rows_of(encoded: &[u8]) -> impl Iterator<Item = &[u8]> {
-    encoded
-        .strip_suffix(b"\n")
-        .unwrap_or(encoded)
-        .split(|b| *b == b'\n')
+impl KafkaWriter {
+    /// The records of `batch`: values, keys, and written metadata. With
+    /// `upsert`, `-U` rows are dropped and `-D` rows become tombstones.
+    async fn records(&mut self, batch: &ChangeBatch) -> Result<Vec<HeldRecord>> {
+        let batch = if self.upsert {
+            let keep: arrow::array::BooleanArray = (0..batch.num_rows())
+                .map(|row| Some(batch.kind(row) != RowKind::UpdateBefore))
+                .collect();
+            batch.filter(&keep)?
+        } else {
+            batch.clone()
+        };
+        let rows = batch.num_rows();
+        let deleted: Vec<bool> = (0..rows)
+            .map(|row| self.upsert && batch.kind(row) == RowKind::Delete)
+            .collect();
+        let as_inserts = |data: arrow::array::RecordBatch| {
+            if self.upsert {
+                ChangeBatch::inserts(data)
+            } else {
+                ChangeBatch {
+                    data,
+                    kinds: batch.kinds.clone(),
+                }
+            }
+        };
+        let mut values = Vec::with_capacity(rows);
+        let valued = if deleted.iter().any(|d| *d) {
+            let mask: arrow::array::BooleanArray = deleted.iter().map(|d| Some(!d)).collect();
+            arrow::compute::filter_record_batch(&batch.data, &mask)?
+        } else {
+            batch.data.clone()
+        };
+        self.encoder
+            .encode_messages(&as_inserts(valued.project(&self.value_indices)?), &mut values)
+            .await?;
+        let mut keys = Vec::new();
+        if let Some((spec, encoder)) = &mut self.key {
+            let projected = ChangeBatch::inserts(batch.data.project(&spec.indices)?);
+            encoder.encode_messages(&projected, &mut keys).await?;
+        }
+        let mut values = values.into_iter();
+        let mut keys = keys.into_iter();
+        let mut records = Vec::with_capacity(rows);
+        for (row, deleted) in deleted.into_iter().enumerate() {
+            let mut record = HeldRecord {
+                value: if deleted { None } else { values.next() },
+                key: keys.next(),
+                ..HeldRecord::default()
+            };
+            for (column, key) in &self.metadata {
+                let array = batch.data.column(*column);
+                if array.is_null(row) {
+                    continue;
+                }
+                if key == "timestamp" {
+                    let millis = arrow::compute::cast(
+                        &array.slice(row, 1),
+                        &arrow::datatypes::DataType::Timestamp(
+                            arrow::datatypes::TimeUnit::Millisecond,
+                            None,
+                        ),
+                    )?;
+                    record.timestamp = Some(
+                        millis
+                            .as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                            .value(0),
+                    );
+                } else if let Some(map) = array.as_map_opt() {
+                    let entries = map.value(row);
+                    let names = arrow::compute::cast(
+                        entries.column(0),
+                        &arrow::datatypes::DataType::Utf8,
+                    )?;
+                    let values = arrow::compute::cast(
+                        entries.column(1),
+                        &arrow::datatypes::DataType::Binary,
+                    )?;
+                    let (names, values) = (names.as_string::<i32>(), values.as_binary::<i32>());
+                    for entry in 0..names.len() {
+                        record.headers.push((
+                            names.value(entry).to_string(),
+                            (!values.is_null(entry)).then(|| values.value(entry).to_vec()),
+                        ));
+                    }
+                }
+            }
+            records.push(record);
+        }
+        Ok(records)
+    }
 }
 
 #[async_trait]
@@ -375,44 +565,18 @@ impl SinkWriter for KafkaWriter {
         if batch.num_rows() == 0 {
             return Ok(());
         }
-        let mut values = Vec::new();
-        self.encoder.encode(batch, &mut values)?;
-        let mut keys = Vec::new();
-        if let Some((spec, encoder)) = &mut self.key {
-            let projected = ChangeBatch {
-                data: batch.data.project(&spec.indices)?,
-                kinds: batch.kinds.clone(),
-            };
-            encoder.encode(&projected, &mut keys)?;
-        }
-        let mut key_rows = rows_of(&keys);
-        for value in rows_of(&values) {
-            let key = if self.key.is_some() {
-                key_rows.next()
-            } else {
-                None
-            };
-            let partition = match self.partitioner {
+        for mut held in self.records(batch).await? {
+            held.partition = match self.partitioner {
                 Partitioner::Default => None,
                 Partitioner::Fixed => Some(self.subtask % self.partitions),
                 Partitioner::RoundRobin => Some((self.sent % self.partitions as u64) as i32),
             };
             self.sent += 1;
             if matches!(self.guarantee, Guarantee::ExactlyOnce(_)) {
-                self.held.push(HeldRecord {
-                    key: key.map(<[u8]>::to_vec),
-                    value: value.to_vec(),
-                    partition,
-                });
+                self.held.push(held);
                 continue;
             }
-            let mut record = BaseRecord::to(&self.kafka.topic).payload(value);
-            if let Some(key) = key {
-                record = record.key(key);
-            }
-            if let Some(partition) = partition {
-                record = record.partition(partition);
-            }
+            let mut record = held.to_record(&self.topic);
             loop {
                 match self.producer.send(record) {
                     Ok(()) => break,
@@ -471,13 +635,15 @@ mod tests {
             records: vec![
                 HeldRecord {
                     key: Some(b"k".to_vec()),
-                    value: b"{}".to_vec(),
+                    value: Some(b"{}".to_vec()),
                     partition: Some(1),
+                    timestamp: Some(1_700_000_000_000),
+                    headers: vec![("h".into(), Some(b"v".to_vec())), ("n".into(), None)],
                 },
                 HeldRecord {
-                    key: None,
-                    value: Vec::new(),
-                    partition: None,
+                    key: Some(b"gone".to_vec()),
+                    value: None,
+                    ..HeldRecord::default()
                 },
             ],
         };
@@ -488,12 +654,10 @@ mod tests {
         assert_eq!(back.records[0].key.as_deref(), Some(&b"k"[..]));
         assert_eq!(back.records[0].partition, Some(1));
         assert_eq!(back.records[1].partition, None);
+        assert_eq!(back.records[0].timestamp, Some(1_700_000_000_000));
+        assert_eq!(back.records[0].headers.len(), 2);
+        assert_eq!(back.records[1].value, None);
         assert!(PendingRecords::decode(&bytes[..bytes.len() - 1]).is_none());
     }
 
-    #[test]
-    fn encoded_rows_split_into_values() {
-        let rows: Vec<&[u8]> = rows_of(b"{\"a\":1}\n{\"a\":2}\n").collect();
-        assert_eq!(rows, vec![&b"{\"a\":1}"[..], b"{\"a\":2}"]);
-    }
 }

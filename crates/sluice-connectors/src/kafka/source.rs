@@ -1,37 +1,154 @@
 //! The kafka source: partitions spread over subtasks, offsets in checkpoints.
+//!
+//! Every partition belongs to one subtask by Flink's rule (a start index from
+//! the topic name's hash, plus the partition number, modulo the parallelism),
+//! so partitions found later keep the existing ones where they are. With
+//! `scan.topic-partition-discovery.interval`, each reader lists the topics
+//! (or the topics matching `topic-pattern`) at that interval and starts
+//! reading its new partitions from their earliest offset.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
+use arrow::array::UInt32Array;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use sluice_core::connector::{SourceConnector, SourceReader};
 use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
-use super::{KafkaTable, Startup, METADATA_TIMEOUT};
-use crate::formats::{concat, LineChunk, RecordDecoder};
+use super::record::{assemble, take_rows, ColumnSource, KafkaRecord};
+use super::upsert::UpsertState;
+use super::{KafkaTable, Startup, Topics, METADATA_TIMEOUT};
+use crate::formats::message::{Message, MessageContext, MessageDecoder};
+use crate::formats::Format;
 
-/// A configured kafka source: its topic, start and end, and record format.
+/// A format and the columns it decodes (the value's, or the key's).
+#[derive(Debug, Clone)]
+pub(super) struct Decoding {
+    pub(super) format: Format,
+    pub(super) schema: SchemaRef,
+}
+
+/// A configured kafka source: its topics, start and end, and record format.
 #[derive(Debug)]
 pub(super) struct KafkaSource {
     pub(super) kafka: KafkaTable,
+    /// The columns the readers produce.
     pub(super) schema: SchemaRef,
+    /// Where each of them comes from.
+    pub(super) columns: Vec<ColumnSource>,
+    pub(super) value: Decoding,
+    pub(super) key: Option<Decoding>,
+    /// `upsert-kafka`: records are upserts by key, tombstones delete.
+    pub(super) upsert: bool,
     pub(super) startup: Startup,
     pub(super) bounded: bool,
+    pub(super) discovery: Option<Duration>,
     pub(super) policy: BadRecordPolicy,
     pub(super) batch_size: usize,
     /// librdkafka needs a group id to consume; used when none is given.
     pub(super) default_group: String,
 }
 
-/// Next offset to read per partition: a reader's checkpointed position.
-pub(super) type Offsets = BTreeMap<i32, i64>;
+/// A topic's partition.
+pub(super) type TopicPartition = (String, i32);
+/// Next offset to read per topic and partition: a reader's checkpointed position.
+pub(super) type Offsets = BTreeMap<String, BTreeMap<i32, i64>>;
+
+fn offset_of(offsets: &Offsets, (topic, partition): &TopicPartition) -> Option<i64> {
+    offsets.get(topic)?.get(partition).copied()
+}
+
+fn set_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
+    match offsets.get_mut(topic) {
+        Some(partitions) => {
+            partitions.insert(partition, offset);
+        }
+        None => {
+            offsets.insert(topic.to_string(), BTreeMap::from([(partition, offset)]));
+        }
+    }
+}
+
+/// Java's `String.hashCode`, for Flink's partition assignment.
+fn java_hash(text: &str) -> i32 {
+    text.encode_utf16()
+        .fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(unit as i32))
+}
+
+/// The subtask that reads a partition (Flink's `KafkaSourceEnumerator` rule).
+pub(super) fn owner(topic: &str, partition: i32, parallelism: usize) -> usize {
+    let parallelism = parallelism.max(1) as i64;
+    let start = ((java_hash(topic).wrapping_mul(31) & 0x7FFF_FFFF) as i64) % parallelism;
+    ((start + partition as i64) % parallelism) as usize
+}
+
+/// Lists the partitions of the configured topics (or of the topics matching
+/// the pattern). `strict`: a named topic that does not exist is an error.
+fn list_partitions(
+    kafka: &KafkaTable,
+    consumer: &StreamConsumer,
+    strict: bool,
+) -> Result<Vec<TopicPartition>> {
+    let mut found = Vec::new();
+    match &kafka.topics {
+        Topics::Names(names) => {
+            for name in names {
+                let metadata = consumer
+                    .fetch_metadata(Some(name), METADATA_TIMEOUT)
+                    .map_err(|e| kafka.error("reading topic metadata", e))?;
+                let topic = metadata.topics().iter().find(|t| t.name() == name);
+                let error = match topic {
+                    None => Some("topic not found".to_string()),
+                    Some(topic) => match topic.error() {
+                        Some(error) => Some(RDKafkaErrorCode::from(error).to_string()),
+                        None if topic.partitions().is_empty() => {
+                            Some("it has no partitions (does it exist?)".to_string())
+                        }
+                        None => None,
+                    },
+                };
+                match (error, topic) {
+                    (Some(error), _) if strict => {
+                        return Err(kafka.error(&format!("reading topic '{name}'"), error))
+                    }
+                    (None, Some(topic)) => found.extend(
+                        topic
+                            .partitions()
+                            .iter()
+                            .map(|p| (name.clone(), p.id())),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+        Topics::Pattern(pattern) => {
+            let metadata = consumer
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map_err(|e| kafka.error("listing topics", e))?;
+            for topic in metadata.topics() {
+                if topic.error().is_none()
+                    && !topic.name().starts_with("__")
+                    && pattern.is_match(topic.name())
+                {
+                    found.extend(
+                        topic
+                            .partitions()
+                            .iter()
+                            .map(|p| (topic.name().to_string(), p.id())),
+                    );
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
 
 impl KafkaSource {
     fn consumer(&self) -> Result<StreamConsumer> {
@@ -50,91 +167,218 @@ impl KafkaSource {
             .map_err(|e| self.kafka.error("creating a consumer", e))
     }
 
-    fn partitions(&self, consumer: &StreamConsumer) -> Result<Vec<i32>> {
-        let metadata = consumer
-            .fetch_metadata(Some(&self.kafka.topic), METADATA_TIMEOUT)
-            .map_err(|e| self.kafka.error("reading topic metadata", e))?;
-        let topic = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == self.kafka.topic)
-            .ok_or_else(|| {
-                self.kafka
-                    .error("reading topic metadata", "topic not found")
-            })?;
-        if let Some(error) = topic.error() {
-            return Err(self.kafka.error(
-                &format!("reading topic '{}'", self.kafka.topic),
-                RDKafkaErrorCode::from(error),
-            ));
-        }
-        let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
-        partitions.sort_unstable();
-        if partitions.is_empty() {
-            return Err(self.kafka.error(
-                &format!("reading topic '{}'", self.kafka.topic),
-                "it has no partitions (does it exist?)",
-            ));
-        }
-        Ok(partitions)
-    }
-
     /// The startup offset of every partition without a checkpointed one.
-    fn startup_offsets(&self, consumer: &StreamConsumer, partitions: &[i32]) -> Result<Offsets> {
-        let topic = &self.kafka.topic;
+    fn startup_offsets(
+        &self,
+        consumer: &StreamConsumer,
+        partitions: &[TopicPartition],
+    ) -> Result<Offsets> {
         let mut offsets = Offsets::new();
+        let list_of = |partitions: &[TopicPartition], offset: Option<i64>| -> Result<TopicPartitionList> {
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in partitions {
+                match offset {
+                    None => {
+                        list.add_partition(topic, *partition);
+                    }
+                    Some(offset) => list
+                        .add_partition_offset(topic, *partition, Offset::Offset(offset))
+                        .map_err(|e| self.kafka.error("looking up offsets", e))?,
+                }
+            }
+            Ok(list)
+        };
         match &self.startup {
             Startup::GroupOffsets => {
-                let mut list = TopicPartitionList::new();
-                for &partition in partitions {
-                    list.add_partition(topic, partition);
-                }
                 let committed = consumer
-                    .committed_offsets(list, METADATA_TIMEOUT)
+                    .committed_offsets(list_of(partitions, None)?, METADATA_TIMEOUT)
                     .map_err(|e| self.kafka.error("reading committed group offsets", e))?;
                 for element in committed.elements() {
                     if let Offset::Offset(offset) = element.offset() {
-                        offsets.insert(element.partition(), offset);
+                        set_offset(&mut offsets, element.topic(), element.partition(), offset);
                     }
                 }
             }
             Startup::Earliest => {}
             Startup::Latest => {
-                for &partition in partitions {
+                for (topic, partition) in partitions {
                     let (_, high) = consumer
-                        .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+                        .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
                         .map_err(|e| self.kafka.error("reading end offsets", e))?;
-                    offsets.insert(partition, high);
+                    set_offset(&mut offsets, topic, *partition, high);
                 }
             }
             Startup::Timestamp(millis) => {
-                let mut list = TopicPartitionList::new();
-                for &partition in partitions {
-                    list.add_partition_offset(topic, partition, Offset::Offset(*millis))
-                        .map_err(|e| self.kafka.error("looking up offsets by time", e))?;
-                }
                 let found = consumer
-                    .offsets_for_times(list, METADATA_TIMEOUT)
+                    .offsets_for_times(list_of(partitions, Some(*millis))?, METADATA_TIMEOUT)
                     .map_err(|e| self.kafka.error("looking up offsets by time", e))?;
                 for element in found.elements() {
                     match element.offset() {
                         Offset::Offset(offset) => {
-                            offsets.insert(element.partition(), offset);
+                            set_offset(&mut offsets, element.topic(), element.partition(), offset);
                         }
                         // No record at or after the time: start at the end.
                         Offset::End => {
                             let (_, high) = consumer
-                                .fetch_watermarks(topic, element.partition(), METADATA_TIMEOUT)
+                                .fetch_watermarks(
+                                    element.topic(),
+                                    element.partition(),
+                                    METADATA_TIMEOUT,
+                                )
                                 .map_err(|e| self.kafka.error("reading end offsets", e))?;
-                            offsets.insert(element.partition(), high);
+                            set_offset(&mut offsets, element.topic(), element.partition(), high);
                         }
                         _ => {}
                     }
                 }
             }
-            Startup::Specific(specific) => offsets.extend(specific),
+            Startup::Specific(specific) => {
+                // Flink's specific offsets name partitions of the (first) topic.
+                if let Some((topic, _)) = partitions.first() {
+                    for (partition, offset) in specific {
+                        set_offset(&mut offsets, topic, *partition, *offset);
+                    }
+                }
+            }
         }
         Ok(offsets)
+    }
+
+    /// Reads checkpointed positions: `{"topic": {"partition": offset}}`, or
+    /// the single-topic `{"partition": offset}` of earlier versions.
+    fn parse_positions(&self, positions: &[Vec<u8>]) -> Result<(Offsets, Vec<Vec<u8>>)> {
+        let mut resumed = Offsets::new();
+        let mut upserts = Vec::new();
+        for position in positions.iter().filter(|p| !p.is_empty()) {
+            let unreadable = |e: serde_json::Error| {
+                SluiceError::State(format!(
+                    "table `{}`: unreadable kafka source position: {e}",
+                    self.kafka.table
+                ))
+            };
+            let value: serde_json::Value = serde_json::from_slice(position).map_err(unreadable)?;
+            if let Some(object) = value.as_object().filter(|o| o.contains_key("offsets")) {
+                let offsets: Offsets =
+                    serde_json::from_value(object["offsets"].clone()).map_err(unreadable)?;
+                for (topic, partitions) in offsets {
+                    resumed.entry(topic).or_default().extend(partitions);
+                }
+                if let Some(state) = object.get("upsert").and_then(|s| s.as_str()) {
+                    upserts.push(state.as_bytes().to_vec());
+                }
+            } else {
+                let flat: BTreeMap<i32, i64> = serde_json::from_value(value).map_err(unreadable)?;
+                let topic = self.kafka.topics.first_name().unwrap_or_default();
+                resumed.entry(topic).or_default().extend(flat);
+            }
+        }
+        Ok((resumed, upserts))
+    }
+
+    fn reader(
+        &self,
+        subtask: usize,
+        parallelism: usize,
+        known: &[TopicPartition],
+        start: &dyn Fn(&TopicPartition) -> Option<i64>,
+        upsert: Option<UpsertState>,
+    ) -> Result<KafkaReader> {
+        let consumer = self.consumer()?;
+        let mine: Vec<TopicPartition> = known
+            .iter()
+            .filter(|(topic, partition)| owner(topic, *partition, parallelism) == subtask)
+            .cloned()
+            .collect();
+        let mut next = Offsets::new();
+        let mut list = TopicPartitionList::new();
+        for tp in &mine {
+            let offset = start(tp);
+            let at = offset.map_or(Offset::Beginning, Offset::Offset);
+            list.add_partition_offset(&tp.0, tp.1, at)
+                .map_err(|e| self.kafka.error("assigning partitions", e))?;
+            if let Some(offset) = offset {
+                set_offset(&mut next, &tp.0, tp.1, offset);
+            }
+        }
+        consumer
+            .assign(&list)
+            .map_err(|e| self.kafka.error("assigning partitions", e))?;
+        let end = if self.bounded {
+            let mut end = Offsets::new();
+            for (topic, partition) in &mine {
+                let (low, high) = consumer
+                    .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
+                    .map_err(|e| self.kafka.error("reading end offsets", e))?;
+                set_offset(&mut end, topic, *partition, high);
+                if offset_of(&next, &(topic.clone(), *partition)).is_none() {
+                    set_offset(&mut next, topic, *partition, low);
+                }
+            }
+            Some(end)
+        } else {
+            None
+        };
+        let context = |is_key: bool| MessageContext {
+            table: self.kafka.table.clone(),
+            topic: self.kafka.topics.first_name().unwrap_or_default(),
+            is_key,
+        };
+        let origins = self.key.is_some()
+            || self
+                .columns
+                .iter()
+                .any(|c| matches!(c, ColumnSource::Metadata(_)));
+        let value_decoder = self.value.format.message_decoder(
+            self.value.schema.clone(),
+            self.policy.clone(),
+            self.batch_size,
+            &context(false),
+            origins,
+        )?;
+        let key_decoder = match &self.key {
+            Some(key) => Some((
+                key.format.message_decoder(
+                    key.schema.clone(),
+                    self.policy.clone(),
+                    self.batch_size,
+                    &context(true),
+                    true,
+                )?,
+                key.schema.clone(),
+            )),
+            None => None,
+        };
+        let mut topics: Vec<String> = known.iter().map(|(t, _)| t.clone()).collect();
+        topics.dedup();
+        Ok(KafkaReader {
+            kafka: self.kafka.clone(),
+            consumer,
+            schema: self.schema.clone(),
+            columns: self.columns.clone(),
+            value_decoder,
+            key_decoder,
+            needs_key_bytes: self.key.is_some()
+                || self.upsert
+                || self.columns.iter().any(|c| {
+                    matches!(c, ColumnSource::Metadata(m) if m.key == "key")
+                }),
+            needs_headers: self.columns.iter().any(|c| {
+                matches!(c, ColumnSource::Metadata(m) if m.key == "headers")
+            }),
+            topics,
+            known: known.iter().cloned().collect(),
+            assigned: mine,
+            subtask,
+            parallelism,
+            next,
+            end,
+            batch_size: self.batch_size,
+            discovery: self
+                .discovery
+                .filter(|_| !self.bounded)
+                .map(|interval| (interval, Instant::now() + interval)),
+            upsert,
+        })
     }
 }
 
@@ -145,6 +389,10 @@ impl SourceConnector for KafkaSource {
 
     fn is_bounded(&self) -> bool {
         self.bounded
+    }
+
+    fn produces_updates(&self) -> bool {
+        self.upsert || self.value.format.accepts_updates()
     }
 
     fn bad_records(&self) -> Option<&BadRecordPolicy> {
@@ -162,84 +410,46 @@ impl SourceConnector for KafkaSource {
         parallelism: usize,
         positions: &[Vec<u8>],
     ) -> Result<Vec<Box<dyn SourceReader>>> {
-        let mut resumed = Offsets::new();
-        for position in positions.iter().filter(|p| !p.is_empty()) {
-            let offsets: Offsets = serde_json::from_slice(position).map_err(|e| {
-                SluiceError::State(format!(
-                    "table `{}`: unreadable kafka source position: {e}",
-                    self.kafka.table
-                ))
-            })?;
-            resumed.extend(offsets);
-        }
-        let mut readers: Vec<Box<dyn SourceReader>> = Vec::with_capacity(parallelism);
+        let (resumed, upserts) = self.parse_positions(positions)?;
         let metadata_consumer = self.consumer()?;
-        let partitions = self.partitions(&metadata_consumer)?;
+        let partitions = list_partitions(&self.kafka, &metadata_consumer, true)?;
+        if partitions.is_empty() {
+            return Err(self.kafka.error(
+                "listing topics",
+                format!("no topic matches {}", self.kafka.topics),
+            ));
+        }
         let startup = if resumed.is_empty() {
             self.startup_offsets(&metadata_consumer, &partitions)?
         } else {
             Offsets::new()
         };
+        let start = |tp: &TopicPartition| offset_of(&resumed, tp).or(offset_of(&startup, tp));
+        let mut readers: Vec<Box<dyn SourceReader>> = Vec::with_capacity(parallelism);
         for subtask in 0..parallelism {
-            let mine: Vec<i32> = partitions
-                .iter()
-                .enumerate()
-                .filter(|(index, _)| index % parallelism == subtask)
-                .map(|(_, partition)| *partition)
-                .collect();
-            let consumer = self.consumer()?;
-            let mut next = Offsets::new();
-            let mut list = TopicPartitionList::new();
-            for &partition in &mine {
-                let offset = resumed.get(&partition).or(startup.get(&partition)).copied();
-                let start = match offset {
-                    Some(offset) => Offset::Offset(offset),
-                    None => Offset::Beginning,
-                };
-                list.add_partition_offset(&self.kafka.topic, partition, start)
-                    .map_err(|e| self.kafka.error("assigning partitions", e))?;
-                if let Some(offset) = offset {
-                    next.insert(partition, offset);
-                }
-            }
-            consumer
-                .assign(&list)
-                .map_err(|e| self.kafka.error("assigning partitions", e))?;
-            let end = if self.bounded {
-                let mut end = Offsets::new();
-                for &partition in &mine {
-                    let (low, high) = consumer
-                        .fetch_watermarks(&self.kafka.topic, partition, METADATA_TIMEOUT)
-                        .map_err(|e| self.kafka.error("reading end offsets", e))?;
-                    end.insert(partition, high);
-                    next.entry(partition).or_insert(low);
-                }
-                Some(end)
+            let upsert = if self.upsert {
+                Some(UpsertState::restore(&upserts, &|topic, partition| {
+                    owner(topic, partition, parallelism) == subtask
+                })?)
             } else {
                 None
             };
-            readers.push(Box::new(KafkaReader {
-                kafka: self.kafka.clone(),
-                consumer,
-                decoder: self.kafka.format.decoder(
-                    self.schema.clone(),
-                    self.policy.clone(),
-                    self.batch_size,
-                )?,
-                partitions: mine,
-                next,
-                end,
-                batch_size: self.batch_size,
-            }));
+            readers.push(Box::new(self.reader(
+                subtask,
+                parallelism,
+                &partitions,
+                &start,
+                upsert,
+            )?));
         }
         Ok(readers)
     }
 
     fn describe(&self) -> String {
         format!(
-            "kafka topic '{}' ({}{})",
-            self.kafka.topic,
-            self.kafka.format.extension(),
+            "kafka {} ({}{})",
+            self.kafka.topics,
+            self.value.format.extension(),
             if self.bounded { ", bounded" } else { "" }
         )
     }
@@ -249,13 +459,30 @@ impl SourceConnector for KafkaSource {
 struct KafkaReader {
     kafka: KafkaTable,
     consumer: StreamConsumer,
-    decoder: Box<dyn RecordDecoder>,
-    partitions: Vec<i32>,
+    schema: SchemaRef,
+    columns: Vec<ColumnSource>,
+    value_decoder: Box<dyn MessageDecoder>,
+    /// The key's decoder and columns, when the key holds columns.
+    key_decoder: Option<(Box<dyn MessageDecoder>, SchemaRef)>,
+    needs_key_bytes: bool,
+    needs_headers: bool,
+    /// Topic names, indexed by [`KafkaRecord::topic`].
+    topics: Vec<String>,
+    /// Every partition listed so far (of all subtasks).
+    known: BTreeSet<TopicPartition>,
+    /// This subtask's partitions.
+    assigned: Vec<TopicPartition>,
+    subtask: usize,
+    parallelism: usize,
     /// Next offset to read, per partition read from so far (or resumed).
     next: Offsets,
     /// Bounded mode: where each partition ends.
     end: Option<Offsets>,
     batch_size: usize,
+    /// Partition discovery: interval and next time.
+    discovery: Option<(Duration, Instant)>,
+    /// `upsert-kafka`: the last value of every key.
+    upsert: Option<UpsertState>,
 }
 
 /// Wait for the first record of a batch before checking for the end again.
@@ -273,11 +500,10 @@ impl KafkaReader {
         let Some(end) = &self.end else {
             return Ok(false);
         };
-        let mut behind: Vec<i32> = self
-            .partitions
+        let mut behind: Vec<&TopicPartition> = self
+            .assigned
             .iter()
-            .copied()
-            .filter(|p| self.next.get(p).copied().unwrap_or(0) < end.get(p).copied().unwrap_or(0))
+            .filter(|tp| offset_of(&self.next, tp).unwrap_or(0) < offset_of(end, tp).unwrap_or(0))
             .collect();
         if behind.is_empty() {
             return Ok(true);
@@ -291,60 +517,251 @@ impl KafkaReader {
             .map_err(|e| self.kafka.error("reading the consumer position", e))?;
         for element in position.elements() {
             if let Offset::Offset(offset) = element.offset() {
-                if offset >= end.get(&element.partition()).copied().unwrap_or(0) {
-                    behind.retain(|p| *p != element.partition());
+                let tp = (element.topic().to_string(), element.partition());
+                if offset >= offset_of(end, &tp).unwrap_or(0) {
+                    behind.retain(|p| **p != tp);
                 }
             }
         }
         Ok(behind.is_empty())
     }
 
-    /// Decodes records of one partition, in runs of consecutive offsets.
-    fn decode(&mut self, records: Vec<(i32, i64, Vec<u8>)>) -> Result<Option<ChangeBatch>> {
+    /// Lists partitions when discovery is due, and starts reading this
+    /// subtask's new ones from their earliest offset.
+    fn discover(&mut self) -> Result<()> {
+        let Some((interval, due)) = self.discovery else {
+            return Ok(());
+        };
+        if Instant::now() < due {
+            return Ok(());
+        }
+        self.discovery = Some((interval, Instant::now() + interval));
+        let listed = match list_partitions(&self.kafka, &self.consumer, false) {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(table = %self.kafka.table, %error, "partition discovery failed; retrying later");
+                return Ok(());
+            }
+        };
+        let mut added = TopicPartitionList::new();
+        for tp in listed {
+            if !self.known.insert(tp.clone()) {
+                continue;
+            }
+            if !self.topics.contains(&tp.0) {
+                self.topics.push(tp.0.clone());
+            }
+            if owner(&tp.0, tp.1, self.parallelism) == self.subtask {
+                added
+                    .add_partition_offset(&tp.0, tp.1, Offset::Beginning)
+                    .map_err(|e| self.kafka.error("assigning partitions", e))?;
+                tracing::info!(table = %self.kafka.table, topic = %tp.0, partition = tp.1, "discovered a new partition");
+                self.assigned.push(tp);
+            }
+        }
+        if added.count() > 0 {
+            self.consumer
+                .incremental_assign(&added)
+                .map_err(|e| self.kafka.error("assigning new partitions", e))?;
+        }
+        Ok(())
+    }
+
+    /// Decodes records into rows of the table (see [`assemble`]), partition
+    /// run by partition run.
+    async fn decode(&mut self, records: Vec<KafkaRecord>) -> Result<Option<ChangeBatch>> {
         let mut batches = Vec::new();
-        let mut chunk: Option<(i32, i64, LineChunk)> = None;
-        for (partition, offset, mut value) in records {
-            // Records are lines for the decoders: a JSON value's newlines are
-            // whitespace.
-            for byte in value.iter_mut().filter(|b| **b == b'\n') {
-                *byte = b' ';
+        let mut start = 0;
+        while start < records.len() {
+            let (topic, partition) = (records[start].topic, records[start].partition);
+            let mut end = start + 1;
+            while end < records.len()
+                && records[end].topic == topic
+                && records[end].partition == partition
+            {
+                end += 1;
             }
-            let continues =
-                matches!(&chunk, Some((p, last, _)) if *p == partition && *last + 1 == offset);
-            if !continues {
-                if let Some((_, _, done)) = chunk.take() {
-                    batches.extend(self.decoder.decode(&done)?);
-                }
-                chunk = Some((
-                    partition,
-                    offset,
-                    LineChunk {
-                        source: Arc::from(format!("{}[{partition}]", self.kafka.topic)),
-                        first_line: offset as u64,
-                        data: Vec::new(),
-                        line_count: 0,
-                        start_offset: offset as u64,
-                        end_offset: offset as u64,
-                    },
-                ));
+            let source = format!("{}[{partition}]", self.topics[topic]);
+            if let Some(batch) = self.decode_run(&source, &records[start..end]).await? {
+                batches.push(batch);
             }
-            if let Some((_, last, lines)) = &mut chunk {
-                *last = offset;
-                lines.data.extend_from_slice(&value);
-                lines.data.push(b'\n');
-                lines.line_count += 1;
-                lines.end_offset = offset as u64 + 1;
-            }
+            start = end;
         }
-        if let Some((_, _, done)) = chunk {
-            batches.extend(self.decoder.decode(&done)?);
+        if batches.is_empty() {
+            return Ok(None);
         }
-        let Some(first) = batches.first() else {
+        Ok(Some(ChangeBatch::concat(&batches)?))
+    }
+
+    /// Decodes the records of one partition.
+    async fn decode_run(
+        &mut self,
+        source: &str,
+        records: &[KafkaRecord],
+    ) -> Result<Option<ChangeBatch>> {
+        if let Some(upsert) = &mut self.upsert {
+            return upsert
+                .apply(
+                    source,
+                    records,
+                    &mut self.value_decoder,
+                    self.key_decoder.as_mut(),
+                    &self.schema,
+                    &self.columns,
+                    &self.topics,
+                )
+                .await;
+        }
+        // Tombstones carry no row.
+        let with_value: Vec<&KafkaRecord> = records.iter().filter(|r| r.value.is_some()).collect();
+        let messages: Vec<Message<'_>> = with_value
+            .iter()
+            .map(|r| Message {
+                position: r.offset as u64,
+                payload: r.value.as_deref().unwrap_or_default(),
+            })
+            .collect();
+        let Some(decoded) = self.value_decoder.decode_messages(source, &messages).await? else {
             return Ok(None);
         };
-        let schema = first.data.schema();
-        let data: Vec<_> = batches.into_iter().map(|b| b.data).collect();
-        Ok(concat(&schema, data)?.map(ChangeBatch::inserts))
+        if self.columns.iter().all(|c| matches!(c, ColumnSource::Value(_)))
+            && self.columns.len() == decoded.batch.data.num_columns()
+        {
+            let data = arrow::array::RecordBatch::try_new(
+                self.schema.clone(),
+                decoded.batch.data.columns().to_vec(),
+            )?;
+            return Ok(Some(decoded.batch.with_data(data)));
+        }
+        let mut rows: Vec<&KafkaRecord> = decoded.origins.iter().map(|&i| with_value[i]).collect();
+        let mut value = decoded.batch;
+        let key = match self.key_decoder.as_mut() {
+            None => None,
+            Some((key_decoder, key_schema)) => {
+                let (kept, key) = decode_keys(source, key_decoder, key_schema, &rows).await?;
+                if kept.len() != rows.len() {
+                    value = take_rows(&value, &kept)?;
+                    rows = kept.iter().map(|&i| rows[i as usize]).collect();
+                }
+                Some(key)
+            }
+        };
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(assemble(
+            &self.schema,
+            &self.columns,
+            &value,
+            key.as_ref(),
+            &rows,
+            &self.topics,
+        )?))
+    }
+}
+
+/// Decodes the keys of `rows`' records. Returns the rows to keep (a key that
+/// does not decode drops its row; the policy has it) and the key columns of
+/// those rows (NULL for records without a key).
+pub(super) async fn decode_keys(
+    source: &str,
+    decoder: &mut Box<dyn MessageDecoder>,
+    schema: &SchemaRef,
+    rows: &[&KafkaRecord],
+) -> Result<(Vec<u32>, arrow::array::RecordBatch)> {
+    // Distinct records in row order (a changelog row pair shares its record).
+    let mut keyed: Vec<usize> = Vec::new();
+    for (row, record) in rows.iter().enumerate() {
+        let first = row == 0 || !std::ptr::eq(*record, rows[row - 1]);
+        if first && record.key.is_some() {
+            keyed.push(row);
+        }
+    }
+    let messages: Vec<Message<'_>> = keyed
+        .iter()
+        .map(|&row| Message {
+            position: rows[row].offset as u64,
+            payload: rows[row].key.as_deref().unwrap_or_default(),
+        })
+        .collect();
+    let decoded = decoder.decode_messages(source, &messages).await?;
+    // Key row of each distinct keyed record.
+    let mut key_row_of: BTreeMap<usize, u32> = BTreeMap::new();
+    let key_batch = match decoded {
+        Some(decoded) => {
+            for (key_row, &message) in decoded.origins.iter().enumerate() {
+                key_row_of.insert(keyed[message], key_row as u32);
+            }
+            Some(decoded.batch.data)
+        }
+        None => None,
+    };
+    let mut kept = Vec::with_capacity(rows.len());
+    let mut indices: Vec<Option<u32>> = Vec::with_capacity(rows.len());
+    let mut current: Option<Option<u32>> = None;
+    for (row, record) in rows.iter().enumerate() {
+        if row == 0 || !std::ptr::eq(*record, rows[row - 1]) {
+            current = match (&record.key, key_row_of.get(&row)) {
+                (None, _) => Some(None),
+                (Some(_), Some(&key_row)) => Some(Some(key_row)),
+                (Some(_), None) => None,
+            };
+        }
+        if let Some(key_row) = current {
+            kept.push(row as u32);
+            indices.push(key_row);
+        }
+    }
+    let schema = schema.clone();
+    let key = match key_batch {
+        Some(batch) => arrow::compute::take_record_batch(&batch, &UInt32Array::from(indices))?,
+        None => arrow::array::RecordBatch::new_empty(schema.clone()),
+    };
+    if key.num_rows() != kept.len() {
+        // No key decoded at all: every kept row has a NULL key.
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| arrow::array::new_null_array(f.data_type(), kept.len()))
+            .collect();
+        return Ok((kept, arrow::array::RecordBatch::try_new(schema, columns)?));
+    }
+    Ok((kept, key))
+}
+
+
+/// Copies what the reader needs out of a received message.
+fn record_of(
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    topic: usize,
+    key: bool,
+    headers: bool,
+) -> KafkaRecord {
+    let (timestamp, timestamp_type) = match message.timestamp() {
+        rdkafka::Timestamp::NotAvailable => (None, "NoTimestampType"),
+        rdkafka::Timestamp::CreateTime(t) => (Some(t), "CreateTime"),
+        rdkafka::Timestamp::LogAppendTime(t) => (Some(t), "LogAppendTime"),
+    };
+    KafkaRecord {
+        topic,
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp,
+        timestamp_type,
+        key: if key {
+            message.key().map(<[u8]>::to_vec)
+        } else {
+            None
+        },
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: match (headers, message.headers()) {
+            (true, Some(list)) => list
+                .iter()
+                .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                .collect(),
+            _ => Vec::new(),
+        },
+        leader_epoch: None,
     }
 }
 
@@ -356,7 +773,8 @@ impl SourceReader for KafkaReader {
             if self.finished(idle)? {
                 return Ok(None);
             }
-            if self.partitions.is_empty() {
+            self.discover()?;
+            if self.assigned.is_empty() && self.discovery.is_none() {
                 // More subtasks than partitions: this one idles.
                 std::future::pending::<()>().await;
             }
@@ -370,34 +788,74 @@ impl SourceReader for KafkaReader {
                 };
                 wait = MORE_RECORDS_WAIT;
                 idle = false;
-                let (partition, offset) = (message.partition(), message.offset());
-                self.next.insert(partition, offset + 1);
-                if let Some(value) = message.payload() {
-                    records.push((partition, offset, value.to_vec()));
-                }
+                let topic = match self.topics.iter().position(|t| t == message.topic()) {
+                    Some(index) => index,
+                    None => {
+                        self.topics.push(message.topic().to_string());
+                        self.topics.len() - 1
+                    }
+                };
+                set_offset(
+                    &mut self.next,
+                    message.topic(),
+                    message.partition(),
+                    message.offset() + 1,
+                );
+                records.push(record_of(
+                    &message,
+                    topic,
+                    self.needs_key_bytes,
+                    self.needs_headers,
+                ));
             }
             if records.is_empty() {
                 continue;
             }
-            if let Some(batch) = self.decode(records)? {
+            if let Some(batch) = self.decode(records).await? {
                 return Ok(Some(batch));
             }
         }
     }
 
-    /// The next offset of every partition read so far; also committed to the
-    /// consumer group (when one is configured) for monitoring.
+    /// The next offset of every partition read so far (and, for
+    /// `upsert-kafka`, the last value of every key); offsets are also
+    /// committed to the consumer group (when one is configured) for monitoring.
     fn position(&self) -> Result<Vec<u8>> {
         if self.kafka.group.is_some() && !self.next.is_empty() {
             let mut list = TopicPartitionList::new();
-            for (partition, offset) in &self.next {
-                list.add_partition_offset(&self.kafka.topic, *partition, Offset::Offset(*offset))
-                    .map_err(|e| self.kafka.error("committing offsets", e))?;
+            for (topic, partitions) in &self.next {
+                for (partition, offset) in partitions {
+                    list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+                        .map_err(|e| self.kafka.error("committing offsets", e))?;
+                }
             }
             if let Err(error) = self.consumer.commit(&list, CommitMode::Async) {
                 tracing::warn!(table = %self.kafka.table, %error, "could not commit offsets to the consumer group");
             }
         }
-        serde_json::to_vec(&self.next).map_err(|e| SluiceError::State(e.to_string()))
+        let mut position = serde_json::json!({ "offsets": self.next });
+        if let Some(upsert) = &self.upsert {
+            position["upsert"] = serde_json::Value::String(upsert.snapshot(&self.topics)?);
+        }
+        serde_json::to_vec(&position).map_err(|e| SluiceError::State(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_spread_like_flink() {
+        // Java: "orders".hashCode() == -1008770331.
+        assert_eq!(java_hash("orders"), -1008770331);
+        let owners: Vec<usize> = (0..6).map(|p| owner("orders", p, 3)).collect();
+        let mut counts = [0; 3];
+        for o in &owners {
+            counts[*o] += 1;
+        }
+        assert_eq!(counts, [2, 2, 2]);
+        // Consecutive partitions go to consecutive subtasks.
+        assert_eq!((owners[0] + 1) % 3, owners[1]);
     }
 }
