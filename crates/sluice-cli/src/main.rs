@@ -81,6 +81,16 @@ enum Command {
     },
     /// List the Flink functions Sluice adds to DataFusion's built-ins, and the connectors.
     Functions,
+    /// Run a schema registry compatible with Confluent's REST API (Avro,
+    /// JSON Schema, Protobuf) until Ctrl-C / SIGTERM.
+    SchemaRegistry {
+        /// Address to listen on (`127.0.0.1:0` picks a free port).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: String,
+        /// Directory of the registry's database (`schema-registry.db`).
+        #[arg(long, value_name = "DIR", default_value = "sluice-data")]
+        data_dir: PathBuf,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -182,6 +192,7 @@ async fn execute(command: Command) -> Result<()> {
                 .await
                 .context("benchmark thread")?
         }
+        Command::SchemaRegistry { listen, data_dir } => schema_registry(&listen, &data_dir).await,
         Command::Functions => {
             println!(
                 "Flink functions (in addition to every DataFusion scalar and aggregate function):"
@@ -291,6 +302,25 @@ async fn plan(script: &Path, overrides: BTreeMap<String, String>) -> Result<slui
         Ok(plan) => Ok(plan),
         Err(error) => bail!("{}: {error}", script.display()),
     }
+}
+
+/// `sluice schema-registry`: serves the registry until Ctrl-C / SIGTERM.
+async fn schema_registry(listen: &str, data_dir: &Path) -> Result<()> {
+    let path = data_dir.join("schema-registry.db");
+    let registry = sluice_registry::Registry::open(&path)
+        .with_context(|| format!("cannot open the schema registry at '{}'", path.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let address = listener.local_addr()?;
+    info!(database = %path.display(), "schema registry started");
+    // Printed as is (not through the log filter): scripts and tests read it.
+    eprintln!("schema registry listening on http://{address}");
+    sluice_registry::serve_with_shutdown(listener, registry, wait_for_signal())
+        .await
+        .context("schema registry server")?;
+    info!("schema registry stopped");
+    Ok(())
 }
 
 /// Stops the job on the first Ctrl-C / SIGTERM; exits at once on the second.

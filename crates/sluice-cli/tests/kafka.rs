@@ -75,7 +75,7 @@ fn produce_events(ws: &Workspace, brokers: &str, topic: &str, partitioner: &str)
          CREATE TABLE events_kafka ({EVENT_COLUMNS})
          WITH ('connector' = 'kafka', 'topic' = '{topic}',
                'properties.bootstrap.servers' = '{brokers}', 'format' = 'json',
-               'sink.partitioner' = '{partitioner}', 'key.fields' = 'event_type');
+               'sink.partitioner' = '{partitioner}', 'key.fields' = 'event_type', 'key.format' = 'json');
          INSERT INTO events_kafka SELECT * FROM events_file;"
     );
     ok(&ws.run(&job, &[]));
@@ -263,4 +263,305 @@ fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
     let got = read_part_files(&ws.path("readback"));
     assert_eq!(got.len(), expected.len(), "row count read back");
     assert_eq!(got, expected, "rows read back with read_committed");
+}
+
+/// Produces `(key, value, headers)` records to `partition` of `topic` with
+/// record timestamps `1_700_000_000_000 + i`; waits for every delivery.
+fn produce_records(
+    brokers: &str,
+    topic: &str,
+    partition: i32,
+    records: &[(Option<&str>, Option<&str>, &[(&str, &str)])],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    for (i, (key, value, headers)) in records.iter().enumerate() {
+        let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic)
+            .partition(partition)
+            .timestamp(1_700_000_000_000 + i as i64);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        let mut owned = OwnedHeaders::new();
+        for (name, value) in *headers {
+            owned = owned.insert(Header {
+                key: name,
+                value: Some(*value),
+            });
+        }
+        record = record.headers(owned);
+        producer.send(record).expect("send");
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Values of `topic` (all partitions, read_committed) as (key, value) text.
+fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, Option<String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("read-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut records = Vec::new();
+    let mut quiet = 0;
+    while quiet < 10 {
+        match consumer.poll(Duration::from_millis(300)) {
+            Some(Ok(message)) => {
+                quiet = 0;
+                let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+                records.push((text(message.key()), text(message.payload())));
+            }
+            Some(Err(error)) => panic!("reading {topic}: {error}"),
+            None => quiet += 1,
+        }
+    }
+    records
+}
+
+/// Metadata columns, key columns from the key (`EXCEPT_KEY`), and a bad
+/// value among good ones going to the dead letter queue with its offset.
+#[test]
+fn kafka_metadata_and_key_columns_are_read() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    let topic = create_topic(&brokers, "meta", 2);
+    produce_records(
+        &brokers,
+        &topic,
+        1,
+        &[
+            (Some(r#"{"id":1}"#), Some(r#"{"name":"a"}"#), &[("trace", "t1")]),
+            (Some(r#"{"id":2}"#), Some("not json"), &[]),
+            (None, Some(r#"{"name":"c"}"#), &[("trace", "t3"), ("x", "y")]),
+            (Some(r#"{"id":4}"#), None, &[]),
+        ],
+    );
+    let job = format!(
+        "CREATE TABLE input (
+            id BIGINT,
+            name STRING,
+            `partition` INT METADATA VIRTUAL,
+            `off` BIGINT METADATA FROM 'offset' VIRTUAL,
+            ts TIMESTAMP_LTZ(3) METADATA FROM 'timestamp',
+            headers MAP<STRING, BYTES> METADATA,
+            `topic` STRING METADATA VIRTUAL
+         ) WITH ('connector' = 'kafka', 'topic' = '{topic}',
+               'properties.bootstrap.servers' = '{brokers}', 'scan.startup.mode' = 'earliest-offset',
+               'scan.bounded.mode' = 'latest-offset', 'format' = 'json',
+               'key.format' = 'json', 'key.fields' = 'id', 'value.fields-include' = 'EXCEPT_KEY',
+               'errors' = 'dlq', 'dlq.path' = '$DIR/dlq.jsonl');
+         CREATE TABLE out (id BIGINT, name STRING, p INT, o BIGINT, ts STRING, trace STRING, same_topic BOOLEAN)
+         WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT id, name, `partition`, `off`, CAST(ts AS STRING),
+             CAST(headers['trace'] AS STRING), `topic` = '{topic}' FROM input;"
+    );
+    ok(&ws.run(&job, &[]));
+    let rows = read_part_files(&ws.path("out"));
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"id":1,"name":"a","p":1,"o":0,"ts":"2023-11-14 22:13:20","trace":"t1","same_topic":true}"#.to_string(),
+            r#"{"id":null,"name":"c","p":1,"o":2,"ts":"2023-11-14 22:13:20.002","trace":"t3","same_topic":true}"#.to_string(),
+        ]
+    );
+    let dlq = std::fs::read_to_string(ws.path("dlq.jsonl")).expect("dead letters");
+    assert_eq!(dlq.lines().count(), 1, "{dlq}");
+    assert!(dlq.contains(r#""position":1"#) && dlq.contains("not json"), "{dlq}");
+}
+
+/// `raw` values and metadata that only some connectors offer.
+#[test]
+fn kafka_raw_format_and_metadata_errors() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    let topic = create_topic(&brokers, "raw", 1);
+    produce_records(
+        &brokers,
+        &topic,
+        0,
+        &[(None, Some("line one"), &[]), (None, Some("line two"), &[])],
+    );
+    let source = format!(
+        "CREATE TABLE input (line STRING, k BYTES METADATA FROM 'key' VIRTUAL)
+         WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{brokers}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'raw');"
+    );
+    let job = format!(
+        "{source}
+         CREATE TABLE out (line STRING, no_key BOOLEAN) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT UPPER(line), k IS NULL FROM input;"
+    );
+    ok(&ws.run(&job, &[]));
+    assert_eq!(
+        read_part_files(&ws.path("out")),
+        vec![
+            r#"{"line":"LINE ONE","no_key":true}"#.to_string(),
+            r#"{"line":"LINE TWO","no_key":true}"#.to_string()
+        ]
+    );
+    let bad = ws.run(
+        "CREATE TABLE f (x STRING, o BIGINT METADATA FROM 'offset')
+         WITH ('connector' = 'filesystem', 'path' = '$DIR/none', 'format' = 'json');
+         CREATE TABLE out (x STRING) WITH ('connector' = 'print');
+         INSERT INTO out SELECT x FROM f;",
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(
+        stderr.contains("column `o` reads METADATA FROM 'offset'")
+            && stderr.contains("no metadata columns"),
+        "{stderr}"
+    );
+    let bad = ws.run(
+        &format!(
+            "{}\nCREATE TABLE out (line INT) WITH ('connector' = 'print');\nINSERT INTO out SELECT line FROM input;",
+            source.replace("line STRING", "line INT")
+        ),
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success());
+    assert!(stderr.contains("one STRING or BYTES column"), "{stderr}");
+}
+
+/// `topic-pattern` reads every matching topic, including one created while
+/// the job runs (partition discovery).
+#[test]
+fn kafka_topic_pattern_discovers_new_topics() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    let first = create_topic(&brokers, "pattern-a", 1);
+    produce_records(&brokers, &first, 0, &[(None, Some(r#"{"v":"first"}"#), &[])]);
+    let job = ws.write(
+        "pattern.sql",
+        &ws.expand(&format!(
+            "SET 'execution.checkpointing.interval' = '200ms';
+             CREATE TABLE input (v STRING, t STRING METADATA FROM 'topic' VIRTUAL)
+             WITH ('connector' = 'kafka', 'topic-pattern' = 'pattern-.*-{}', 'properties.bootstrap.servers' = '{brokers}',
+                   'scan.startup.mode' = 'earliest-offset', 'scan.topic-partition-discovery.interval' = '300ms', 'format' = 'json');
+             CREATE TABLE out (v STRING) WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+             INSERT INTO out SELECT v FROM input;",
+            first.rsplit('-').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("-")
+        )),
+    );
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["run", job.to_str().expect("utf8")])
+        .current_dir(ws.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_secs(2));
+    // Same pid-stamp suffix pattern: a second topic created later.
+    let suffix: Vec<&str> = first.rsplit('-').take(2).collect();
+    let second = format!("pattern-b-{}-{}", suffix[1], suffix[0]);
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("admin client");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime
+        .block_on(admin.create_topics(
+            &[NewTopic::new(&second, 2, TopicReplication::Fixed(1)).set("retention.ms", "-1")],
+            &AdminOptions::new(),
+        ))
+        .expect("create topic")
+        .into_iter()
+        .for_each(|r| {
+            r.expect("created");
+        });
+    produce_records(&brokers, &second, 1, &[(None, Some(r#"{"v":"second"}"#), &[])]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut rows = Vec::new();
+    while std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(300));
+        rows = read_part_files(&ws.path("out"));
+        if rows.len() >= 2 {
+            break;
+        }
+    }
+    kill_after(child, Duration::ZERO);
+    assert_eq!(
+        rows,
+        vec![r#"{"v":"first"}"#.to_string(), r#"{"v":"second"}"#.to_string()]
+    );
+}
+
+/// `upsert-kafka`: an updating result is written as values by key with
+/// tombstones for deletes, and read back as the same changelog.
+#[test]
+fn upsert_kafka_writes_tombstones_and_reads_them_back() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    let topic = create_topic(&brokers, "upsert", 2);
+    ws.write(
+        "changes.json",
+        &[
+            r#"{"before":null,"after":{"id":1,"name":"a"},"op":"c"}"#,
+            r#"{"before":null,"after":{"id":2,"name":"b"},"op":"c"}"#,
+            r#"{"before":{"id":1,"name":"a"},"after":{"id":1,"name":"a2"},"op":"u"}"#,
+            r#"{"before":{"id":2,"name":"b"},"after":null,"op":"d"}"#,
+            r#"{"before":null,"after":{"id":3,"name":"c"},"op":"c"}"#,
+        ]
+        .join("\n"),
+    );
+    let table = |name: &str| {
+        format!(
+            "CREATE TABLE {name} (id BIGINT, name STRING, PRIMARY KEY (id) NOT ENFORCED)
+             WITH ('connector' = 'upsert-kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{brokers}',
+                   'key.format' = 'json', 'value.format' = 'json', 'scan.bounded.mode' = 'latest-offset');"
+        )
+    };
+    ok(&ws.run(
+        &format!(
+            "CREATE TABLE changes (id BIGINT, name STRING)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/changes.json', 'format' = 'debezium-json');
+             {}
+             INSERT INTO upserts SELECT * FROM changes;",
+            table("upserts")
+        ),
+        &[],
+    ));
+    let mut records = read_topic(&brokers, &topic);
+    records.sort();
+    assert_eq!(
+        records,
+        vec![
+            (Some(r#"{"id":1}"#.into()), Some(r#"{"id":1,"name":"a"}"#.into())),
+            (Some(r#"{"id":1}"#.into()), Some(r#"{"id":1,"name":"a2"}"#.into())),
+            (Some(r#"{"id":2}"#.into()), None),
+            (Some(r#"{"id":2}"#.into()), Some(r#"{"id":2,"name":"b"}"#.into())),
+            (Some(r#"{"id":3}"#.into()), Some(r#"{"id":3,"name":"c"}"#.into())),
+        ]
+    );
+    ok(&ws.run(
+        &format!(
+            "{}
+             CREATE TABLE out (id BIGINT, name STRING)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'debezium-json');
+             INSERT INTO out SELECT * FROM upserts_in;",
+            table("upserts_in")
+        ),
+        &[],
+    ));
+    assert_eq!(
+        common::materialize_changelog(&ws.path("out")),
+        vec![
+            r#"{"id":1,"name":"a2"}"#.to_string(),
+            r#"{"id":3,"name":"c"}"#.to_string()
+        ]
+    );
 }

@@ -449,7 +449,15 @@ impl Translator<'_> {
                         .schema()
                         .fields()
                         .iter()
-                        .map(|f| TableColumn::Physical(f.as_ref().clone().with_nullable(true)))
+                        .map(|f| {
+                            // A query column is plain data, wherever it came from.
+                            let mut metadata = f.metadata().clone();
+                            metadata.remove(sluice_core::table::METADATA_KEY);
+                            metadata.remove(sluice_core::table::METADATA_VIRTUAL);
+                            TableColumn::Physical(
+                                f.as_ref().clone().with_nullable(true).with_metadata(metadata),
+                            )
+                        })
                         .collect(),
                     watermark: None,
                     primary_key: vec![],

@@ -61,6 +61,9 @@ pub trait MessageEncoder: Send {
         -> Result<()>;
 }
 
+/// Builds a line decoder that fails on the first bad record.
+pub type MakeLineDecoder = Box<dyn Fn() -> Result<Box<dyn RecordDecoder>> + Send>;
+
 /// A line format (`json`, `csv`, `debezium-json`) decoding messages: each
 /// message is one line.
 pub struct LineMessages {
@@ -69,7 +72,7 @@ pub struct LineMessages {
     /// With `origins`: decodes whole runs with a policy that fails on the first
     /// bad record, so a run without one needs no per-message work.
     fast: Option<Box<dyn RecordDecoder>>,
-    make_fast: Box<dyn Fn() -> Result<Box<dyn RecordDecoder>> + Send>,
+    make_fast: MakeLineDecoder,
     /// Whether the format can make other than one row per message.
     changelog: bool,
 }
@@ -80,7 +83,7 @@ impl LineMessages {
     /// the first bad record.
     pub fn new(
         careful: Box<dyn RecordDecoder>,
-        make_fast: Option<Box<dyn Fn() -> Result<Box<dyn RecordDecoder>> + Send>>,
+        make_fast: Option<MakeLineDecoder>,
         changelog: bool,
     ) -> Result<Self> {
         let (fast, make_fast) = match make_fast {
@@ -91,7 +94,7 @@ impl LineMessages {
                     Err(sluice_core::SluiceError::Runtime(
                         "no fast line decoder".into(),
                     ))
-                }) as Box<dyn Fn() -> Result<Box<dyn RecordDecoder>> + Send>,
+                }) as MakeLineDecoder,
             ),
         };
         Ok(LineMessages {

@@ -1,8 +1,13 @@
 //! Record formats for line-oriented connectors: newline-delimited `json` and
 //! `csv`, configured with Flink's option names.
 
+pub mod avro;
 pub mod csv;
 pub mod json;
+pub mod message;
+pub mod protobuf;
+pub mod raw;
+pub mod schema_registry;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
@@ -91,10 +96,29 @@ pub enum Format {
     Csv(csv::CsvOptions),
     /// Changelog as Debezium JSON envelopes (`before`, `after`, `op`).
     DebeziumJson(json::JsonOptions),
+    /// One STRING or BYTES column, the whole message (message connectors only).
+    Raw,
+    /// Avro binary, one record per message, schema derived from the table.
+    Avro(avro::AvroOptions),
+    /// Avro in Confluent's wire format, schemas in a schema registry.
+    AvroConfluent(avro::AvroConfluentOptions),
+    /// Protobuf messages described by a descriptor set.
+    Protobuf(Box<protobuf::ProtobufOptions>),
 }
 
 /// Names of the formats line-oriented connectors accept.
 pub const FORMAT_NAMES: [&str; 3] = ["json", "csv", "debezium-json"];
+
+/// Names of the formats message connectors (Kafka) accept.
+pub const MESSAGE_FORMAT_NAMES: [&str; 7] = [
+    "json",
+    "csv",
+    "debezium-json",
+    "raw",
+    "avro",
+    "avro-confluent",
+    "protobuf",
+];
 
 impl Format {
     /// Reads `format` and the format's own options from a table's options.
@@ -121,6 +145,122 @@ impl Format {
             Format::Json(_) => &json::JSON_OPTIONS,
             Format::Csv(_) => &csv::CSV_OPTIONS,
             Format::DebeziumJson(_) => &json::DEBEZIUM_JSON_OPTIONS,
+            Format::Raw => &raw::RAW_OPTIONS,
+            Format::Avro(_) => &avro::AVRO_OPTIONS,
+            Format::AvroConfluent(_) => &avro::AVRO_CONFLUENT_OPTIONS,
+            Format::Protobuf(_) => &protobuf::PROTOBUF_OPTIONS,
+        }
+    }
+
+    /// Reads a message connector's format (`format`, or `key.format` after
+    /// the connector moved the key's options to unprefixed keys), which may
+    /// also be one of the message-only formats.
+    pub fn for_messages(options: &Options) -> Result<Format> {
+        match options.require("format")? {
+            "raw" => Ok(Format::Raw),
+            "avro" => Ok(Format::Avro(avro::AvroOptions::from_options(options)?)),
+            "avro-confluent" => Ok(Format::AvroConfluent(
+                avro::AvroConfluentOptions::from_options(options)?,
+            )),
+            "protobuf" => Ok(Format::Protobuf(Box::new(
+                protobuf::ProtobufOptions::from_options(options)?,
+            ))),
+            name if FORMAT_NAMES.contains(&name) => Format::from_options(options),
+            other => Err(SluiceError::Config(format!(
+                "{}: unknown format '{other}'; available formats: {}",
+                options.owner(),
+                MESSAGE_FORMAT_NAMES.join(", ")
+            ))),
+        }
+    }
+
+    /// Whether the format must decode every column of the value (its layout
+    /// is positional), not just the ones a query reads.
+    pub fn decodes_all_columns(&self) -> bool {
+        matches!(self, Format::Raw | Format::Avro(_))
+    }
+
+    /// Checks that the format can carry the columns of `schema`.
+    pub fn check_message_schema(&self, options: &Options, schema: &SchemaRef) -> Result<()> {
+        match self {
+            Format::Raw => raw::check(options, schema),
+            _ => Ok(()),
+        }
+    }
+
+    /// A decoder of messages into rows of `schema`. With `origins`, every
+    /// row is traced back to its message (for key and metadata columns).
+    pub fn message_decoder(
+        &self,
+        schema: SchemaRef,
+        policy: BadRecordPolicy,
+        batch_size: usize,
+        context: &message::MessageContext,
+        origins: bool,
+    ) -> Result<Box<dyn message::MessageDecoder>> {
+        match self {
+            Format::Raw => Ok(Box::new(raw::RawDecoder::new(schema, policy))),
+            Format::Avro(options) => Ok(Box::new(avro::AvroDecoder::new(
+                schema,
+                options.clone(),
+                context,
+                policy,
+                batch_size,
+            )?)),
+            Format::AvroConfluent(options) => Ok(Box::new(avro::AvroDecoder::confluent(
+                schema,
+                options.clone(),
+                context,
+                policy,
+                batch_size,
+            )?)),
+            Format::Protobuf(options) => Ok(Box::new(protobuf::ProtobufDecoder::new(
+                schema,
+                options.as_ref().clone(),
+                context,
+                policy,
+            )?)),
+            _ => {
+                let careful = self.decoder(schema.clone(), policy, batch_size)?;
+                let make_fast = origins.then(|| {
+                    let format = self.clone();
+                    let table = "messages".to_string();
+                    Box::new(move || format.decoder(schema.clone(), BadRecordPolicy::fail(&table), batch_size))
+                        as message::MakeLineDecoder
+                });
+                Ok(Box::new(message::LineMessages::new(
+                    careful,
+                    make_fast,
+                    self.accepts_updates(),
+                )?))
+            }
+        }
+    }
+
+    /// An encoder of rows of `schema` into messages.
+    pub fn message_encoder(
+        &self,
+        schema: SchemaRef,
+        context: &message::MessageContext,
+    ) -> Result<Box<dyn message::MessageEncoder>> {
+        match self {
+            Format::Raw => Ok(Box::new(raw::RawEncoder)),
+            Format::Avro(options) => Ok(Box::new(avro::AvroEncoder::new(
+                schema,
+                options.clone(),
+                context,
+            )?)),
+            Format::AvroConfluent(options) => Ok(Box::new(avro::AvroEncoder::confluent(
+                schema,
+                options.clone(),
+                context,
+            )?)),
+            Format::Protobuf(options) => Ok(Box::new(protobuf::ProtobufEncoder::new(
+                schema,
+                options.as_ref().clone(),
+                context,
+            )?)),
+            _ => Ok(Box::new(message::LineEncoder(self.encoder(schema)?))),
         }
     }
 
@@ -129,6 +269,8 @@ impl Format {
         match self {
             Format::Json(options) | Format::DebeziumJson(options) => options.ignore_parse_errors,
             Format::Csv(options) => options.ignore_parse_errors,
+            Format::Protobuf(options) => options.ignore_parse_errors,
+            Format::Raw | Format::Avro(_) | Format::AvroConfluent(_) => false,
         }
     }
 
@@ -143,6 +285,10 @@ impl Format {
         match self {
             Format::Json(_) | Format::DebeziumJson(_) => "json",
             Format::Csv(_) => "csv",
+            Format::Raw => "raw",
+            Format::Avro(_) => "avro",
+            Format::AvroConfluent(_) => "avro-confluent",
+            Format::Protobuf(_) => "protobuf",
         }
     }
 
@@ -172,6 +318,7 @@ impl Format {
                 policy,
                 batch_size,
             )?)),
+            _ => Err(message_only()),
         }
     }
 
@@ -189,8 +336,15 @@ impl Format {
                 true,
             )?)),
             Format::Csv(options) => Ok(Box::new(csv::CsvEncoder::new(schema, options.clone())?)),
+            _ => Err(message_only()),
         }
     }
+}
+
+fn message_only() -> SluiceError {
+    SluiceError::Config(
+        "the raw, avro and protobuf formats are for message connectors (kafka); files use 'json', 'csv' or 'debezium-json'".into(),
+    )
 }
 
 /// Concatenates per-line batches, or returns `None` when there are none.

@@ -206,6 +206,9 @@ impl KafkaTable {
         let mut plain = BTreeMap::new();
         let mut key_plain = BTreeMap::new();
         for (key, value) in options.iter() {
+            if key == "key.fields" || key == "key.fields-prefix" {
+                continue;
+            }
             if let Some(property) = key.strip_prefix("properties.") {
                 properties.insert(property.to_string(), value.to_string());
             } else if let Some(key_option) = key

@@ -324,6 +324,7 @@ impl KafkaSource {
             is_key,
         };
         let origins = self.key.is_some()
+            || self.upsert
             || self
                 .columns
                 .iter()
