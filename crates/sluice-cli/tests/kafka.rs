@@ -265,13 +265,16 @@ fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
     assert_eq!(got, expected, "rows read back with read_committed");
 }
 
+/// A test record: key, value (`None`: a tombstone) and headers.
+type TestRecord<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)]);
+
 /// Produces `(key, value, headers)` records to `partition` of `topic` with
 /// record timestamps `1_700_000_000_000 + i`; waits for every delivery.
 fn produce_records(
     brokers: &str,
     topic: &str,
     partition: i32,
-    records: &[(Option<&str>, Option<&str>, &[(&str, &str)])],
+    records: &[TestRecord<'_>],
 ) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -342,9 +345,17 @@ fn kafka_metadata_and_key_columns_are_read() {
         &topic,
         1,
         &[
-            (Some(r#"{"id":1}"#), Some(r#"{"name":"a"}"#), &[("trace", "t1")]),
+            (
+                Some(r#"{"id":1}"#),
+                Some(r#"{"name":"a"}"#),
+                &[("trace", "t1")],
+            ),
             (Some(r#"{"id":2}"#), Some("not json"), &[]),
-            (None, Some(r#"{"name":"c"}"#), &[("trace", "t3"), ("x", "y")]),
+            (
+                None,
+                Some(r#"{"name":"c"}"#),
+                &[("trace", "t3"), ("x", "y")],
+            ),
             (Some(r#"{"id":4}"#), None, &[]),
         ],
     );
@@ -372,13 +383,16 @@ fn kafka_metadata_and_key_columns_are_read() {
     assert_eq!(
         rows,
         vec![
-            r#"{"id":1,"name":"a","p":1,"o":0,"ts":"2023-11-14 22:13:20","trace":"t1","same_topic":true}"#.to_string(),
-            r#"{"id":null,"name":"c","p":1,"o":2,"ts":"2023-11-14 22:13:20.002","trace":"t3","same_topic":true}"#.to_string(),
+            r#"{"id":1,"name":"a","p":1,"o":0,"ts":"2023-11-14T22:13:20Z","trace":"t1","same_topic":true}"#.to_string(),
+            r#"{"id":null,"name":"c","p":1,"o":2,"ts":"2023-11-14T22:13:20.002Z","trace":"t3","same_topic":true}"#.to_string(),
         ]
     );
     let dlq = std::fs::read_to_string(ws.path("dlq.jsonl")).expect("dead letters");
     assert_eq!(dlq.lines().count(), 1, "{dlq}");
-    assert!(dlq.contains(r#""position":1"#) && dlq.contains("not json"), "{dlq}");
+    assert!(
+        dlq.contains(r#""position":1"#) && dlq.contains("not json"),
+        "{dlq}"
+    );
 }
 
 /// `raw` values and metadata that only some connectors offer.
@@ -444,7 +458,12 @@ fn kafka_topic_pattern_discovers_new_topics() {
     let Some(brokers) = brokers() else { return };
     let ws = Workspace::new();
     let first = create_topic(&brokers, "pattern-a", 1);
-    produce_records(&brokers, &first, 0, &[(None, Some(r#"{"v":"first"}"#), &[])]);
+    produce_records(
+        &brokers,
+        &first,
+        0,
+        &[(None, Some(r#"{"v":"first"}"#), &[])],
+    );
     let job = ws.write(
         "pattern.sql",
         &ws.expand(&format!(
@@ -483,7 +502,12 @@ fn kafka_topic_pattern_discovers_new_topics() {
         .for_each(|r| {
             r.expect("created");
         });
-    produce_records(&brokers, &second, 1, &[(None, Some(r#"{"v":"second"}"#), &[])]);
+    produce_records(
+        &brokers,
+        &second,
+        1,
+        &[(None, Some(r#"{"v":"second"}"#), &[])],
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let mut rows = Vec::new();
     while std::time::Instant::now() < deadline {
@@ -496,7 +520,10 @@ fn kafka_topic_pattern_discovers_new_topics() {
     kill_after(child, Duration::ZERO);
     assert_eq!(
         rows,
-        vec![r#"{"v":"first"}"#.to_string(), r#"{"v":"second"}"#.to_string()]
+        vec![
+            r#"{"v":"first"}"#.to_string(),
+            r#"{"v":"second"}"#.to_string()
+        ]
     );
 }
 
@@ -540,11 +567,23 @@ fn upsert_kafka_writes_tombstones_and_reads_them_back() {
     assert_eq!(
         records,
         vec![
-            (Some(r#"{"id":1}"#.into()), Some(r#"{"id":1,"name":"a"}"#.into())),
-            (Some(r#"{"id":1}"#.into()), Some(r#"{"id":1,"name":"a2"}"#.into())),
+            (
+                Some(r#"{"id":1}"#.into()),
+                Some(r#"{"id":1,"name":"a"}"#.into())
+            ),
+            (
+                Some(r#"{"id":1}"#.into()),
+                Some(r#"{"id":1,"name":"a2"}"#.into())
+            ),
             (Some(r#"{"id":2}"#.into()), None),
-            (Some(r#"{"id":2}"#.into()), Some(r#"{"id":2,"name":"b"}"#.into())),
-            (Some(r#"{"id":3}"#.into()), Some(r#"{"id":3,"name":"c"}"#.into())),
+            (
+                Some(r#"{"id":2}"#.into()),
+                Some(r#"{"id":2,"name":"b"}"#.into())
+            ),
+            (
+                Some(r#"{"id":3}"#.into()),
+                Some(r#"{"id":3,"name":"c"}"#.into())
+            ),
         ]
     );
     ok(&ws.run(
@@ -564,4 +603,139 @@ fn upsert_kafka_writes_tombstones_and_reads_them_back() {
             r#"{"id":3,"name":"c"}"#.to_string()
         ]
     );
+}
+
+/// A `sluice schema-registry` process on a free port; killed on drop.
+struct Registry {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Registry {
+    fn start(ws: &Workspace) -> Registry {
+        use std::io::BufRead;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["schema-registry", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(ws.path("registry"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the schema registry");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("the registry printed its address")
+                .expect("stderr line");
+            if let Some(url) = line.strip_prefix("schema registry listening on ") {
+                break url.trim().to_string();
+            }
+        };
+        // Keep draining stderr so the registry never blocks on it.
+        std::thread::spawn(move || lines.for_each(drop));
+        Registry { child, url }
+    }
+
+    /// `GET path` on the registry; the response body.
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+        )
+        .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_string())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Rows written to Kafka in `avro`, `avro-confluent` (values and keys in a
+/// schema registry) and `protobuf` read back unchanged.
+#[test]
+fn avro_and_protobuf_round_trip_through_kafka() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    let registry = Registry::start(&ws);
+    let rows = [
+        r#"{"id":1,"name":"alpha","score":1.5,"tags":["x","y"],"nested":{"a":7,"b":"n1"}}"#,
+        r#"{"id":2,"name":"beta","score":-2.25,"tags":[],"nested":{"a":-1,"b":"n2"}}"#,
+        r#"{"id":3,"name":"gamma","score":0.0,"tags":["z"],"nested":{"a":0,"b":""}}"#,
+    ];
+    ws.write("rows.json", &rows.join("\n"));
+    ws.write(
+        "row.proto",
+        "syntax = \"proto3\";
+         package test;
+         message Nested { int32 a = 1; string b = 2; }
+         message Row {
+           int64 id = 1; string name = 2; double score = 3;
+           repeated string tags = 4; Nested nested = 5;
+         }",
+    );
+    let columns =
+        "id BIGINT, name STRING, score DOUBLE, tags ARRAY<STRING>, nested ROW<a INT, b STRING>";
+    let url = &registry.url;
+    for (name, format) in [
+        ("avro", "'format' = 'avro'".to_string()),
+        (
+            "avro-confluent",
+            format!(
+                "'format' = 'avro-confluent', 'avro-confluent.url' = '{url}',
+                 'key.format' = 'avro-confluent', 'key.avro-confluent.url' = '{url}', 'key.fields' = 'id'"
+            ),
+        ),
+        (
+            "protobuf",
+            "'format' = 'protobuf', 'protobuf.message-class-name' = 'test.Row',
+             'protobuf.descriptor-file' = '$DIR/row.proto', 'protobuf.read-default-values' = 'true'"
+                .to_string(),
+        ),
+    ] {
+        let topic = create_topic(&brokers, name, 2);
+        let kafka = format!(
+            "WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{brokers}',
+                   'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', {format})"
+        );
+        ok(&ws.run(
+            &format!(
+                "CREATE TABLE rows_file ({columns}) WITH ('connector' = 'filesystem', 'path' = '$DIR/rows.json', 'format' = 'json');
+                 CREATE TABLE rows_kafka ({columns}) {kafka};
+                 INSERT INTO rows_kafka SELECT * FROM rows_file;"
+            ),
+            &[],
+        ));
+        ok(&ws.run(
+            &format!(
+                "CREATE TABLE rows_kafka ({columns}) {kafka};
+                 CREATE TABLE back ({columns}) WITH ('connector' = 'filesystem', 'path' = '$DIR/{name}-back', 'format' = 'json');
+                 INSERT INTO back SELECT * FROM rows_kafka;"
+            ),
+            &[],
+        ));
+        let mut back = read_part_files(&ws.path(&format!("{name}-back")));
+        back.sort();
+        assert_eq!(back, rows.map(str::to_string), "{name} round trip");
+        if name == "avro-confluent" {
+            let subjects = registry.get("/subjects");
+            assert!(
+                subjects.contains(&format!("\"{topic}-value\""))
+                    && subjects.contains(&format!("\"{topic}-key\"")),
+                "subjects: {subjects}"
+            );
+        }
+    }
 }

@@ -390,9 +390,10 @@ pub(crate) fn recover_sinks(plan: &JobPlan, restored: Option<&RestoredCheckpoint
             .map(|r| r.manifest.components.as_slice())
             .unwrap_or(&[]);
         for component in components {
-            if let (true, Some(restored)) =
-                (component.node == id && component.role == Role::Sink, restored)
-            {
+            if let (true, Some(restored)) = (
+                component.node == id && component.role == Role::Sink,
+                restored,
+            ) {
                 for pending in sink_pendings(&component.chunks) {
                     let pending = restored.chunk(pending)?.to_vec();
                     connector.commit(&pending)?;

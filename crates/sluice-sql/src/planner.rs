@@ -455,7 +455,10 @@ impl Translator<'_> {
                             metadata.remove(sluice_core::table::METADATA_KEY);
                             metadata.remove(sluice_core::table::METADATA_VIRTUAL);
                             TableColumn::Physical(
-                                f.as_ref().clone().with_nullable(true).with_metadata(metadata),
+                                f.as_ref()
+                                    .clone()
+                                    .with_nullable(true)
+                                    .with_metadata(metadata),
                             )
                         })
                         .collect(),

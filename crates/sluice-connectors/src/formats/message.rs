@@ -57,8 +57,7 @@ pub trait MessageDecoder: Send {
 #[async_trait]
 pub trait MessageEncoder: Send {
     /// Appends one payload per row of `batch` to `out`, in row order.
-    async fn encode_messages(&mut self, batch: &ChangeBatch, out: &mut Vec<Vec<u8>>)
-        -> Result<()>;
+    async fn encode_messages(&mut self, batch: &ChangeBatch, out: &mut Vec<Vec<u8>>) -> Result<()>;
 }
 
 /// Builds a line decoder that fails on the first bad record.
@@ -141,13 +140,10 @@ impl MessageDecoder for LineMessages {
         let Some(fast) = &mut self.fast else {
             // Nobody needs origins: decode the run as one chunk.
             let chunk = as_lines(source, messages);
-            return Ok(self
-                .careful
-                .decode(&chunk)?
-                .map(|batch| DecodedMessages {
-                    batch,
-                    origins: Vec::new(),
-                }));
+            return Ok(self.careful.decode(&chunk)?.map(|batch| DecodedMessages {
+                batch,
+                origins: Vec::new(),
+            }));
         };
         if !self.changelog && messages.iter().all(|m| !m.payload.is_empty()) {
             match fast.decode(&as_lines(source, messages)) {
@@ -186,11 +182,7 @@ pub struct LineEncoder(pub Box<dyn RecordEncoder>);
 
 #[async_trait]
 impl MessageEncoder for LineEncoder {
-    async fn encode_messages(
-        &mut self,
-        batch: &ChangeBatch,
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<()> {
+    async fn encode_messages(&mut self, batch: &ChangeBatch, out: &mut Vec<Vec<u8>>) -> Result<()> {
         let mut lines = Vec::new();
         self.0.encode(batch, &mut lines)?;
         let lines = lines.strip_suffix(b"\n").unwrap_or(&lines);

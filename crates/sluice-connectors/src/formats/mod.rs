@@ -225,8 +225,9 @@ impl Format {
                 let make_fast = origins.then(|| {
                     let format = self.clone();
                     let table = "messages".to_string();
-                    Box::new(move || format.decoder(schema.clone(), BadRecordPolicy::fail(&table), batch_size))
-                        as message::MakeLineDecoder
+                    Box::new(move || {
+                        format.decoder(schema.clone(), BadRecordPolicy::fail(&table), batch_size)
+                    }) as message::MakeLineDecoder
                 });
                 Ok(Box::new(message::LineMessages::new(
                     careful,

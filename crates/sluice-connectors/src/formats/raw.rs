@@ -120,11 +120,7 @@ pub struct RawEncoder;
 
 #[async_trait]
 impl MessageEncoder for RawEncoder {
-    async fn encode_messages(
-        &mut self,
-        batch: &ChangeBatch,
-        out: &mut Vec<Vec<u8>>,
-    ) -> Result<()> {
+    async fn encode_messages(&mut self, batch: &ChangeBatch, out: &mut Vec<Vec<u8>>) -> Result<()> {
         require_inserts(batch, "raw")?;
         let column = batch.data.column(0);
         for row in 0..column.len() {

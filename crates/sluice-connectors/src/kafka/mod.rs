@@ -31,8 +31,8 @@ use sluice_core::{Result, SluiceError};
 
 use crate::formats::message::MessageContext;
 use crate::formats::Format;
-use arrow::datatypes::{Schema, SchemaRef};
 use crate::{project_schema, SOURCE_OPTIONS};
+use arrow::datatypes::{Schema, SchemaRef};
 
 mod record;
 mod sink;
@@ -298,12 +298,10 @@ impl KafkaTable {
         {
             None | Some("ALL") => false,
             Some("EXCEPT_KEY") => true,
-            Some(other) => {
-                return Err(SluiceError::Config(format!(
-                    "table `{}`: 'value.fields-include' must be 'ALL' or 'EXCEPT_KEY', got '{other}'",
-                    table.name
-                )))
-            }
+            Some(other) => return Err(SluiceError::Config(format!(
+                "table `{}`: 'value.fields-include' must be 'ALL' or 'EXCEPT_KEY', got '{other}'",
+                table.name
+            ))),
         };
         if upsert && value.accepts_updates() {
             return Err(SluiceError::Config(format!(
@@ -326,7 +324,11 @@ impl KafkaTable {
             .chain(value.option_specs())
             .chain(SOURCE_OPTIONS.iter())
             .copied()
-            .filter(|spec| !spec.key.starts_with("properties.") && !spec.key.starts_with("key.") && !spec.key.starts_with("value."))
+            .filter(|spec| {
+                !spec.key.starts_with("properties.")
+                    && !spec.key.starts_with("key.")
+                    && !spec.key.starts_with("value.")
+            })
             .filter(|spec| spec.key != "topic")
             .chain([OptionSpec::optional("topic", "topic")])
             .collect();
@@ -358,14 +360,14 @@ impl KafkaTable {
                     .map(str::to_string)
                     .collect(),
             ),
-            (None, Some(pattern)) => Topics::Pattern(
-                regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+            (None, Some(pattern)) => {
+                Topics::Pattern(regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
                     SluiceError::Config(format!(
                         "table `{}`: 'topic-pattern' is not a regular expression: {e}",
                         table.name
                     ))
-                })?,
-            ),
+                })?)
+            }
         };
         Ok((
             KafkaTable {
@@ -482,12 +484,10 @@ fn create_source(
     let bounded = match options.get("scan.bounded.mode") {
         None | Some("unbounded") => false,
         Some("latest-offset") => true,
-        Some(other) => {
-            return Err(SluiceError::Config(format!(
-                "table `{}`: 'scan.bounded.mode' must be 'unbounded' or 'latest-offset', got '{other}'",
-                table.name
-            )))
-        }
+        Some(other) => return Err(SluiceError::Config(format!(
+            "table `{}`: 'scan.bounded.mode' must be 'unbounded' or 'latest-offset', got '{other}'",
+            table.name
+        ))),
     };
     let discovery = match options.duration("scan.topic-partition-discovery.interval")? {
         Some(interval) if interval.is_zero() => None,
@@ -543,8 +543,7 @@ fn create_source(
     let needs_key = columns.iter().any(|c| matches!(c, ColumnSource::Key(_)));
     let key = match (&formats.key, key_layout) {
         (Some(key), Some((_, key_schema))) if needs_key => {
-            key.format
-                .check_message_schema(&key.options, &key_schema)?;
+            key.format.check_message_schema(&key.options, &key_schema)?;
             Some(Decoding {
                 format: key.format.clone(),
                 schema: key_schema,

@@ -180,9 +180,11 @@ pub(super) fn assemble(
         .iter()
         .map(|column| match column {
             ColumnSource::Value(index) => Ok(value.data.column(*index).clone()),
-            ColumnSource::Key(index) => key.map(|key| key.column(*index).clone()).ok_or_else(|| {
-                SluiceError::Runtime("kafka source: key columns without a decoded key".into())
-            }),
+            ColumnSource::Key(index) => {
+                key.map(|key| key.column(*index).clone()).ok_or_else(|| {
+                    SluiceError::Runtime("kafka source: key columns without a decoded key".into())
+                })
+            }
             ColumnSource::Metadata(metadata) => metadata.build(records, topics),
         })
         .collect::<Result<Vec<_>>>()?;

@@ -159,7 +159,11 @@ impl PendingRecords {
             out.extend_from_slice(&record.partition.unwrap_or(-1).to_le_bytes());
             put_bytes(
                 &mut out,
-                record.timestamp.map(i64::to_le_bytes).as_ref().map(|t| &t[..]),
+                record
+                    .timestamp
+                    .map(i64::to_le_bytes)
+                    .as_ref()
+                    .map(|t| &t[..]),
             );
             out.extend_from_slice(&(record.headers.len() as u32).to_le_bytes());
             for (name, value) in &record.headers {
@@ -499,7 +503,10 @@ impl KafkaWriter {
             batch.data.clone()
         };
         self.encoder
-            .encode_messages(&as_inserts(valued.project(&self.value_indices)?), &mut values)
+            .encode_messages(
+                &as_inserts(valued.project(&self.value_indices)?),
+                &mut values,
+            )
             .await?;
         let mut keys = Vec::new();
         if let Some((spec, encoder)) = &mut self.key {
@@ -535,10 +542,8 @@ impl KafkaWriter {
                     );
                 } else if let Some(map) = array.as_map_opt() {
                     let entries = map.value(row);
-                    let names = arrow::compute::cast(
-                        entries.column(0),
-                        &arrow::datatypes::DataType::Utf8,
-                    )?;
+                    let names =
+                        arrow::compute::cast(entries.column(0), &arrow::datatypes::DataType::Utf8)?;
                     let values = arrow::compute::cast(
                         entries.column(1),
                         &arrow::datatypes::DataType::Binary,
@@ -659,5 +664,4 @@ mod tests {
         assert_eq!(back.records[1].value, None);
         assert!(PendingRecords::decode(&bytes[..bytes.len() - 1]).is_none());
     }
-
 }

@@ -77,8 +77,9 @@ fn set_offset(offsets: &mut Offsets, topic: &str, partition: i32, offset: i64) {
 
 /// Java's `String.hashCode`, for Flink's partition assignment.
 fn java_hash(text: &str) -> i32 {
-    text.encode_utf16()
-        .fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(unit as i32))
+    text.encode_utf16().fold(0i32, |hash, unit| {
+        hash.wrapping_mul(31).wrapping_add(unit as i32)
+    })
 }
 
 /// The subtask that reads a partition (Flink's `KafkaSourceEnumerator` rule).
@@ -117,12 +118,9 @@ fn list_partitions(
                     (Some(error), _) if strict => {
                         return Err(kafka.error(&format!("reading topic '{name}'"), error))
                     }
-                    (None, Some(topic)) => found.extend(
-                        topic
-                            .partitions()
-                            .iter()
-                            .map(|p| (name.clone(), p.id())),
-                    ),
+                    (None, Some(topic)) => {
+                        found.extend(topic.partitions().iter().map(|p| (name.clone(), p.id())))
+                    }
                     _ => {}
                 }
             }
@@ -174,20 +172,21 @@ impl KafkaSource {
         partitions: &[TopicPartition],
     ) -> Result<Offsets> {
         let mut offsets = Offsets::new();
-        let list_of = |partitions: &[TopicPartition], offset: Option<i64>| -> Result<TopicPartitionList> {
-            let mut list = TopicPartitionList::new();
-            for (topic, partition) in partitions {
-                match offset {
-                    None => {
-                        list.add_partition(topic, *partition);
+        let list_of =
+            |partitions: &[TopicPartition], offset: Option<i64>| -> Result<TopicPartitionList> {
+                let mut list = TopicPartitionList::new();
+                for (topic, partition) in partitions {
+                    match offset {
+                        None => {
+                            list.add_partition(topic, *partition);
+                        }
+                        Some(offset) => list
+                            .add_partition_offset(topic, *partition, Offset::Offset(offset))
+                            .map_err(|e| self.kafka.error("looking up offsets", e))?,
                     }
-                    Some(offset) => list
-                        .add_partition_offset(topic, *partition, Offset::Offset(offset))
-                        .map_err(|e| self.kafka.error("looking up offsets", e))?,
                 }
-            }
-            Ok(list)
-        };
+                Ok(list)
+            };
         match &self.startup {
             Startup::GroupOffsets => {
                 let committed = consumer
@@ -360,12 +359,14 @@ impl KafkaSource {
             key_decoder,
             needs_key_bytes: self.key.is_some()
                 || self.upsert
-                || self.columns.iter().any(|c| {
-                    matches!(c, ColumnSource::Metadata(m) if m.key == "key")
-                }),
-            needs_headers: self.columns.iter().any(|c| {
-                matches!(c, ColumnSource::Metadata(m) if m.key == "headers")
-            }),
+                || self
+                    .columns
+                    .iter()
+                    .any(|c| matches!(c, ColumnSource::Metadata(m) if m.key == "key")),
+            needs_headers: self
+                .columns
+                .iter()
+                .any(|c| matches!(c, ColumnSource::Metadata(m) if m.key == "headers")),
             topics,
             known: known.iter().cloned().collect(),
             assigned: mine,
@@ -622,10 +623,17 @@ impl KafkaReader {
                 payload: r.value.as_deref().unwrap_or_default(),
             })
             .collect();
-        let Some(decoded) = self.value_decoder.decode_messages(source, &messages).await? else {
+        let Some(decoded) = self
+            .value_decoder
+            .decode_messages(source, &messages)
+            .await?
+        else {
             return Ok(None);
         };
-        if self.columns.iter().all(|c| matches!(c, ColumnSource::Value(_)))
+        if self
+            .columns
+            .iter()
+            .all(|c| matches!(c, ColumnSource::Value(_)))
             && self.columns.len() == decoded.batch.data.num_columns()
         {
             let data = arrow::array::RecordBatch::try_new(
@@ -729,7 +737,6 @@ pub(super) async fn decode_keys(
     }
     Ok((kept, key))
 }
-
 
 /// Copies what the reader needs out of a received message.
 fn record_of(

@@ -137,20 +137,26 @@ impl UpsertState {
         let mut retracted: Vec<Vec<u8>> = Vec::new();
         for (index, record) in records.iter().enumerate() {
             let Some(key) = &record.key else {
-                tracing::warn!(source, offset = record.offset, "upsert-kafka: a record without a key is ignored");
+                tracing::warn!(
+                    source,
+                    offset = record.offset,
+                    "upsert-kafka: a record without a key is ignored"
+                );
                 continue;
             };
             match (&record.value, new_row_of.get(&index)) {
-                (Some(value), Some(&row)) => {
-                    match keys.insert(key.clone(), value.clone()) {
-                        Some(old) => {
-                            retracted.push(old);
-                            rows.push((RowValue::Old(retracted.len() - 1), RowKind::UpdateBefore, index));
-                            rows.push((RowValue::New(row), RowKind::UpdateAfter, index));
-                        }
-                        None => rows.push((RowValue::New(row), RowKind::Insert, index)),
+                (Some(value), Some(&row)) => match keys.insert(key.clone(), value.clone()) {
+                    Some(old) => {
+                        retracted.push(old);
+                        rows.push((
+                            RowValue::Old(retracted.len() - 1),
+                            RowKind::UpdateBefore,
+                            index,
+                        ));
+                        rows.push((RowValue::New(row), RowKind::UpdateAfter, index));
                     }
-                }
+                    None => rows.push((RowValue::New(row), RowKind::Insert, index)),
+                },
                 // A value that did not decode: the policy has it.
                 (Some(_), None) => {}
                 (None, _) => {
