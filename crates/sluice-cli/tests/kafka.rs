@@ -270,12 +270,7 @@ type TestRecord<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)
 
 /// Produces `(key, value, headers)` records to `partition` of `topic` with
 /// record timestamps `1_700_000_000_000 + i`; waits for every delivery.
-fn produce_records(
-    brokers: &str,
-    topic: &str,
-    partition: i32,
-    records: &[TestRecord<'_>],
-) {
+fn produce_records(brokers: &str, topic: &str, partition: i32, records: &[TestRecord<'_>]) {
     use rdkafka::message::{Header, OwnedHeaders};
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = ClientConfig::new()

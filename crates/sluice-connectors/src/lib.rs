@@ -30,9 +30,9 @@ pub fn builtin_connectors() -> ConnectorRegistry {
     registry.register(Arc::new(datagen::DatagenConnector));
     registry.register(Arc::new(nexmark::NexmarkConnector));
     #[cfg(feature = "kafka")]
-    registry.register(Arc::new(kafka::KafkaConnector));
+    registry.register(Arc::new(kafka::KafkaConnector::PLAIN));
     #[cfg(feature = "kafka")]
-    registry.register(Arc::new(kafka::UpsertKafkaConnector));
+    registry.register(Arc::new(kafka::KafkaConnector::UPSERT));
     registry
 }
 

@@ -110,12 +110,18 @@ fn kafka_error(table: &str, what: &str, error: impl fmt::Display) -> SluiceError
     SluiceError::Connector(format!("table `{table}`: kafka {what}: {error}"))
 }
 
-/// Creates `kafka` sources and sinks.
-pub struct KafkaConnector;
+/// Creates `kafka` sources and sinks, or `upsert-kafka` ones (records keyed
+/// by the PRIMARY KEY, tombstones for deletes).
+pub struct KafkaConnector {
+    upsert: bool,
+}
 
-/// Creates `upsert-kafka` sources and sinks: records keyed by the PRIMARY
-/// KEY, tombstones for deletes.
-pub struct UpsertKafkaConnector;
+impl KafkaConnector {
+    /// The `kafka` connector.
+    pub const PLAIN: KafkaConnector = KafkaConnector { upsert: false };
+    /// The `upsert-kafka` connector.
+    pub const UPSERT: KafkaConnector = KafkaConnector { upsert: true };
+}
 
 /// The topics a source reads.
 #[derive(Debug, Clone)]
@@ -298,10 +304,12 @@ impl KafkaTable {
         {
             None | Some("ALL") => false,
             Some("EXCEPT_KEY") => true,
-            Some(other) => return Err(SluiceError::Config(format!(
+            Some(other) => {
+                return Err(SluiceError::Config(format!(
                 "table `{}`: 'value.fields-include' must be 'ALL' or 'EXCEPT_KEY', got '{other}'",
                 table.name
-            ))),
+            )))
+            }
         };
         if upsert && value.accepts_updates() {
             return Err(SluiceError::Config(format!(
@@ -411,7 +419,11 @@ impl KafkaTable {
 
 impl ConnectorFactory for KafkaConnector {
     fn name(&self) -> &'static str {
-        "kafka"
+        if self.upsert {
+            "upsert-kafka"
+        } else {
+            "kafka"
+        }
     }
 
     fn metadata(&self) -> &'static [MetadataSpec] {
@@ -424,34 +436,11 @@ impl ConnectorFactory for KafkaConnector {
         projection: &[usize],
         job: &JobContext,
     ) -> Result<Arc<dyn SourceConnector>> {
-        create_source(table, projection, job, false)
+        create_source(table, projection, job, self.upsert)
     }
 
     fn create_sink(&self, table: &TableDef, job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
-        create_sink(table, job, false)
-    }
-}
-
-impl ConnectorFactory for UpsertKafkaConnector {
-    fn name(&self) -> &'static str {
-        "upsert-kafka"
-    }
-
-    fn metadata(&self) -> &'static [MetadataSpec] {
-        &KAFKA_METADATA
-    }
-
-    fn create_source(
-        &self,
-        table: &TableDef,
-        projection: &[usize],
-        job: &JobContext,
-    ) -> Result<Arc<dyn SourceConnector>> {
-        create_source(table, projection, job, true)
-    }
-
-    fn create_sink(&self, table: &TableDef, job: &JobContext) -> Result<Arc<dyn SinkConnector>> {
-        create_sink(table, job, true)
+        create_sink(table, job, self.upsert)
     }
 }
 
@@ -484,10 +473,12 @@ fn create_source(
     let bounded = match options.get("scan.bounded.mode") {
         None | Some("unbounded") => false,
         Some("latest-offset") => true,
-        Some(other) => return Err(SluiceError::Config(format!(
+        Some(other) => {
+            return Err(SluiceError::Config(format!(
             "table `{}`: 'scan.bounded.mode' must be 'unbounded' or 'latest-offset', got '{other}'",
             table.name
-        ))),
+        )))
+        }
     };
     let discovery = match options.duration("scan.topic-partition-discovery.interval")? {
         Some(interval) if interval.is_zero() => None,
