@@ -30,6 +30,22 @@ fn brokers() -> Option<String> {
     }
 }
 
+/// The brokers the tests of non-transactional paths run against: noida-db
+/// and, when `SLUICE_TEST_TANSU_BROKERS` names one, tansu (a second,
+/// independent Kafka-protocol broker without transactions; `.ci/run` starts
+/// both).
+fn all_brokers() -> Vec<String> {
+    let mut all: Vec<String> = brokers().into_iter().collect();
+    match std::env::var("SLUICE_TEST_TANSU_BROKERS") {
+        Ok(tansu) => all.push(tansu),
+        Err(_) if std::env::var_os("SLUICE_CI").is_some() => {
+            panic!("SLUICE_TEST_TANSU_BROKERS is not set (.ci/run starts tansu)")
+        }
+        Err(_) => {}
+    }
+    all
+}
+
 /// A new topic (a unique name) with `partitions`, keeping records forever
 /// (the generated events carry old timestamps).
 fn create_topic(brokers: &str, name: &str, partitions: i32) -> String {
@@ -309,9 +325,20 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, Option<String>
         .set("group.id", format!("read-{topic}"))
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
+        .set("session.timeout.ms", "6000")
         .create()
         .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
+    // Assigned, not subscribed: no group join to wait for.
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .expect("metadata");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&assignment).expect("assign");
     let mut records = Vec::new();
     let mut quiet = 0;
     while quiet < 10 {
@@ -332,7 +359,13 @@ fn read_topic(brokers: &str, topic: &str) -> Vec<(Option<String>, Option<String>
 /// value among good ones going to the dead letter queue with its offset.
 #[test]
 fn kafka_metadata_and_key_columns_are_read() {
-    let Some(brokers) = brokers() else { return };
+    for brokers in all_brokers() {
+        kafka_metadata_and_key_columns_are_read_on(&brokers);
+    }
+}
+
+fn kafka_metadata_and_key_columns_are_read_on(brokers: &str) {
+    let brokers = brokers.to_string();
     let ws = Workspace::new();
     let topic = create_topic(&brokers, "meta", 2);
     produce_records(
@@ -393,7 +426,13 @@ fn kafka_metadata_and_key_columns_are_read() {
 /// `raw` values and metadata that only some connectors offer.
 #[test]
 fn kafka_raw_format_and_metadata_errors() {
-    let Some(brokers) = brokers() else { return };
+    for brokers in all_brokers() {
+        kafka_raw_format_and_metadata_errors_on(&brokers);
+    }
+}
+
+fn kafka_raw_format_and_metadata_errors_on(brokers: &str) {
+    let brokers = brokers.to_string();
     let ws = Workspace::new();
     let topic = create_topic(&brokers, "raw", 1);
     produce_records(
@@ -450,7 +489,13 @@ fn kafka_raw_format_and_metadata_errors() {
 /// the job runs (partition discovery).
 #[test]
 fn kafka_topic_pattern_discovers_new_topics() {
-    let Some(brokers) = brokers() else { return };
+    for brokers in all_brokers() {
+        kafka_topic_pattern_discovers_new_topics_on(&brokers);
+    }
+}
+
+fn kafka_topic_pattern_discovers_new_topics_on(brokers: &str) {
+    let brokers = brokers.to_string();
     let ws = Workspace::new();
     let first = create_topic(&brokers, "pattern-a", 1);
     produce_records(
@@ -526,7 +571,13 @@ fn kafka_topic_pattern_discovers_new_topics() {
 /// tombstones for deletes, and read back as the same changelog.
 #[test]
 fn upsert_kafka_writes_tombstones_and_reads_them_back() {
-    let Some(brokers) = brokers() else { return };
+    for brokers in all_brokers() {
+        upsert_kafka_writes_tombstones_and_reads_them_back_on(&brokers);
+    }
+}
+
+fn upsert_kafka_writes_tombstones_and_reads_them_back_on(brokers: &str) {
+    let brokers = brokers.to_string();
     let ws = Workspace::new();
     let topic = create_topic(&brokers, "upsert", 2);
     ws.write(
@@ -662,7 +713,13 @@ impl Drop for Registry {
 /// schema registry) and `protobuf` read back unchanged.
 #[test]
 fn avro_and_protobuf_round_trip_through_kafka() {
-    let Some(brokers) = brokers() else { return };
+    for brokers in all_brokers() {
+        avro_and_protobuf_round_trip_through_kafka_on(&brokers);
+    }
+}
+
+fn avro_and_protobuf_round_trip_through_kafka_on(brokers: &str) {
+    let brokers = brokers.to_string();
     let ws = Workspace::new();
     let registry = Registry::start(&ws);
     let rows = [
@@ -733,4 +790,63 @@ fn avro_and_protobuf_round_trip_through_kafka() {
             );
         }
     }
+}
+
+/// Watermarks per partition: a partition far ahead in event time does not
+/// make another partition's records late (both read by one subtask).
+#[test]
+fn kafka_watermarks_are_per_partition() {
+    for brokers in all_brokers() {
+        kafka_watermarks_are_per_partition_on(&brokers);
+    }
+}
+
+fn kafka_watermarks_are_per_partition_on(brokers: &str) {
+    let brokers = brokers.to_string();
+    let ws = Workspace::new();
+    let topic = create_topic(&brokers, "watermarks", 2);
+    let events = |start_seconds: u32| -> Vec<String> {
+        (0..10)
+            .map(|i| {
+                let millis = start_seconds * 1000 + i * 100;
+                format!(
+                    r#"{{"id":{i},"ts":"1970-01-01 00:{:02}:{:02}.{:03}"}}"#,
+                    millis / 60_000,
+                    millis / 1000 % 60,
+                    millis % 1000
+                )
+            })
+            .collect()
+    };
+    let (ahead, behind) = (events(100), events(1));
+    let records = |values: &[String]| -> Vec<String> { values.to_vec() };
+    for (partition, values) in [(0, records(&ahead)), (1, records(&behind))] {
+        let list: Vec<TestRecord<'_>> = values
+            .iter()
+            .map(|v| (None, Some(v.as_str()), &[][..]))
+            .collect();
+        produce_records(&brokers, &topic, partition, &list);
+    }
+    let job = format!(
+        "CREATE TABLE events (id INT, ts TIMESTAMP(3), WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+         WITH ('connector' = 'kafka', 'topic' = '{topic}', 'properties.bootstrap.servers' = '{brokers}',
+               'scan.startup.mode' = 'earliest-offset', 'scan.bounded.mode' = 'latest-offset', 'format' = 'json');
+         CREATE TABLE out (window_start TIMESTAMP(3), n BIGINT)
+         WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT window_start, COUNT(*) FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end;"
+    );
+    let output = ws.run(&job, &[]);
+    ok(&output);
+    let mut rows = read_part_files(&ws.path("out"));
+    rows.sort();
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"window_start":"1970-01-01 00:00:00.000","n":10}"#.to_string(),
+            r#"{"window_start":"1970-01-01 00:01:40.000","n":10}"#.to_string()
+        ],
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -117,6 +117,17 @@ pub trait SourceReader: Send {
     fn position(&self) -> Result<Vec<u8>> {
         Ok(Vec::new())
     }
+    /// The split (e.g. Kafka partition) every row of the last batch came
+    /// from, for per-split watermarks; `None` when the reader has no splits
+    /// or the batch mixes them.
+    fn batch_split(&self) -> Option<u64> {
+        None
+    }
+    /// The splits this reader reads when it starts (each holds the
+    /// watermark back until it has data or goes idle).
+    fn splits(&self) -> Vec<u64> {
+        Vec::new()
+    }
 }
 
 /// A configured sink, able to open a writer per subtask.

@@ -42,7 +42,7 @@ use crate::state::{key_hashes, KeyOwner, StateConfig};
 use crate::temporal_join::TemporalJoinOperator;
 use crate::topn::TopNOperator;
 use crate::upsert::UpsertMaterializer;
-use crate::watermark::WatermarkAssigner;
+use crate::watermark::{SplitCursor, WatermarkAssigner, NO_SPLIT};
 use crate::window::WindowAggregateOperator;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 
@@ -102,6 +102,8 @@ enum Input {
         reader: Box<dyn SourceReader>,
         idle_timeout: Option<std::time::Duration>,
         node: NodeId,
+        /// The split of the batch being pushed, for per-split watermarks.
+        split: Arc<SplitCursor>,
     },
     /// Channels tagged with the input number of the first operator (a join's
     /// left = 0, right = 1).
@@ -556,6 +558,7 @@ impl<'a> TaskBuilder<'a> {
                             reader,
                             idle_timeout,
                             node,
+                            split: Arc::default(),
                         },
                         chain: Vec::new(),
                         source_rows: counter.clone(),
@@ -573,12 +576,28 @@ impl<'a> TaskBuilder<'a> {
             PlanNode::Filter { input, predicate } => self.extend(node, *input, |_| {
                 Ok(Box::new(Filter::new(predicate.clone())) as Box<dyn Operator>)
             }),
-            PlanNode::Watermark { input, expr, .. } => self.extend(node, *input, |_| {
-                Ok(Box::new(WatermarkAssigner::new(
-                    expr.clone(),
-                    self.plan.settings.watermark_interval,
-                )) as Box<dyn Operator>)
-            }),
+            PlanNode::Watermark { input, expr, .. } => {
+                let mut chains = self.build(*input)?;
+                for pending in chains.iter_mut() {
+                    let mut assigner =
+                        WatermarkAssigner::new(expr.clone(), self.plan.settings.watermark_interval);
+                    // Behind its source in the same task (the operators between
+                    // keep batches whole): a watermark per split of the source.
+                    if let Input::Source {
+                        split,
+                        idle_timeout,
+                        ..
+                    } = &pending.input
+                    {
+                        assigner = assigner.per_split(split.clone(), *idle_timeout);
+                    }
+                    pending.chain.push(Chained {
+                        node,
+                        operator: Box::new(assigner),
+                    });
+                }
+                Ok(chains)
+            }
             PlanNode::Union { inputs, schema } => {
                 let mut receivers: Vec<Vec<(usize, mpsc::Receiver<Message>)>> =
                     (0..self.parallelism).map(|_| Vec::new()).collect();
@@ -1031,7 +1050,16 @@ async fn run_task(mut task: Task, stop: StopSignal, batching: Batching) -> Resul
             reader,
             idle_timeout,
             node,
-        } => run_source(&mut task, reader, idle_timeout, node, stop, batching).await?,
+            split,
+        } => {
+            let source = SourceInput {
+                reader,
+                idle_timeout,
+                node,
+                split,
+            };
+            run_source(&mut task, source, stop, batching).await?
+        }
         Input::Channels(receivers) => run_channels(&mut task, receivers).await?,
     };
     if finish {
@@ -1040,16 +1068,31 @@ async fn run_task(mut task: Task, stop: StopSignal, batching: Batching) -> Resul
     Ok(())
 }
 
-/// Reads a source until it ends (true: finish the task) or the task must
-/// exit without finishing (false).
-async fn run_source(
-    task: &mut Task,
-    mut reader: Box<dyn SourceReader>,
+/// A source task's input.
+struct SourceInput {
+    reader: Box<dyn SourceReader>,
     idle_timeout: Option<std::time::Duration>,
     node: NodeId,
+    split: Arc<SplitCursor>,
+}
+
+/// Reads a source until it ends (true: finish the task) or the task must
+/// exit without finishing (false). Batches of one split are coalesced; the
+/// split of each pushed batch is published on the source's split cursor.
+async fn run_source(
+    task: &mut Task,
+    source: SourceInput,
     mut stop: StopSignal,
     batching: Batching,
 ) -> Result<bool> {
+    let SourceInput {
+        mut reader,
+        idle_timeout,
+        node,
+        split: cursor,
+    } = source;
+    cursor.set_known(reader.splits());
+    let mut coalesced_split = NO_SPLIT;
     let mut coalescer = Coalescer::new(batching.rows, batching.linger);
     let mut idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut triggers = task.checkpoints.as_ref().map(CheckpointHandle::triggers);
@@ -1060,6 +1103,7 @@ async fn run_source(
         let deadline = coalescer.deadline();
         let mut went_idle = false;
         let mut barrier = None;
+        let mut read = None;
         let ready = tokio::select! {
             biased;
             _ = stop.wait_for(|stopped| *stopped) => break,
@@ -1076,11 +1120,30 @@ async fn run_source(
             next = reader.next_batch() => match next? {
                 Some(batch) => {
                     idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
-                    coalescer.push(batch)?
+                    read = Some(batch);
+                    None
                 }
                 None => break,
             },
         };
+        let ready = match read {
+            None => ready,
+            Some(batch) => {
+                let split = reader.batch_split().unwrap_or(NO_SPLIT);
+                if split != coalesced_split {
+                    // Batches of another split are not mixed in.
+                    if let Some(earlier) = coalescer.flush()? {
+                        cursor.set_current(coalesced_split);
+                        if !task.push_from_source(earlier).await? {
+                            return Ok(false);
+                        }
+                    }
+                    coalesced_split = split;
+                }
+                coalescer.push(batch)?
+            }
+        };
+        cursor.set_current(coalesced_split);
         if let Some(barrier) = barrier {
             match source_barrier(task, &mut coalescer, &mut reader, node, barrier).await? {
                 AfterBarrier::Continue => continue,

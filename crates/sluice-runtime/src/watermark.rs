@@ -3,7 +3,9 @@
 //! out-of-orderness), emitted after a batch that advances it, at most once per
 //! `pipeline.auto-watermark-interval`.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
@@ -22,6 +24,75 @@ pub fn epoch_millis(
     Ok(millis.as_primitive::<TimestampMillisecondType>().clone())
 }
 
+/// The split the batch a source task is pushing came from, and the splits
+/// its reader has (set by the task, read by the watermark assigner chained
+/// behind the source).
+#[derive(Debug)]
+pub struct SplitCursor {
+    current: AtomicU64,
+    known: Mutex<Vec<u64>>,
+}
+
+impl Default for SplitCursor {
+    fn default() -> Self {
+        SplitCursor {
+            current: AtomicU64::new(NO_SPLIT),
+            known: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl SplitCursor {
+    /// The split of the batch about to be pushed.
+    pub fn set_current(&self, split: u64) {
+        self.current.store(split, Ordering::Relaxed);
+    }
+
+    /// The reader's splits: each holds the watermark back until it has data
+    /// or goes idle.
+    pub fn set_known(&self, splits: Vec<u64>) {
+        if let Ok(mut known) = self.known.lock() {
+            *known = splits;
+        }
+    }
+}
+
+/// No split known: the batch counts for the source as a whole.
+pub const NO_SPLIT: u64 = u64::MAX;
+
+/// Per-split watermarks: each split's largest value, combined by minimum
+/// over the splits that had data within the idle timeout (as Flink's
+/// per-partition watermarks).
+struct Splits {
+    cursor: Arc<SplitCursor>,
+    idle_timeout: Option<Duration>,
+    /// Split → (largest watermark, when it last had data).
+    seen: HashMap<u64, (i64, Instant)>,
+}
+
+impl Splits {
+    /// The combined watermark after a batch of `split` with largest value `max`.
+    fn advance(&mut self, max: Option<i64>, now: Instant) -> Option<i64> {
+        if let Ok(mut known) = self.cursor.known.lock() {
+            for split in known.drain(..) {
+                self.seen.entry(split).or_insert((i64::MIN, now));
+            }
+        }
+        let split = self.cursor.current.load(Ordering::Relaxed);
+        let entry = self.seen.entry(split).or_insert((i64::MIN, now));
+        entry.1 = now;
+        if let Some(max) = max {
+            entry.0 = entry.0.max(max);
+        }
+        let idle = self.idle_timeout;
+        self.seen
+            .values()
+            .filter(|(_, last)| idle.is_none_or(|idle| now.duration_since(*last) < idle))
+            .map(|(watermark, _)| *watermark)
+            .min()
+    }
+}
+
 /// Emits watermarks computed from each batch.
 pub struct WatermarkAssigner {
     expr: Arc<dyn PhysicalExpr>,
@@ -31,6 +102,7 @@ pub struct WatermarkAssigner {
     emitted: i64,
     interval: Duration,
     last_emit: Option<Instant>,
+    splits: Option<Splits>,
 }
 
 impl WatermarkAssigner {
@@ -43,7 +115,20 @@ impl WatermarkAssigner {
             emitted: i64::MIN,
             interval,
             last_emit: None,
+            splits: None,
         }
+    }
+
+    /// Tracks a watermark per split of the source (the one `cursor` names
+    /// for each batch); a split without data for `idle_timeout` stops holding
+    /// the others back.
+    pub fn per_split(mut self, cursor: Arc<SplitCursor>, idle_timeout: Option<Duration>) -> Self {
+        self.splits = Some(Splits {
+            cursor,
+            idle_timeout,
+            seen: HashMap::new(),
+        });
+        self
     }
 }
 
@@ -56,10 +141,14 @@ impl Operator for WatermarkAssigner {
             .map_err(df)?;
         let max = arrow::compute::max(&epoch_millis(values.as_ref())?);
         out.push(Message::Data(batch));
+        let now = Instant::now();
+        let max = match &mut self.splits {
+            Some(splits) => splits.advance(max, now),
+            None => max,
+        };
         if let Some(max) = max {
             self.current = self.current.max(max);
         }
-        let now = Instant::now();
         let due = self
             .last_emit
             .is_none_or(|last| now.duration_since(last) >= self.interval);
@@ -124,5 +213,27 @@ mod tests {
         let mut out = Vec::new();
         throttled.on_watermark(i64::MAX, &mut out).expect("end");
         assert!(matches!(out.as_slice(), [Message::Watermark(i64::MAX)]));
+    }
+
+    #[test]
+    fn split_watermarks_take_the_minimum_of_active_splits() {
+        let expr: Arc<dyn PhysicalExpr> = Arc::new(Column::new("ts", 0));
+        let cursor = Arc::new(SplitCursor::default());
+        cursor.set_known(vec![0, 1]);
+        let mut assigner = WatermarkAssigner::new(expr, Duration::ZERO)
+            .per_split(cursor.clone(), Some(Duration::from_millis(200)));
+        // Split 1 has no data yet: it holds the watermark back.
+        cursor.set_current(0);
+        assert_eq!(watermarks(&mut assigner, vec![100]), Vec::<i64>::new());
+        cursor.set_current(1);
+        assert_eq!(watermarks(&mut assigner, vec![10]), vec![10]);
+        cursor.set_current(0);
+        assert_eq!(watermarks(&mut assigner, vec![500]), Vec::<i64>::new());
+        cursor.set_current(1);
+        assert_eq!(watermarks(&mut assigner, vec![300]), vec![300]);
+        // Split 1 goes idle: split 0 alone moves the watermark.
+        std::thread::sleep(Duration::from_millis(250));
+        cursor.set_current(0);
+        assert_eq!(watermarks(&mut assigner, vec![600]), vec![600]);
     }
 }

@@ -150,6 +150,12 @@ fn list_partitions(
 
 impl KafkaSource {
     fn consumer(&self) -> Result<StreamConsumer> {
+        self.consumer_config()
+            .create()
+            .map_err(|e| self.kafka.error("creating a consumer", e))
+    }
+
+    fn consumer_config(&self) -> rdkafka::ClientConfig {
         let mut config = self.kafka.client_config();
         if self.kafka.group.is_none() {
             config.set("group.id", &self.default_group);
@@ -161,8 +167,6 @@ impl KafkaSource {
             config.set("auto.offset.reset", "earliest");
         }
         config
-            .create()
-            .map_err(|e| self.kafka.error("creating a consumer", e))
     }
 
     /// The startup offset of every partition without a checkpointed one.
@@ -352,6 +356,7 @@ impl KafkaSource {
         topics.dedup();
         Ok(KafkaReader {
             kafka: self.kafka.clone(),
+            config: self.consumer_config(),
             consumer,
             schema: self.schema.clone(),
             columns: self.columns.clone(),
@@ -372,6 +377,7 @@ impl KafkaSource {
             assigned: mine,
             subtask,
             parallelism,
+            emitted: next.clone(),
             next,
             end,
             batch_size: self.batch_size,
@@ -380,6 +386,8 @@ impl KafkaSource {
                 .filter(|_| !self.bounded)
                 .map(|interval| (interval, Instant::now() + interval)),
             upsert,
+            ready: Default::default(),
+            last_split: None,
         })
     }
 }
@@ -460,6 +468,8 @@ impl SourceConnector for KafkaSource {
 /// One subtask's partitions.
 struct KafkaReader {
     kafka: KafkaTable,
+    /// How the consumer was made (discovery makes a new one).
+    config: rdkafka::ClientConfig,
     consumer: StreamConsumer,
     schema: SchemaRef,
     columns: Vec<ColumnSource>,
@@ -485,6 +495,19 @@ struct KafkaReader {
     discovery: Option<(Duration, Instant)>,
     /// `upsert-kafka`: the last value of every key.
     upsert: Option<UpsertState>,
+    /// Received runs of one partition's records, not decoded yet (decoding
+    /// when a run is returned keeps `emitted` and the upsert state in step).
+    ready: std::collections::VecDeque<Vec<KafkaRecord>>,
+    /// Next offset per partition after the rows returned so far: the
+    /// checkpointed position (`next` runs ahead by the queued runs).
+    emitted: Offsets,
+    /// The split of the batch returned last.
+    last_split: Option<u64>,
+}
+
+/// A partition's split id: the topic's number in the reader, and the partition.
+fn split_id(topic: usize, partition: i32) -> u64 {
+    ((topic as u64) << 32) | partition as u32 as u64
 }
 
 /// Wait for the first record of a batch before checking for the end again.
@@ -562,37 +585,46 @@ impl KafkaReader {
             }
         }
         if added.count() > 0 {
-            self.consumer
-                .incremental_assign(&added)
+            // The whole assignment again: the partitions read so far go on
+            // after their last received record.
+            let mut all = added;
+            for tp in &self.assigned {
+                if let Some(offset) = offset_of(&self.next, tp) {
+                    all.add_partition_offset(&tp.0, tp.1, Offset::Offset(offset))
+                        .map_err(|e| self.kafka.error("assigning partitions", e))?;
+                } else if all.find_partition(&tp.0, tp.1).is_none() {
+                    all.add_partition_offset(&tp.0, tp.1, Offset::Beginning)
+                        .map_err(|e| self.kafka.error("assigning partitions", e))?;
+                }
+            }
+            // A fresh consumer: librdkafka's long-lived one did not fetch
+            // partitions of topics created after it started.
+            let consumer: StreamConsumer = self
+                .config
+                .create()
+                .map_err(|e| self.kafka.error("creating a consumer", e))?;
+            consumer
+                .assign(&all)
                 .map_err(|e| self.kafka.error("assigning new partitions", e))?;
+            self.consumer = consumer;
         }
         Ok(())
     }
 
-    /// Decodes records into rows of the table (see [`assemble`]), partition
-    /// run by partition run.
-    async fn decode(&mut self, records: Vec<KafkaRecord>) -> Result<Option<ChangeBatch>> {
-        let mut batches = Vec::new();
-        let mut start = 0;
-        while start < records.len() {
-            let (topic, partition) = (records[start].topic, records[start].partition);
-            let mut end = start + 1;
-            while end < records.len()
-                && records[end].topic == topic
-                && records[end].partition == partition
-            {
-                end += 1;
+    /// Queues received records as runs of one partition each.
+    fn queue(&mut self, records: Vec<KafkaRecord>) {
+        let mut run: Vec<KafkaRecord> = Vec::new();
+        for record in records {
+            if run.last().is_some_and(|last| {
+                (last.topic, last.partition) != (record.topic, record.partition)
+            }) {
+                self.ready.push_back(std::mem::take(&mut run));
             }
-            let source = format!("{}[{partition}]", self.topics[topic]);
-            if let Some(batch) = self.decode_run(&source, &records[start..end]).await? {
-                batches.push(batch);
-            }
-            start = end;
+            run.push(record);
         }
-        if batches.is_empty() {
-            return Ok(None);
+        if !run.is_empty() {
+            self.ready.push_back(run);
         }
-        Ok(Some(ChangeBatch::concat(&batches)?))
     }
 
     /// Decodes the records of one partition.
@@ -778,6 +810,20 @@ impl SourceReader for KafkaReader {
     async fn next_batch(&mut self) -> Result<Option<ChangeBatch>> {
         let mut idle = false;
         loop {
+            while let Some(run) = self.ready.pop_front() {
+                let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                    continue;
+                };
+                let (topic, partition, next) = (first.topic, first.partition, last.offset + 1);
+                let source = format!("{}[{partition}]", self.topics[topic]);
+                let batch = self.decode_run(&source, &run).await?;
+                let name = self.topics[topic].clone();
+                set_offset(&mut self.emitted, &name, partition, next);
+                if let Some(batch) = batch {
+                    self.last_split = Some(split_id(topic, partition));
+                    return Ok(Some(batch));
+                }
+            }
             if self.finished(idle)? {
                 return Ok(None);
             }
@@ -819,19 +865,31 @@ impl SourceReader for KafkaReader {
             if records.is_empty() {
                 continue;
             }
-            if let Some(batch) = self.decode(records).await? {
-                return Ok(Some(batch));
-            }
+            self.queue(records);
         }
+    }
+
+    fn batch_split(&self) -> Option<u64> {
+        self.last_split
+    }
+
+    fn splits(&self) -> Vec<u64> {
+        self.assigned
+            .iter()
+            .filter_map(|(topic, partition)| {
+                let index = self.topics.iter().position(|t| t == topic)?;
+                Some(split_id(index, *partition))
+            })
+            .collect()
     }
 
     /// The next offset of every partition read so far (and, for
     /// `upsert-kafka`, the last value of every key); offsets are also
     /// committed to the consumer group (when one is configured) for monitoring.
     fn position(&self) -> Result<Vec<u8>> {
-        if self.kafka.group.is_some() && !self.next.is_empty() {
+        if self.kafka.group.is_some() && !self.emitted.is_empty() {
             let mut list = TopicPartitionList::new();
-            for (topic, partitions) in &self.next {
+            for (topic, partitions) in &self.emitted {
                 for (partition, offset) in partitions {
                     list.add_partition_offset(topic, *partition, Offset::Offset(*offset))
                         .map_err(|e| self.kafka.error("committing offsets", e))?;
@@ -841,7 +899,7 @@ impl SourceReader for KafkaReader {
                 tracing::warn!(table = %self.kafka.table, %error, "could not commit offsets to the consumer group");
             }
         }
-        let mut position = serde_json::json!({ "offsets": self.next });
+        let mut position = serde_json::json!({ "offsets": self.emitted });
         if let Some(upsert) = &self.upsert {
             position["upsert"] = serde_json::Value::String(upsert.snapshot(&self.topics)?);
         }
