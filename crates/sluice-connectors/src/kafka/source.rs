@@ -901,7 +901,7 @@ impl SourceReader for KafkaReader {
         }
         let mut position = serde_json::json!({ "offsets": self.emitted });
         if let Some(upsert) = &self.upsert {
-            position["upsert"] = serde_json::Value::String(upsert.snapshot(&self.topics)?);
+            position["upsert"] = serde_json::Value::String(upsert.snapshot()?);
         }
         serde_json::to_vec(&position).map_err(|e| SluiceError::State(e.to_string()))
     }

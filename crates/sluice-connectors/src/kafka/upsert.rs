@@ -74,7 +74,7 @@ impl UpsertState {
     }
 
     /// The kept values, base64 text for the JSON position.
-    pub(super) fn snapshot(&self, _topics: &[String]) -> Result<String> {
+    pub(super) fn snapshot(&self) -> Result<String> {
         let mut out = Vec::new();
         out.extend_from_slice(&(self.partitions.len() as u32).to_le_bytes());
         let mut partitions: Vec<_> = self.partitions.iter().collect();
