@@ -287,12 +287,55 @@ type TestRecord<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)
 /// Produces `(key, value, headers)` records to `partition` of `topic` with
 /// record timestamps `1_700_000_000_000 + i`; waits for every delivery.
 fn produce_records(brokers: &str, topic: &str, partition: i32, records: &[TestRecord<'_>]) {
-    use rdkafka::message::{Header, OwnedHeaders};
-    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{BaseProducer, Producer};
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
         .expect("producer");
+    let watermarks: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("consumer");
+    let end = || {
+        watermarks
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map(|(_, high)| high)
+            .unwrap_or(-1)
+    };
+    // A partition that was just created may not take records yet: wait
+    // until it reports its offsets, and check that the records landed.
+    let mut before = end();
+    for _ in 0..50 {
+        if before >= 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        before = end();
+    }
+    for _attempt in 0..5 {
+        send_records(&producer, topic, partition, records);
+        producer.flush(Duration::from_secs(30)).expect("flush");
+        let target = before + records.len() as i64;
+        for _ in 0..25 {
+            if end() >= target {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(end(), before, "records landed only partly");
+    }
+    panic!("could not write to {topic}[{partition}]");
+}
+
+fn send_records(
+    producer: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    partition: i32,
+    records: &[TestRecord<'_>],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::BaseRecord;
     for (i, (key, value, headers)) in records.iter().enumerate() {
         let mut record: BaseRecord<'_, str, str> = BaseRecord::to(topic)
             .partition(partition)
@@ -313,7 +356,6 @@ fn produce_records(brokers: &str, topic: &str, partition: i32, records: &[TestRe
         record = record.headers(owned);
         producer.send(record).expect("send");
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
 }
 
 /// Values of `topic` (all partitions, read_committed) as (key, value) text.
