@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::options::Options;
 
@@ -158,4 +158,57 @@ pub fn is_flat_type(data_type: &DataType) -> bool {
         data_type,
         DataType::Struct(_) | DataType::List(_) | DataType::LargeList(_) | DataType::Map(_, _)
     )
+}
+
+/// Flink SQL spelling of an Arrow type (`BIGINT`, `TIMESTAMP_LTZ(3)`,
+/// `ROW<`a` INT NOT NULL>`...), for error messages.
+pub fn sql_type_name(data_type: &DataType) -> String {
+    let precision = |unit: &TimeUnit| match unit {
+        TimeUnit::Second => 0,
+        TimeUnit::Millisecond => 3,
+        TimeUnit::Microsecond => 6,
+        TimeUnit::Nanosecond => 9,
+    };
+    let nested = |field: &Field| {
+        let inner = sql_type_name(field.data_type());
+        if field.is_nullable() {
+            inner
+        } else {
+            format!("{inner} NOT NULL")
+        }
+    };
+    match data_type {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
+        DataType::Date32 | DataType::Date64 => "DATE".into(),
+        DataType::Time32(unit) | DataType::Time64(unit) => format!("TIME({})", precision(unit)),
+        DataType::Timestamp(unit, None) => format!("TIMESTAMP({})", precision(unit)),
+        DataType::Timestamp(unit, Some(_)) => format!("TIMESTAMP_LTZ({})", precision(unit)),
+        DataType::List(item) => format!("ARRAY<{}>", nested(item)),
+        DataType::Map(entries, _) => match entries.data_type() {
+            DataType::Struct(pair) if pair.len() == 2 => format!(
+                "MAP<{}, {}>",
+                sql_type_name(pair[0].data_type()),
+                nested(&pair[1])
+            ),
+            other => format!("MAP<{other}>"),
+        },
+        DataType::Struct(fields) => format!(
+            "ROW<{}>",
+            fields
+                .iter()
+                .map(|f| format!("`{}` {}", f.name(), nested(f)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        other => other.to_string(),
+    }
 }

@@ -420,53 +420,7 @@ fn derive_type(
     })
 }
 
-/// Flink SQL spelling of an Arrow type, for messages.
-fn sql_type(data_type: &DataType) -> String {
-    let precision = |unit: &TimeUnit| match unit {
-        TimeUnit::Second => 0,
-        TimeUnit::Millisecond => 3,
-        TimeUnit::Microsecond => 6,
-        TimeUnit::Nanosecond => 9,
-    };
-    let nested = |field: &Field| {
-        let inner = sql_type(field.data_type());
-        if field.is_nullable() {
-            inner
-        } else {
-            format!("{inner} NOT NULL")
-        }
-    };
-    match data_type {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 => "TINYINT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float32 => "FLOAT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Date32 => "DATE".into(),
-        DataType::Time32(unit) | DataType::Time64(unit) => format!("TIME({})", precision(unit)),
-        DataType::Timestamp(unit, None) => format!("TIMESTAMP({})", precision(unit)),
-        DataType::Timestamp(unit, Some(_)) => format!("TIMESTAMP_LTZ({})", precision(unit)),
-        DataType::List(item) => format!("ARRAY<{}>", nested(item)),
-        DataType::Map(entries, _) => match map_entry_fields(entries) {
-            Some((key, value)) => format!("MAP<{}, {}>", sql_type(key.data_type()), nested(value)),
-            None => format!("{data_type}"),
-        },
-        DataType::Struct(fields) => format!(
-            "ROW<{}>",
-            fields
-                .iter()
-                .map(|f| format!("`{}` {}", f.name(), nested(f)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => format!("{other}"),
-    }
-}
+use sluice_core::table::sql_type_name as sql_type;
 
 // ---------------------------------------------------------------------------
 // Writer schemas: normalization, rendering, resolution against the table.

@@ -414,51 +414,7 @@ fn plan_kind(
     Ok(conv)
 }
 
-/// Flink SQL spelling of an Arrow type, for messages.
-fn sql_type(data_type: &DataType) -> String {
-    fn precision(unit: &TimeUnit) -> u8 {
-        match unit {
-            TimeUnit::Second => 0,
-            TimeUnit::Millisecond => 3,
-            TimeUnit::Microsecond => 6,
-            TimeUnit::Nanosecond => 9,
-        }
-    }
-    match data_type {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 => "TINYINT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Float32 => "FLOAT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "STRING".into(),
-        DataType::Binary | DataType::LargeBinary | DataType::BinaryView => "BYTES".into(),
-        DataType::Date32 | DataType::Date64 => "DATE".into(),
-        DataType::Time32(_) | DataType::Time64(_) => "TIME".into(),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p}, {s})"),
-        DataType::Timestamp(unit, None) => format!("TIMESTAMP({})", precision(unit)),
-        DataType::Timestamp(unit, Some(_)) => format!("TIMESTAMP_LTZ({})", precision(unit)),
-        DataType::List(item) => format!("ARRAY<{}>", sql_type(item.data_type())),
-        DataType::Map(entries, _) => match entries.data_type() {
-            DataType::Struct(pair) if pair.len() == 2 => format!(
-                "MAP<{}, {}>",
-                sql_type(pair[0].data_type()),
-                sql_type(pair[1].data_type())
-            ),
-            other => format!("MAP<{other}>"),
-        },
-        DataType::Struct(fields) => format!(
-            "ROW<{}>",
-            fields
-                .iter()
-                .map(|f| format!("{} {}", f.name(), sql_type(f.data_type())))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        other => other.to_string(),
-    }
-}
+use sluice_core::table::sql_type_name as sql_type;
 
 /// Protobuf spelling of a field's type, for messages.
 fn proto_type(field: &FieldDescriptor) -> String {
