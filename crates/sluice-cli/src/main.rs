@@ -3,6 +3,7 @@
 
 mod bench;
 mod job;
+mod serve;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,6 +23,22 @@ struct Cli {
     /// Log filter for stderr (e.g. `info`, `debug`, `sluice_runtime=debug`).
     #[arg(long, global = true, default_value = "info", env = "SLUICE_LOG")]
     log: String,
+    /// Log lines as text for people or as JSON objects for log collectors.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SLUICE_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -91,6 +108,42 @@ enum Command {
         #[arg(long, value_name = "DIR", default_value = "sluice-data")]
         data_dir: PathBuf,
     },
+    /// Run Sluice as a server: many jobs behind a REST API, HTTP ingest into
+    /// an embedded durable log, Prometheus metrics (until Ctrl-C / SIGTERM).
+    Serve {
+        /// A TOML configuration file (every key can also be set with
+        /// `SLUICE_<KEY>` variables and `--set key=value`).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Address to listen on (`127.0.0.1:0` picks a free port; default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data directory (default ./sluice-data).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Serve without authentication: anyone who can connect controls the server.
+        #[arg(long)]
+        insecure_no_auth: bool,
+        /// Override a configuration key (repeatable), e.g. `ingest.rate_limit=1000`.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+    },
+    /// Manage the jobs of a running `sluice serve`.
+    Jobs {
+        #[command(subcommand)]
+        action: serve::JobsAction,
+        /// The server's URL.
+        #[arg(
+            long,
+            global = true,
+            env = "SLUICE_SERVER",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        server: String,
+        /// An API token.
+        #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -135,13 +188,15 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 
 fn main() {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into()),
-        )
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -192,6 +247,27 @@ async fn execute(command: Command) -> Result<()> {
                 .await
                 .context("benchmark thread")?
         }
+        Command::Serve {
+            config,
+            listen,
+            data_dir,
+            insecure_no_auth,
+            settings,
+        } => {
+            let args = serve::ServeArgs {
+                config,
+                listen,
+                data_dir,
+                insecure_no_auth,
+                settings,
+            };
+            serve::serve(args, wait_for_signal()).await
+        }
+        Command::Jobs {
+            action,
+            server,
+            token,
+        } => serve::jobs(&server, token.as_deref(), action).await,
         Command::SchemaRegistry { listen, data_dir } => schema_registry(&listen, &data_dir).await,
         Command::Functions => {
             println!(
@@ -278,11 +354,13 @@ async fn execute(command: Command) -> Result<()> {
                     (std::time::Duration::from_millis(250), report)
                 })
             };
-            let start = job::StartOptions {
+            let start = sluice_runtime::supervisor::StartOptions {
                 fresh,
                 from_savepoint,
             };
-            let summary = job::run(&plan, &start, stop, progress).await?;
+            let summary = sluice_runtime::supervisor::run_supervised(&plan, &start, stop, progress)
+                .await
+                .context("job failed")?;
             job::report_checkpoints(&summary);
             report(&summary, started.elapsed());
             Ok(())

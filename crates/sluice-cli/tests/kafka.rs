@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     kill_after, nexmark_file_source, nexmark_query, next_checkpoint, ok, read_part_files,
-    write_nexmark_events, Workspace,
+    write_nexmark_events, Service, Workspace,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -688,36 +688,31 @@ fn upsert_kafka_writes_tombstones_and_reads_them_back_on(brokers: &str) {
     );
 }
 
-/// A `sluice schema-registry` process on a free port; killed on drop.
+/// `sluice schema-registry` on a free port.
 struct Registry {
-    child: std::process::Child,
     url: String,
+    /// Killed when the registry is dropped.
+    _service: Service,
 }
 
 impl Registry {
     fn start(ws: &Workspace) -> Registry {
-        use std::io::BufRead;
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["schema-registry", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(ws.path("registry"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the schema registry");
-        let stderr = child.stderr.take().expect("stderr");
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        let url = loop {
-            let line = lines
-                .next()
-                .expect("the registry printed its address")
-                .expect("stderr line");
-            if let Some(url) = line.strip_prefix("schema registry listening on ") {
-                break url.trim().to_string();
-            }
-        };
-        // Keep draining stderr so the registry never blocks on it.
-        std::thread::spawn(move || lines.for_each(drop));
-        Registry { child, url }
+        let data_dir = ws.path("registry");
+        let service = Service::start(
+            &[
+                "schema-registry",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data_dir.to_str().expect("utf8"),
+            ],
+            &[],
+            "schema registry listening on ",
+        );
+        Registry {
+            url: service.url.clone(),
+            _service: service,
+        }
     }
 
     /// `GET path` on the registry; the response body.
@@ -736,13 +731,6 @@ impl Registry {
             .split_once("\r\n\r\n")
             .map(|(_, body)| body.to_string())
             .unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

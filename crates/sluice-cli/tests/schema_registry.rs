@@ -7,98 +7,36 @@
 //! by `SLUICE_TEST_PYTHON` (`.ci/run` sets one up); without it the test is
 //! skipped, except under CI (`SLUICE_CI` set), where that is an error.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Service;
 
 const LISTENING: &str = "schema registry listening on ";
 
-/// A running `sluice schema-registry`, killed if the test fails.
-struct RegistryProcess {
-    child: Child,
-    url: String,
-    stderr: mpsc::Receiver<String>,
+/// Starts `sluice schema-registry` on a free port.
+fn start_registry(data_dir: &Path) -> Service {
+    let data_dir = data_dir.to_str().expect("utf8");
+    Service::start(
+        &[
+            "schema-registry",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir,
+        ],
+        &[("SLUICE_LOG", "info")],
+        LISTENING,
+    )
 }
 
-impl RegistryProcess {
-    fn start(data_dir: &Path) -> RegistryProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["schema-registry", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env("SLUICE_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sluice schema-registry");
-        // Read stderr on a thread: the address line first, then whatever else
-        // it logs (so the pipe never fills up).
-        let (lines, stderr) = mpsc::channel();
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        let url = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match stderr.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.strip_prefix(LISTENING) {
-                        break url.trim().to_string();
-                    }
-                    seen.push(line);
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!(
-                        "sluice schema-registry printed no '{LISTENING}' line; stderr:\n{}",
-                        seen.join("\n")
-                    );
-                }
-            }
-        };
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
-        RegistryProcess { child, url, stderr }
-    }
-
-    /// SIGTERM, then the exit status and the rest of stderr.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id() as libc::pid_t;
-        // SAFETY: signalling a child process we own.
-        unsafe {
-            libc::kill(pid, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("sluice schema-registry did not stop within 20 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut rest = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(500)) {
-            rest.push(line);
-        }
-        (status, rest.join("\n"))
-    }
-}
-
-impl Drop for RegistryProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// SIGTERM, then the exit status and the rest of stderr.
+fn terminate(registry: Service) -> (std::process::ExitStatus, String) {
+    registry.signal(libc::SIGTERM, Duration::from_secs(20))
 }
 
 /// A plain HTTP/1.1 request; returns the status code and body.
@@ -134,7 +72,7 @@ fn http(url: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String
 fn schema_registry_serves_persists_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data_dir = dir.path().join("data");
-    let registry = RegistryProcess::start(&data_dir);
+    let registry = start_registry(&data_dir);
     assert_eq!(
         http(&registry.url, "GET", "/subjects", None),
         (200, "[]".into())
@@ -153,12 +91,12 @@ fn schema_registry_serves_persists_and_stops_on_sigterm() {
         serde_json::from_str::<serde_json::Value>(&body).expect("JSON error body"),
         serde_json::json!({"error_code": 40401, "message": "Subject 'nope' not found."})
     );
-    let (status, stderr) = registry.terminate();
+    let (status, stderr) = terminate(registry);
     assert!(status.success(), "exit status {status}; stderr:\n{stderr}");
     assert!(data_dir.join("schema-registry.db").exists());
 
     // A new process on the same data directory has the schema.
-    let registry = RegistryProcess::start(&data_dir);
+    let registry = start_registry(&data_dir);
     let (status, body) = http(
         &registry.url,
         "GET",
@@ -168,7 +106,7 @@ fn schema_registry_serves_persists_and_stops_on_sigterm() {
     assert_eq!(status, 200, "{body}");
     let version: serde_json::Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(version["id"], serde_json::json!(1));
-    let (status, _) = registry.terminate();
+    let (status, _) = terminate(registry);
     assert!(status.success());
 }
 
@@ -187,7 +125,7 @@ fn confluent_python_client_works_against_the_registry() {
     let script =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../sluice-registry/tests/confluent_client.py");
     let dir = tempfile::tempdir().expect("temp dir");
-    let registry = RegistryProcess::start(dir.path());
+    let registry = start_registry(dir.path());
     let output = Command::new(&python)
         .arg(&script)
         .arg(&registry.url)
@@ -205,6 +143,6 @@ fn confluent_python_client_works_against_the_registry() {
         stdout.contains("confluent client interop: all checks passed"),
         "{stdout}\n{stderr}"
     );
-    let (status, log) = registry.terminate();
+    let (status, log) = terminate(registry);
     assert!(status.success(), "exit status {status}; stderr:\n{log}");
 }

@@ -1,6 +1,7 @@
 //! Built-in connectors and formats: `filesystem`, `stdin`, `print`, `blackhole`,
-//! `datagen`, the `nexmark` benchmark generator and `kafka` (feature `kafka`);
-//! `json` and `csv` formats.
+//! `datagen`, the `nexmark` benchmark generator, `stream` (streams of the
+//! embedded `sluice-log`) and `kafka` (feature `kafka`); `json` and `csv`
+//! formats.
 
 pub mod datagen;
 pub mod filesystem;
@@ -11,6 +12,7 @@ pub mod lines;
 pub mod nexmark;
 pub mod print;
 pub mod stdin;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -29,6 +31,9 @@ pub fn builtin_connectors() -> ConnectorRegistry {
     registry.register(Arc::new(print::BlackholeConnector));
     registry.register(Arc::new(datagen::DatagenConnector));
     registry.register(Arc::new(nexmark::NexmarkConnector));
+    registry.register(Arc::new(stream::StreamConnector::new(
+        "sluice-data/streams".into(),
+    )));
     #[cfg(feature = "kafka")]
     registry.register(Arc::new(kafka::KafkaConnector::PLAIN));
     #[cfg(feature = "kafka")]

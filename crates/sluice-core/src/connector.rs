@@ -207,6 +207,11 @@ impl ConnectorRegistry {
         self.factories.insert(factory.name(), factory);
     }
 
+    /// The connector named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn ConnectorFactory>> {
+        self.factories.get(name)
+    }
+
     /// Names of all connectors, sorted.
     pub fn names(&self) -> Vec<&'static str> {
         self.factories.keys().copied().collect()

@@ -17,6 +17,7 @@ pub mod over;
 mod rows;
 pub mod session;
 pub mod state;
+pub mod supervisor;
 pub mod temporal_join;
 pub mod topn;
 pub mod upsert;

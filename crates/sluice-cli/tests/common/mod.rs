@@ -234,3 +234,107 @@ pub fn next_checkpoint(dir: &Path) -> u64 {
         .unwrap_or(0)
         + 1
 }
+
+/// A long-running `sluice` process (a server) that prints
+/// `<listening prefix>http://ADDR` on stderr once it accepts connections.
+/// Killed when dropped, so a failing test leaves nothing behind.
+pub struct Service {
+    pub child: Child,
+    /// `http://ADDR`.
+    pub url: String,
+    /// Every stderr line after the address line.
+    pub stderr: std::sync::mpsc::Receiver<String>,
+    /// Stderr lines before the address line.
+    pub startup: Vec<String>,
+}
+
+impl Service {
+    /// Starts `sluice <args>` with `env` and waits (up to 60 s) for the line
+    /// starting with `listening`.
+    pub fn start(args: &[&str], env: &[(&str, &str)], listening: &str) -> Service {
+        use std::io::{BufRead, BufReader};
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        command
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command.spawn().expect("start sluice");
+        // Read stderr on a thread so the pipe never fills up.
+        let (lines, stderr) = std::sync::mpsc::channel();
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut startup = Vec::new();
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match stderr.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.strip_prefix(listening) {
+                        break url.trim().to_string();
+                    }
+                    startup.push(line);
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    panic!(
+                        "sluice {args:?} printed no '{listening}' line; stderr:\n{}",
+                        startup.join("\n")
+                    );
+                }
+            }
+        };
+        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        Service {
+            child,
+            url,
+            stderr,
+            startup,
+        }
+    }
+
+    /// Sends `signal`, then waits (up to `timeout`) for the exit status and
+    /// the rest of stderr.
+    pub fn signal(mut self, signal: i32, timeout: Duration) -> (std::process::ExitStatus, String) {
+        // SAFETY: signalling a child process we own.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, signal);
+        }
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let rest: Vec<String> = self.stderr.try_iter().collect();
+                panic!(
+                    "sluice did not exit within {timeout:?} of signal {signal}; stderr:\n{}",
+                    rest.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let mut rest = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(300)) {
+            rest.push(line);
+        }
+        (status, rest.join("\n"))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

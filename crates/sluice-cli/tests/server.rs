@@ -1,0 +1,528 @@
+//! `sluice serve` as a real process, driven over HTTP: jobs reading a stream
+//! that HTTP ingest appends to, the live tail, metrics, authentication,
+//! rate limits, and restarts (SIGKILL and SIGTERM) that lose no acknowledged
+//! event and duplicate no output.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{read_part_files, Service, Workspace};
+use futures::StreamExt;
+use serde_json::{json, Value};
+
+const LISTENING: &str = "sluice server listening on ";
+const TOKEN: &str = "test-admin-token";
+const JOB: &str = "big-clicks";
+
+fn start_server(ws: &Workspace, settings: &[&str]) -> Service {
+    let data_dir = ws.path("server");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data_dir.to_str().expect("utf8"),
+    ];
+    for setting in settings {
+        args.extend(["--set", setting]);
+    }
+    Service::start(
+        &args,
+        &[("SLUICE_ADMIN_TOKEN", TOKEN), ("SLUICE_LOG", "info")],
+        LISTENING,
+    )
+}
+
+/// An authenticated API client for one server process.
+struct Api {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Api {
+    fn new(server: &Service) -> Api {
+        Api {
+            http: reqwest::Client::new(),
+            url: server.url.clone(),
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+    }
+
+    async fn json(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.request(method, path);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// Posts events `range` as NDJSON; panics unless all were accepted.
+    async fn ingest(&self, range: std::ops::Range<u64>) {
+        let body: String = range.clone().map(|i| format!("{}\n", event(i))).collect();
+        let response = self
+            .request(
+                reqwest::Method::POST,
+                "/api/v1/streams/clicks/events?key=user_name",
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("ingest");
+        assert_eq!(
+            response.status().as_u16(),
+            200,
+            "{}",
+            response.text().await.unwrap_or_default()
+        );
+        let receipt: Value = response.json().await.expect("receipt");
+        assert_eq!(receipt["accepted"], json!(range.end - range.start));
+    }
+
+    async fn metrics(&self) -> String {
+        let response = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .expect("metrics");
+        assert_eq!(response.status().as_u16(), 200);
+        response.text().await.expect("metrics body")
+    }
+}
+
+fn event(i: u64) -> Value {
+    json!({"user_name": format!("u{}", i % 7), "amount": i % 20})
+}
+
+/// The sink rows events `0..n` must produce, each exactly once.
+fn expected_output(n: u64) -> Vec<String> {
+    let mut rows: Vec<String> = (0..n)
+        .map(event)
+        .filter(|e| e["amount"].as_u64().unwrap_or(0) >= 10)
+        .map(|e| {
+            format!(
+                "{{\"user_name\":{},\"amount\":{}}}",
+                e["user_name"], e["amount"]
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn job_sql(ws: &Workspace) -> String {
+    format!(
+        "SET 'execution.checkpointing.interval' = '300ms';
+         CREATE TABLE clicks (user_name STRING, amount BIGINT)
+           WITH ('connector' = 'stream', 'stream' = 'clicks', 'format' = 'json');
+         CREATE TABLE big_clicks (user_name STRING, amount BIGINT)
+           WITH ('connector' = 'filesystem', 'path' = '{}', 'format' = 'json');
+         INSERT INTO big_clicks SELECT user_name, amount FROM clicks WHERE amount >= 10;",
+        ws.path("out").display()
+    )
+}
+
+/// Waits until the committed sink output equals `expected`, then checks it
+/// stays so (no late duplicates).
+async fn wait_for_output(ws: &Workspace, expected: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let rows = read_part_files(&ws.path("out"));
+        if rows == expected {
+            break;
+        }
+        assert!(
+            rows.len() <= expected.len(),
+            "more output than events: {} rows, expected {}",
+            rows.len(),
+            expected.len()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "output has {} of {} rows",
+            rows.len(),
+            expected.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        read_part_files(&ws.path("out")),
+        expected,
+        "output changed after it was complete"
+    );
+}
+
+/// The value of the sample `name{labels}` in a Prometheus exposition.
+fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+async fn wait_for_sample(api: &Api, series: &str, value: f64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = api.metrics().await;
+        if sample(&metrics, series) == Some(value) {
+            return metrics;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{series} never reached {value}:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Reads `rows` events of a job's live tail until `count` rows arrived.
+async fn tail_rows(api: &Api, count: usize) -> tokio::task::JoinHandle<Vec<Value>> {
+    let response = api
+        .request(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}/tail"))
+        .send()
+        .await
+        .expect("tail");
+    assert_eq!(response.status().as_u16(), 200);
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
+    tokio::spawn(async move {
+        let mut body = response.bytes_stream();
+        let mut buffer = String::new();
+        let mut rows = Vec::new();
+        while rows.len() < count {
+            let chunk = tokio::time::timeout(Duration::from_secs(30), body.next())
+                .await
+                .expect("tail went quiet")
+                .expect("tail ended")
+                .expect("tail chunk");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                if let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) {
+                    let batch: Value = serde_json::from_str(data).expect("tail event JSON");
+                    assert_eq!(batch["table"], "big_clicks");
+                    rows.extend(batch["rows"].as_array().cloned().unwrap_or_default());
+                }
+            }
+        }
+        rows
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_read_ingested_events_across_restarts() {
+    let ws = Workspace::new();
+    let server = start_server(&ws, &[]);
+    let api = Api::new(&server);
+
+    // Authentication is on by default.
+    let anonymous = reqwest::get(format!("{}/api/v1/jobs", server.url))
+        .await
+        .expect("get");
+    assert_eq!(anonymous.status().as_u16(), 401);
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    let error: Value = anonymous.json().await.expect("error body");
+    assert_eq!(error["error"]["code"], "unauthorized");
+
+    // The OpenAPI document parses and lists the routes.
+    let openapi: Value = reqwest::get(format!("{}/api/v1/openapi.json", server.url))
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("openapi JSON");
+    assert!(openapi["openapi"]
+        .as_str()
+        .unwrap_or_default()
+        .starts_with("3."));
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{name}/stop",
+        "/api/v1/streams/{name}/events",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+
+    // Bad SQL is refused with the planner's message.
+    let (status, error) = api
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "broken", "sql": "INSERT INTO nowhere SELECT 1"})),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (400, Some("invalid_sql")),
+        "{error}"
+    );
+
+    let (status, job) = api
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": JOB, "sql": job_sql(&ws)})),
+        )
+        .await;
+    assert_eq!(status, 201, "{job}");
+    assert_eq!(job["status"], "running");
+    let (status, _) = api
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": JOB, "sql": job_sql(&ws)})),
+        )
+        .await;
+    assert_eq!(status, 409);
+
+    // Events go in; the tail and the sink show the job's output.
+    let tail = tail_rows(&api, 100).await;
+    api.ingest(0..100).await;
+    let array: Vec<Value> = (100..200).map(event).collect();
+    let response = api
+        .request(reqwest::Method::POST, "/api/v1/streams/clicks/events")
+        .json(&array)
+        .send()
+        .await
+        .expect("ingest array");
+    assert_eq!(response.status().as_u16(), 200);
+    let tailed = tail.await.expect("tail task");
+    assert_eq!(tailed.len(), 100);
+    assert!(tailed
+        .iter()
+        .all(|r| r["op"] == "+I" && r["row"]["amount"].as_u64() >= Some(10)));
+    wait_for_output(&ws, &expected_output(200)).await;
+    let metrics = wait_for_sample(
+        &api,
+        &format!("sluice_job_source_records_total{{job=\"{JOB}\"}}"),
+        200.0,
+    )
+    .await;
+    assert_eq!(
+        sample(&metrics, "sluice_ingest_events_total{stream=\"clicks\"}"),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!("sluice_job_sink_records_total{{job=\"{JOB}\",table=\"big_clicks\"}}")
+        ),
+        Some(100.0)
+    );
+    check_with_promtool(&metrics);
+
+    // SIGKILL right after events are acknowledged: none of them is lost.
+    api.ingest(200..300).await;
+    drop(server);
+    let server = start_server(&ws, &[]);
+    let api = Api::new(&server);
+    let (_, job) = api
+        .json(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}"), None)
+        .await;
+    assert_eq!(job["status"], "running", "{job}");
+    api.ingest(300..400).await;
+    wait_for_output(&ws, &expected_output(400)).await;
+
+    // SIGTERM: the job stops with a savepoint and resumes from it.
+    api.ingest(400..450).await;
+    let (status, stderr) = server.signal(libc::SIGTERM, Duration::from_secs(60));
+    assert!(status.success(), "{stderr}");
+    let server = start_server(&ws, &[]);
+    let api = Api::new(&server);
+    api.ingest(450..500).await;
+    wait_for_output(&ws, &expected_output(500)).await;
+    let (_, detail) = api
+        .json(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}"), None)
+        .await;
+    let events: Vec<&str> = detail["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|m| m.starts_with("server shutdown: savepoint")),
+        "{events:?}"
+    );
+    assert!(
+        detail["plan"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("big_clicks"),
+        "{detail}"
+    );
+
+    // Stop with a savepoint, resume, delete.
+    let (status, job) = api
+        .json(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{JOB}/stop"),
+            Some(json!({"savepoint": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("stopped")),
+        "{job}"
+    );
+    assert!(job["savepoint"].is_string(), "{job}");
+    api.ingest(500..520).await;
+    let (status, job) = api
+        .json(
+            reqwest::Method::POST,
+            &format!("/api/v1/jobs/{JOB}/resume"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, job["status"].as_str()),
+        (200, Some("running")),
+        "{job}"
+    );
+    wait_for_output(&ws, &expected_output(520)).await;
+    let (status, streams) = api
+        .json(reqwest::Method::GET, "/api/v1/streams", None)
+        .await;
+    assert_eq!(status, 200);
+    let offsets: u64 = streams[0]["partitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["end_offset"].as_u64())
+        .sum();
+    assert_eq!(
+        (streams[0]["name"].as_str(), offsets),
+        (Some("clicks"), 520)
+    );
+    let (status, _) = api
+        .json(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/jobs/{JOB}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, error) = api
+        .json(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}"), None)
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("job_not_found"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingest_limits_answer_with_json_errors() {
+    let ws = Workspace::new();
+    let server = start_server(
+        &ws,
+        &["ingest.rate_limit=50", "ingest.max_request_bytes=4000"],
+    );
+    let api = Api::new(&server);
+    let post = |body: String| {
+        api.request(reqwest::Method::POST, "/api/v1/streams/limited/events")
+            .body(body)
+            .send()
+    };
+    let ndjson = |n: u64| -> String { (0..n).map(|i| format!("{}\n", event(i))).collect() };
+
+    assert_eq!(post(ndjson(50)).await.expect("post").status().as_u16(), 200);
+    let throttled = post(ndjson(5)).await.expect("post");
+    assert_eq!(throttled.status().as_u16(), 429);
+    let retry_after: u64 = throttled.headers()["retry-after"]
+        .to_str()
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After seconds");
+    assert!(retry_after >= 1);
+    let error: Value = throttled.json().await.expect("error JSON");
+    assert_eq!(error["error"]["code"], "rate_limited");
+
+    let too_big = post("x".repeat(5000)).await.expect("post");
+    assert_eq!(too_big.status().as_u16(), 413);
+    let error: Value = too_big.json().await.expect("error JSON");
+    assert_eq!(error["error"]["code"], "request_too_large");
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let bad = post("{\"a\":1}\n{\"a\":\n".into()).await.expect("post");
+    assert_eq!(bad.status().as_u16(), 400);
+    let error: Value = bad.json().await.expect("error JSON");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("line 2:"),
+        "{error}"
+    );
+
+    let metrics = api.metrics().await;
+    let counts: BTreeMap<&str, Option<f64>> = [
+        "sluice_ingest_events_total",
+        "sluice_ingest_throttled_total",
+        "sluice_ingest_rejected_total",
+    ]
+    .into_iter()
+    .map(|name| {
+        (
+            name,
+            sample(&metrics, &format!("{name}{{stream=\"limited\"}}")),
+        )
+    })
+    .collect();
+    assert_eq!(counts["sluice_ingest_events_total"], Some(50.0));
+    assert_eq!(counts["sluice_ingest_throttled_total"], Some(1.0));
+    assert_eq!(counts["sluice_ingest_rejected_total"], Some(1.0));
+}
+
+/// `promtool check metrics` on the exposition, when promtool is installed
+/// (`.ci/run` installs it; under CI its absence is an error).
+fn check_with_promtool(metrics: &str) {
+    use std::io::Write;
+    let promtool = std::env::var("SLUICE_TEST_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(child) => child,
+        Err(error) if std::env::var_os("SLUICE_CI").is_none() => {
+            eprintln!("skipping promtool check: cannot run '{promtool}': {error}");
+            return;
+        }
+        Err(error) => panic!("promtool is required under CI: {error}"),
+    };
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write metrics");
+    let output = child.wait_with_output().expect("promtool");
+    assert!(
+        output.status.success(),
+        "promtool check metrics failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
