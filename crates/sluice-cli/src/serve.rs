@@ -43,14 +43,14 @@ pub async fn serve(
     let server = Server::bind(config, std::env::var("SLUICE_ADMIN_TOKEN").ok())
         .await
         .context("starting the server")?;
-    let address = server.local_addr()?;
+    let url = server.url()?;
     if let Some(token) = server.new_admin_token() {
         // Shown once, outside the log filter: only its hash is stored.
         eprintln!("admin token (shown only now; store it safely): {token}");
     }
     info!(data_dir = %data_dir.display(), "server started");
     // Printed as is: scripts and tests read it.
-    eprintln!("sluice server listening on http://{address}");
+    eprintln!("sluice server listening on {url}");
     server.run(shutdown).await?;
     info!("server stopped");
     Ok(())

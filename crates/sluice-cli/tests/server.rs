@@ -526,3 +526,67 @@ fn check_with_promtool(metrics: &str) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_https_with_the_configured_certificate() {
+    let ws = Workspace::new();
+    let (cert, key) = (ws.path("cert.pem"), ws.path("key.pem"));
+    let openssl = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        // A leaf certificate: webpki refuses a CA certificate as a server's.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        openssl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&openssl.stderr)
+    );
+    let cert_setting = format!("tls.cert={}", cert.display());
+    let key_setting = format!("tls.key={}", key.display());
+    let server = start_server(&ws, &[&cert_setting, &key_setting]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+
+    let pem = std::fs::read(&cert).expect("cert");
+    let client = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("certificate"))
+        .build()
+        .expect("client");
+    let response = client
+        .get(format!("{}/api/v1/jobs", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("HTTPS request");
+    assert_eq!(response.status().as_u16(), 200);
+
+    // Plain HTTP to the TLS port gets no API answer; an untrusted
+    // certificate is refused by the client.
+    let plain = server.url.replacen("https://", "http://", 1);
+    let answer = reqwest::get(format!("{plain}/api/v1/health")).await;
+    assert!(answer.map(|r| !r.status().is_success()).unwrap_or(true));
+    assert!(reqwest::get(format!("{}/api/v1/health", server.url))
+        .await
+        .is_err());
+
+    // A key without a certificate is a configuration error at start.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--set", &key_setting])
+        .output()
+        .expect("sluice serve");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("tls.cert"));
+}

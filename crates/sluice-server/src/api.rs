@@ -20,7 +20,11 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::ingest::IngestReceipt;
-use crate::jobs::{JobDetail, JobMetricsView, JobView, SubmitJob};
+use crate::jobs::{
+    CheckpointHistory, CheckpointView, DeadLetterFile, DeadLetters, GraphEdge, GraphNode,
+    JobDetail, JobGraph, JobMetricsView, JobView, SqlProblem, SqlValidation, SubmitJob,
+    ValidateSql,
+};
 use crate::store::{JobEvent, JobRecord};
 use crate::AppState;
 
@@ -31,14 +35,17 @@ type AppResult<T> = Result<T, ApiError>;
 #[openapi(
     info(title = "Sluice API", description = "Jobs, streams and HTTP ingest of a Sluice server."),
     paths(health, list_jobs, submit_job, get_job, delete_job, stop_job, resume_job, tail_job,
+          job_graph, job_checkpoints, job_dead_letters, validate_sql,
           list_streams, create_stream, delete_stream, ingest_events),
     components(schemas(ErrorBody, ErrorDetail, Health, JobView, JobRecord, JobMetricsView, JobDetail,
                        JobEvent, SubmitJob, StopJob, StreamView, PartitionView, CreateStream,
-                       IngestReceipt)),
+                       IngestReceipt, JobGraph, GraphNode, GraphEdge, ValidateSql, SqlValidation,
+                       SqlProblem, CheckpointHistory, CheckpointView, DeadLetters, DeadLetterFile)),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
     tags((name = "jobs", description = "Submit, inspect, stop and resume jobs"),
-         (name = "streams", description = "The embedded durable log and HTTP ingest"))
+         (name = "streams", description = "The embedded durable log and HTTP ingest"),
+         (name = "sql", description = "Checking SQL scripts"))
 )]
 pub struct ApiDoc;
 
@@ -223,6 +230,64 @@ fn rows_json(table: &str, batch: &ChangeBatch) -> String {
         .map(|(i, row)| serde_json::json!({"op": batch.kind(i).short_string(), "row": row}))
         .collect();
     serde_json::json!({"table": table, "rows": rows}).to_string()
+}
+
+/// The operator graph of a job's plan: nodes (sources, operators, sinks)
+/// and the edges between them. Per-node `records_per_second` and
+/// `backpressure` are null until the runtime measures them.
+#[utoipa::path(get, path = "/api/v1/jobs/{name}/graph", tag = "jobs",
+    params(("name" = String, Path, description = "the job's name")),
+    responses((status = 200, body = JobGraph), (status = 404, body = ErrorBody),
+              (status = 400, description = "the job's SQL no longer plans", body = ErrorBody)))]
+pub async fn job_graph(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> AppResult<Json<JobGraph>> {
+    Ok(Json(state.jobs.graph(&name).await?))
+}
+
+/// The job's retained checkpoints, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs/{name}/checkpoints", tag = "jobs",
+    params(("name" = String, Path, description = "the job's name")),
+    responses((status = 200, body = CheckpointHistory), (status = 404, body = ErrorBody)))]
+pub async fn job_checkpoints(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> AppResult<Json<CheckpointHistory>> {
+    Ok(Json(state.jobs.checkpoints(&name).await?))
+}
+
+/// How many dead letters to return.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeadLetterParams {
+    /// At most this many records (default 50, at most 500).
+    pub limit: Option<usize>,
+}
+
+/// The latest records the job's sources or windows dead-lettered
+/// (`'errors' = 'dlq'`, `table.exec.late-data` = `dlq`), newest first.
+#[utoipa::path(get, path = "/api/v1/jobs/{name}/dead-letters", tag = "jobs",
+    params(("name" = String, Path, description = "the job's name"), DeadLetterParams),
+    responses((status = 200, body = DeadLetters), (status = 404, body = ErrorBody)))]
+pub async fn job_dead_letters(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Query(params): Query<DeadLetterParams>,
+) -> AppResult<Json<DeadLetters>> {
+    let limit = params.limit.unwrap_or(50).min(500);
+    Ok(Json(state.jobs.dead_letters(&name, limit).await?))
+}
+
+/// Plans a script without running it: whether it is valid, the planner's
+/// error with its line and column, or the operator graph it plans to.
+#[utoipa::path(post, path = "/api/v1/sql/validate", tag = "sql", request_body = ValidateSql,
+    responses((status = 200, body = SqlValidation), (status = 400, body = ErrorBody)))]
+pub async fn validate_sql(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<ValidateSql>, JsonRejection>,
+) -> AppResult<Json<SqlValidation>> {
+    let request = json_body(body)?;
+    Ok(Json(state.jobs.validate(request).await))
 }
 
 /// A stream of the embedded log.

@@ -25,6 +25,25 @@ pub struct ServerConfig {
     pub ingest: IngestConfig,
     /// The embedded stream log.
     pub streams: StreamsConfig,
+    /// HTTPS.
+    pub tls: TlsConfig,
+}
+
+/// HTTPS: serve TLS (rustls) when both files are set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain.
+    pub cert: String,
+    /// PEM file with the private key.
+    pub key: String,
+}
+
+impl TlsConfig {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty() || !self.key.is_empty()
+    }
 }
 
 /// HTTP ingest limits.
@@ -66,6 +85,7 @@ impl Default for ServerConfig {
             insecure_no_auth: false,
             ingest: IngestConfig::default(),
             streams: StreamsConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -130,6 +150,11 @@ impl ServerConfig {
             .try_into()
             .map_err(|e: toml::de::Error| ServerError::Config(e.message().to_string()))?;
         config.log_config()?;
+        if config.tls.enabled() && (config.tls.cert.is_empty() || config.tls.key.is_empty()) {
+            return Err(ServerError::Config(
+                "TLS needs both tls.cert and tls.key (PEM files)".into(),
+            ));
+        }
         Ok(config)
     }
 

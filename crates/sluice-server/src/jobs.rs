@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sluice_core::connector::ConnectorRegistry;
 use sluice_runtime::supervisor::{run_supervised, take_savepoint, StartOptions};
 use sluice_runtime::ProgressReport;
-use sluice_sql::JobPlan;
+use sluice_sql::{JobPlan, PlanNode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -559,5 +559,426 @@ fn validate_name(name: &str) -> Result<(), ApiError> {
             "invalid_name",
             format!("job name '{name}': use 1 to 100 letters, digits, '-' or '_'"),
         ))
+    }
+}
+
+/// The operator graph of a job's plan: `GET /api/v1/jobs/{name}/graph`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobGraph {
+    /// Subtasks per operator.
+    pub parallelism: usize,
+    /// Whether every source is bounded (the job ends by itself).
+    pub bounded: bool,
+    /// The operators; a node's inputs come before it.
+    pub nodes: Vec<GraphNode>,
+    /// Data flowing from one operator to another.
+    pub edges: Vec<GraphEdge>,
+}
+
+/// One operator of a [`JobGraph`].
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphNode {
+    /// Index in the plan; edges refer to it.
+    pub id: usize,
+    /// `source`, `project`, `filter`, `watermark`, `window_assign`,
+    /// `window_aggregate`, `group_aggregate`, `join`, `top_n`,
+    /// `over_aggregate`, `union` or `sink`.
+    pub kind: String,
+    /// A short label: the table of a source or sink, else what it computes.
+    pub label: String,
+    /// The node as `sluice run --explain` describes it.
+    pub detail: String,
+    /// The table a source reads or a sink writes.
+    pub table: Option<String>,
+    /// Subtasks running it.
+    pub parallelism: usize,
+    /// Records per second through it; null until per-operator metrics exist.
+    pub records_per_second: Option<f64>,
+    /// Share of time (0 to 1) it waited on a full output channel; null
+    /// until per-operator metrics exist.
+    pub backpressure: Option<f64>,
+}
+
+/// An edge of a [`JobGraph`]: `from` feeds `to`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GraphEdge {
+    /// The upstream node's id.
+    pub from: usize,
+    /// The downstream node's id.
+    pub to: usize,
+}
+
+impl JobGraph {
+    /// The graph of `plan`.
+    pub fn of(plan: &JobPlan) -> JobGraph {
+        let parallelism = plan.settings.parallelism;
+        let nodes = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(id, node)| graph_node(id, node, parallelism))
+            .collect();
+        let edges = plan
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(to, node)| {
+                node.inputs()
+                    .into_iter()
+                    .map(move |from| GraphEdge { from, to })
+            })
+            .collect();
+        JobGraph {
+            parallelism,
+            bounded: plan.is_bounded(),
+            nodes,
+            edges,
+        }
+    }
+}
+
+fn graph_node(id: usize, node: &PlanNode, parallelism: usize) -> GraphNode {
+    let detail = node.describe();
+    let (kind, table) = match node {
+        PlanNode::Source { table, .. } => ("source", Some(table.clone())),
+        PlanNode::Sink { table, .. } => ("sink", Some(table.clone())),
+        PlanNode::Project { .. } => ("project", None),
+        PlanNode::Filter { .. } => ("filter", None),
+        PlanNode::Watermark { .. } => ("watermark", None),
+        PlanNode::WindowAssign(_) => ("window_assign", None),
+        PlanNode::WindowAggregate(_) => ("window_aggregate", None),
+        PlanNode::GroupAggregate(_) => ("group_aggregate", None),
+        PlanNode::Join(_) => ("join", None),
+        PlanNode::TopN(_) => ("top_n", None),
+        PlanNode::OverAggregate(_) => ("over_aggregate", None),
+        PlanNode::Union { .. } => ("union", None),
+    };
+    // "Filter: amount >= 10" → "amount >= 10"; "InnerJoin on ..." → "on ...".
+    let label = table.clone().unwrap_or_else(|| {
+        let rest = match detail.split_once(": ") {
+            Some((head, rest)) if !head.contains(' ') => rest,
+            _ => detail
+                .split_once(' ')
+                .map_or(detail.as_str(), |(_, rest)| rest),
+        };
+        rest.to_string()
+    });
+    GraphNode {
+        id,
+        kind: kind.to_string(),
+        label,
+        detail,
+        table,
+        parallelism,
+        records_per_second: None,
+        backpressure: None,
+    }
+}
+
+/// A script to check: `POST /api/v1/sql/validate`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ValidateSql {
+    /// The SQL script.
+    pub sql: String,
+    /// Subtasks per operator, as it would be submitted with.
+    pub parallelism: Option<u32>,
+}
+
+/// Whether a script plans, and where it does not.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SqlValidation {
+    /// The script plans: it can be submitted.
+    pub valid: bool,
+    /// Why it does not.
+    pub error: Option<SqlProblem>,
+    /// The operator graph it plans to.
+    pub graph: Option<JobGraph>,
+}
+
+/// A planner error with its position, when the message names one.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SqlProblem {
+    /// The planner's message.
+    pub message: String,
+    /// 1-based line.
+    pub line: Option<u32>,
+    /// 1-based column.
+    pub column: Option<u32>,
+}
+
+/// `line N:M`, `line N, column M` or `line N` in a planner message.
+pub fn error_position(message: &str) -> (Option<u32>, Option<u32>) {
+    let digits = |text: &str| -> Option<(u32, usize)> {
+        let end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        text[..end].parse().ok().map(|n| (n, end))
+    };
+    for (index, _) in message.match_indices("line ") {
+        let word_start = message[..index]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        if !word_start {
+            continue;
+        }
+        let rest = &message[index + 5..];
+        let Some((line, end)) = digits(rest) else {
+            continue;
+        };
+        let after = &rest[end..];
+        let column = after
+            .strip_prefix(':')
+            .or_else(|| after.strip_prefix(", column "))
+            .and_then(digits)
+            .map(|(column, _)| column);
+        return (Some(line), column);
+    }
+    (None, None)
+}
+
+/// A job's checkpoints: `GET /api/v1/jobs/{name}/checkpoints`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointHistory {
+    /// Time between checkpoints in milliseconds; null when they are off.
+    pub interval_ms: Option<u64>,
+    /// Where they are stored.
+    pub location: String,
+    /// The retained checkpoints, newest first.
+    pub checkpoints: Vec<CheckpointView>,
+}
+
+/// One stored checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CheckpointView {
+    /// Its number.
+    pub id: u64,
+    /// `checkpoint`, `savepoint` or `final`.
+    pub kind: String,
+    /// When it completed (RFC 3339).
+    pub completed_at: String,
+    /// Bytes of state it references.
+    pub bytes: u64,
+    /// The parallelism the job ran at.
+    pub parallelism: usize,
+}
+
+/// Recently dead-lettered records: `GET /api/v1/jobs/{name}/dead-letters`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetters {
+    /// The job's dead letter files that exist.
+    pub files: Vec<DeadLetterFile>,
+    /// The latest records (`time`, `table`, `source`, `position`, `reason`,
+    /// `raw`), newest first.
+    #[schema(value_type = Vec<Object>)]
+    pub records: Vec<serde_json::Value>,
+}
+
+/// A dead letter file.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetterFile {
+    /// Its path.
+    pub path: String,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Checkpoint manifests read for the history.
+const CHECKPOINT_HISTORY: usize = 20;
+
+/// Bytes read from the end of each dead letter file.
+const DEAD_LETTER_TAIL: u64 = 64 * 1024;
+
+impl JobManager {
+    /// The operator graph of a job's plan.
+    pub async fn graph(&self, name: &str) -> Result<JobGraph, ApiError> {
+        let record = self.record(name)?;
+        let plan = self
+            .plan(name, &record.sql, record.parallelism, &Arc::default())
+            .await?;
+        Ok(JobGraph::of(&plan))
+    }
+
+    /// Plans `sql` without running it.
+    pub async fn validate(&self, request: ValidateSql) -> SqlValidation {
+        if request.parallelism == Some(0) {
+            return SqlValidation {
+                valid: false,
+                error: Some(SqlProblem {
+                    message: "parallelism must be at least 1".into(),
+                    line: None,
+                    column: None,
+                }),
+                graph: None,
+            };
+        }
+        match self
+            .plan(
+                "validate",
+                &request.sql,
+                request.parallelism,
+                &Arc::default(),
+            )
+            .await
+        {
+            Ok(plan) => SqlValidation {
+                valid: true,
+                error: None,
+                graph: Some(JobGraph::of(&plan)),
+            },
+            Err(error) => {
+                let (line, column) = error_position(&error.message);
+                SqlValidation {
+                    valid: false,
+                    error: Some(SqlProblem {
+                        message: error.message,
+                        line,
+                        column,
+                    }),
+                    graph: None,
+                }
+            }
+        }
+    }
+
+    /// The latest retained checkpoints of a job.
+    pub async fn checkpoints(&self, name: &str) -> Result<CheckpointHistory, ApiError> {
+        let record = self.record(name)?;
+        let plan = self
+            .plan(name, &record.sql, record.parallelism, &Arc::default())
+            .await?;
+        let settings = &plan.settings.checkpoints;
+        let mut history = CheckpointHistory {
+            interval_ms: settings
+                .interval
+                .map(|i| u64::try_from(i.as_millis()).unwrap_or(u64::MAX)),
+            location: settings.location.clone(),
+            checkpoints: Vec::new(),
+        };
+        let local = match settings.location.split_once("://") {
+            Some(("file", path)) => Some(path),
+            Some(_) => None,
+            None => Some(settings.location.as_str()),
+        };
+        // Opening a local store creates its directory: not for a job that never ran.
+        if local.is_some_and(|path| !std::path::Path::new(path).exists()) {
+            return Ok(history);
+        }
+        let internal = |e: sluice_core::SluiceError| ApiError::internal(e.to_string());
+        let store = sluice_state::CheckpointStore::open(&settings.location).map_err(internal)?;
+        let ids = store.checkpoints().await.map_err(internal)?;
+        for id in ids.into_iter().rev().take(CHECKPOINT_HISTORY) {
+            // A checkpoint retention deleted meanwhile, or a damaged one, is left out.
+            let Ok(manifest) = store.read_manifest(id).await else {
+                continue;
+            };
+            let kind = match manifest.kind {
+                sluice_state::SnapshotKind::Checkpoint => "checkpoint",
+                sluice_state::SnapshotKind::Savepoint => "savepoint",
+                sluice_state::SnapshotKind::Final => "final",
+            };
+            history.checkpoints.push(CheckpointView {
+                id,
+                kind: kind.to_string(),
+                completed_at: chrono::DateTime::from_timestamp_millis(manifest.created_ms)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+                    .unwrap_or_default(),
+                bytes: manifest.total_bytes(),
+                parallelism: manifest.parallelism,
+            });
+        }
+        Ok(history)
+    }
+
+    /// The latest records of a job's dead letter files: the default
+    /// directory (`<job dir>/dlq`), tables' `dlq.path` and late rows'
+    /// `table.exec.late-data.dlq-path`.
+    pub async fn dead_letters(&self, name: &str, limit: usize) -> Result<DeadLetters, ApiError> {
+        let record = self.record(name)?;
+        let plan = self
+            .plan(name, &record.sql, record.parallelism, &Arc::default())
+            .await?;
+        let mut paths: Vec<PathBuf> = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(plan.settings.data_dir.join("dlq")) {
+            paths.extend(entries.flatten().map(|entry| entry.path()));
+        }
+        paths.extend(plan.settings.late_data_dlq.clone());
+        if let Ok(statements) = sluice_sql::parse_script(&record.sql) {
+            for statement in statements {
+                if let sluice_sql::script::StatementKind::CreateTable(table) = statement.kind {
+                    paths.extend(table.options.get("dlq.path").map(PathBuf::from));
+                }
+            }
+        }
+        paths.sort();
+        paths.dedup();
+        tokio::task::spawn_blocking(move || read_dead_letters(&paths, limit))
+            .await
+            .map_err(|e| ApiError::internal(format!("reading dead letters: {e}")))
+    }
+}
+
+/// The last records of each file in `paths` (those that exist), newest first.
+fn read_dead_letters(paths: &[PathBuf], limit: usize) -> DeadLetters {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut letters = DeadLetters {
+        files: Vec::new(),
+        records: Vec::new(),
+    };
+    for path in paths {
+        let Ok(mut file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let bytes = match file.metadata() {
+            Ok(metadata) if metadata.is_file() => metadata.len(),
+            _ => continue,
+        };
+        letters.files.push(DeadLetterFile {
+            path: path.display().to_string(),
+            bytes,
+        });
+        let start = bytes.saturating_sub(DEAD_LETTER_TAIL);
+        let mut tail = Vec::new();
+        if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut tail).is_err() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&tail);
+        let mut lines: Vec<&str> = text.lines().collect();
+        if start > 0 && !lines.is_empty() {
+            lines.remove(0); // cut mid-record
+        }
+        letters.records.extend(
+            lines
+                .iter()
+                .rev()
+                .take(limit)
+                .filter_map(|line| serde_json::from_str(line).ok()),
+        );
+    }
+    let time = |v: &serde_json::Value| v["time"].as_str().unwrap_or_default().to_string();
+    letters.records.sort_by_key(|b| std::cmp::Reverse(time(b)));
+    letters.records.truncate(limit);
+    letters
+}
+
+#[cfg(test)]
+mod dashboard_tests {
+    use super::*;
+
+    #[test]
+    fn planner_messages_give_their_position() {
+        assert_eq!(
+            error_position("SQL syntax error: line 2:14: Expected: ..."),
+            (Some(2), Some(14))
+        );
+        assert_eq!(
+            error_position("statement at line 3: unknown sink table `x`"),
+            (Some(3), None)
+        );
+        assert_eq!(
+            error_position("no such column (statement at line 4)"),
+            (Some(4), None)
+        );
+        assert_eq!(error_position("the timeline 7 is not a line"), (None, None));
     }
 }

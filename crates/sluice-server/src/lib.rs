@@ -8,12 +8,14 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod jobs;
 pub mod metrics;
 pub mod store;
 pub mod tap;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +58,7 @@ pub struct Server {
     state: Arc<AppState>,
     listener: tokio::net::TcpListener,
     admin_token: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Server {
@@ -69,6 +72,11 @@ impl Server {
         let io = |context: String| move |source| ServerError::Io { context, source };
         std::fs::create_dir_all(&config.data_dir)
             .map_err(io(format!("creating '{}'", config.data_dir.display())))?;
+        let tls = if config.tls.enabled() {
+            Some(tls::server_config(&config.tls)?)
+        } else {
+            None
+        };
         let store = Arc::new(MetadataStore::open(&config.data_dir.join("sluice.db"))?);
         let bootstrap = auth::bootstrap_admin(&store, admin_token)?;
         let streams_dir = config.data_dir.join("streams");
@@ -94,6 +102,7 @@ impl Server {
             state,
             listener,
             admin_token: bootstrap,
+            tls,
         })
     }
 
@@ -105,6 +114,12 @@ impl Server {
                 context: "reading the listen address".into(),
                 source,
             })
+    }
+
+    /// The server's base URL (`http://` or `https://` and the address).
+    pub fn url(&self) -> Result<String, ServerError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        Ok(format!("{scheme}://{}", self.local_addr()?))
     }
 
     /// The admin token created on this first start, to show once.
@@ -123,7 +138,7 @@ impl Server {
         if state.config.insecure_no_auth {
             warn!("authentication is OFF (insecure_no_auth): anyone who can reach the server controls it");
         }
-        if state.config.listens_beyond_loopback() {
+        if state.config.listens_beyond_loopback() && self.tls.is_none() {
             warn!(
                 "listening on {} beyond loopback without TLS: tokens and data cross the network in clear text",
                 state.config.listen
@@ -138,15 +153,42 @@ impl Server {
             info!("shutting down: stopping jobs with savepoints");
             jobs.shutdown().await;
         };
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(stopping)
-            .await;
+        let served = match self.tls {
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(stopping)
+                    .await
+            }
+            Some(tls) => serve_tls(self.listener, tls, app, stopping).await,
+        };
         retention.abort();
         served.map_err(|source| ServerError::Io {
             context: "serving HTTP".into(),
             source,
         })
     }
+}
+
+/// Serves HTTPS on `listener` until `stopping` completes, then finishes the
+/// requests in flight (up to 30 s).
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    stopping: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let handle = axum_server::Handle::new();
+    let on_stop = handle.clone();
+    tokio::spawn(async move {
+        stopping.await;
+        on_stop.graceful_shutdown(Some(Duration::from_secs(30)));
+    });
+    let listener = listener.into_std()?;
+    let config = axum_server::tls_rustls::RustlsConfig::from_config(tls);
+    axum_server::from_tcp_rustls(listener, config)?
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
 }
 
 /// Every route: the API (behind the token check), metrics, health.
@@ -161,6 +203,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{name}/stop", post(api::stop_job))
         .route("/api/v1/jobs/{name}/resume", post(api::resume_job))
         .route("/api/v1/jobs/{name}/tail", get(api::tail_job))
+        .route("/api/v1/jobs/{name}/graph", get(api::job_graph))
+        .route("/api/v1/jobs/{name}/checkpoints", get(api::job_checkpoints))
+        .route(
+            "/api/v1/jobs/{name}/dead-letters",
+            get(api::job_dead_letters),
+        )
+        .route("/api/v1/sql/validate", post(api::validate_sql))
         .route("/api/v1/streams", get(api::list_streams))
         .route(
             "/api/v1/streams/{name}",
@@ -178,6 +227,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/api/v1/health", get(api::health))
         .route("/api/v1/openapi.json", get(api::openapi))
+        .merge(dashboard::routes())
         .merge(protected)
         .fallback(api::not_found)
         .layer(axum::middleware::from_fn(auth::challenge))

@@ -293,7 +293,10 @@ impl Service {
                 }
             }
         };
-        assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+        assert!(
+            url.starts_with("http://127.0.0.1:") || url.starts_with("https://127.0.0.1:"),
+            "{url}"
+        );
         Service {
             child,
             url,
