@@ -617,3 +617,51 @@ fn functions_command_lists_flink_functions_and_connectors() {
         "{out}"
     );
 }
+
+/// As in Flink, an INSERT provides the columns a sink writes: not its
+/// computed or `VIRTUAL` metadata columns. The `stream` connector's log
+/// round-trips the rows with their metadata.
+#[test]
+fn inserts_skip_virtual_and_computed_columns() {
+    let ws = Workspace::new();
+    ok(&ws.run(
+        "CREATE TABLE src (id BIGINT, userName STRING) WITH (
+             'connector' = 'datagen', 'number-of-rows' = '4',
+             'fields.id.kind' = 'sequence', 'fields.id.start' = '1', 'fields.id.end' = '4');
+         CREATE TABLE log (
+             id BIGINT,
+             userName STRING,
+             doubled AS id * 2,
+             `partition` INT METADATA VIRTUAL
+         ) WITH ('connector' = 'stream', 'stream' = 'users', 'format' = 'json',
+                 'log.dir' = '$DIR/streams', 'sink.partitions' = '2');
+         INSERT INTO log SELECT id, userName FROM src;",
+        &[],
+    ));
+    ok(&ws.run(
+        "CREATE TABLE log (
+             id BIGINT,
+             doubled AS id * 2,
+             `partition` INT METADATA VIRTUAL,
+             `offset` BIGINT METADATA VIRTUAL
+         ) WITH ('connector' = 'stream', 'stream' = 'users', 'format' = 'json',
+                 'log.dir' = '$DIR/streams', 'scan.bounded.mode' = 'latest-offset');
+         CREATE TABLE out (id BIGINT, doubled BIGINT, p INT, o BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/out', 'format' = 'json');
+         INSERT INTO out SELECT id, doubled, `partition`, `offset` FROM log;",
+        &[],
+    ));
+    let rows = ws.sink_lines("out");
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    let mut ids: Vec<i64> = Vec::new();
+    for row in &rows {
+        let value: serde_json::Value = serde_json::from_str(row).expect("json row");
+        let id = value["id"].as_i64().expect("id");
+        assert_eq!(value["doubled"].as_i64(), Some(id * 2), "{row}");
+        assert!(matches!(value["p"].as_i64(), Some(0 | 1)), "{row}");
+        assert!(value["o"].as_i64().is_some_and(|o| o >= 0), "{row}");
+        ids.push(id);
+    }
+    ids.sort_unstable();
+    assert_eq!(ids, vec![1, 2, 3, 4]);
+}

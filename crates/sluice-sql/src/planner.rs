@@ -248,6 +248,37 @@ impl Catalog {
         Ok(())
     }
 
+    /// Flink's `INSERT INTO t SELECT ...` provides the columns a sink writes
+    /// only, not its computed or `VIRTUAL` metadata columns: name those
+    /// columns, so DataFusion fills the others with NULLs that the sink's
+    /// projection then drops.
+    fn name_written_columns(&self, insert: &mut datafusion::sql::sqlparser::ast::Insert) {
+        use datafusion::sql::sqlparser::ast::{Ident, ObjectName, TableObject};
+        if !insert.columns.is_empty() {
+            return;
+        }
+        let TableObject::TableName(name) = &insert.table else {
+            return;
+        };
+        let Some(table) = name
+            .0
+            .last()
+            .and_then(|part| part.as_ident())
+            .and_then(|ident| self.tables.get(&ident.value))
+        else {
+            return;
+        };
+        if table.columns.iter().all(TableDef::is_written) {
+            return;
+        }
+        insert.columns = table
+            .columns
+            .iter()
+            .filter(|column| TableDef::is_written(column))
+            .map(|column| ObjectName::from(vec![Ident::with_quote('"', column.name())]))
+            .collect();
+    }
+
     /// Registers a view or plans a query; returns queries to run.
     async fn plan_statement(&mut self, mut statement: Statement) -> Result<Option<Query>> {
         crate::rewrite::name_nested_columns(&mut statement);
@@ -258,7 +289,11 @@ impl Catalog {
                 view.temporary = false;
                 Statement::CreateView(view)
             }
-            Statement::Insert(_) | Statement::Query(_) => statement,
+            Statement::Insert(mut insert) => {
+                self.name_written_columns(&mut insert);
+                Statement::Insert(insert)
+            }
+            Statement::Query(_) => statement,
             other => {
                 let text = other.to_string();
                 let head: String = text
