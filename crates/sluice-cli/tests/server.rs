@@ -311,7 +311,7 @@ async fn jobs_read_ingested_events_across_restarts() {
     wait_for_output(&ws, &expected_output(200)).await;
     let metrics = wait_for_sample(
         &api,
-        &format!("sluice_job_source_records_total{{job=\"{JOB}\"}}"),
+        &format!("sluice_job_source_records_total{{job_name=\"{JOB}\"}}"),
         200.0,
     )
     .await;
@@ -322,11 +322,12 @@ async fn jobs_read_ingested_events_across_restarts() {
     assert_eq!(
         sample(
             &metrics,
-            &format!("sluice_job_sink_records_total{{job=\"{JOB}\",table=\"big_clicks\"}}")
+            &format!("sluice_job_sink_records_total{{job_name=\"{JOB}\",table=\"big_clicks\"}}")
         ),
         Some(100.0)
     );
     check_with_promtool(&metrics);
+    check_grafana_dashboard(&metrics);
 
     // SIGKILL right after events are acknowledged: none of them is lost.
     api.ingest(200..300).await;
@@ -491,6 +492,38 @@ async fn ingest_limits_answer_with_json_errors() {
     assert_eq!(counts["sluice_ingest_events_total"], Some(50.0));
     assert_eq!(counts["sluice_ingest_throttled_total"], Some(1.0));
     assert_eq!(counts["sluice_ingest_rejected_total"], Some(1.0));
+}
+
+/// Every series the Grafana dashboard in `deploy/grafana/` queries is one
+/// the server exports.
+fn check_grafana_dashboard(metrics: &str) {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/grafana/sluice.json"
+    );
+    let dashboard: Value =
+        serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
+    let exported: std::collections::BTreeSet<&str> = metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("sluice_") || word.starts_with("process_") {
+                    assert!(
+                        exported.contains(word),
+                        "the dashboard queries {word}, which /metrics lacks"
+                    );
+                    queried += 1;
+                }
+            }
+        }
+    }
+    assert!(queried >= 10, "the dashboard queries only {queried} series");
 }
 
 /// `promtool check metrics` on the exposition, when promtool is installed

@@ -81,7 +81,7 @@ fn jobs(state: &AppState, e: &mut Exposition) {
     for (job, metrics) in &live {
         e.sample(
             "sluice_job_uptime_seconds",
-            &[("job", job)],
+            &[("job_name", job)],
             metrics.uptime_seconds,
         );
     }
@@ -93,7 +93,7 @@ fn jobs(state: &AppState, e: &mut Exposition) {
     for (job, metrics) in &live {
         e.sample(
             "sluice_job_source_records_total",
-            &[("job", job)],
+            &[("job_name", job)],
             metrics.rows_read as f64,
         );
     }
@@ -106,7 +106,7 @@ fn jobs(state: &AppState, e: &mut Exposition) {
         for (table, rows) in &metrics.rows_written {
             e.sample(
                 "sluice_job_sink_records_total",
-                &[("job", job), ("table", table)],
+                &[("job_name", job), ("table", table)],
                 *rows as f64,
             );
         }
