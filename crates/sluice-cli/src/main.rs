@@ -4,6 +4,7 @@
 mod bench;
 mod job;
 mod serve;
+mod telemetry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -188,15 +189,7 @@ fn parse_setting(text: &str) -> Result<(String, String), String> {
 
 fn main() {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|_| "info".into());
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match cli.log_format {
-        LogFormat::Text => logs.init(),
-        LogFormat::Json => logs.json().init(),
-    }
+    let telemetry = telemetry::Telemetry::init(&cli.log, matches!(cli.log_format, LogFormat::Json));
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(2)
@@ -212,12 +205,14 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(error) = runtime.block_on(execute(cli.command)) {
+    let outcome = runtime.block_on(execute(cli.command));
+    // Source threads blocked on stdin or a followed file must not keep us alive.
+    runtime.shutdown_background();
+    telemetry.shutdown();
+    if let Err(error) = outcome {
         eprintln!("error: {error:#}");
         std::process::exit(1);
     }
-    // Source threads blocked on stdin or a followed file must not keep us alive.
-    runtime.shutdown_background();
 }
 
 async fn execute(command: Command) -> Result<()> {

@@ -623,3 +623,110 @@ async fn tls_serves_https_with_the_configured_certificate() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("tls.cert"));
 }
+
+/// A minimal OTLP/HTTP collector: answers `200` to every request and hands
+/// over the body of each `POST /v1/traces`.
+fn start_trace_collector() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind collector");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    let (bodies, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for connection in listener.incoming().map_while(Result::ok) {
+            let bodies = bodies.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(connection.try_clone().expect("clone"));
+                let mut writer = connection;
+                loop {
+                    let mut request_line = String::new();
+                    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let mut length = 0usize;
+                    loop {
+                        let mut header = String::new();
+                        if reader.read_line(&mut header).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if header.trim().is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = header.split_once(':') {
+                            if name.eq_ignore_ascii_case("content-length") {
+                                length = value.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    if request_line.starts_with("POST /v1/traces") {
+                        let _ = bodies.send(body);
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n";
+                    if writer.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, received)
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, ingest requests and job lifecycle
+/// operations are exported as spans over OTLP/HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_exported_over_otlp() {
+    let (collector, bodies) = start_trace_collector();
+    let ws = Workspace::new();
+    let data_dir = ws.path("server");
+    let server = Service::start(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data_dir.to_str().expect("utf8"),
+        ],
+        &[
+            ("SLUICE_ADMIN_TOKEN", TOKEN),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", "sluice-under-test"),
+        ],
+        LISTENING,
+    );
+    let api = Api::new(&server);
+    let (status, _) = api
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": JOB, "sql": job_sql(&ws)})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    api.ingest(0..10).await;
+    let wanted: [&[u8]; 3] = [b"sluice-under-test", b"ingest", b"job.submit"];
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !wanted
+        .iter()
+        .all(|w| seen.windows(w.len()).any(|x| x == *w))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let body = bodies.recv_timeout(left).unwrap_or_else(|_| {
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|w| !seen.windows(w.len()).any(|x| x == **w))
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            panic!(
+                "no OTLP export with {missing:?} in {} bytes of spans",
+                seen.len()
+            )
+        });
+        seen.extend(body);
+    }
+}

@@ -687,6 +687,7 @@ impl Coordinator {
     }
 
     /// Stores the snapshots and the manifest, then commits the sinks.
+    #[tracing::instrument(name = "checkpoint", skip_all, fields(checkpoint, kind = ?kind))]
     async fn store_checkpoint(
         &mut self,
         checkpoint: u64,

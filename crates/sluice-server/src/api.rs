@@ -405,6 +405,7 @@ pub struct IngestParams {
               (status = 400, description = "invalid events (the line or element is named)", body = ErrorBody),
               (status = 413, description = "the request is over the size limit", body = ErrorBody),
               (status = 429, description = "over the stream's rate limit; see Retry-After", body = ErrorBody)))]
+#[tracing::instrument(name = "ingest", skip_all, fields(stream = %name, events = tracing::field::Empty))]
 pub async fn ingest_events(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
@@ -431,12 +432,12 @@ pub async fn ingest_events(
         .log
         .get_or_create(&name)
         .map_err(|e| ApiError::bad_request("invalid_stream", e.to_string()))?;
-    Ok(Json(
-        state
-            .ingest
-            .append(&stream, &body, params.key.as_deref())
-            .await?,
-    ))
+    let receipt = state
+        .ingest
+        .append(&stream, &body, params.key.as_deref())
+        .await?;
+    tracing::Span::current().record("events", receipt.accepted);
+    Ok(Json(receipt))
 }
 
 /// Unknown `/api` routes answer JSON too.

@@ -16,7 +16,7 @@ use sluice_runtime::ProgressReport;
 use sluice_sql::{JobPlan, PlanNode};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
@@ -164,6 +164,7 @@ impl JobManager {
     }
 
     /// Checks, stores and starts a new job.
+    #[tracing::instrument(name = "job.submit", skip_all, fields(job = %request.name))]
     pub async fn submit(self: &Arc<Self>, request: SubmitJob) -> Result<JobView, ApiError> {
         validate_name(&request.name)?;
         if request.parallelism == Some(0) {
@@ -234,16 +235,19 @@ impl JobManager {
         self.set_state(&record.name, "running", "running", None)?;
         self.event(&record.name, "info", &message);
         let mut running = self.running();
-        let handle = tokio::spawn(async move {
-            let progress = || -> Option<(Duration, ProgressReport)> {
-                let counter = counter.clone();
-                let report: ProgressReport =
-                    Box::new(move |rows| counter.store(rows, Ordering::Relaxed));
-                Some((Duration::from_millis(500), report))
-            };
-            let outcome = run_supervised(&plan, &start, stop_signal, progress).await;
-            manager.finished(&name, outcome.map(|_| ()).map_err(|e| e.to_string()));
-        });
+        let handle = tokio::spawn(
+            async move {
+                let progress = || -> Option<(Duration, ProgressReport)> {
+                    let counter = counter.clone();
+                    let report: ProgressReport =
+                        Box::new(move |rows| counter.store(rows, Ordering::Relaxed));
+                    Some((Duration::from_millis(500), report))
+                };
+                let outcome = run_supervised(&plan, &start, stop_signal, progress).await;
+                manager.finished(&name, outcome.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            .instrument(job_span(&record.name)),
+        );
         running.insert(
             record.name.clone(),
             RunningJob {
@@ -395,6 +399,7 @@ impl JobManager {
 
     /// Stops a job: drains it (`savepoint: None`), or takes a savepoint at
     /// `savepoint` and stops right after it, so `resume` goes on from there.
+    #[tracing::instrument(name = "job.stop", skip_all, fields(job = %name, savepoint = savepoint.is_some()))]
     pub async fn stop(&self, name: &str, savepoint: Option<String>) -> Result<JobView, ApiError> {
         self.record(name)?;
         let (stop, data_dir) = {
@@ -467,6 +472,7 @@ impl JobManager {
 
     /// Starts a stopped, finished or failed job again: from its savepoint if
     /// it was stopped with one, else from its latest checkpoint.
+    #[tracing::instrument(name = "job.resume", skip_all, fields(job = %name))]
     pub async fn resume(self: &Arc<Self>, name: &str) -> Result<JobView, ApiError> {
         let record = self.record(name)?;
         let start = StartOptions {
@@ -478,6 +484,7 @@ impl JobManager {
     }
 
     /// Stops a job if it runs and deletes it with its data.
+    #[tracing::instrument(name = "job.delete", skip_all, fields(job = %name))]
     pub async fn delete(&self, name: &str) -> Result<(), ApiError> {
         self.record(name)?;
         let stop = self.running().get(name).map(|job| job.stop.clone());
@@ -545,6 +552,15 @@ impl JobManager {
     }
 }
 
+/// The span of one run of a job: a root span (a child would keep the API
+/// request that started the job open for as long as the job runs), linked to
+/// the request's span.
+fn job_span(name: &str) -> tracing::Span {
+    let span = tracing::info_span!(parent: None, "job", job = %name);
+    span.follows_from(tracing::Span::current());
+    span
+}
+
 /// Job names become directory names and URL segments.
 fn validate_name(name: &str) -> Result<(), ApiError> {
     let valid = !name.is_empty()
@@ -592,6 +608,8 @@ pub struct GraphNode {
     pub table: Option<String>,
     /// Subtasks running it.
     pub parallelism: usize,
+    /// The columns of its output rows, in order.
+    pub columns: Vec<String>,
     /// Records per second through it; null until per-operator metrics exist.
     pub records_per_second: Option<f64>,
     /// Share of time (0 to 1) it waited on a full output channel; null
@@ -616,7 +634,7 @@ impl JobGraph {
             .nodes
             .iter()
             .enumerate()
-            .map(|(id, node)| graph_node(id, node, parallelism))
+            .map(|(id, node)| graph_node(plan, id, node))
             .collect();
         let edges = plan
             .nodes
@@ -637,7 +655,7 @@ impl JobGraph {
     }
 }
 
-fn graph_node(id: usize, node: &PlanNode, parallelism: usize) -> GraphNode {
+fn graph_node(plan: &JobPlan, id: usize, node: &PlanNode) -> GraphNode {
     let detail = node.describe();
     let (kind, table) = match node {
         PlanNode::Source { table, .. } => ("source", Some(table.clone())),
@@ -661,7 +679,7 @@ fn graph_node(id: usize, node: &PlanNode, parallelism: usize) -> GraphNode {
                 .split_once(' ')
                 .map_or(detail.as_str(), |(_, rest)| rest),
         };
-        rest.to_string()
+        without_column_indices(rest)
     });
     GraphNode {
         id,
@@ -669,10 +687,38 @@ fn graph_node(id: usize, node: &PlanNode, parallelism: usize) -> GraphNode {
         label,
         detail,
         table,
-        parallelism,
+        parallelism: plan.settings.parallelism,
+        columns: plan
+            .output_schema(id)
+            .fields()
+            .iter()
+            .map(|field| field.name().clone())
+            .collect(),
         records_per_second: None,
         backpressure: None,
     }
+}
+
+/// `amount@1 >= 10` → `amount >= 10`: expressions name columns with their
+/// input index, which readers do not need.
+fn without_column_indices(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut previous = ' ';
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        quoted ^= c == '\'';
+        let index_follows = chars.peek().is_some_and(char::is_ascii_digit);
+        if c == '@' && !quoted && index_follows && (previous.is_alphanumeric() || previous == '_') {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+            continue;
+        }
+        out.push(c);
+        previous = c;
+    }
+    out
 }
 
 /// A script to check: `POST /api/v1/sql/validate`.
@@ -964,6 +1010,15 @@ fn read_dead_letters(paths: &[PathBuf], limit: usize) -> DeadLetters {
 #[cfg(test)]
 mod dashboard_tests {
     use super::*;
+
+    #[test]
+    fn labels_leave_out_column_indices() {
+        assert_eq!(
+            without_column_indices("amount@1 >= 10 AND a_b@12 = 'x@3'"),
+            "amount >= 10 AND a_b = 'x@3'"
+        );
+        assert_eq!(without_column_indices("me @ 5"), "me @ 5");
+    }
 
     #[test]
     fn planner_messages_give_their_position() {
