@@ -209,10 +209,10 @@ function jobsPage(root) {
           {},
           h("a", { class: "job-link", href: `#/jobs/${encodeURIComponent(job.name)}` }, job.name),
           job.name.startsWith("preview-") ? h("span", { class: "tag" }, "preview") : null,
-          h("div", { class: "muted small mono" }, ellipsize(firstInsert(job.sql), 64)),
+          h("div", { class: "muted small mono job-sql", title: firstInsert(job.sql) }, firstInsert(job.sql)),
         ),
         h("td", {}, statusPill(job.status)),
-        h("td", { class: "spark-cell" }, sparkline(rates.read, { width: 132, height: 30 }), h("span", { class: "num" }, m ? formatRate(rate) : "—")),
+        h("td", { class: "spark-cell" }, h("div", {}, sparkline(rates.read, { width: 112, height: 30 }), h("span", { class: "num" }, m ? formatRate(rate) : "—"))),
         h("td", { class: "num" }, m ? formatCount(m.rows_read) : "—"),
         h("td", { class: "num" }, m ? formatCount(written) : "—"),
         h("td", { class: "num" }, m ? formatDuration(m.uptime_seconds) : "—"),
@@ -230,7 +230,7 @@ function jobsPage(root) {
           h(
             "thead",
             {},
-            h("tr", {}, h("th", {}, "Job"), h("th", {}, "Status"), h("th", {}, "Records in (last minute)"), h("th", { class: "num" }, "Read"), h("th", { class: "num" }, "Written"), h("th", { class: "num" }, "Uptime"), h("th", {}, "Changed")),
+            h("tr", {}, h("th", {}, "Job"), h("th", {}, "Status"), h("th", {}, "Records in, last minute"), h("th", { class: "num" }, "Read"), h("th", { class: "num" }, "Written"), h("th", { class: "num" }, "Uptime"), h("th", {}, "Changed")),
           ),
           h("tbody", {}, rows),
         ),
@@ -258,13 +258,14 @@ function jobPage(root, name) {
   const title = h("div", { class: "title-row" }, h("h1", {}, name));
   const actions = h("div", { class: "actions" });
   const actionError = h("div", { class: "form-error", role: "alert" });
+  const failure = h("div", { class: "banner-error", role: "alert", hidden: true });
   const kpis = h("div", { class: "kpis" });
   const graphBody = h("div", { class: "graph-body" }, h("p", { class: "empty-note" }, "Loading the plan…"));
   const graphNote = h("p", { class: "node-detail muted" }, "Select an operator to see its definition.");
   const graphCaption = h("span", { class: "muted small" });
-  const throughput = new TimeChart({ id: "throughput", title: "Throughput", subtitle: "records per second, read and written", unit: "/s", empty: "Waiting for the job to report figures…" });
-  const watermark = new TimeChart({ id: "watermark", title: "Watermark lag", subtitle: "event time behind the wall clock", ranges: [], empty: "No data yet (needs per-operator metrics)" });
-  const latency = new TimeChart({ id: "latency", title: "Latency", subtitle: "source to sink, p50 / p99", ranges: [], empty: "No data yet (needs per-operator metrics)" });
+  const throughput = new TimeChart({ id: "throughput", title: "Throughput", subtitle: "records per second", unit: "/s", empty: "Waiting for the job to report figures…" });
+  const watermark = new TimeChart({ id: "watermark", title: "Watermark lag", subtitle: "event time behind the wall clock", ranges: [], height: 140, empty: "No data yet (needs per-operator metrics)" });
+  const latency = new TimeChart({ id: "latency", title: "Latency", subtitle: "source to sink, p50 / p99", ranges: [], height: 140, empty: "No data yet (needs per-operator metrics)" });
   const checkpoints = h("div", {}, h("p", { class: "empty-note" }, "Loading…"));
   const events = h("div", {}, h("p", { class: "empty-note" }, "Loading…"));
   const deadLetters = h("div", {}, h("p", { class: "empty-note" }, "Loading…"));
@@ -281,21 +282,27 @@ function jobPage(root, name) {
     h("div", { class: "crumbs" }, h("a", { href: "#/jobs" }, "Jobs"), h("span", {}, "/"), h("span", {}, name)),
     h("div", { class: "page-head" }, title, actions),
     actionError,
+    failure,
     kpis,
     h(
       "section",
       { class: "card", dataset: { panel: "graph" } },
       h("header", { class: "card-head" }, h("div", {}, h("h3", {}, "Operator graph"), h("p", { class: "muted small" }, "Records per second and backpressure per operator, live")), graphCaption),
       graphBody,
-      graphNote,
+      h(
+        "div",
+        { class: "graph-foot" },
+        graphNote,
+        h("span", { class: "muted small graph-legend" }, h("b", {}, "rec/s"), " records per second · ", h("b", {}, "bp"), " backpressure: share of time blocked on the next operator · ", h("b", {}, "×n"), " subtasks"),
+      ),
     ),
-    h("div", { class: "grid-2" }, throughput.element, watermark.element),
     h(
       "div",
       { class: "grid-2" },
-      latency.element,
+      throughput.element,
       h("section", { class: "card", dataset: { panel: "checkpoints" } }, h("header", { class: "card-head" }, h("div", {}, h("h3", {}, "Checkpoints"), h("p", { class: "muted small" }, "retained checkpoints, newest first"))), checkpoints),
     ),
+    h("div", { class: "grid-2" }, watermark.element, latency.element),
     h(
       "div",
       { class: "grid-2" },
@@ -371,6 +378,7 @@ function jobPage(root, name) {
       kpi("Uptime", h("div", { class: "kpi-value" }, m ? formatDuration(m.uptime_seconds) : "—"), m ? `mean ${formatRate(m.rows_per_second)} in` : `since ${formatAgo(job.updated_at)}: ${job.status}`),
       kpi("Parallelism", h("div", { class: "kpi-value" }, graph ? `×${graph.parallelism}` : job.parallelism ? `×${job.parallelism}` : "—"), graph ? (graph.bounded ? "bounded input" : "unbounded input") : ""),
     );
+    throughput.emptyText = job.status === "running" ? "Waiting for the job to report figures…" : `Not running (${job.status})`;
     throughput.update([
       { name: "In", color: "var(--series-1)", points: rates.read },
       { name: "Out", color: "var(--series-2)", points: rates.written },
@@ -458,7 +466,13 @@ function jobPage(root, name) {
       head,
       rows.length
         ? h("table", { class: "data compact" }, h("thead", {}, h("tr", {}, h("th", {}, "Id"), h("th", {}, "Kind"), h("th", { class: "num" }, "Size"), h("th", {}, "Completed"))), h("tbody", {}, rows))
-        : h("p", { class: "empty-note" }, `No checkpoint yet: the first one completes within ${formatDuration((history.interval_ms || 0) / 1000)} of the start.`),
+        : h(
+            "p",
+            { class: "empty-note" },
+            current && current.status === "running" && history.interval_ms !== null
+              ? `No checkpoint yet: the first one completes about ${formatDuration(history.interval_ms / 1000)} after the start.`
+              : "No checkpoint retained.",
+          ),
     );
   }
 
@@ -500,6 +514,9 @@ function jobPage(root, name) {
     }
     renderEvents(detail.events);
     replace(script, detail.sql);
+    const lastError = [...detail.events].reverse().find((e) => e.level === "error");
+    failure.hidden = !(detail.status === "failed" && lastError);
+    if (lastError) replace(failure, h("b", {}, "The job failed "), `${formatAgo(lastError.at)}: `, h("code", {}, lastError.message.replace(/^failed: /, "")));
     try {
       const history = await api(`${path}/checkpoints`);
       renderCheckpoints(history, detail.events.filter((e) => CHECKPOINT_WORDS.test(e.message)));
@@ -581,7 +598,7 @@ function streamsPage(root) {
           h(
             "thead",
             {},
-            h("tr", {}, h("th", {}, "Stream"), h("th", {}, "Ingest rate (last minute)"), h("th", { class: "num" }, "Events"), h("th", { class: "num" }, "Retained"), h("th", { class: "num" }, "Size"), h("th", {}, "Partitions"), h("th", { class: "num", title: "Consumer lag per job needs the jobs' read offsets, which the API does not report yet" }, "Lag")),
+            h("tr", {}, h("th", {}, "Stream"), h("th", {}, "Ingest, last minute"), h("th", { class: "num" }, "Events"), h("th", { class: "num" }, "Retained"), h("th", { class: "num" }, "Size"), h("th", {}, "Partitions"), h("th", { class: "num", title: "Consumer lag per job needs the jobs' read offsets, which the API does not report yet" }, "Lag")),
           ),
           h(
             "tbody",
@@ -594,8 +611,8 @@ function streamsPage(root) {
               return h(
                 "tr",
                 { dataset: { stream: st.name } },
-                h("td", {}, h("b", {}, st.name), h("div", { class: "muted small" }, `${formatCount(st.ingested_events)} ingested over HTTP since the server started`)),
-                h("td", { class: "spark-cell" }, sparkline(rate, { width: 132, height: 30, color: "var(--series-2)" }), h("span", { class: "num" }, formatRate(latestRate(rate)))),
+                h("td", {}, h("b", {}, st.name), h("div", { class: "muted small" }, `${formatCount(st.ingested_events)} via HTTP since start`)),
+                h("td", { class: "spark-cell" }, h("div", {}, sparkline(rate, { width: 112, height: 30, color: "var(--series-2)" }), h("span", { class: "num" }, formatRate(latestRate(rate))))),
                 h("td", { class: "num" }, formatCount(end)),
                 h("td", { class: "num" }, formatCount(retained)),
                 h("td", { class: "num" }, formatBytes(bytes)),

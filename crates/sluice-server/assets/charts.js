@@ -39,12 +39,12 @@ function areaPath(points, x, y, base) {
   return d;
 }
 
-/** A round maximum for an axis above `value`. */
-function niceMax(value) {
-  if (!(value > 0)) return 1;
-  const power = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) {
-    if (step * power >= value) return step * power;
+/** A round step for `ticks` grid lines up to at least `value`. */
+function niceStep(value, ticks) {
+  const raw = value > 0 ? value / ticks : 1 / ticks;
+  const power = 10 ** Math.floor(Math.log10(raw));
+  for (const step of [1, 2, 2.5, 5, 10]) {
+    if (step * power >= raw) return step * power;
   }
   return 10 * power;
 }
@@ -141,13 +141,14 @@ export class TimeChart {
     const visible = this.series.map((serie) => ({ ...serie, points: serie.points.filter((p) => p.t >= start - 2) }));
     const values = visible.flatMap((serie) => serie.points.map((p) => p.v)).filter((v) => v !== null && v !== undefined);
     const hasData = values.length > 0;
-    const top = niceMax(Math.max(...values, 0) * 1.1);
+    const tickStep = niceStep(Math.max(...values, 0) * 1.05, 4);
+    const top = tickStep * 4;
     const y = (v) => pad.top + innerH - (v / top) * innerH;
     const base = pad.top + innerH;
 
     const grid = [];
     for (let i = 0; i <= 4; i += 1) {
-      const value = (top / 4) * i;
+      const value = tickStep * i;
       const gy = y(value);
       grid.push(s("line", { x1: pad.left, x2: width - pad.right, y1: gy, y2: gy, class: i === 0 ? "axis" : "grid" }));
       if (hasData) grid.push(s("text", { x: pad.left - 8, y: gy + 4, class: "tick", "text-anchor": "end" }, this.format(value)));

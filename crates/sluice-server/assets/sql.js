@@ -95,6 +95,7 @@ export function sqlPage(root, { navigate }) {
   let problem = null;
   let sequence = 0;
   let preview = null;
+  let lastGraph = null;
 
   const textarea = h("textarea", {
     class: "code-input",
@@ -113,7 +114,7 @@ export function sqlPage(root, { navigate }) {
   const nameInput = h("input", { class: "input", placeholder: "job name, e.g. big-clicks", "aria-label": "job name", value: localStorage.getItem(NAME_KEY) || "" });
   const parallelism = h("select", { class: "input narrow", "aria-label": "parallelism" }, [1, 2, 4, 8].map((p) => h("option", { value: p }, `×${p}`)));
   const submitError = h("div", { class: "form-error", role: "alert" });
-  const previewButton = h("button", { class: "btn", type: "button", onclick: () => (preview ? stopPreview() : startPreview()) }, "▶ Preview");
+  const previewButton = h("button", { class: "btn preview-button", type: "button", onclick: () => (preview ? stopPreview() : startPreview()) }, "▶ Preview");
   const submitButton = h("button", { class: "btn primary", type: "button", onclick: submit }, "Submit job");
   const previewCard = h("section", { class: "card preview", hidden: true });
 
@@ -164,6 +165,7 @@ export function sqlPage(root, { navigate }) {
       const operators = answer.graph.nodes.length;
       setStatus("valid", `Valid — plans to ${operators} operator${operators === 1 ? "" : "s"}, ${answer.graph.bounded ? "bounded" : "unbounded"} input`);
       message.hidden = true;
+      lastGraph = answer.graph;
       showPlan(answer.graph);
     } else {
       problem = answer.error;
@@ -189,6 +191,7 @@ export function sqlPage(root, { navigate }) {
 
   textarea.addEventListener("input", () => {
     sql = textarea.value;
+    lastGraph = null;
     localStorage.setItem(DRAFT_KEY, sql);
     // Until the server answers, the old error position may no longer fit.
     paint();
@@ -234,7 +237,9 @@ export function sqlPage(root, { navigate }) {
     if (preview) await stopPreview();
     const name = `preview-${Math.random().toString(16).slice(2, 8)}`;
     const rows = [];
-    const state = { name, rows, source: null, total: 0, columns: [], ended: false };
+    // Columns in the query's order (rows arrive as JSON objects).
+    const columns = (lastGraph ? lastGraph.nodes.filter((n) => n.kind === "sink") : []).flatMap((n) => n.columns);
+    const state = { name, rows, source: null, total: 0, columns: [...new Set(columns)], ended: false, inserts: /\bINSERT\s+INTO\b/i.test(sql) };
     preview = state;
     previewCard.hidden = false;
     replace(previewButton, "■ Stop preview");
@@ -306,7 +311,7 @@ export function sqlPage(root, { navigate }) {
     const head = h(
       "header",
       { class: "card-head" },
-      h("div", {}, h("h3", {}, "Preview"), h("p", { class: "muted small" }, `Temporary job ${state.name} · its sinks receive the output too · newest first`)),
+      h("div", {}, h("h3", {}, "Preview"), h("p", { class: "muted small" }, `Temporary job ${state.name}, deleted when you stop or leave · newest first${state.inserts ? " · its INSERT INTO sinks receive the rows too" : ""}`)),
       h("div", { class: "row gap" }, h("span", { class: `live ${label === "Live" ? "on" : ""}` }, label || "Failed"), h("span", { class: "muted small" }, `${formatCount(state.total)} rows`)),
     );
     const tables = new Set(state.rows.map((r) => r.table));
@@ -335,6 +340,7 @@ export function sqlPage(root, { navigate }) {
           ),
         )
       : h("p", { class: "empty-note" }, error ? "" : "Waiting for rows… (the output appears as the job's sinks write it)");
+    previewCard.dataset.job = state.name;
     replace(previewCard, head, error ? h("div", { class: "problem" }, error) : null, body);
   }
 

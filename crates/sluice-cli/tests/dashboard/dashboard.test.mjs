@@ -61,6 +61,7 @@ try {
     (name) => document.querySelector(`tr[data-job="${name}"] .sparkline .spark-line`) !== null,
     job,
   );
+  await page.waitForTimeout(2000);
   await page.screenshot({ path: sibling("jobs") });
 
   step("the job page draws the operator graph");
@@ -103,7 +104,7 @@ try {
   }
   await page.locator('[data-panel="checkpoints"] table').waitFor();
   await page.locator('[data-panel="graph"] g.node[data-kind=sink]').click();
-  await page.getByText(/Sink `/).first().waitFor();
+  await page.locator('[data-panel="graph"] .node-detail code', { hasText: /^Sink `/ }).waitFor();
   await page.waitForTimeout(1200);
   await page.screenshot({ path: screenshot, fullPage: true });
 
@@ -125,6 +126,22 @@ try {
   await page.locator('.validation[data-state="valid"]').waitFor();
   assert.equal(await page.locator("mark.sql-error").count(), 0);
   await page.locator(".plan-preview svg.graph g.node[data-kind=sink]").waitFor();
+
+  step("previewing a query shows its live rows, and stopping deletes the preview job");
+  await page.click("button.preview-button");
+  await page.locator(".preview .live.on").waitFor();
+  await page.locator(".preview table tbody tr").first().waitFor();
+  const headers = await page.locator(".preview thead th").allTextContents();
+  assert.deepEqual(headers, ["op", "user_name", "amount"]);
+  const previewJob = await page.locator(".preview").getAttribute("data-job");
+  assert.match(previewJob, /^preview-/);
+  await page.screenshot({ path: sibling("preview"), fullPage: true });
+  await page.click("button.preview-button");
+  await page.locator(".preview .live", { hasText: "Stopped" }).waitFor();
+  await page.waitForFunction(async (name) => {
+    const response = await fetch(`/api/v1/jobs/${name}`, { headers: { Authorization: `Bearer ${sessionStorage.getItem("sluice.token")}` } });
+    return response.status === 404;
+  }, previewJob);
 
   step("the streams page lists the stream with its ingest rate");
   await page.click('a.nav-item[href="#/streams"]');
