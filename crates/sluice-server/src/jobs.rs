@@ -232,9 +232,17 @@ impl JobManager {
             None => "started (resuming from its latest checkpoint, if any)".to_string(),
         };
         let data_dir = plan.settings.data_dir.clone();
+        let mut running = self.running();
+        // Checked again under the lock: another request may have started
+        // the job while this one was planning.
+        if running.contains_key(&record.name) {
+            return Err(ApiError::conflict(
+                "job_running",
+                format!("job '{}' is running", record.name),
+            ));
+        }
         self.set_state(&record.name, "running", "running", None)?;
         self.event(&record.name, "info", &message);
-        let mut running = self.running();
         let handle = tokio::spawn(
             async move {
                 let progress = || -> Option<(Duration, ProgressReport)> {
