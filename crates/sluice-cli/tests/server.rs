@@ -387,6 +387,15 @@ async fn jobs_read_ingested_events_across_restarts() {
     );
     assert!(job["savepoint"].is_string(), "{job}");
     api.ingest(500..520).await;
+    // The stopped job's latest checkpoint covers the first 500 events.
+    let (_, streams) = api
+        .json(reqwest::Method::GET, "/api/v1/streams", None)
+        .await;
+    assert_eq!(
+        streams[0]["consumers"][0]["lag"].as_u64(),
+        Some(20),
+        "{streams}"
+    );
     let (status, job) = api
         .json(
             reqwest::Method::POST,
@@ -413,6 +422,22 @@ async fn jobs_read_ingested_events_across_restarts() {
     assert_eq!(
         (streams[0]["name"].as_str(), offsets),
         (Some("clicks"), 520)
+    );
+    // Once a checkpoint covers everything, the job's committed lag is 0.
+    wait_for_sample(
+        &api,
+        &format!("sluice_stream_consumer_lag_records{{stream=\"clicks\",job_name=\"{JOB}\"}}"),
+        0.0,
+    )
+    .await;
+    let (_, streams) = api
+        .json(reqwest::Method::GET, "/api/v1/streams", None)
+        .await;
+    let consumer = &streams[0]["consumers"][0];
+    assert_eq!(
+        (consumer["job"].as_str(), consumer["lag"].as_u64()),
+        (Some(JOB), Some(0)),
+        "{streams}"
     );
     let (status, _) = api
         .json(

@@ -598,7 +598,7 @@ function streamsPage(root) {
           h(
             "thead",
             {},
-            h("tr", {}, h("th", {}, "Stream"), h("th", {}, "Ingest, last minute"), h("th", { class: "num" }, "Events"), h("th", { class: "num" }, "Retained"), h("th", { class: "num" }, "Size"), h("th", {}, "Partitions"), h("th", { class: "num", title: "Consumer lag per job needs the jobs' read offsets, which the API does not report yet" }, "Lag")),
+            h("tr", {}, h("th", {}, "Stream"), h("th", {}, "Ingest, last minute"), h("th", { class: "num" }, "Events"), h("th", { class: "num" }, "Retained"), h("th", { class: "num" }, "Size"), h("th", {}, "Partitions"), h("th", { class: "num", title: "Records beyond the offsets each reading job's latest checkpoint committed" }, "Lag")),
           ),
           h(
             "tbody",
@@ -617,13 +617,19 @@ function streamsPage(root) {
                 h("td", { class: "num" }, formatCount(retained)),
                 h("td", { class: "num" }, formatBytes(bytes)),
                 h("td", {}, h("div", { class: "partitions" }, st.partitions.map((p) => h("span", { class: "partition", title: `partition ${p.partition}: offsets ${p.start_offset}–${p.end_offset}, ${formatBytes(p.bytes)}` }, `${p.partition}: ${formatCount(p.end_offset)}`)))),
-                h("td", { class: "num muted", title: "Consumer lag per job needs the jobs' read offsets, which the API does not report yet" }, "—"),
+                h(
+                  "td",
+                  { class: "num" },
+                  (st.consumers || []).length === 0
+                    ? h("span", { class: "muted", title: "no job has checkpointed a read of this stream" }, "—")
+                    : (st.consumers || []).map((c) => h("div", { title: `committed offsets ${JSON.stringify(c.committed_offsets)}` }, `${formatCount(c.lag)} `, h("span", { class: "muted small" }, c.job))),
+                ),
               );
             }),
           ),
         ),
       ),
-      h("p", { class: "muted small note" }, "Lag per consuming job is not reported by the server yet; it will appear here when it is."),
+      h("p", { class: "muted small note" }, "Lag: records beyond what each reading job's latest checkpoint committed."),
     );
   };
   const unsubscribe = streamsPoller.subscribe(render);

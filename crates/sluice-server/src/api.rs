@@ -38,7 +38,7 @@ type AppResult<T> = Result<T, ApiError>;
           job_graph, job_checkpoints, job_dead_letters, validate_sql,
           list_streams, create_stream, delete_stream, ingest_events),
     components(schemas(ErrorBody, ErrorDetail, Health, JobView, JobRecord, JobMetricsView, JobDetail,
-                       JobEvent, SubmitJob, StopJob, StreamView, PartitionView, CreateStream,
+                       JobEvent, SubmitJob, StopJob, StreamView, PartitionView, ConsumerView, CreateStream,
                        IngestReceipt, JobGraph, GraphNode, GraphEdge, ValidateSql, SqlValidation,
                        SqlProblem, CheckpointHistory, CheckpointView, DeadLetters, DeadLetterFile)),
     modifiers(&BearerAuth),
@@ -299,6 +299,48 @@ pub struct StreamView {
     pub partitions: Vec<PartitionView>,
     /// Events appended by HTTP ingest since the server started.
     pub ingested_events: u64,
+    /// Jobs that read it, with how far their latest checkpoint got.
+    pub consumers: Vec<ConsumerView>,
+}
+
+/// A job reading a stream, as of its latest checkpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConsumerView {
+    /// The job.
+    pub job: String,
+    /// Next offset to read per partition, as committed by the checkpoint.
+    pub committed_offsets: std::collections::BTreeMap<u32, u64>,
+    /// Records appended beyond the committed offsets, over all partitions
+    /// (partitions without a committed offset count from their start).
+    pub lag: u64,
+}
+
+/// The committed lag of each job that read `info`'s stream.
+pub fn consumer_lag(
+    info: &sluice_log::StreamInfo,
+    jobs: std::collections::BTreeMap<String, crate::jobs::CommittedOffsets>,
+) -> Vec<ConsumerView> {
+    jobs.into_iter()
+        .map(|(job, committed_offsets)| {
+            let lag = info
+                .partitions
+                .iter()
+                .map(|p| {
+                    let read = committed_offsets
+                        .get(&p.partition)
+                        .copied()
+                        .unwrap_or(p.start_offset)
+                        .max(p.start_offset);
+                    p.end_offset.saturating_sub(read)
+                })
+                .sum();
+            ConsumerView {
+                job,
+                committed_offsets,
+                lag,
+            }
+        })
+        .collect()
 }
 
 /// One partition of a stream.
@@ -317,11 +359,13 @@ pub struct PartitionView {
 /// The streams of the embedded log.
 #[utoipa::path(get, path = "/api/v1/streams", tag = "streams", responses((status = 200, body = [StreamView])))]
 pub async fn list_streams(State(state): State<Arc<AppState>>) -> Json<Vec<StreamView>> {
+    let mut committed = state.jobs.committed_stream_offsets().await;
     let streams = state
         .log
         .streams()
         .into_iter()
         .map(|info| StreamView {
+            consumers: consumer_lag(&info, committed.remove(&info.name).unwrap_or_default()),
             ingested_events: state
                 .ingest
                 .counters(&info.name)

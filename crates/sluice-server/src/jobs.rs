@@ -1015,6 +1015,105 @@ fn read_dead_letters(paths: &[PathBuf], limit: usize) -> DeadLetters {
     letters
 }
 
+/// Offsets of one stream a job's latest checkpoint committed, by partition.
+pub type CommittedOffsets = BTreeMap<u32, u64>;
+
+impl JobManager {
+    /// For every stream, the offsets each job's latest checkpoint has
+    /// committed (the `stream` source records them as its position):
+    /// stream → job → partition → next offset to read.
+    pub async fn committed_stream_offsets(
+        &self,
+    ) -> BTreeMap<String, BTreeMap<String, CommittedOffsets>> {
+        let mut by_stream: BTreeMap<String, BTreeMap<String, CommittedOffsets>> = BTreeMap::new();
+        let Ok(records) = self.store.jobs() else {
+            return by_stream;
+        };
+        for record in records {
+            let Ok(plan) = self
+                .plan(
+                    &record.name,
+                    &record.sql,
+                    record.parallelism,
+                    &Arc::default(),
+                )
+                .await
+            else {
+                continue;
+            };
+            for (stream, offsets) in
+                latest_stream_positions(&plan.settings.checkpoints.location).await
+            {
+                let job = by_stream
+                    .entry(stream)
+                    .or_default()
+                    .entry(record.name.clone())
+                    .or_default();
+                for (partition, offset) in offsets {
+                    let slot = job.entry(partition).or_default();
+                    *slot = (*slot).max(offset);
+                }
+            }
+        }
+        by_stream
+    }
+}
+
+/// The `stream` source positions in the latest checkpoint at `location`
+/// (nothing for a job that never checkpointed).
+async fn latest_stream_positions(location: &str) -> Vec<(String, CommittedOffsets)> {
+    let local = match location.split_once("://") {
+        Some(("file", path)) => Some(path),
+        Some(_) => None,
+        None => Some(location),
+    };
+    // Opening a local store creates its directory: not for a job that never ran.
+    if local.is_some_and(|path| !std::path::Path::new(path).exists()) {
+        return Vec::new();
+    }
+    let Ok(store) = sluice_state::CheckpointStore::open(location) else {
+        return Vec::new();
+    };
+    let Some(latest) = store
+        .checkpoints()
+        .await
+        .ok()
+        .and_then(|ids| ids.last().copied())
+    else {
+        return Vec::new();
+    };
+    let Ok(manifest) = store.read_manifest(latest).await else {
+        return Vec::new();
+    };
+    let mut positions = Vec::new();
+    for component in &manifest.components {
+        if component.role != sluice_state::Role::Source {
+            continue;
+        }
+        let Some(chunk) = component.chunks.first() else {
+            continue;
+        };
+        let Ok(bytes) = store.read_chunk(chunk).await else {
+            continue;
+        };
+        positions.extend(stream_position(&bytes));
+    }
+    positions
+}
+
+/// A `stream` source position: `{"stream": name, "offsets": {"<partition>": next}}`.
+fn stream_position(bytes: &[u8]) -> Option<(String, CommittedOffsets)> {
+    let value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let stream = value.get("stream")?.as_str()?.to_string();
+    let offsets = value
+        .get("offsets")?
+        .as_object()?
+        .iter()
+        .filter_map(|(partition, offset)| Some((partition.parse().ok()?, offset.as_u64()?)))
+        .collect();
+    Some((stream, offsets))
+}
+
 #[cfg(test)]
 mod dashboard_tests {
     use super::*;

@@ -242,7 +242,7 @@ async fn metrics_handler(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics::render(&state),
+        metrics::render(&state, state.jobs.committed_stream_offsets().await),
     )
 }
 

@@ -1,6 +1,7 @@
 //! `GET /metrics`: jobs, streams and the process in the Prometheus text
 //! exposition format (units in names, `_total` counters).
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
@@ -46,11 +47,16 @@ fn escape(text: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Committed offsets per stream and job (see
+/// [`crate::jobs::JobManager::committed_stream_offsets`]).
+pub type Committed = BTreeMap<String, BTreeMap<String, crate::jobs::CommittedOffsets>>;
+
 /// The whole exposition.
-pub fn render(state: &AppState) -> String {
+pub fn render(state: &AppState, committed: Committed) -> String {
     let mut e = Exposition::default();
     jobs(state, &mut e);
     streams(state, &mut e);
+    consumer_lag(state, committed, &mut e);
     process(&mut e);
     e.out
 }
@@ -179,6 +185,24 @@ fn streams(state: &AppState, e: &mut Exposition) {
                 "sluice_stream_size_bytes",
                 &[("stream", &info.name), ("partition", &partition)],
                 p.bytes as f64,
+            );
+        }
+    }
+}
+
+fn consumer_lag(state: &AppState, mut committed: Committed, e: &mut Exposition) {
+    e.family(
+        "sluice_stream_consumer_lag_records",
+        "gauge",
+        "Records of a stream beyond the offsets a job's latest checkpoint committed.",
+    );
+    for info in state.log.streams() {
+        let jobs = committed.remove(&info.name).unwrap_or_default();
+        for consumer in crate::api::consumer_lag(&info, jobs) {
+            e.sample(
+                "sluice_stream_consumer_lag_records",
+                &[("stream", &info.name), ("job_name", &consumer.job)],
+                consumer.lag as f64,
             );
         }
     }
