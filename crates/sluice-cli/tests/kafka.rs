@@ -567,11 +567,13 @@ fn kafka_topic_pattern_discovers_new_topics_on(brokers: &str) {
             first.rsplit('-').take(2).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("-")
         )),
     );
+    let log = std::fs::File::create(ws.path("job.log")).expect("job log");
     let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["run", job.to_str().expect("utf8")])
+        .env("SLUICE_LOG", "info")
         .current_dir(ws.dir.path())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn");
     std::thread::sleep(Duration::from_secs(2));
@@ -585,7 +587,7 @@ fn kafka_topic_pattern_discovers_new_topics_on(brokers: &str) {
         1,
         &[(None, Some(r#"{"v":"second"}"#), &[])],
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
     let mut rows = Vec::new();
     while std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(300));
@@ -595,6 +597,10 @@ fn kafka_topic_pattern_discovers_new_topics_on(brokers: &str) {
         }
     }
     kill_after(child, Duration::ZERO);
+    if rows.len() < 2 {
+        let log = std::fs::read_to_string(ws.path("job.log")).unwrap_or_default();
+        eprintln!("the job's log:\n{log}");
+    }
     assert_eq!(
         rows,
         vec![

@@ -166,6 +166,17 @@ impl KafkaSource {
         if config.get("auto.offset.reset").is_none() {
             config.set("auto.offset.reset", "earliest");
         }
+        // A partition found by discovery may not have a leader yet. librdkafka
+        // retries such partitions quickly only a few times, then waits for
+        // its periodic metadata refresh (5 minutes by default), so a new
+        // topic's records could sit unread that long: refresh as often as
+        // discovery runs (at least every 10 s) unless the table says otherwise.
+        if let Some(interval) = self.discovery {
+            if config.get("topic.metadata.refresh.interval.ms").is_none() {
+                let millis = interval.as_millis().clamp(1_000, 10_000);
+                config.set("topic.metadata.refresh.interval.ms", millis.to_string());
+            }
+        }
         config
     }
 
