@@ -16,28 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Service, Workspace};
+use common::server::{start_server, Api, TOKEN};
+use common::Workspace;
 use serde_json::{json, Value};
 
-const LISTENING: &str = "sluice server listening on ";
-const TOKEN: &str = "dashboard-test-token";
 const JOB: &str = "big-clicks";
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(240);
-
-fn start_server(ws: &Workspace) -> Service {
-    let data_dir = ws.path("server");
-    Service::start(
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data_dir.to_str().expect("utf8"),
-        ],
-        &[("SLUICE_ADMIN_TOKEN", TOKEN), ("SLUICE_LOG", "warn")],
-        LISTENING,
-    )
-}
 
 fn job_sql(ws: &Workspace) -> String {
     format!(
@@ -51,61 +35,22 @@ fn job_sql(ws: &Workspace) -> String {
     )
 }
 
-async fn call(url: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = reqwest::Client::new()
-        .request(method, format!("{url}{path}"))
-        .bearer_auth(TOKEN);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.expect("request");
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn post_events(url: &str, first: u64, count: u64) {
-    let body: String = (first..first + count)
-        .map(|i| {
-            format!(
-                "{}\n",
-                json!({"user_name": format!("u{}", i % 7), "amount": i % 20})
-            )
-        })
-        .collect();
-    let response = reqwest::Client::new()
-        .post(format!("{url}/api/v1/streams/clicks/events"))
-        .bearer_auth(TOKEN)
-        .body(body)
-        .send()
-        .await
-        .expect("ingest");
-    assert_eq!(response.status().as_u16(), 200);
-}
-
 /// Submits the job and waits until it has read `events` posted events.
 async fn start_job(ws: &Workspace, url: &str) {
-    let (status, job) = call(
-        url,
-        reqwest::Method::POST,
-        "/api/v1/jobs",
-        Some(json!({"name": JOB, "sql": job_sql(ws)})),
-    )
-    .await;
-    assert_eq!(status, 201, "{job}");
-    post_events(url, 0, 100).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, job) = call(
-            url,
-            reqwest::Method::GET,
-            &format!("/api/v1/jobs/{JOB}"),
-            None,
+    let (status, job) = Api::at(url)
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": JOB, "sql": job_sql(ws)})),
         )
         .await;
+    assert_eq!(status, 201, "{job}");
+    Api::at(url).ingest(0..100).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, job) = Api::at(url)
+            .json(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}"), None)
+            .await;
         if job["metrics"]["rows_read"].as_u64() >= Some(100) {
             break;
         }
@@ -117,7 +62,7 @@ async fn start_job(ws: &Workspace, url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_files_and_endpoints() {
     let ws = Workspace::new();
-    let server = start_server(&ws);
+    let server = start_server(&ws, &[]);
     let url = server.url.clone();
 
     // The page and its files need no token.
@@ -154,9 +99,7 @@ async fn dashboard_files_and_endpoints() {
     assert_eq!(anonymous.status().as_u16(), 401);
 
     // Validation: errors with their line (and column when the parser names one).
-    let (status, answer) = call(
-        &url,
-        reqwest::Method::POST,
+    let (status, answer) = Api::at(&url).json(reqwest::Method::POST,
         "/api/v1/sql/validate",
         Some(json!({"sql": "CREATE TABLE t (a INT) WITH ('connector' = 'datagen');\nSELEC a FROM t;"})),
     )
@@ -171,13 +114,13 @@ async fn dashboard_files_and_endpoints() {
         (&json!(false), &json!(2), &json!(1)),
         "{answer}"
     );
-    let (_, answer) = call(
-        &url,
-        reqwest::Method::POST,
-        "/api/v1/sql/validate",
-        Some(json!({"sql": job_sql(&ws)})),
-    )
-    .await;
+    let (_, answer) = Api::at(&url)
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/sql/validate",
+            Some(json!({"sql": job_sql(&ws)})),
+        )
+        .await;
     assert_eq!(answer["valid"], json!(true), "{answer}");
     let kinds: Vec<&str> = answer["graph"]["nodes"]
         .as_array()
@@ -190,13 +133,13 @@ async fn dashboard_files_and_endpoints() {
 
     // A running job's graph, checkpoints and dead letters.
     start_job(&ws, &url).await;
-    let (status, graph) = call(
-        &url,
-        reqwest::Method::GET,
-        &format!("/api/v1/jobs/{JOB}/graph"),
-        None,
-    )
-    .await;
+    let (status, graph) = Api::at(&url)
+        .json(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{JOB}/graph"),
+            None,
+        )
+        .await;
     assert_eq!(status, 200, "{graph}");
     let nodes = graph["nodes"].as_array().cloned().unwrap_or_default();
     let labels: Vec<&str> = nodes.iter().filter_map(|n| n["label"].as_str()).collect();
@@ -224,20 +167,20 @@ async fn dashboard_files_and_endpoints() {
     assert_eq!(bad.status().as_u16(), 200);
     let deadline = Instant::now() + Duration::from_secs(30);
     let (letters, history) = loop {
-        let (_, letters) = call(
-            &url,
-            reqwest::Method::GET,
-            &format!("/api/v1/jobs/{JOB}/dead-letters"),
-            None,
-        )
-        .await;
-        let (_, history) = call(
-            &url,
-            reqwest::Method::GET,
-            &format!("/api/v1/jobs/{JOB}/checkpoints"),
-            None,
-        )
-        .await;
+        let (_, letters) = Api::at(&url)
+            .json(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{JOB}/dead-letters"),
+                None,
+            )
+            .await;
+        let (_, history) = Api::at(&url)
+            .json(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{JOB}/checkpoints"),
+                None,
+            )
+            .await;
         let has_letter = letters["records"].as_array().is_some_and(|r| !r.is_empty());
         let has_checkpoint = history["checkpoints"]
             .as_array()
@@ -335,7 +278,7 @@ async fn dashboard_in_headless_chromium() {
         return;
     };
     let ws = Workspace::new();
-    let server = start_server(&ws);
+    let server = start_server(&ws, &[]);
     let url = server.url.clone();
     start_job(&ws, &url).await;
 
@@ -346,7 +289,7 @@ async fn dashboard_in_headless_chromium() {
         tokio::spawn(async move {
             let mut next = 100;
             while feeding.load(Ordering::Relaxed) {
-                post_events(&url, next, 40).await;
+                Api::at(&url).ingest(next..next + 40).await;
                 next += 40;
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }

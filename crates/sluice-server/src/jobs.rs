@@ -909,17 +909,10 @@ impl JobManager {
             location: settings.location.clone(),
             checkpoints: Vec::new(),
         };
-        let local = match settings.location.split_once("://") {
-            Some(("file", path)) => Some(path),
-            Some(_) => None,
-            None => Some(settings.location.as_str()),
-        };
-        // Opening a local store creates its directory: not for a job that never ran.
-        if local.is_some_and(|path| !std::path::Path::new(path).exists()) {
-            return Ok(history);
-        }
         let internal = |e: sluice_core::SluiceError| ApiError::internal(e.to_string());
-        let store = sluice_state::CheckpointStore::open(&settings.location).map_err(internal)?;
+        let Some(store) = existing_store(&settings.location).map_err(internal)? else {
+            return Ok(history);
+        };
         let ids = store.checkpoints().await.map_err(internal)?;
         for id in ids.into_iter().rev().take(CHECKPOINT_HISTORY) {
             // A checkpoint retention deleted meanwhile, or a damaged one, is left out.
@@ -1059,19 +1052,24 @@ impl JobManager {
     }
 }
 
-/// The `stream` source positions in the latest checkpoint at `location`
-/// (nothing for a job that never checkpointed).
-async fn latest_stream_positions(location: &str) -> Vec<(String, CommittedOffsets)> {
+/// The checkpoint store at `location`, unless it is a local directory that
+/// does not exist (opening it would create it, for a job that never ran).
+fn existing_store(location: &str) -> sluice_core::Result<Option<sluice_state::CheckpointStore>> {
     let local = match location.split_once("://") {
         Some(("file", path)) => Some(path),
         Some(_) => None,
         None => Some(location),
     };
-    // Opening a local store creates its directory: not for a job that never ran.
     if local.is_some_and(|path| !std::path::Path::new(path).exists()) {
-        return Vec::new();
+        return Ok(None);
     }
-    let Ok(store) = sluice_state::CheckpointStore::open(location) else {
+    sluice_state::CheckpointStore::open(location).map(Some)
+}
+
+/// The `stream` source positions in the latest checkpoint at `location`
+/// (nothing for a job that never checkpointed).
+async fn latest_stream_positions(location: &str) -> Vec<(String, CommittedOffsets)> {
+    let Ok(Some(store)) = existing_store(location) else {
         return Vec::new();
     };
     let Some(latest) = store
