@@ -352,6 +352,7 @@ async fn execute(command: Command) -> Result<()> {
             let start = sluice_runtime::supervisor::StartOptions {
                 fresh,
                 from_savepoint,
+                ..Default::default()
             };
             let summary = sluice_runtime::supervisor::run_supervised(&plan, &start, stop, progress)
                 .await

@@ -5,6 +5,10 @@
 //! Collector. `OTEL_SERVICE_NAME` names the service (default `sluice`);
 //! `OTEL_BSP_*` tune the batch exporter; `OTEL_SDK_DISABLED=true` turns
 //! export off.
+//!
+//! With export on, every source subtask also traces one batch per
+//! `SLUICE_TRACE_BATCH_INTERVAL` (default `1s`; `0` turns it off) from the
+//! source through each operator to the sink (see `sluice_runtime::trace`).
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -32,6 +36,9 @@ impl Telemetry {
             lines.boxed()
         };
         let provider = otlp_provider();
+        if provider.is_some() {
+            sluice_runtime::trace::sample_batches_every(batch_trace_interval());
+        }
         let spans = provider
             .as_ref()
             .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("sluice")));
@@ -51,6 +58,24 @@ impl Telemetry {
             }
         }
     }
+}
+
+/// How often each source subtask traces a batch: `SLUICE_TRACE_BATCH_INTERVAL`.
+fn batch_trace_interval() -> Option<std::time::Duration> {
+    let default = std::time::Duration::from_secs(1);
+    let interval = match std::env::var("SLUICE_TRACE_BATCH_INTERVAL") {
+        Ok(raw) => match sluice_core::options::parse_duration(&raw) {
+            Some(interval) => interval,
+            None => {
+                eprintln!(
+                    "warning: SLUICE_TRACE_BATCH_INTERVAL='{raw}' is not a duration (e.g. 1s, 500ms, 0); using 1s"
+                );
+                default
+            }
+        },
+        Err(_) => default,
+    };
+    (!interval.is_zero()).then_some(interval)
 }
 
 /// An OTLP/HTTP trace pipeline, when an endpoint is configured.

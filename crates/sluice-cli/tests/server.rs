@@ -237,6 +237,7 @@ async fn jobs_read_ingested_events_across_restarts() {
     );
     check_with_promtool(&metrics);
     check_grafana_dashboard(&metrics);
+    check_operator_figures(&api, &metrics).await;
 
     // SIGKILL right after events are acknowledged: none of them is lost.
     api.ingest(200..300).await;
@@ -437,11 +438,20 @@ fn check_grafana_dashboard(metrics: &str) {
     );
     let dashboard: Value =
         serde_json::from_str(&std::fs::read_to_string(path).expect("dashboard")).expect("JSON");
-    let exported: std::collections::BTreeSet<&str> = metrics
-        .lines()
-        .filter_map(|line| line.strip_prefix("# TYPE "))
-        .filter_map(|line| line.split_whitespace().next())
-        .collect();
+    // Histograms are queried by their `_bucket`, `_sum` and `_count` series.
+    let mut exported = std::collections::BTreeSet::new();
+    for line in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut words = line.split_whitespace();
+        let (Some(name), kind) = (words.next(), words.next()) else {
+            continue;
+        };
+        if kind == Some("histogram") {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                exported.insert(format!("{name}{suffix}"));
+            }
+        }
+        exported.insert(name.to_string());
+    }
     let mut queried = 0;
     for panel in dashboard["panels"].as_array().expect("panels") {
         for target in panel["targets"].as_array().expect("targets") {
@@ -458,6 +468,70 @@ fn check_grafana_dashboard(metrics: &str) {
         }
     }
     assert!(queried >= 10, "the dashboard queries only {queried} series");
+}
+
+/// The sum of every sample of `family` whose labels include all of `labels`.
+fn family_sum(metrics: &str, family: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| line.starts_with(&format!("{family}{{")))
+        .filter(|line| labels.iter().all(|label| line.contains(label)))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Per-operator figures after 200 events of which 100 pass the filter:
+/// in `/metrics` and in `GET /jobs/{name}/operators` (sampled each second).
+async fn check_operator_figures(api: &Api, metrics: &str) {
+    let job = format!("job_name=\"{JOB}\"");
+    let sum = |family, kind: &str| {
+        family_sum(
+            metrics,
+            family,
+            &[&job, &format!("operator=\"{kind}\"")],
+        )
+    };
+    assert_eq!(sum("sluice_operator_records_out_total", "source"), 200.0);
+    assert_eq!(sum("sluice_operator_records_in_total", "sink"), 100.0);
+    assert_eq!(sum("sluice_operator_records_in_total", "filter"), 200.0);
+    assert_eq!(sum("sluice_operator_records_out_total", "filter"), 100.0);
+    assert!(sum("sluice_operator_batches_in_total", "sink") >= 1.0);
+    assert!(sum("sluice_operator_output_bytes_total", "source") > 0.0);
+    assert!(sum("sluice_operator_processing_seconds_count", "filter") >= 1.0);
+    assert!(family_sum(metrics, "sluice_checkpoints_completed_total", &[&job]) >= 1.0);
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let view = loop {
+        let (status, view) = api
+            .json(
+                reqwest::Method::GET,
+                &format!("/api/v1/jobs/{JOB}/operators"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{view}");
+        let source_out = view["operators"]
+            .as_array()
+            .and_then(|ops| ops.iter().find(|o| o["kind"] == "source"))
+            .map(|o| o["records_out"].clone());
+        if source_out == Some(json!(200)) && !view["history"].as_array().is_none_or(Vec::is_empty) {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "operator figures never caught up: {view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let operators = view["operators"].as_array().expect("operators");
+    let (_, graph) = api
+        .json(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}/graph"), None)
+        .await;
+    assert_eq!(operators.len(), graph["nodes"].as_array().map_or(0, Vec::len));
+    let sink = operators.iter().find(|o| o["kind"] == "sink").expect("sink");
+    assert_eq!(sink["records_in"], 100, "{view}");
+    for node in graph["nodes"].as_array().expect("nodes") {
+        assert!(node["records_per_second"].is_number(), "{node}");
+        assert!(node["backpressure"].as_f64().is_some_and(|b| (0.0..=1.0).contains(&b)), "{node}");
+    }
+    assert!(view["checkpoints"]["completed"].as_u64() >= Some(1), "{view}");
 }
 
 /// `promtool check metrics` on the exposition, when promtool is installed
@@ -609,8 +683,9 @@ fn start_trace_collector() -> (String, std::sync::mpsc::Receiver<Vec<u8>>) {
     (url, received)
 }
 
-/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, ingest requests and job lifecycle
-/// operations are exported as spans over OTLP/HTTP.
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, ingest requests, job lifecycle
+/// operations and sampled batches (operators, sink writes) are exported as
+/// spans over OTLP/HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn traces_are_exported_over_otlp() {
     let (collector, bodies) = start_trace_collector();
@@ -629,6 +704,7 @@ async fn traces_are_exported_over_otlp() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_SERVICE_NAME", "sluice-under-test"),
+            ("SLUICE_TRACE_BATCH_INTERVAL", "50ms"),
         ],
         LISTENING,
     );
@@ -642,7 +718,14 @@ async fn traces_are_exported_over_otlp() {
         .await;
     assert_eq!(status, 201);
     api.ingest(0..10).await;
-    let wanted: [&[u8]; 3] = [b"sluice-under-test", b"ingest", b"job.submit"];
+    // Sampled batches: a root `batch` span with its operators and the sink write.
+    let wanted: [&[u8]; 5] = [
+        b"sluice-under-test",
+        b"ingest",
+        b"job.submit",
+        b"operator",
+        b"sink.write",
+    ];
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !wanted

@@ -159,6 +159,9 @@ pub enum Message {
     /// A checkpoint barrier: everything before it belongs to the checkpoint,
     /// everything after it to the next one.
     Barrier(Barrier),
+    /// The next data batch on this channel was sampled for tracing: its
+    /// processing downstream is recorded under this span.
+    Traced(tracing::Span),
 }
 
 /// A checkpoint barrier, injected by the sources and aligned by every

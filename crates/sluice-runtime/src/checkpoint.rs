@@ -25,6 +25,8 @@ use sluice_state::{
 use tokio::sync::{mpsc, watch};
 use tracing::{info, warn};
 
+use crate::metrics::JobMetrics;
+
 /// A checkpointed part of a running job: one subtask of a plan node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct ComponentKey {
@@ -247,6 +249,8 @@ pub(crate) struct Coordinator {
     carried: HashMap<ComponentKey, Vec<Vec<u8>>>,
     last_completed: Instant,
     stats: CheckpointStats,
+    /// Live figures, across the job's runs.
+    metrics: Arc<JobMetrics>,
 }
 
 /// Index in a sink's checkpointed chunks where output carried over from
@@ -268,6 +272,7 @@ pub(crate) fn sink_pendings<T>(chunks: &[T]) -> impl Iterator<Item = &T> {
 pub(crate) fn coordinator(
     plan: &JobPlan,
     config: &CheckpointConfig,
+    metrics: Arc<JobMetrics>,
 ) -> (Coordinator, CheckpointHandle) {
     let (reports_sender, reports) = mpsc::unbounded_channel();
     let (trigger, triggers) = watch::channel(None);
@@ -304,6 +309,7 @@ pub(crate) fn coordinator(
         carried: HashMap::new(),
         last_completed: Instant::now(),
         stats: CheckpointStats::default(),
+        metrics,
     };
     let handle = CheckpointHandle {
         reports: reports_sender,
@@ -456,6 +462,7 @@ impl Coordinator {
                             abandoned.barrier.checkpoint, self.settings.timeout
                         );
                         self.stats.abandoned += 1;
+                        self.metrics.checkpoints.record_failed();
                         self.last_completed = Instant::now();
                         for (key, chunks) in abandoned.acks {
                             self.carry(key, chunks);
@@ -700,6 +707,7 @@ impl Coordinator {
             .write_checkpoint(checkpoint, kind, states, started, &carried)
             .await;
         if outcome.is_err() {
+            self.metrics.checkpoints.record_failed();
             // Nothing of this checkpoint counts: its sinks' output waits for the next.
             for (key, pendings) in carried {
                 let later = self.carried.remove(&key).unwrap_or_default();
@@ -789,6 +797,9 @@ impl Coordinator {
             human_bytes(total),
             human_bytes(written_bytes),
         );
+        self.metrics
+            .checkpoints
+            .record_completed(checkpoint, duration, total, written_bytes);
         self.stats.completed += 1;
         self.stats.last_checkpoint = Some(checkpoint);
         let running = manifest.components.iter().any(|c| !c.finished);

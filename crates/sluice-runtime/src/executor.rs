@@ -25,22 +25,25 @@ use sluice_sql::plan::{JobPlan, NodeId, PlanNode, WindowKind};
 use sluice_state::{RestoredCheckpoint, Role, SpillArea};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 use crate::assign::WindowAssignOperator;
 use crate::batching::Coalescer;
 use crate::checkpoint::{
-    check_compatible, coordinator, recover_sinks, restored_chunks, CheckpointConfig,
+    check_compatible, coordinator, node_kind, recover_sinks, restored_chunks, CheckpointConfig,
     CheckpointHandle, CheckpointStats, ComponentKey, Coordinator, RoleKey,
 };
 use crate::group::GroupAggregateOperator;
 use crate::join::JoinOperator;
 use crate::late::LateRecords;
+use crate::metrics::{JobMetrics, OperatorMetrics};
 use crate::operators::{Filter, Operator, Project, Relabel};
 use crate::over::OverAggregateOperator;
 use crate::session::SessionAggregateOperator;
 use crate::state::{key_hashes, KeyOwner, StateConfig};
 use crate::temporal_join::TemporalJoinOperator;
 use crate::topn::TopNOperator;
+use crate::trace::BatchSampler;
 use crate::upsert::UpsertMaterializer;
 use crate::watermark::{SplitCursor, WatermarkAssigner, NO_SPLIT};
 use crate::window::WindowAggregateOperator;
@@ -151,9 +154,80 @@ struct Chained {
     operator: Box<dyn Operator>,
 }
 
+/// An operator of a running task's chain, with its figures.
+struct Stage {
+    node: NodeId,
+    operator: Box<dyn Operator>,
+    metrics: Arc<OperatorMetrics>,
+    /// What it is, for trace spans.
+    kind: String,
+}
+
+impl Stage {
+    /// Runs `step` (one input batch of `rows_in` rows, or a watermark) through
+    /// the operator into `out`, recording its figures and, when the batch is
+    /// traced, a span. Processing time counts batches, and watermarks that
+    /// fired output (a window closing), not every passing watermark.
+    fn run(
+        &mut self,
+        rows_in: Option<usize>,
+        trace: Option<&tracing::Span>,
+        out: &mut Vec<Message>,
+        step: impl FnOnce(&mut dyn Operator, &mut Vec<Message>) -> Result<()>,
+    ) -> Result<()> {
+        let before = out.len();
+        let span = trace.map(|parent| {
+            tracing::info_span!(
+                parent: parent,
+                "operator",
+                node = self.node,
+                kind = %self.kind,
+                subtask = self.metrics.subtask,
+                rows_in = rows_in.unwrap_or(0),
+                rows_out = tracing::field::Empty,
+            )
+        });
+        let entered = span.as_ref().map(tracing::Span::enter);
+        let started = std::time::Instant::now();
+        step(self.operator.as_mut(), out)?;
+        let elapsed = started.elapsed();
+        drop(entered);
+        if let Some(rows) = rows_in {
+            self.metrics.record_input(rows);
+        }
+        let (rows_out, bytes_out) = emitted(&out[before..], &self.metrics);
+        if rows_out > 0 {
+            self.metrics.record_output(rows_out, bytes_out);
+        }
+        if rows_in.is_some() || rows_out > 0 {
+            self.metrics.record_processing(elapsed);
+        }
+        if let Some(span) = span {
+            span.record("rows_out", rows_out);
+        }
+        Ok(())
+    }
+}
+
+/// Rows and bytes of the data in `messages`; records their watermarks.
+fn emitted(messages: &[Message], metrics: &OperatorMetrics) -> (usize, usize) {
+    let (mut rows, mut bytes) = (0, 0);
+    for message in messages {
+        match message {
+            Message::Data(batch) => {
+                rows += batch.num_rows();
+                bytes += batch.data.get_array_memory_size();
+            }
+            Message::Watermark(watermark) => metrics.record_watermark(*watermark),
+            _ => {}
+        }
+    }
+    (rows, bytes)
+}
+
 struct Task {
     input: Input,
-    chain: Vec<Chained>,
+    chain: Vec<Stage>,
     output: Output,
     subtask: usize,
     /// The source node, when the task starts at a source reader.
@@ -165,6 +239,16 @@ struct Task {
     source_rows: Option<Arc<AtomicU64>>,
     /// Rows written, when the task ends in a sink.
     sink_rows: Option<Arc<AtomicU64>>,
+    /// The source's figures, when the task starts at one.
+    source_metrics: Option<Arc<OperatorMetrics>>,
+    /// The sink's figures, when the task ends in one.
+    sink_metrics: Option<Arc<OperatorMetrics>>,
+    /// Picks the source batches to trace.
+    sampler: BatchSampler,
+    /// The trace of the batch being pushed, when it was sampled.
+    trace: Option<tracing::Span>,
+    /// The job's name, for trace spans.
+    job: Arc<str>,
 }
 
 /// Runs a job until its input ends or `stop` becomes true.
@@ -182,16 +266,18 @@ pub async fn run_job_reporting(
     stop: StopSignal,
     progress: Option<(std::time::Duration, ProgressReport)>,
 ) -> Result<JobSummary> {
-    run_job_checkpointed(plan, stop, progress, None).await
+    run_job_checkpointed(plan, stop, progress, None, &Arc::default()).await
 }
 
 /// Like [`run_job_reporting`], with checkpoints (and resuming from
-/// `checkpoints.restored`) when `checkpoints` is given.
+/// `checkpoints.restored`) when `checkpoints` is given, recording live
+/// figures into `metrics`.
 pub async fn run_job_checkpointed(
     plan: &JobPlan,
     stop: StopSignal,
     progress: Option<(std::time::Duration, ProgressReport)>,
     checkpoints: Option<&CheckpointConfig>,
+    metrics: &Arc<JobMetrics>,
 ) -> Result<JobSummary> {
     let restored = checkpoints.and_then(|c| c.restored.clone());
     if let Some(restored) = &restored {
@@ -202,12 +288,13 @@ pub async fn run_job_checkpointed(
     }
     let (mut coordinator, handle) = match checkpoints {
         Some(config) => {
-            let (coordinator, handle) = coordinator(plan, config);
+            let (coordinator, handle) = coordinator(plan, config, metrics.clone());
             (Some(coordinator), Some(handle))
         }
         None => (None, None),
     };
-    let mut builder = TaskBuilder::new(plan, restored.as_deref(), handle)?;
+    let mut builder = TaskBuilder::new(plan, restored.as_deref(), handle, metrics.clone())?;
+    metrics.set_late_records(builder.late_records.clone());
     for &sink in &plan.sinks {
         builder.build_sink(sink)?;
     }
@@ -354,6 +441,10 @@ struct TaskBuilder<'a> {
     checkpoints: Option<CheckpointHandle>,
     /// TTL and memory budget of keyed state.
     state: StateConfig,
+    /// Where operators record their figures.
+    metrics: Arc<JobMetrics>,
+    /// The job's name.
+    job: Arc<str>,
 }
 
 impl<'a> TaskBuilder<'a> {
@@ -361,6 +452,7 @@ impl<'a> TaskBuilder<'a> {
         plan: &'a JobPlan,
         restored: Option<&'a RestoredCheckpoint>,
         checkpoints: Option<CheckpointHandle>,
+        metrics: Arc<JobMetrics>,
     ) -> Result<Self> {
         let parallelism = plan.settings.parallelism;
         let mut readers = HashMap::new();
@@ -407,6 +499,8 @@ impl<'a> TaskBuilder<'a> {
             }),
             restored,
             checkpoints,
+            metrics,
+            job: plan.settings.job_name.as_str().into(),
             state: StateConfig {
                 ttl: plan.settings.state_ttl,
                 spill: plan
@@ -421,7 +515,7 @@ impl<'a> TaskBuilder<'a> {
     fn task(&self, pending: Pending, output: Output, sink_node: Option<NodeId>) -> Result<Task> {
         let Pending {
             input,
-            mut chain,
+            chain,
             source_rows,
             subtask,
         } = pending;
@@ -429,11 +523,18 @@ impl<'a> TaskBuilder<'a> {
             subtask,
             parallelism: self.parallelism,
         };
-        if let Some(restored) = self.restored {
-            for chained in &mut chain {
+        let mut stages = Vec::with_capacity(chain.len());
+        for mut chained in chain {
+            if let Some(restored) = self.restored {
                 let chunks = restored_chunks(restored, chained.node, Role::Operator)?;
                 chained.operator.restore(&chunks, &owner)?;
             }
+            stages.push(Stage {
+                node: chained.node,
+                operator: chained.operator,
+                metrics: self.metrics.operator(chained.node, subtask),
+                kind: node_kind(&self.plan.nodes[chained.node]),
+            });
         }
         let source_node = match &input {
             Input::Source { node, .. } => Some(*node),
@@ -441,7 +542,7 @@ impl<'a> TaskBuilder<'a> {
         };
         Ok(Task {
             input,
-            chain,
+            chain: stages,
             output,
             subtask,
             source_node,
@@ -449,6 +550,11 @@ impl<'a> TaskBuilder<'a> {
             checkpoints: self.checkpoints.clone(),
             source_rows,
             sink_rows: None,
+            source_metrics: source_node.map(|node| self.metrics.operator(node, subtask)),
+            sink_metrics: sink_node.map(|node| self.metrics.operator(node, subtask)),
+            sampler: BatchSampler::default(),
+            trace: None,
+            job: self.job.clone(),
         })
     }
 
@@ -850,7 +956,10 @@ impl Task {
         let messages = match (message, self.chain.first_mut()) {
             (Message::Data(batch), Some(first)) => {
                 let mut next = Vec::new();
-                first.operator.process_input(input, batch, &mut next)?;
+                let rows = batch.num_rows();
+                first.run(Some(rows), self.trace.as_ref(), &mut next, |operator, out| {
+                    operator.process_input(input, batch, out)
+                })?;
                 next
             }
             (message, _) => return self.run_chain(0, vec![message]).await,
@@ -862,7 +971,9 @@ impl Task {
     async fn end_input(&mut self, input: usize) -> Result<bool> {
         let mut messages = Vec::new();
         if let Some(first) = self.chain.first_mut() {
-            first.operator.on_input_end(input, &mut messages)?;
+            first.run(None, None, &mut messages, |operator, out| {
+                operator.on_input_end(input, out)
+            })?;
         }
         self.run_chain(1, messages).await
     }
@@ -879,26 +990,40 @@ impl Task {
     /// A barrier makes each operator snapshot its state on the way.
     async fn run_chain(&mut self, start: usize, mut messages: Vec<Message>) -> Result<bool> {
         let subtask = self.subtask;
-        for chained in self.chain.iter_mut().skip(start) {
-            let operator = &mut chained.operator;
+        let trace = self.trace.as_ref();
+        for stage in self.chain.iter_mut().skip(start) {
             let mut next = Vec::with_capacity(messages.len());
             for message in messages {
                 match message {
-                    Message::Data(batch) => operator.process(batch, &mut next)?,
-                    Message::Watermark(watermark) => operator.on_watermark(watermark, &mut next)?,
+                    Message::Data(batch) => {
+                        let rows = batch.num_rows();
+                        stage.run(Some(rows), trace, &mut next, |operator, out| {
+                            operator.process(batch, out)
+                        })?
+                    }
+                    Message::Watermark(watermark) => {
+                        stage.run(None, None, &mut next, |operator, out| {
+                            operator.on_watermark(watermark, out)
+                        })?
+                    }
                     Message::Barrier(barrier) => {
                         if let Some(checkpoints) = &self.checkpoints {
                             let key = ComponentKey {
-                                node: chained.node,
+                                node: stage.node,
                                 subtask,
                                 role: RoleKey::Operator,
                             };
-                            checkpoints.ack(barrier.checkpoint, key, operator.snapshot()?);
+                            let state = stage.operator.snapshot()?;
+                            let bytes = state.iter().map(|chunk| chunk.len() as u64).sum();
+                            stage.metrics.record_state_bytes(bytes);
+                            checkpoints.ack(barrier.checkpoint, key, state);
                         }
                         next.push(Message::Barrier(barrier));
                     }
                     Message::EndOfInput => next.push(Message::EndOfInput),
                     Message::Idle => next.push(Message::Idle),
+                    // Markers travel between tasks only; a chain keeps its trace on the task.
+                    Message::Traced(_) => {}
                 }
             }
             messages = next;
@@ -911,12 +1036,29 @@ impl Task {
         Ok(true)
     }
 
-    /// Pushes a batch read from this task's source, counting its rows.
+    /// Pushes a batch read from this task's source, counting its rows, and
+    /// tracing it when the sampler picks it.
     async fn push_from_source(&mut self, batch: ChangeBatch) -> Result<bool> {
+        let rows = batch.num_rows();
         if let Some(counter) = &self.source_rows {
-            counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            counter.fetch_add(rows as u64, Ordering::Relaxed);
         }
-        self.push(Message::Data(batch)).await
+        if let Some(metrics) = &self.source_metrics {
+            metrics.record_output(rows, batch.data.get_array_memory_size());
+        }
+        if self.sampler.sample() {
+            self.trace = Some(tracing::info_span!(
+                parent: None,
+                "batch",
+                job = %self.job,
+                source = self.source_node.unwrap_or_default(),
+                subtask = self.subtask,
+                rows,
+            ));
+        }
+        let pushed = self.push(Message::Data(batch)).await;
+        self.trace = None;
+        pushed
     }
 
     /// A sink's snapshot: what it pre-committed, and its own state.
@@ -929,13 +1071,38 @@ impl Task {
     }
 
     async fn deliver(&mut self, message: Message) -> Result<bool> {
+        let blocked = Blocked {
+            stages: &self.chain,
+            source: self.source_metrics.as_deref(),
+        };
+        let traced = match (&message, &self.trace) {
+            (Message::Data(_), Some(span)) => Some(span),
+            _ => None,
+        };
         match &mut self.output {
             Output::Sink(writer) => {
                 match message {
                     Message::Data(batch) => {
-                        writer.write(&batch).await?;
+                        let rows = batch.num_rows();
+                        let started = std::time::Instant::now();
+                        match traced {
+                            Some(parent) => {
+                                let span = tracing::info_span!(parent: parent, "sink.write", node = self.sink_node.unwrap_or_default(), rows);
+                                writer.write(&batch).instrument(span).await?
+                            }
+                            None => writer.write(&batch).await?,
+                        }
+                        if let Some(metrics) = &self.sink_metrics {
+                            metrics.record_processing(started.elapsed());
+                            metrics.record_input(rows);
+                        }
                         if let Some(counter) = &self.sink_rows {
-                            counter.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                            counter.fetch_add(rows as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Message::Watermark(watermark) => {
+                        if let Some(metrics) = &self.sink_metrics {
+                            metrics.record_watermark(watermark);
                         }
                     }
                     Message::Barrier(barrier) => {
@@ -954,10 +1121,10 @@ impl Task {
                 }
                 Ok(true)
             }
-            Output::Forward(sender) => Ok(sender.send(message).await.is_ok()),
+            Output::Forward(sender) => Ok(blocked.send(sender, message, traced).await),
             Output::Broadcast(senders) => {
                 for sender in senders.iter() {
-                    if sender.send(message.clone()).await.is_err() {
+                    if !blocked.send(sender, message.clone(), traced).await {
                         return Ok(false);
                     }
                 }
@@ -968,7 +1135,7 @@ impl Task {
                     let parts = partition(&batch, keys, senders.len())?;
                     for (sender, part) in senders.iter().zip(parts) {
                         if let Some(part) = part {
-                            if sender.send(Message::Data(part)).await.is_err() {
+                            if !blocked.send(sender, Message::Data(part), traced).await {
                                 return Ok(false);
                             }
                         }
@@ -977,7 +1144,7 @@ impl Task {
                 }
                 other => {
                     for sender in senders.iter() {
-                        if sender.send(other.clone()).await.is_err() {
+                        if !blocked.send(sender, other.clone(), None).await {
                             return Ok(false);
                         }
                     }
@@ -1020,6 +1187,51 @@ impl Task {
             }
         }
         Ok(())
+    }
+}
+
+/// The figures a task's blocked output is charged to: every operator of its
+/// chain (and its source) waits while the next task's channel is full.
+struct Blocked<'a> {
+    stages: &'a [Stage],
+    source: Option<&'a OperatorMetrics>,
+}
+
+impl Blocked<'_> {
+    /// Sends `message` (after the trace marker, when the batch is traced);
+    /// false when the receiver is gone. Time spent waiting on a full channel
+    /// counts as backpressure.
+    async fn send(
+        &self,
+        sender: &mpsc::Sender<Message>,
+        message: Message,
+        traced: Option<&tracing::Span>,
+    ) -> bool {
+        if let Some(span) = traced {
+            if !self.send_one(sender, Message::Traced(span.clone())).await {
+                return false;
+            }
+        }
+        self.send_one(sender, message).await
+    }
+
+    async fn send_one(&self, sender: &mpsc::Sender<Message>, message: Message) -> bool {
+        match sender.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                let started = std::time::Instant::now();
+                let sent = sender.send(message).await.is_ok();
+                let waited = started.elapsed();
+                for stage in self.stages {
+                    stage.metrics.record_backpressure(waited);
+                }
+                if let Some(source) = self.source {
+                    source.record_backpressure(waited);
+                }
+                sent
+            }
+        }
     }
 }
 
@@ -1249,6 +1461,8 @@ async fn run_channels(
     let mut last_aligned = 0u64;
     let mut blocked = vec![false; inputs];
     let mut held: VecDeque<(usize, Message)> = VecDeque::new();
+    // The trace of the next batch of each input, when it was sampled.
+    let mut traces: Vec<Option<tracing::Span>> = vec![None; inputs];
     while ended < inputs {
         let next = match held.iter().position(|(index, _)| !blocked[*index]) {
             Some(position) => held.remove(position),
@@ -1269,9 +1483,16 @@ async fn run_channels(
         match message {
             Message::Data(batch) => {
                 forwarded_idle = false;
-                if !task.push_input(sides[index], Message::Data(batch)).await? {
+                task.trace = traces[index].take();
+                let pushed = task.push_input(sides[index], Message::Data(batch)).await;
+                task.trace = None;
+                if !pushed? {
                     return Ok(false);
                 }
+                continue;
+            }
+            Message::Traced(span) => {
+                traces[index] = Some(span);
                 continue;
             }
             Message::Barrier(barrier) => {

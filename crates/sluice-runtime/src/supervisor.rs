@@ -13,7 +13,8 @@ use sluice_state::{CheckpointStore, RestoredCheckpoint, SnapshotKind};
 use tracing::{info, warn};
 
 use crate::checkpoint::{load_for_recovery, request_savepoint, CheckpointConfig, SavepointRequest};
-use crate::{run_job_checkpointed, run_job_reporting, JobSummary, ProgressReport, StopSignal};
+use crate::metrics::JobMetrics;
+use crate::{run_job_checkpointed, JobSummary, ProgressReport, StopSignal};
 
 /// How a run starts.
 #[derive(Debug, Clone, Default)]
@@ -22,6 +23,8 @@ pub struct StartOptions {
     pub fresh: bool,
     /// Resume from this savepoint directory instead.
     pub from_savepoint: Option<String>,
+    /// Where the job records its live figures (kept across restarts).
+    pub metrics: Arc<JobMetrics>,
 }
 
 /// The directory savepoint requests reach a running job through.
@@ -39,7 +42,7 @@ pub async fn run_supervised(
 ) -> Result<JobSummary> {
     let settings = &plan.settings.checkpoints;
     if settings.interval.is_none() && start.from_savepoint.is_none() {
-        return run_job_reporting(plan, stop, progress()).await;
+        return run_job_checkpointed(plan, stop, progress(), None, &start.metrics).await;
     }
     let store = CheckpointStore::open(&settings.location)?;
     if start.fresh {
@@ -72,7 +75,15 @@ pub async fn run_supervised(
             control_dir: Some(control_dir(&plan.settings.data_dir)),
             first_checkpoint,
         };
-        match run_job_checkpointed(plan, stop.clone(), progress(), Some(&config)).await {
+        match run_job_checkpointed(
+            plan,
+            stop.clone(),
+            progress(),
+            Some(&config),
+            &start.metrics,
+        )
+        .await
+        {
             Ok(summary) => return Ok(summary),
             Err(error) => {
                 attempt += 1;

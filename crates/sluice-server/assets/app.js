@@ -3,8 +3,8 @@
 
 import { h, s, replace, formatCount, formatRate, formatBytes, formatDuration, formatAgo, formatClock, statusPill, ellipsize } from "./util.js";
 import { api, auth, setUnauthorizedHandler, jobsPoller, streamsPoller, jobRates, latestRate, streamRate, jobHistory, streamHistory } from "./api.js";
-import { sparkline, TimeChart, bars } from "./charts.js";
-import { operatorGraph, kindName } from "./graph.js";
+import { sparkline, TimeChart, bars, formatMillis } from "./charts.js";
+import { operatorGraph, kindName, kindFamily } from "./graph.js";
 import { sqlPage } from "./sql.js";
 
 const app = document.getElementById("app");
@@ -253,6 +253,27 @@ function firstInsert(sql) {
 
 const CHECKPOINT_WORDS = /checkpoint|savepoint/i;
 
+/** How often the job page fetches the per-operator figures (the server samples once a second). */
+const OPERATORS_INTERVAL = 1000;
+
+/** Records per second through an operator: what a sink receives, what anything else emits. */
+function operatorRate(op) {
+  return (op.kind === "sink" ? op.records_in_per_second : op.records_out_per_second) ?? null;
+}
+
+/** A backpressure ratio (0..1) as a bar and a percentage. */
+function pressureCell(bp) {
+  if (bp === null || bp === undefined) return h("span", { class: "muted" }, "—");
+  const share = Math.max(0, Math.min(1, bp));
+  const level = share > 0.5 ? "high" : share > 0.1 ? "some" : "low";
+  return h(
+    "span",
+    { class: `bp bp-${level}` },
+    h("span", { class: "bp-track" }, h("span", { class: "bp-fill", style: { width: `${(share * 100).toFixed(1)}%` } })),
+    h("span", { class: "bp-value" }, `${Math.round(share * 100)}%`),
+  );
+}
+
 function jobPage(root, name) {
   const path = `/api/v1/jobs/${encodeURIComponent(name)}`;
   const title = h("div", { class: "title-row" }, h("h1", {}, name));
@@ -262,10 +283,13 @@ function jobPage(root, name) {
   const kpis = h("div", { class: "kpis" });
   const graphBody = h("div", { class: "graph-body" }, h("p", { class: "empty-note" }, "Loading the plan…"));
   const graphNote = h("p", { class: "node-detail muted" }, "Select an operator to see its definition.");
-  const graphCaption = h("span", { class: "muted small" });
+  const graphCaption = h("span", { class: "muted small graph-caption" });
   const throughput = new TimeChart({ id: "throughput", title: "Throughput", subtitle: "records per second", unit: "/s", empty: "Waiting for the job to report figures…" });
-  const watermark = new TimeChart({ id: "watermark", title: "Watermark lag", subtitle: "event time behind the wall clock", ranges: [], height: 140, empty: "No data yet (needs per-operator metrics)" });
-  const latency = new TimeChart({ id: "latency", title: "Latency", subtitle: "source to sink, p50 / p99", ranges: [], height: 140, empty: "No data yet (needs per-operator metrics)" });
+  const watermark = new TimeChart({ id: "watermark", title: "Watermark lag", subtitle: "event time behind the wall clock", ranges: [], height: 140, format: formatMillis, axisWidth: 58, empty: "Waiting for the job to report figures…" });
+  const latency = new TimeChart({ id: "latency", title: "Processing time", subtitle: "per batch, all operators, p50 / p99", ranges: [], height: 140, format: formatMillis, axisWidth: 58, empty: "Waiting for the job to report figures…" });
+  const operatorsBody = h("div", { class: "operators-body" }, h("p", { class: "empty-note" }, "Loading…"));
+  const operatorsNote = h("div", { class: "card-note" });
+  const checkpointCounts = h("div", { class: "card-note" });
   const checkpoints = h("div", {}, h("p", { class: "empty-note" }, "Loading…"));
   const events = h("div", {}, h("p", { class: "empty-note" }, "Loading…"));
   const deadLetters = h("div", {}, h("p", { class: "empty-note" }, "Loading…"));
@@ -276,6 +300,10 @@ function jobPage(root, name) {
   let drawing = null;
   let detail = null;
   let current = null;
+  let live = null;
+  let liveSkew = 0;
+  let liveTimer = null;
+  let disposed = false;
 
   replace(
     root,
@@ -297,10 +325,16 @@ function jobPage(root, name) {
       ),
     ),
     h(
+      "section",
+      { class: "card flush operators-card", dataset: { panel: "operators" } },
+      h("header", { class: "card-head" }, h("div", {}, h("h3", {}, "Operators"), h("p", { class: "muted small" }, "per operator, summed over its subtasks; rates and backpressure over the last second")), operatorsNote),
+      operatorsBody,
+    ),
+    h(
       "div",
       { class: "grid-2" },
       throughput.element,
-      h("section", { class: "card", dataset: { panel: "checkpoints" } }, h("header", { class: "card-head" }, h("div", {}, h("h3", {}, "Checkpoints"), h("p", { class: "muted small" }, "retained checkpoints, newest first"))), checkpoints),
+      h("section", { class: "card", dataset: { panel: "checkpoints" } }, h("header", { class: "card-head" }, h("div", {}, h("h3", {}, "Checkpoints"), h("p", { class: "muted small" }, "retained checkpoints, newest first")), checkpointCounts), checkpoints),
     ),
     h("div", { class: "grid-2" }, watermark.element, latency.element),
     h(
@@ -355,6 +389,7 @@ function jobPage(root, name) {
   }
 
   let shownStatus = null;
+  let liveStatus = null;
   const onJobs = (jobs, error) => {
     if (!jobs) return;
     const job = jobs.find((j) => j.name === name);
@@ -383,30 +418,192 @@ function jobPage(root, name) {
       { name: "In", color: "var(--series-1)", points: rates.read },
       { name: "Out", color: "var(--series-2)", points: rates.written },
     ]);
-    watermark.update([]);
-    latency.update([]);
-    updateGraph(job);
+    // The operators poll redraws the rest once a second; a new status changes it at once.
+    if (liveStatus !== job.status) {
+      liveStatus = job.status;
+      renderLive();
+    } else {
+      updateGraph();
+    }
   };
 
-  function updateGraph(job) {
-    if (!drawing || !graph) return;
-    const m = job.metrics;
-    const rates = jobRates(name);
-    const values = new Map();
-    const sources = graph.nodes.filter((n) => n.kind === "source");
-    // Job figures give the sources' total and each sink table's rows; inner
-    // operators wait for per-operator metrics.
-    const readRate = m ? latestRate(rates.read) : null;
-    if (sources.length === 1) values.set(sources[0].id, { rate: readRate });
-    for (const n of graph.nodes.filter((node) => node.kind === "sink")) {
-      values.set(n.id, { rate: m && n.table in m.rows_written ? latestRate(rates.perSink(n.table)) : null });
+  /** The per-operator figures of the running job; null when it is not running. */
+  function liveOperators() {
+    return current && current.status === "running" && live && live.operators && live.operators.length ? live.operators : null;
+  }
+
+  function updateGraph() {
+    if (!drawing || !graph || !current) return;
+    const job = current;
+    const running = job.status === "running";
+    const values = new Map(graph.nodes.map((n) => [n.id, { rate: null, backpressure: null }]));
+    let flowing = false;
+    const operators = liveOperators();
+    if (operators) {
+      for (const op of operators) {
+        const rate = operatorRate(op);
+        values.set(op.id, { rate, backpressure: op.backpressure ?? null });
+        if ((rate ?? 0) > 0) flowing = true;
+      }
+    } else if (running && job.metrics) {
+      // Until the first sample: the job's figures for its sources and sinks.
+      const m = job.metrics;
+      const rates = jobRates(name);
+      const readRate = latestRate(rates.read);
+      const sources = graph.nodes.filter((n) => n.kind === "source");
+      if (sources.length === 1) values.set(sources[0].id, { rate: readRate, backpressure: null });
+      for (const n of graph.nodes.filter((node) => node.kind === "sink")) {
+        values.set(n.id, { rate: n.table in m.rows_written ? latestRate(rates.perSink(n.table)) : null, backpressure: null });
+      }
+      flowing = (readRate ?? 0) > 0;
     }
-    drawing.update(values, job.status === "running" && (readRate ?? 0) > 0);
+    drawing.update(values, running && flowing);
+    // Replaced only when it changes, so the live dot keeps pulsing.
+    const caption = !running ? "stopped" : operators && live.sampled_at ? "live" : "waiting";
+    if (graphCaption.dataset.state !== caption) {
+      graphCaption.dataset.state = caption;
+      if (caption === "live") replace(graphCaption, h("span", { class: "live on" }, "Live"));
+      else replace(graphCaption, caption === "stopped" ? "figures while the job runs" : "waiting for the first sample…");
+    }
+    graphCaption.title = caption === "live" ? `sampled at ${formatClock(live.sampled_at)}` : "";
+  }
+
+  /** The charts fed by the per-operator figures' history. */
+  function updateLiveCharts() {
+    const status = current ? current.status : null;
+    const running = status === "running";
+    const history = running && live && live.history ? live.history : [];
+    const at = (p) => (p.t - liveSkew) / 1000;
+    const points = (key) => history.map((p) => ({ t: at(p), v: p[key] ?? null }));
+    const waiting = "Waiting for the job to report figures…";
+    const stopped = status ? `Not running (${status})` : waiting;
+    const declaresWatermark = graph ? graph.nodes.some((n) => n.kind === "watermark") : true;
+    watermark.emptyText = !running
+      ? stopped
+      : !history.length
+        ? waiting
+        : declaresWatermark
+          ? "No watermark yet: waiting for the first rows"
+          : "No watermark: the job's tables declare no WATERMARK FOR";
+    watermark.update([{ name: "Lag", color: "var(--series-1)", points: points("event_time_lag_ms") }]);
+    latency.emptyText = !running ? stopped : !history.length ? waiting : "No batches processed in this span";
+    latency.update([
+      { name: "p50", color: "var(--series-1)", points: points("processing_p50_ms") },
+      { name: "p99", color: "var(--series-3)", points: points("processing_p99_ms") },
+    ]);
+  }
+
+  /** The operators table: one row per plan node, figures while the job runs. */
+  function renderOperators() {
+    const operators = liveOperators();
+    const byId = new Map((operators || []).map((op) => [op.id, op]));
+    const nodes = graph
+      ? graph.nodes.map((n) => ({ id: n.id, kind: n.kind, label: n.label, parallelism: n.parallelism, detail: n.detail }))
+      : (operators || []).map((op) => ({ id: op.id, kind: op.kind, label: op.label, parallelism: op.subtasks, detail: op.label }));
+    if (!nodes.length) {
+      if (!graph) replace(operatorsBody, h("p", { class: "empty-note" }, "Loading…"));
+      return;
+    }
+    const late = live && operators ? Object.entries(live.late_records || {}).filter(([, n]) => n > 0) : [];
+    const lateTotal = late.reduce((sum, [, n]) => sum + n, 0);
     replace(
-      graphCaption,
-      sources.length > 1 && readRate !== null ? `all ${sources.length} sources: ${formatRate(readRate)} · ` : "",
-      "inner operators: figures need per-operator metrics",
+      operatorsNote,
+      lateTotal
+        ? h("span", { class: "tag tag-late", title: late.map(([kind, n]) => `${kind}: ${formatCount(n)}`).join("\n") }, `${formatCount(lateTotal)} late row${lateTotal === 1 ? "" : "s"} dropped`)
+        : null,
+      operators ? null : h("span", { class: "muted small" }, current && current.status !== "running" ? "figures while the job runs" : "waiting for the first sample…"),
     );
+    const dash = () => h("span", { class: "muted" }, "—");
+    const millis = (value) => (value === null || value === undefined ? dash() : formatMillis(value));
+    const rows = nodes.map((n) => {
+      const op = byId.get(n.id);
+      const isSource = n.kind === "source";
+      const isSink = n.kind === "sink";
+      const rate = op ? operatorRate(op) : null;
+      return h(
+        "tr",
+        { class: "clickable", dataset: { operatorId: n.id, kind: n.kind }, onclick: () => drawing && drawing.select(n.id) },
+        h(
+          "td",
+          { class: "op-name", title: n.detail },
+          h("span", { class: `kind-chip family-${kindFamily(n.kind)}` }, kindName(n.kind)),
+          h("div", { class: "op-label" }, n.label),
+        ),
+        h("td", { class: "num muted" }, `×${op && op.subtasks ? op.subtasks : n.parallelism}`),
+        h("td", { class: "num" }, op && !isSource ? formatCount(op.records_in) : dash()),
+        h("td", { class: "num" }, op && !isSink ? formatCount(op.records_out) : dash()),
+        h("td", { class: "num strong" }, rate === null ? dash() : formatRate(rate)),
+        h("td", { class: "num" }, pressureCell(op ? op.backpressure : null)),
+        h("td", { class: "num" }, millis(op ? op.event_time_lag_ms : null)),
+        h("td", { class: "num", title: op && op.processing_p50_ms != null ? `p50 ${formatMillis(op.processing_p50_ms)}` : null }, millis(op ? op.processing_p99_ms : null)),
+        h("td", { class: "num" }, op && op.state_bytes > 0 ? formatBytes(op.state_bytes) : dash()),
+      );
+    });
+    replace(
+      operatorsBody,
+      h(
+        "table",
+        { class: "data operators-table" },
+        h(
+          "thead",
+          {},
+          h(
+            "tr",
+            {},
+            h("th", {}, "Operator"),
+            h("th", { class: "num", title: "subtasks" }, "Tasks"),
+            h("th", { class: "num", title: "records received in this run" }, "In"),
+            h("th", { class: "num", title: "records emitted in this run" }, "Out"),
+            h("th", { class: "num", title: "records per second emitted (a sink: received) over the last second" }, "Rate"),
+            h("th", { class: "num", title: "share of the last second its busiest subtask waited on the next operator" }, "Backpressure"),
+            h("th", { class: "num", title: "wall clock minus the operator's watermark" }, "Watermark lag"),
+            h("th", { class: "num", title: "99th percentile of the time to process one batch (a sink: one write)" }, "p99 / batch"),
+            h("th", { class: "num", title: "state size in the latest checkpoint" }, "State"),
+          ),
+        ),
+        h("tbody", {}, rows),
+      ),
+    );
+  }
+
+  function renderCheckpointCounts() {
+    const figures = liveOperators() && live.checkpoints;
+    if (!figures || (!figures.completed && !figures.failed)) {
+      replace(checkpointCounts);
+      return;
+    }
+    replace(
+      checkpointCounts,
+      h("span", { class: "count-chip good", title: "completed since the job started on this server" }, `${formatCount(figures.completed)} completed`),
+      h("span", { class: figures.failed ? "count-chip bad" : "count-chip", title: "abandoned or failed" }, `${formatCount(figures.failed)} failed`),
+    );
+  }
+
+  /** Everything fed by the per-operator figures. */
+  function renderLive() {
+    updateGraph();
+    updateLiveCharts();
+    renderOperators();
+    renderCheckpointCounts();
+  }
+
+  async function pollOperators() {
+    let delay = OPERATORS_INTERVAL;
+    try {
+      const answer = await api(`${path}/operators`);
+      if (disposed) return;
+      live = answer;
+      if (answer && answer.sampled_at) {
+        // A server clock far off this one's would push the history off the charts.
+        const skew = answer.sampled_at - Date.now();
+        liveSkew = Math.abs(skew) > 3000 ? skew : 0;
+      }
+      renderLive();
+    } catch {
+      // Keep the last figures; try again a little later.
+      delay = OPERATORS_INTERVAL * 3;
+    }
+    if (!disposed) liveTimer = setTimeout(pollOperators, delay);
   }
 
   async function loadGraph() {
@@ -421,6 +618,7 @@ function jobPage(root, name) {
     });
     replace(graphBody, drawing.element);
     if (current) onJobs([current]);
+    renderLive();
   }
 
   function renderEvents(list) {
@@ -532,9 +730,12 @@ function jobPage(root, name) {
 
   loadGraph();
   refreshDetail();
+  pollOperators();
   const timer = setInterval(refreshDetail, 4000);
   const unsubscribe = jobsPoller.subscribe(onJobs);
   return () => {
+    disposed = true;
+    clearTimeout(liveTimer);
     clearInterval(timer);
     unsubscribe();
     for (const chart of [throughput, watermark, latency]) chart.dispose();

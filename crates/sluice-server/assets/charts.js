@@ -1,7 +1,7 @@
 // SVG charts: sparklines for tables and time-series charts with axes,
 // a hover read-out and an honest empty state.
 
-import { h, s, replace, formatCompact, formatClock } from "./util.js";
+import { h, s, replace, formatCompact, formatClock, formatDuration } from "./util.js";
 import { HISTORY_SECONDS } from "./api.js";
 
 /** Path commands through points, split where a value is null. */
@@ -49,6 +49,17 @@ function niceStep(value, ticks) {
   return 10 * power;
 }
 
+/** Milliseconds for axes and read-outs: "40 µs", "12.5 ms", "1.5 s", "2m 5s". */
+export function formatMillis(ms) {
+  if (ms === null || ms === undefined || Number.isNaN(ms)) return "—";
+  const abs = Math.abs(ms);
+  if (abs === 0) return "0 ms";
+  if (abs < 1) return `${formatCompact(ms * 1000)} µs`;
+  if (abs < 1000) return `${formatCompact(ms)} ms`;
+  if (abs < 60_000) return `${formatCompact(ms / 1000)} s`;
+  return formatDuration(ms / 1000);
+}
+
 /** A small trend line over the last `seconds` of `points`. */
 export function sparkline(points, { width = 120, height = 28, seconds = 60, color = "var(--series-1)" } = {}) {
   const end = Date.now() / 1000;
@@ -73,8 +84,9 @@ export function sparkline(points, { width = 120, height = 28, seconds = 60, colo
  * with `[{name, color, points: [{t, v}]}]`; with no points it shows `empty`.
  */
 export class TimeChart {
-  constructor({ id, title, subtitle = null, unit = "", seconds = 60, ranges = [60, HISTORY_SECONDS], height = 200, empty = "No data yet", format = formatCompact }) {
+  constructor({ id, title, subtitle = null, unit = "", seconds = 60, ranges = [60, HISTORY_SECONDS], height = 200, empty = "No data yet", format = formatCompact, axisWidth = 48 }) {
     this.seconds = seconds;
+    this.axisWidth = axisWidth;
     this.height = height;
     this.unit = unit;
     this.format = format;
@@ -132,7 +144,7 @@ export class TimeChart {
   render() {
     const width = Math.max(200, Math.round(this.plot.clientWidth || 600));
     const height = this.height;
-    const pad = { left: 48, right: 12, top: 10, bottom: 24 };
+    const pad = { left: this.axisWidth, right: 12, top: 10, bottom: 24 };
     const end = Date.now() / 1000;
     const start = end - this.seconds;
     const innerW = width - pad.left - pad.right;

@@ -31,6 +31,11 @@ export function kindName(kind) {
   return (KINDS[kind] || [kind])[0];
 }
 
+/** The family of a node kind (its colour): io, io-out, stateless, stateful, time. */
+export function kindFamily(kind) {
+  return (KINDS[kind] || [kind, "stateless"])[1];
+}
+
 const DUMMY_H = 10;
 
 /**
@@ -132,7 +137,8 @@ function edgePath(chain, position) {
 
 /**
  * Draws `graph` into `container`. Returns `{update(figures, flowing), element}`:
- * `figures` maps a node id to `{rate, rateNote, backpressure}` (null: not measured).
+ * `figures` maps a node id to `{rate, backpressure}` (null: not measured;
+ * left out: the figure the graph was fetched with).
  */
 export function operatorGraph(graph, { onSelect = () => {}, compact = false } = {}) {
   const nodeH = compact ? NODE_H_COMPACT : NODE_H;
@@ -208,10 +214,10 @@ export function operatorGraph(graph, { onSelect = () => {}, compact = false } = 
       for (const n of graph.nodes) {
         const f = figures.get(n.id);
         const v = values.get(n.id) || {};
-        const rate = v.rate ?? n.records_per_second ?? null;
+        const rate = (v.rate !== undefined ? v.rate : n.records_per_second) ?? null;
         replace(f.rate, rate === null ? "— rec/s" : `${formatRate(rate).replace("/s", "")} rec/s`);
         f.rate.classList.toggle("unknown", rate === null);
-        const bp = v.backpressure ?? n.backpressure ?? null;
+        const bp = (v.backpressure !== undefined ? v.backpressure : n.backpressure) ?? null;
         replace(f.pressure, bp === null ? "bp —" : `bp ${Math.round(bp * 100)}%`);
         f.pressureBar.setAttribute("width", bp === null ? 0 : Math.max(0, Math.min(1, bp)) * NODE_W);
         f.pressureBar.classList.toggle("high", bp !== null && bp > 0.5);

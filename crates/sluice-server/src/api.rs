@@ -20,6 +20,7 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::ingest::IngestReceipt;
+use crate::live::{CheckpointFigures, LivePoint, OperatorFigures, OperatorsView};
 use crate::jobs::{
     CheckpointHistory, CheckpointView, DeadLetterFile, DeadLetters, GraphEdge, GraphNode,
     JobDetail, JobGraph, JobMetricsView, JobView, SqlProblem, SqlValidation, SubmitJob,
@@ -35,9 +36,10 @@ type AppResult<T> = Result<T, ApiError>;
 #[openapi(
     info(title = "Sluice API", description = "Jobs, streams and HTTP ingest of a Sluice server."),
     paths(health, list_jobs, submit_job, get_job, delete_job, stop_job, resume_job, tail_job,
-          job_graph, job_checkpoints, job_dead_letters, validate_sql,
+          job_graph, job_operators, job_checkpoints, job_dead_letters, validate_sql,
           list_streams, create_stream, delete_stream, ingest_events),
     components(schemas(ErrorBody, ErrorDetail, Health, JobView, JobRecord, JobMetricsView, JobDetail,
+        OperatorsView, OperatorFigures, LivePoint, CheckpointFigures,
                        JobEvent, SubmitJob, StopJob, StreamView, PartitionView, ConsumerView, CreateStream,
                        IngestReceipt, JobGraph, GraphNode, GraphEdge, ValidateSql, SqlValidation,
                        SqlProblem, CheckpointHistory, CheckpointView, DeadLetters, DeadLetterFile)),
@@ -233,8 +235,8 @@ fn rows_json(table: &str, batch: &ChangeBatch) -> String {
 }
 
 /// The operator graph of a job's plan: nodes (sources, operators, sinks)
-/// and the edges between them. Per-node `records_per_second` and
-/// `backpressure` are null until the runtime measures them.
+/// and the edges between them. While the job runs, each node carries its
+/// records per second and backpressure over the last second.
 #[utoipa::path(get, path = "/api/v1/jobs/{name}/graph", tag = "jobs",
     params(("name" = String, Path, description = "the job's name")),
     responses((status = 200, body = JobGraph), (status = 404, body = ErrorBody),
@@ -244,6 +246,20 @@ pub async fn job_graph(
     Path(name): Path<String>,
 ) -> AppResult<Json<JobGraph>> {
     Ok(Json(state.jobs.graph(&name).await?))
+}
+
+/// Per-operator figures of a running job (summed over subtasks): records
+/// in and out with rates, bytes, batches, backpressure, watermark and
+/// event-time lag, processing-time quantiles and state size; a five-minute
+/// history of job-wide figures; checkpoint figures. Empty when it is not running.
+#[utoipa::path(get, path = "/api/v1/jobs/{name}/operators", tag = "jobs",
+    params(("name" = String, Path, description = "the job's name")),
+    responses((status = 200, body = OperatorsView), (status = 404, body = ErrorBody)))]
+pub async fn job_operators(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> AppResult<Json<OperatorsView>> {
+    Ok(Json(state.jobs.operators(&name)?))
 }
 
 /// The job's retained checkpoints, newest first.

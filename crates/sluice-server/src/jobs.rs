@@ -20,6 +20,7 @@ use tracing::{info, warn, Instrument};
 use utoipa::ToSchema;
 
 use crate::error::ApiError;
+use crate::live::{spawn_sampler, LiveFigures, NodeInfo, OperatorFigures, OperatorsView};
 use crate::store::{JobEvent, JobRecord, MetadataStore};
 use crate::tap::JobTap;
 
@@ -74,6 +75,8 @@ pub struct JobDetail {
     pub plan: Option<String>,
     /// The latest events, oldest first (starts, stops, errors with times).
     pub events: Vec<JobEvent>,
+    /// Per-operator figures while it runs (see `GET .../operators`).
+    pub operators: Vec<OperatorFigures>,
 }
 
 /// What one run of a job shares with the server while it runs.
@@ -84,6 +87,17 @@ struct RunningJob {
     rows_read: Arc<AtomicU64>,
     tap: Arc<JobTap>,
     data_dir: PathBuf,
+    /// Per-operator figures, sampled by `sampler`.
+    live: Arc<LiveFigures>,
+    sampler: JoinHandle<()>,
+    /// The plan it runs (its sources' bad-record counters).
+    plan: Arc<JobPlan>,
+}
+
+impl Drop for RunningJob {
+    fn drop(&mut self) {
+        self.sampler.abort();
+    }
 }
 
 /// Hosts jobs.
@@ -133,6 +147,7 @@ impl JobManager {
             let start = StartOptions {
                 fresh: false,
                 from_savepoint: job.savepoint.clone(),
+                ..StartOptions::default()
             };
             if let Err(error) = self.start(&job, start).await {
                 self.fail(&job.name, &error.message);
@@ -198,7 +213,7 @@ impl JobManager {
             &record,
             StartOptions {
                 fresh: true,
-                from_savepoint: None,
+                ..StartOptions::default()
             },
         )
         .await?;
@@ -209,7 +224,7 @@ impl JobManager {
     async fn start(
         self: &Arc<Self>,
         record: &JobRecord,
-        start: StartOptions,
+        mut start: StartOptions,
     ) -> Result<(), ApiError> {
         if self.running().contains_key(&record.name) {
             return Err(ApiError::conflict(
@@ -218,9 +233,19 @@ impl JobManager {
             ));
         }
         let tap = Arc::new(JobTap::default());
-        let plan = self
-            .plan(&record.name, &record.sql, record.parallelism, &tap)
-            .await?;
+        let plan = Arc::new(
+            self.plan(&record.name, &record.sql, record.parallelism, &tap)
+                .await?,
+        );
+        let nodes = JobGraph::of(&plan)
+            .nodes
+            .into_iter()
+            .map(|node| NodeInfo {
+                kind: node.kind,
+                label: node.label,
+            })
+            .collect();
+        let live = Arc::new(LiveFigures::new(start.metrics.clone(), nodes));
         let (stop, stop_signal) = watch::channel(false);
         let rows_read = Arc::new(AtomicU64::new(0));
         let name = record.name.clone();
@@ -232,6 +257,7 @@ impl JobManager {
             None => "started (resuming from its latest checkpoint, if any)".to_string(),
         };
         let data_dir = plan.settings.data_dir.clone();
+        let job_plan = plan.clone();
         let mut running = self.running();
         // Checked again under the lock: another request may have started
         // the job while this one was planning.
@@ -265,6 +291,9 @@ impl JobManager {
                 rows_read,
                 tap,
                 data_dir,
+                sampler: spawn_sampler(live.clone()),
+                live,
+                plan: job_plan,
             },
         );
         Ok(())
@@ -364,7 +393,16 @@ impl JobManager {
             .store
             .events(name, 50)
             .map_err(|e| ApiError::internal(e.to_string()))?;
-        Ok(JobDetail { job, plan, events })
+        let operators = self
+            .live(name)
+            .map(|live| live.view().operators)
+            .unwrap_or_default();
+        Ok(JobDetail {
+            job,
+            plan,
+            events,
+            operators,
+        })
     }
 
     /// Live figures of a running job.
@@ -486,6 +524,7 @@ impl JobManager {
         let start = StartOptions {
             fresh: false,
             from_savepoint: record.savepoint.clone(),
+            ..StartOptions::default()
         };
         self.start(&record, start).await?;
         self.view(name)
@@ -618,10 +657,11 @@ pub struct GraphNode {
     pub parallelism: usize,
     /// The columns of its output rows, in order.
     pub columns: Vec<String>,
-    /// Records per second through it; null until per-operator metrics exist.
+    /// Records per second it emitted (a sink: received) over the last
+    /// second; null while the job is not running.
     pub records_per_second: Option<f64>,
-    /// Share of time (0 to 1) it waited on a full output channel; null
-    /// until per-operator metrics exist.
+    /// Share of the last second (0 to 1) its busiest subtask waited on a
+    /// full channel to the next task; null while the job is not running.
     pub backpressure: Option<f64>,
 }
 
@@ -850,7 +890,38 @@ impl JobManager {
         let plan = self
             .plan(name, &record.sql, record.parallelism, &Arc::default())
             .await?;
-        Ok(JobGraph::of(&plan))
+        let mut graph = JobGraph::of(&plan);
+        if let Some(live) = self.live(name) {
+            for figures in live.view().operators {
+                if let Some(node) = graph.nodes.get_mut(figures.id) {
+                    node.records_per_second = match node.kind.as_str() {
+                        "sink" => figures.records_in_per_second,
+                        _ => figures.records_out_per_second,
+                    };
+                    node.backpressure = figures.backpressure;
+                }
+            }
+        }
+        Ok(graph)
+    }
+
+    /// The per-operator figures of a running job.
+    fn live(&self, name: &str) -> Option<Arc<LiveFigures>> {
+        self.running().get(name).map(|job| job.live.clone())
+    }
+
+    /// A job's per-operator figures: empty when it is not running.
+    pub fn operators(&self, name: &str) -> Result<OperatorsView, ApiError> {
+        self.record(name)?;
+        Ok(self.live(name).map(|live| live.view()).unwrap_or_default())
+    }
+
+    /// The per-operator figures and plan of every running job.
+    pub fn all_live(&self) -> Vec<(String, Arc<LiveFigures>, Arc<JobPlan>)> {
+        self.running()
+            .iter()
+            .map(|(name, job)| (name.clone(), job.live.clone(), job.plan.clone()))
+            .collect()
     }
 
     /// Plans `sql` without running it.

@@ -12,6 +12,7 @@ pub mod dashboard;
 pub mod error;
 pub mod ingest;
 pub mod jobs;
+pub mod live;
 pub mod metrics;
 pub mod store;
 pub mod tap;
@@ -204,6 +205,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/v1/jobs/{name}/resume", post(api::resume_job))
         .route("/api/v1/jobs/{name}/tail", get(api::tail_job))
         .route("/api/v1/jobs/{name}/graph", get(api::job_graph))
+        .route("/api/v1/jobs/{name}/operators", get(api::job_operators))
         .route("/api/v1/jobs/{name}/checkpoints", get(api::job_checkpoints))
         .route(
             "/api/v1/jobs/{name}/dead-letters",

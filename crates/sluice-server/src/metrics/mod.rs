@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use crate::ingest::IngestCounters;
 use crate::AppState;
 
+mod operators;
+
 /// Writes metric families in the text format.
 #[derive(Default)]
 struct Exposition {
@@ -38,6 +40,29 @@ impl Exposition {
         let _ = writeln!(self.out, " {value}");
         self
     }
+
+    /// The `_bucket`, `_sum` and `_count` samples of a histogram family.
+    fn histogram(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        histogram: &sluice_runtime::metrics::HistogramSnapshot,
+    ) -> &mut Self {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        for (i, count) in histogram.counts.iter().enumerate() {
+            cumulative += count;
+            let le = histogram
+                .bounds
+                .get(i)
+                .map_or_else(|| "+Inf".to_string(), |bound| bound.to_string());
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            self.sample(&bucket, &with_le, cumulative as f64);
+        }
+        self.sample(&format!("{name}_sum"), labels, histogram.sum_seconds);
+        self.sample(&format!("{name}_count"), labels, histogram.count() as f64)
+    }
 }
 
 /// Escapes a label value.
@@ -55,6 +80,7 @@ pub type Committed = BTreeMap<String, BTreeMap<String, crate::jobs::CommittedOff
 pub fn render(state: &AppState, committed: Committed) -> String {
     let mut e = Exposition::default();
     jobs(state, &mut e);
+    crate::metrics::operators::render(state, &mut e);
     streams(state, &mut e);
     consumer_lag(state, committed, &mut e);
     process(&mut e);
