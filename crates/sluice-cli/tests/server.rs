@@ -484,13 +484,8 @@ fn family_sum(metrics: &str, family: &str, labels: &[&str]) -> f64 {
 /// in `/metrics` and in `GET /jobs/{name}/operators` (sampled each second).
 async fn check_operator_figures(api: &Api, metrics: &str) {
     let job = format!("job_name=\"{JOB}\"");
-    let sum = |family, kind: &str| {
-        family_sum(
-            metrics,
-            family,
-            &[&job, &format!("operator=\"{kind}\"")],
-        )
-    };
+    let sum =
+        |family, kind: &str| family_sum(metrics, family, &[&job, &format!("operator=\"{kind}\"")]);
     assert_eq!(sum("sluice_operator_records_out_total", "source"), 200.0);
     assert_eq!(sum("sluice_operator_records_in_total", "sink"), 100.0);
     assert_eq!(sum("sluice_operator_records_in_total", "filter"), 200.0);
@@ -517,21 +512,42 @@ async fn check_operator_figures(api: &Api, metrics: &str) {
         if source_out == Some(json!(200)) && !view["history"].as_array().is_none_or(Vec::is_empty) {
             break view;
         }
-        assert!(Instant::now() < deadline, "operator figures never caught up: {view}");
+        assert!(
+            Instant::now() < deadline,
+            "operator figures never caught up: {view}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let operators = view["operators"].as_array().expect("operators");
     let (_, graph) = api
-        .json(reqwest::Method::GET, &format!("/api/v1/jobs/{JOB}/graph"), None)
+        .json(
+            reqwest::Method::GET,
+            &format!("/api/v1/jobs/{JOB}/graph"),
+            None,
+        )
         .await;
-    assert_eq!(operators.len(), graph["nodes"].as_array().map_or(0, Vec::len));
-    let sink = operators.iter().find(|o| o["kind"] == "sink").expect("sink");
+    assert_eq!(
+        operators.len(),
+        graph["nodes"].as_array().map_or(0, Vec::len)
+    );
+    let sink = operators
+        .iter()
+        .find(|o| o["kind"] == "sink")
+        .expect("sink");
     assert_eq!(sink["records_in"], 100, "{view}");
     for node in graph["nodes"].as_array().expect("nodes") {
         assert!(node["records_per_second"].is_number(), "{node}");
-        assert!(node["backpressure"].as_f64().is_some_and(|b| (0.0..=1.0).contains(&b)), "{node}");
+        assert!(
+            node["backpressure"]
+                .as_f64()
+                .is_some_and(|b| (0.0..=1.0).contains(&b)),
+            "{node}"
+        );
     }
-    assert!(view["checkpoints"]["completed"].as_u64() >= Some(1), "{view}");
+    assert!(
+        view["checkpoints"]["completed"].as_u64() >= Some(1),
+        "{view}"
+    );
 }
 
 /// `promtool check metrics` on the exposition, when promtool is installed
@@ -717,14 +733,30 @@ async fn traces_are_exported_over_otlp() {
         )
         .await;
     assert_eq!(status, 201);
-    api.ingest(0..10).await;
+    // A second job at parallelism 2: its aggregation runs in other tasks,
+    // behind a hash shuffle, which sampled batches' spans must cross.
+    let totals = "CREATE TABLE clicks (user_name STRING, amount BIGINT)
+           WITH ('connector' = 'stream', 'stream' = 'clicks', 'format' = 'json');
+         CREATE TABLE totals (user_name STRING, total BIGINT) WITH ('connector' = 'blackhole');
+         INSERT INTO totals SELECT user_name, SUM(amount) FROM clicks GROUP BY user_name;";
+    let (status, body) = api
+        .json(
+            reqwest::Method::POST,
+            "/api/v1/jobs",
+            Some(json!({"name": "totals", "sql": totals, "parallelism": 2})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Half of these pass the first job's filter, so its sampled batch reaches the sink.
+    api.ingest(0..200).await;
     // Sampled batches: a root `batch` span with its operators and the sink write.
-    let wanted: [&[u8]; 5] = [
+    let wanted: [&[u8]; 6] = [
         b"sluice-under-test",
         b"ingest",
         b"job.submit",
         b"operator",
         b"sink.write",
+        b"GroupAggregate",
     ];
     let mut seen = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -243,6 +243,9 @@ struct Task {
     source_metrics: Option<Arc<OperatorMetrics>>,
     /// The sink's figures, when the task ends in one.
     sink_metrics: Option<Arc<OperatorMetrics>>,
+    /// The figures of its source and chained operators: what a full output
+    /// channel holds up.
+    blocked: Vec<Arc<OperatorMetrics>>,
     /// Picks the source batches to trace.
     sampler: BatchSampler,
     /// The trace of the batch being pushed, when it was sampled.
@@ -540,6 +543,12 @@ impl<'a> TaskBuilder<'a> {
             Input::Source { node, .. } => Some(*node),
             Input::Channels(_) => None,
         };
+        let source_metrics = source_node.map(|node| self.metrics.operator(node, subtask));
+        let blocked = source_metrics
+            .iter()
+            .chain(stages.iter().map(|stage| &stage.metrics))
+            .cloned()
+            .collect();
         Ok(Task {
             input,
             chain: stages,
@@ -550,7 +559,8 @@ impl<'a> TaskBuilder<'a> {
             checkpoints: self.checkpoints.clone(),
             source_rows,
             sink_rows: None,
-            source_metrics: source_node.map(|node| self.metrics.operator(node, subtask)),
+            source_metrics,
+            blocked,
             sink_metrics: sink_node.map(|node| self.metrics.operator(node, subtask)),
             sampler: BatchSampler::default(),
             trace: None,
@@ -957,9 +967,12 @@ impl Task {
             (Message::Data(batch), Some(first)) => {
                 let mut next = Vec::new();
                 let rows = batch.num_rows();
-                first.run(Some(rows), self.trace.as_ref(), &mut next, |operator, out| {
-                    operator.process_input(input, batch, out)
-                })?;
+                first.run(
+                    Some(rows),
+                    self.trace.as_ref(),
+                    &mut next,
+                    |operator, out| operator.process_input(input, batch, out),
+                )?;
                 next
             }
             (message, _) => return self.run_chain(0, vec![message]).await,
@@ -1071,10 +1084,7 @@ impl Task {
     }
 
     async fn deliver(&mut self, message: Message) -> Result<bool> {
-        let blocked = Blocked {
-            stages: &self.chain,
-            source: self.source_metrics.as_deref(),
-        };
+        let blocked = Blocked(&self.blocked);
         let traced = match (&message, &self.trace) {
             (Message::Data(_), Some(span)) => Some(span),
             _ => None,
@@ -1192,10 +1202,7 @@ impl Task {
 
 /// The figures a task's blocked output is charged to: every operator of its
 /// chain (and its source) waits while the next task's channel is full.
-struct Blocked<'a> {
-    stages: &'a [Stage],
-    source: Option<&'a OperatorMetrics>,
-}
+struct Blocked<'a>(&'a [Arc<OperatorMetrics>]);
 
 impl Blocked<'_> {
     /// Sends `message` (after the trace marker, when the batch is traced);
@@ -1223,11 +1230,8 @@ impl Blocked<'_> {
                 let started = std::time::Instant::now();
                 let sent = sender.send(message).await.is_ok();
                 let waited = started.elapsed();
-                for stage in self.stages {
-                    stage.metrics.record_backpressure(waited);
-                }
-                if let Some(source) = self.source {
-                    source.record_backpressure(waited);
+                for metrics in self.0 {
+                    metrics.record_backpressure(waited);
                 }
                 sent
             }

@@ -20,12 +20,12 @@ use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::error::{ApiError, ErrorBody, ErrorDetail};
 use crate::ingest::IngestReceipt;
-use crate::live::{CheckpointFigures, LivePoint, OperatorFigures, OperatorsView};
 use crate::jobs::{
     CheckpointHistory, CheckpointView, DeadLetterFile, DeadLetters, GraphEdge, GraphNode,
     JobDetail, JobGraph, JobMetricsView, JobView, SqlProblem, SqlValidation, SubmitJob,
     ValidateSql,
 };
+use crate::live::{CheckpointFigures, LivePoint, OperatorFigures, OperatorsView};
 use crate::store::{JobEvent, JobRecord};
 use crate::AppState;
 

@@ -224,7 +224,7 @@ impl JobManager {
     async fn start(
         self: &Arc<Self>,
         record: &JobRecord,
-        mut start: StartOptions,
+        start: StartOptions,
     ) -> Result<(), ApiError> {
         if self.running().contains_key(&record.name) {
             return Err(ApiError::conflict(

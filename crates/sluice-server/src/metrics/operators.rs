@@ -124,11 +124,7 @@ struct Labels<'a> {
 }
 
 impl<'a> Labels<'a> {
-    fn of(
-        job: &'a str,
-        nodes: &'a [crate::live::NodeInfo],
-        operator: &OperatorSnapshot,
-    ) -> Self {
+    fn of(job: &'a str, nodes: &'a [crate::live::NodeInfo], operator: &OperatorSnapshot) -> Self {
         Labels {
             job,
             id: operator.node.to_string(),
