@@ -15,6 +15,11 @@ use sluice_runtime::{JobSummary, ProgressReport};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+/// mimalloc instead of the system allocator: faster for the engine's many
+/// short-lived allocations (measured in benchmarks/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sluice: a real-time stream processor that runs Flink SQL pipelines.
 #[derive(Parser)]
 #[command(name = "sluice", version, about)]
