@@ -49,16 +49,29 @@ impl GroupAggregateOperator {
     fn output(&self, changes: Vec<(RowKind, Vec<u8>, Vec<ScalarValue>)>) -> Result<ChangeBatch> {
         let schema = &self.spec.schema;
         let count = changes.len();
+        // Moved, not cloned, into one list per aggregate column.
+        let mut kinds = Vec::with_capacity(count);
+        let mut keys = Vec::with_capacity(count);
+        let mut results: Vec<Vec<ScalarValue>> = (0..self.spec.aggregates.len())
+            .map(|_| Vec::with_capacity(count))
+            .collect();
+        for (kind, key, values) in changes {
+            kinds.push(kind as i8);
+            keys.push(key);
+            for (column, value) in results.iter_mut().zip(values) {
+                column.push(value);
+            }
+        }
         let mut columns: Vec<ArrayRef> = if self.spec.keys.is_empty() {
             Vec::new()
         } else {
             let parser = self.converter.parser();
             self.converter
-                .convert_rows(changes.iter().map(|(_, key, _)| parser.parse(key)))?
+                .convert_rows(keys.iter().map(|key| parser.parse(key)))?
         };
-        for index in 0..self.spec.aggregates.len() {
+        for values in results {
             columns.push(scalar_column(
-                changes.iter().map(|(_, _, values)| values[index].clone()),
+                values.into_iter(),
                 schema.field(columns.len()).data_type(),
             )?);
         }
@@ -67,12 +80,7 @@ impl GroupAggregateOperator {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(count)),
         )?;
-        let kinds = Int8Array::from(
-            changes
-                .iter()
-                .map(|(kind, _, _)| *kind as i8)
-                .collect::<Vec<_>>(),
-        );
+        let kinds = Int8Array::from(kinds);
         Ok(ChangeBatch {
             data,
             kinds: Some(kinds),
