@@ -17,7 +17,7 @@ use sluice_sql::plan::GroupAggregate;
 
 use crate::aggregate::{key_converter, AggregateInputs, RetractingAccumulator};
 use crate::operators::Operator;
-use crate::rows::scalar_column;
+use crate::rows::{scalar_column, take_results};
 use crate::state::{bad_state, KeyOwner, KeyedState, StateConfig, SubtaskChunks, ValueCodec};
 use sluice_state::{StateReader, StateWriter};
 
@@ -46,28 +46,22 @@ impl GroupAggregateOperator {
         })
     }
 
-    fn output(&self, changes: Vec<(RowKind, Vec<u8>, Vec<ScalarValue>)>) -> Result<ChangeBatch> {
+    fn output(
+        &self,
+        mut changes: Vec<(RowKind, Vec<u8>, Vec<ScalarValue>)>,
+    ) -> Result<ChangeBatch> {
         let schema = &self.spec.schema;
         let count = changes.len();
-        // Moved, not cloned, into one list per aggregate column.
-        let mut kinds = Vec::with_capacity(count);
-        let mut keys = Vec::with_capacity(count);
-        let mut results: Vec<Vec<ScalarValue>> = (0..self.spec.aggregates.len())
-            .map(|_| Vec::with_capacity(count))
-            .collect();
-        for (kind, key, values) in changes {
-            kinds.push(kind as i8);
-            keys.push(key);
-            for (column, value) in results.iter_mut().zip(values) {
-                column.push(value);
-            }
-        }
+        let results = take_results(
+            changes.iter_mut().map(|(_, _, values)| values),
+            self.spec.aggregates.len(),
+        );
         let mut columns: Vec<ArrayRef> = if self.spec.keys.is_empty() {
             Vec::new()
         } else {
             let parser = self.converter.parser();
             self.converter
-                .convert_rows(keys.iter().map(|key| parser.parse(key)))?
+                .convert_rows(changes.iter().map(|(_, key, _)| parser.parse(key)))?
         };
         for values in results {
             columns.push(scalar_column(
@@ -80,7 +74,7 @@ impl GroupAggregateOperator {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(count)),
         )?;
-        let kinds = Int8Array::from(kinds);
+        let kinds = Int8Array::from_iter_values(changes.iter().map(|(kind, _, _)| *kind as i8));
         Ok(ChangeBatch {
             data,
             kinds: Some(kinds),

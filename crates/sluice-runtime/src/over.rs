@@ -28,7 +28,7 @@ use crate::aggregate::{
 };
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
-use crate::rows::{decode_rows, scalar_column, whole_row_converter};
+use crate::rows::{decode_rows, scalar_column, take_results, whole_row_converter};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
     ValueCodec,
@@ -461,15 +461,19 @@ impl OverAggregateOperator {
         Ok(())
     }
 
-    fn output(&self, changes: Vec<Change>) -> Result<ChangeBatch> {
+    fn output(&self, mut changes: Vec<Change>) -> Result<ChangeBatch> {
         let mut columns = decode_rows(
             &self.row_converter,
             changes.iter().map(|(row, _, _)| &**row),
         )?;
         let width = columns.len();
-        for index in 0..self.spec.aggregates.len() {
+        let results = take_results(
+            changes.iter_mut().map(|(_, values, _)| values),
+            self.spec.aggregates.len(),
+        );
+        for (index, values) in results.into_iter().enumerate() {
             columns.push(scalar_column(
-                changes.iter().map(|(_, values, _)| values[index].clone()),
+                values.into_iter(),
                 self.spec.schema.field(width + index).data_type(),
             )?);
         }

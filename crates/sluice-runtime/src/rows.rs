@@ -32,6 +32,21 @@ pub(crate) fn decode_rows<'r>(
     Ok(converter.convert_rows(rows.map(|row| parser.parse(row)))?)
 }
 
+/// Moves the `width` aggregate results out of each row (leaving it empty)
+/// into one list per column, so building output columns clones nothing.
+pub(crate) fn take_results<'r>(
+    rows: impl Iterator<Item = &'r mut Vec<ScalarValue>>,
+    width: usize,
+) -> Vec<Vec<ScalarValue>> {
+    let mut columns: Vec<Vec<ScalarValue>> = (0..width).map(|_| Vec::new()).collect();
+    for values in rows {
+        for (column, value) in columns.iter_mut().zip(values.drain(..)) {
+            column.push(value);
+        }
+    }
+    columns
+}
+
 /// A column of `target` type from scalar values (cast when DataFusion's
 /// result type differs, e.g. AVG's DOUBLE into a BIGINT column).
 pub(crate) fn scalar_column(

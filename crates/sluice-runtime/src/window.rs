@@ -23,7 +23,7 @@ use crate::aggregate::{
 };
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
-use crate::rows::scalar_column;
+use crate::rows::{scalar_column, take_results};
 use crate::state::{bad_state, header_chunk, restore_subtasks, KeyOwner, SubtaskChunks};
 use crate::watermark::epoch_millis;
 use sluice_state::{StateReader, StateWriter};
@@ -298,10 +298,12 @@ pub(crate) fn require_inserts(batch: &ChangeBatch) -> Result<()> {
 pub(crate) fn build_output(
     spec: &WindowAggregate,
     converter: &RowConverter,
-    rows: Vec<WindowRow>,
+    mut rows: Vec<WindowRow>,
 ) -> Result<RecordBatch> {
     let schema = &spec.schema;
     let count = rows.len();
+    let width = rows.first().map_or(0, |row| row.3.len());
+    let mut results = take_results(rows.iter_mut().map(|row| &mut row.3), width);
     let keys = if spec.keys.is_empty() {
         Vec::new()
     } else {
@@ -321,9 +323,15 @@ pub(crate) fn build_output(
             WindowOutput::WindowStart => timestamps(|r| r.0),
             WindowOutput::WindowEnd => timestamps(|r| r.1),
             WindowOutput::WindowTime => timestamps(|r| r.1 - 1),
-            WindowOutput::Aggregate(i) => {
-                scalar_column(rows.iter().map(|r| r.3[*i].clone()), target)?
-            }
+            WindowOutput::Aggregate(i) => match results.get_mut(*i) {
+                Some(values) => scalar_column(std::mem::take(values).into_iter(), target)?,
+                None if count == 0 => scalar_column(std::iter::empty(), target)?,
+                None => {
+                    return Err(SluiceError::Runtime(format!(
+                        "window rows hold {width} results, not aggregate {i}"
+                    )))
+                }
+            },
         };
         columns.push(if array.data_type() == target {
             array
