@@ -398,6 +398,7 @@ impl KafkaSource {
                 .map(|interval| (interval, Instant::now() + interval)),
             upsert,
             ready: Default::default(),
+            receiving: Vec::new(),
             last_split: None,
         })
     }
@@ -509,6 +510,10 @@ struct KafkaReader {
     /// Received runs of one partition's records, not decoded yet (decoding
     /// when a run is returned keeps `emitted` and the upsert state in step).
     ready: std::collections::VecDeque<Vec<KafkaRecord>>,
+    /// Records received for the batch being gathered. On `self`, not in a
+    /// local, so a `next_batch` cancelled between two receives (the task
+    /// selects it against checkpoint triggers and timers) loses none of them.
+    receiving: Vec<KafkaRecord>,
     /// Next offset per partition after the rows returned so far: the
     /// checkpointed position (`next` runs ahead by the queued runs).
     emitted: Offsets,
@@ -843,10 +848,14 @@ impl SourceReader for KafkaReader {
                 // More subtasks than partitions: this one idles.
                 std::future::pending::<()>().await;
             }
-            let mut records = Vec::new();
-            let mut wait = FIRST_RECORD_WAIT;
-            idle = true;
-            while records.len() < self.batch_size {
+            // Gathered by an earlier, cancelled call: go on with them.
+            idle = self.receiving.is_empty();
+            let mut wait = if idle {
+                FIRST_RECORD_WAIT
+            } else {
+                MORE_RECORDS_WAIT
+            };
+            while self.receiving.len() < self.batch_size {
                 let message = match tokio::time::timeout(wait, self.consumer.recv()).await {
                     Err(_) => break,
                     Ok(message) => message.map_err(|e| self.kafka.error("reading", e))?,
@@ -866,16 +875,13 @@ impl SourceReader for KafkaReader {
                     message.partition(),
                     message.offset() + 1,
                 );
-                records.push(record_of(
-                    &message,
-                    topic,
-                    self.needs_key_bytes,
-                    self.needs_headers,
-                ));
+                let record = record_of(&message, topic, self.needs_key_bytes, self.needs_headers);
+                self.receiving.push(record);
             }
-            if records.is_empty() {
+            if self.receiving.is_empty() {
                 continue;
             }
+            let records = std::mem::take(&mut self.receiving);
             self.queue(records);
         }
     }
