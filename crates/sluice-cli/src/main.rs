@@ -72,6 +72,24 @@ enum Command {
         /// Resume from a savepoint directory (at any parallelism).
         #[arg(long, value_name = "DIR")]
         from_savepoint: Option<String>,
+        /// Share the job with every other process started with the same job
+        /// and checkpoint directory, over a Kafka consumer group (same as
+        /// `--set execution.mode=scale-out`).
+        #[arg(long)]
+        scale_out: bool,
+    },
+    /// Show a scale-out job's tasks: owner, last checkpoint, source lag.
+    Status {
+        /// The job's name.
+        #[arg(long)]
+        job: String,
+        /// The job's checkpoint directory (`execution.checkpointing.dir`;
+        /// default <data dir>/checkpoints).
+        #[arg(long, value_name = "DIR")]
+        checkpoints: Option<String>,
+        /// The job's data directory, if it sets `sluice.data-dir`.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Take a savepoint of a running job.
     Savepoint {
@@ -314,6 +332,21 @@ async fn execute(command: Command) -> Result<()> {
             let data_dir = data_dir.unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job));
             job::savepoint(&data_dir, &savepoint, true).await
         }
+        Command::Status {
+            job,
+            checkpoints,
+            data_dir,
+        } => {
+            let checkpoints = checkpoints.unwrap_or_else(|| {
+                data_dir
+                    .unwrap_or_else(|| sluice_sql::settings::default_data_dir(&job))
+                    .join("checkpoints")
+                    .display()
+                    .to_string()
+            });
+            print!("{}", sluice_scale_out::print_status(&checkpoints).await?);
+            Ok(())
+        }
         Command::Run {
             script,
             explain,
@@ -322,6 +355,7 @@ async fn execute(command: Command) -> Result<()> {
             job_id,
             fresh,
             from_savepoint,
+            scale_out,
         } => {
             let mut overrides: BTreeMap<String, String> = settings.into_iter().collect();
             if let Some(parallelism) = parallelism {
@@ -330,7 +364,20 @@ async fn execute(command: Command) -> Result<()> {
             if let Some(job_id) = job_id {
                 overrides.insert("pipeline.name".into(), job_id);
             }
-            let plan = plan(&script, overrides).await?;
+            if scale_out {
+                overrides.insert("execution.mode".into(), "scale-out".into());
+            }
+            let plan = plan(&script, overrides.clone()).await?;
+            if plan.settings.scale_out.is_some() {
+                if fresh || from_savepoint.is_some() {
+                    bail!(
+                        "scale-out jobs resume from their tasks' checkpoints: --fresh and \
+                         --from-savepoint are not supported (delete the checkpoint directory \
+                         to start over)"
+                    );
+                }
+                return run_scale_out(&script, overrides, explain).await;
+            }
             if explain {
                 print!("{}", plan.explain());
                 return Ok(());
@@ -367,6 +414,33 @@ async fn execute(command: Command) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `sluice run --scale-out`: this process's share of the job, until Ctrl-C / SIGTERM.
+async fn run_scale_out(
+    script: &Path,
+    overrides: BTreeMap<String, String>,
+    explain: bool,
+) -> Result<()> {
+    let job = sluice_scale_out::ScaleOutJob {
+        script: std::fs::read_to_string(script)
+            .with_context(|| format!("cannot read script '{}'", script.display()))?,
+        default_name: script
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "job".into()),
+        overrides,
+        registry: sluice_connectors::builtin_connectors(),
+    };
+    if explain {
+        print!("{}", job.explain().await?);
+        return Ok(());
+    }
+    let (stop_sender, stop) = watch::channel(false);
+    tokio::spawn(stop_on_signal(stop_sender));
+    sluice_scale_out::run_scale_out(job, stop)
+        .await
+        .context("scale-out job failed")
 }
 
 async fn plan(script: &Path, overrides: BTreeMap<String, String>) -> Result<sluice_sql::JobPlan> {

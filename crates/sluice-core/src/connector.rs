@@ -13,6 +13,11 @@ use crate::dlq::BadRecordPolicy;
 use crate::table::{MetadataSpec, TableDef};
 use crate::{ChangeBatch, Result, SluiceError};
 
+/// Scale-out numbers a task's checkpoints `(epoch << 42) | n`: ids from
+/// here on carry their owner's epoch, so they order commits across the
+/// processes a task moves between (sinks use them as commit sequence numbers).
+pub const EPOCH_CHECKPOINTS: u64 = 1 << 42;
+
 /// Job-wide settings that connectors need when they are created.
 #[derive(Debug, Clone)]
 pub struct JobContext {
@@ -104,6 +109,24 @@ pub trait SourceConnector: Send + Sync + Debug {
     }
     /// One line for `--explain`.
     fn describe(&self) -> String;
+    /// Scale-out: this source as partition-level tasks (a Kafka topic's
+    /// partitions), or `None` when it cannot be split that way.
+    fn partitioned(self: Arc<Self>) -> Option<Arc<dyn PartitionedSource>> {
+        None
+    }
+}
+
+/// A source whose input is a fixed set of partitions that separate
+/// processes can read independently (scale-out's tasks).
+pub trait PartitionedSource: Send + Sync + Debug {
+    /// The topic whose partitions are the tasks.
+    fn topic(&self) -> String;
+    /// How many partitions the topic has.
+    fn partitions(&self) -> Result<usize>;
+    /// Client settings (brokers, security) to reach the topic's cluster.
+    fn client_properties(&self) -> BTreeMap<String, String>;
+    /// The source restricted to one partition.
+    fn pin(&self, partition: usize) -> Arc<dyn SourceConnector>;
 }
 
 /// One subtask's share of a source.
@@ -127,6 +150,12 @@ pub trait SourceReader: Send {
     /// watermark back until it has data or goes idle).
     fn splits(&self) -> Vec<u64> {
         Vec::new()
+    }
+    /// A watermark carried by the input itself (scale-out's repartition
+    /// topics), when it advanced since the last call. Asked after every
+    /// batch; rows returned before it are at or above it.
+    fn watermark(&mut self) -> Option<i64> {
+        None
     }
 }
 
@@ -158,6 +187,13 @@ pub trait SinkConnector: Send + Sync + Debug {
         let _ = committed;
         Ok(())
     }
+    /// Scale-out: before a task restores, fences earlier owners of subtask
+    /// `subtask`'s output (a Kafka transactional id), so a process that lost
+    /// the task can no longer commit for it.
+    fn fence(&self, subtask: usize) -> Result<()> {
+        let _ = subtask;
+        Ok(())
+    }
     /// One line for `--explain`.
     fn describe(&self) -> String;
 }
@@ -175,6 +211,12 @@ pub trait SinkWriter: Send {
     }
     /// Flushes and closes at the end of input or on shutdown.
     async fn finish(&mut self) -> Result<()>;
+    /// The event-time watermark reached this sink (scale-out's repartition
+    /// topics carry it on to the next stage).
+    async fn on_watermark(&mut self, watermark: i64) -> Result<()> {
+        let _ = watermark;
+        Ok(())
+    }
     /// Checkpoint barrier: flushes what was written so far and returns what
     /// [`SinkConnector::commit`] needs to publish it once the checkpoint
     /// completes (empty for sinks that write through: at-least-once).

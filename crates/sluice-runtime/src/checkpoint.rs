@@ -108,6 +108,16 @@ pub struct CheckpointConfig {
     pub control_dir: Option<PathBuf>,
     /// Number of the run's first checkpoint (after any already stored).
     pub first_checkpoint: u64,
+    /// Scale-out: checked before every manifest is written, so a process
+    /// that lost its task stores no more checkpoints for it.
+    pub fence: Option<Arc<dyn CheckpointFence>>,
+}
+
+/// A check that this run still owns what it checkpoints (scale-out's tasks).
+#[async_trait::async_trait]
+pub trait CheckpointFence: Send + Sync {
+    /// Fails when another process has taken over.
+    async fn check(&self) -> Result<()>;
 }
 
 /// What the checkpoints of a run did.
@@ -134,7 +144,8 @@ pub struct CheckpointStats {
 /// A request to take a savepoint, as a file in the job's control directory.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SavepointRequest {
-    /// Directory (or object store URL) to write the savepoint to.
+    /// Directory (or object store URL) to write the savepoint to; empty:
+    /// only a checkpoint in the job's own store.
     pub target: String,
     /// Stop the job once the savepoint is taken (without draining).
     pub stop: bool,
@@ -239,6 +250,7 @@ pub(crate) struct Coordinator {
     reports: mpsc::UnboundedReceiver<Report>,
     trigger: watch::Sender<Option<Barrier>>,
     control_dir: Option<PathBuf>,
+    fence: Option<Arc<dyn CheckpointFence>>,
     next_checkpoint: u64,
     stored: HashSet<String>,
     finished: HashMap<ComponentKey, Vec<Vec<u8>>>,
@@ -302,6 +314,7 @@ pub(crate) fn coordinator(
         reports,
         trigger,
         control_dir: config.control_dir.clone(),
+        fence: config.fence.clone(),
         next_checkpoint,
         stored: HashSet::new(),
         finished: HashMap::new(),
@@ -629,6 +642,10 @@ impl Coordinator {
         match (&outcome, savepoint) {
             (Ok(manifest), Some((response, request))) => {
                 let copied = async {
+                    if request.target.is_empty() {
+                        // A stop with a checkpoint only (scale-out's handover).
+                        return Ok(());
+                    }
                     let target = CheckpointStore::open(&request.target)?;
                     let restored = self.store.load(manifest.checkpoint).await?;
                     CheckpointStore::copy_into(&restored, &target).await
@@ -769,6 +786,9 @@ impl Coordinator {
             });
         }
         failpoint("before-manifest", checkpoint);
+        if let Some(fence) = &self.fence {
+            fence.check().await?;
+        }
         let manifest = Manifest {
             format_version: FORMAT_VERSION,
             sluice_version: env!("CARGO_PKG_VERSION").to_string(),

@@ -932,7 +932,9 @@ impl<'a> TaskBuilder<'a> {
 
 /// Splits a batch by the hash of its key columns into one part per target
 /// (the partitioning [`KeyOwner`] restores state by).
-fn partition(
+/// Splits `batch` by the hash of `keys` over `targets` (the hash shuffles'
+/// partitioning, also used by scale-out's repartition topics).
+pub fn partition(
     batch: &ChangeBatch,
     keys: &[Arc<dyn PhysicalExpr>],
     targets: usize,
@@ -1114,6 +1116,7 @@ impl Task {
                         if let Some(metrics) = &self.sink_metrics {
                             metrics.record_watermark(watermark);
                         }
+                        writer.on_watermark(watermark).await?;
                     }
                     Message::Barrier(barrier) => {
                         if let (Some(checkpoints), Some(node)) = (&self.checkpoints, self.sink_node)
@@ -1377,6 +1380,17 @@ async fn run_source(
             // A source whose input is always ready never returns Pending; yield
             // so idle workers can steal the other subtasks queued behind it.
             tokio::task::yield_now().await;
+        }
+        // A watermark the input carries follows the rows read before it.
+        if let Some(watermark) = reader.watermark() {
+            if let Some(batch) = coalescer.flush()? {
+                if !task.push_from_source(batch).await? {
+                    return Ok(false);
+                }
+            }
+            if !task.push(Message::Watermark(watermark)).await? {
+                return Ok(false);
+            }
         }
     }
     if let Some(batch) = coalescer.flush()? {

@@ -74,6 +74,7 @@ pub async fn run_supervised(
             restored: restored.take().map(Arc::new),
             control_dir: Some(control_dir(&plan.settings.data_dir)),
             first_checkpoint,
+            fence: None,
         };
         match run_job_checkpointed(
             plan,

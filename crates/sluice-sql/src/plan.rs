@@ -111,6 +111,35 @@ impl PlanNode {
         }
     }
 
+    /// Points the node at other inputs (same order as [`PlanNode::inputs`]),
+    /// for plan rewrites such as scale-out's repartition cuts.
+    pub fn set_inputs(&mut self, new: &[NodeId]) {
+        let mut new = new.iter().copied();
+        let mut next = |old: &mut NodeId| {
+            if let Some(id) = new.next() {
+                *old = id;
+            }
+        };
+        match self {
+            PlanNode::Source { .. } => {}
+            PlanNode::Project { input, .. }
+            | PlanNode::Filter { input, .. }
+            | PlanNode::Sink { input, .. }
+            | PlanNode::Watermark { input, .. } => next(input),
+            PlanNode::WindowAggregate(window) => next(&mut Arc::make_mut(window).input),
+            PlanNode::WindowAssign(assign) => next(&mut Arc::make_mut(assign).input),
+            PlanNode::GroupAggregate(group) => next(&mut Arc::make_mut(group).input),
+            PlanNode::TopN(top) => next(&mut Arc::make_mut(top).input),
+            PlanNode::OverAggregate(over) => next(&mut Arc::make_mut(over).input),
+            PlanNode::Join(join) => {
+                let join = Arc::make_mut(join);
+                next(&mut join.left);
+                next(&mut join.right);
+            }
+            PlanNode::Union { inputs, .. } => inputs.iter_mut().for_each(next),
+        }
+    }
+
     /// One line describing the node, as `--explain` prints it.
     pub fn describe(&self) -> String {
         match self {
@@ -277,7 +306,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 }
 
 /// Window assignment without aggregation (a plain window TVF).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowAssign {
     /// Input node.
     pub input: NodeId,
@@ -317,7 +346,7 @@ pub struct AggregateCall {
 
 /// A windowed aggregation: what `GROUP BY window_start, window_end, keys...`
 /// over a window TVF computes.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct WindowAggregate {
     /// Input node (the relation the TVF windows).
     pub input: NodeId,
@@ -381,7 +410,7 @@ fn describe_grouping(keys: &[Arc<dyn PhysicalExpr>], aggregates: &[AggregateCall
 }
 
 /// A non-windowed aggregation, whose results are updated as rows arrive.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct GroupAggregate {
     /// Input node.
     pub input: NodeId,
@@ -410,7 +439,7 @@ impl GroupAggregate {
 /// operator). Over a windowed input partitioned by its window, the ranking is
 /// emitted once per window when it closes (window Top-N, append-only);
 /// otherwise it is kept up to date with `+I`/`-U`/`+U`/`-D` rows.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TopN {
     /// Input node.
     pub input: NodeId,
@@ -487,7 +516,7 @@ impl OverFrame {
 /// event-time attribute, rows are emitted in time order once the watermark
 /// passes them (append-only, as in Flink); otherwise (e.g. an updating input)
 /// the results are kept up to date as rows come and go.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct OverAggregate {
     /// Input node.
     pub input: NodeId,
@@ -557,7 +586,7 @@ impl JoinKind {
 /// longer match: forever (regular join; `table.exec.state.ttl` bounds it),
 /// or until the watermark passes the side's `expiry` (interval and window
 /// joins, whose conditions bound the partner's event time).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Join {
     /// Left input node.
     pub left: NodeId,

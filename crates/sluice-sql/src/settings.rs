@@ -10,7 +10,7 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 26] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 30] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
@@ -106,7 +106,34 @@ pub const KNOWN_SETTINGS: [(&str, &str); 26] = [
         "sluice.batch.linger",
         "longest wait to fill a batch before emitting it (default 100 ms)",
     ),
+    (
+        "execution.mode",
+        "'embedded' (default: one process) or 'scale-out': processes started with the same job share it over a Kafka consumer group (same as `sluice run --scale-out`)",
+    ),
+    (
+        "scale-out.group.id",
+        "scale-out: the consumer group that assigns tasks to processes (default: the first source table's 'properties.group.id', else 'sluice-<job name>')",
+    ),
+    (
+        "scale-out.group.bootstrap.servers",
+        "scale-out: the Kafka cluster of that consumer group (default: the first source table's)",
+    ),
+    (
+        "scale-out.session-timeout",
+        "scale-out: a process that stops heartbeating for this long loses its tasks (default 10 s)",
+    ),
 ];
+
+/// How a job's work is spread over processes.
+#[derive(Debug, Clone, Default)]
+pub struct ScaleOutSettings {
+    /// `scale-out.group.id`.
+    pub group_id: Option<String>,
+    /// `scale-out.group.bootstrap.servers`.
+    pub group_bootstrap_servers: Option<String>,
+    /// `scale-out.session-timeout`.
+    pub session_timeout: Duration,
+}
 
 /// The settings a job runs with.
 #[derive(Debug, Clone)]
@@ -137,6 +164,8 @@ pub struct JobSettings {
     pub allowed_lateness: Duration,
     /// Checkpoints and restarts.
     pub checkpoints: CheckpointSettings,
+    /// `execution.mode = 'scale-out'`: how the job shares work with other processes.
+    pub scale_out: Option<ScaleOutSettings>,
     /// Keys that were set but that Sluice does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -341,6 +370,27 @@ impl JobSettings {
             .duration("table.exec.emit.allow-lateness")?
             .unwrap_or(Duration::ZERO);
         let checkpoints = CheckpointSettings::from_options(&options, &data_dir)?;
+        let scale_out = match options
+            .get("execution.mode")
+            .map(|mode| mode.trim().to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("embedded") | Some("single-process") => None,
+            Some("scale-out") => Some(ScaleOutSettings {
+                group_id: options.get("scale-out.group.id").map(str::to_string),
+                group_bootstrap_servers: options
+                    .get("scale-out.group.bootstrap.servers")
+                    .map(str::to_string),
+                session_timeout: options
+                    .duration("scale-out.session-timeout")?
+                    .unwrap_or(Duration::from_secs(10)),
+            }),
+            Some(other) => {
+                return Err(sluice_core::SluiceError::Config(format!(
+                    "SET: 'execution.mode' must be 'embedded' or 'scale-out', got '{other}'"
+                )))
+            }
+        };
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
@@ -360,6 +410,7 @@ impl JobSettings {
             watermark_interval,
             allowed_lateness,
             checkpoints,
+            scale_out,
             ignored_keys,
         })
     }

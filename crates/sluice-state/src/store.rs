@@ -95,8 +95,10 @@ impl CheckpointStore {
         }
         // Credentials, region, endpoint (S3-compatible stores) and
         // AWS_ALLOW_HTTP come from the usual AWS_* environment variables.
+        // Conditional puts (If-None-Match) make scale-out's ownership claims atomic.
         let store = object_store::aws::AmazonS3Builder::from_env()
             .with_url(location)
+            .with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch)
             .build()
             .map_err(|e| storage(format!("checkpoint location '{location}'"), e))?;
         let root = Path::from_url_path(url.path())
@@ -335,6 +337,67 @@ impl CheckpointStore {
             }
         }
         Ok(live)
+    }
+
+    /// Scale-out: claims the next ownership epoch of this store (one
+    /// task's checkpoints) for `owner`, by creating `owners/<epoch>` only if
+    /// it does not exist yet, so two processes never get the same epoch.
+    pub async fn claim_epoch(&self, owner: &str) -> Result<u64> {
+        loop {
+            let epoch = self.latest_epoch().await? + 1;
+            let path = self.path(&format!("owners/{epoch:010}"));
+            let options = object_store::PutOptions::from(object_store::PutMode::Create);
+            match self
+                .store
+                .put_opts(&path, PutPayload::from(owner.as_bytes().to_vec()), options)
+                .await
+            {
+                Ok(_) => return Ok(epoch),
+                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                Err(error) => return Err(storage(format!("claiming '{path}'"), error)),
+            }
+        }
+    }
+
+    /// The newest ownership epoch claimed (0: none yet).
+    pub async fn latest_epoch(&self) -> Result<u64> {
+        let prefix = self.path("owners");
+        let listed: Vec<_> = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(|listing| listing.objects)
+            .map_err(|e| storage(format!("listing '{prefix}'"), e))?;
+        Ok(listed
+            .iter()
+            .filter_map(|meta| meta.location.filename()?.parse().ok())
+            .max()
+            .unwrap_or(0))
+    }
+
+    /// Writes a small named file beside the checkpoints (replacing it).
+    pub async fn put_file(&self, name: &str, contents: Vec<u8>) -> Result<()> {
+        let path = self.path(name);
+        self.store
+            .put(&path, PutPayload::from(contents))
+            .await
+            .map_err(|e| storage(format!("writing '{path}'"), e))?;
+        Ok(())
+    }
+
+    /// Reads a file written by [`CheckpointStore::put_file`], if it exists.
+    pub async fn get_file(&self, name: &str) -> Result<Option<Bytes>> {
+        let path = self.path(name);
+        match self.store.get(&path).await {
+            Ok(found) => Ok(Some(
+                found
+                    .bytes()
+                    .await
+                    .map_err(|e| storage(format!("reading '{path}'"), e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(storage(format!("reading '{path}'"), error)),
+        }
     }
 
     /// Deletes every checkpoint (for a run that starts over).

@@ -35,6 +35,7 @@ use crate::{project_schema, SOURCE_OPTIONS};
 use arrow::datatypes::{Schema, SchemaRef};
 
 mod record;
+pub mod repartition;
 mod sink;
 mod source;
 mod upsert;
@@ -681,6 +682,7 @@ fn create_sink(table: &TableDef, job: &JobContext, upsert: bool) -> Result<Arc<d
         partitioner,
         guarantee,
         upsert,
+        producers: Default::default(),
     }))
 }
 

@@ -16,7 +16,8 @@
 //! are in the topic. Otherwise they are written, with the marker, in one
 //! transaction.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use sluice_core::connector::{SinkConnector, SinkWriter};
+use sluice_core::connector::{SinkConnector, SinkWriter, EPOCH_CHECKPOINTS};
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
 use super::{kafka_error, KafkaTable, METADATA_TIMEOUT};
@@ -69,6 +70,8 @@ pub(super) struct KafkaSink {
     pub(super) guarantee: Guarantee,
     /// `upsert-kafka`: updates become values of their key, deletes tombstones.
     pub(super) upsert: bool,
+    /// Exactly-once: the transactional producers commits use.
+    pub(super) producers: TransactionalProducers,
 }
 
 /// `sink.delivery-guarantee`.
@@ -85,13 +88,13 @@ pub(super) enum Guarantee {
 
 /// A record to send (or held for an exactly-once commit).
 #[derive(Debug, Default)]
-struct HeldRecord {
-    key: Option<Vec<u8>>,
+pub(super) struct HeldRecord {
+    pub(super) key: Option<Vec<u8>>,
     /// `None`: a tombstone.
-    value: Option<Vec<u8>>,
-    partition: Option<i32>,
-    timestamp: Option<i64>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
+    pub(super) value: Option<Vec<u8>>,
+    pub(super) partition: Option<i32>,
+    pub(super) timestamp: Option<i64>,
+    pub(super) headers: Vec<(String, Option<Vec<u8>>)>,
 }
 
 impl HeldRecord {
@@ -139,15 +142,15 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 }
 
 /// What an exactly-once writer pre-committed: its records of one checkpoint.
-struct PendingRecords {
-    subtask: u32,
+pub(super) struct PendingRecords {
+    pub(super) subtask: u32,
     /// Wall-clock milliseconds at pre-commit, strictly increasing per writer.
-    sequence: u64,
-    records: Vec<HeldRecord>,
+    pub(super) sequence: u64,
+    pub(super) records: Vec<HeldRecord>,
 }
 
 impl PendingRecords {
-    fn encode(&self) -> Vec<u8> {
+    pub(super) fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&PENDING_MAGIC);
         out.extend_from_slice(&self.subtask.to_le_bytes());
@@ -174,7 +177,7 @@ impl PendingRecords {
         out
     }
 
-    fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(super) fn decode(bytes: &[u8]) -> Option<Self> {
         let (current, mut input) = match bytes.strip_prefix(&PENDING_MAGIC) {
             Some(rest) => (true, rest),
             None => (false, bytes),
@@ -237,77 +240,135 @@ impl PendingRecords {
 /// How long transactional requests may take.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
 
-impl KafkaSink {
-    /// Writes a writer's pre-committed records in one transaction, unless
-    /// the transaction of their checkpoint committed already (see the module
-    /// documentation).
-    fn commit_exactly_once(&self, prefix: &str, pending: PendingRecords) -> Result<()> {
-        let kafka = &self.kafka;
-        let id = format!("{prefix}-{}", pending.subtask);
+/// Writes a writer's pre-committed records to `topic` in one transaction
+/// of `<prefix>-<subtask>`, unless the transaction of their checkpoint
+/// committed already (see the module documentation).
+pub(super) fn commit_exactly_once(
+    kafka: &KafkaTable,
+    topic: &str,
+    producers: &TransactionalProducers,
+    prefix: &str,
+    pending: PendingRecords,
+) -> Result<()> {
+    let id = format!("{prefix}-{}", pending.subtask);
+    let producer = producers.get(kafka, &id)?;
+    let outcome = commit_with(kafka, topic, &producer, &id, pending);
+    if outcome.is_err() {
+        // A failed or fenced producer is not reused.
+        producers.forget(&id);
+    }
+    outcome
+}
+
+fn commit_with(
+    kafka: &KafkaTable,
+    topic: &str,
+    producer: &ThreadedProducer<DeliveryErrors>,
+    id: &str,
+    pending: PendingRecords,
+) -> Result<()> {
+    let marker_consumer: BaseConsumer = kafka
+        .client_config()
+        .set("group.id", id)
+        .set("enable.auto.commit", "false")
+        .create()
+        .map_err(|e| kafka.error("creating the commit marker consumer", e))?;
+    let mut marker = TopicPartitionList::new();
+    marker.add_partition(topic, 0);
+    let committed = marker_consumer
+        .committed_offsets(marker, TRANSACTION_TIMEOUT)
+        .map_err(|e| kafka.error("reading the commit marker", e))?;
+    let done = committed.elements().iter().any(|element| {
+        matches!(element.offset(), Offset::Offset(at) if at >= pending.sequence as i64)
+    });
+    if done {
+        return Ok(());
+    }
+    producer
+        .begin_transaction()
+        .map_err(|e| kafka.error("beginning a transaction", e))?;
+    for held in &pending.records {
+        let mut record = held.to_record(topic);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((error, _)) => return Err(kafka.error("sending a record", error)),
+            }
+        }
+    }
+    let mut marker = TopicPartitionList::new();
+    marker
+        .add_partition_offset(topic, 0, Offset::Offset(pending.sequence as i64))
+        .map_err(|e| kafka.error("writing the commit marker", e))?;
+    let group = marker_consumer
+        .group_metadata()
+        .ok_or_else(|| kafka.error("writing the commit marker", "no group metadata"))?;
+    producer
+        .send_offsets_to_transaction(&marker, &group, TRANSACTION_TIMEOUT)
+        .map_err(|e| kafka.error("writing the commit marker", e))?;
+    producer
+        .commit_transaction(TRANSACTION_TIMEOUT)
+        .map_err(|e| kafka.error("committing a transaction", e))?;
+    if let Some(error) = producer.context().first.lock().ok().and_then(|e| e.clone()) {
+        return Err(kafka.error("delivering records", error));
+    }
+    Ok(())
+}
+
+/// Transactional producers by transactional id, initialised once: the
+/// first use fences earlier producers of the id (and aborts what they left
+/// open); later commits reuse it, so a newer owner of the id fences this one.
+#[derive(Default)]
+pub(super) struct TransactionalProducers {
+    by_id: Mutex<HashMap<String, Arc<ThreadedProducer<DeliveryErrors>>>>,
+}
+
+impl std::fmt::Debug for TransactionalProducers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransactionalProducers")
+    }
+}
+
+impl TransactionalProducers {
+    /// The producer of `id`, created and initialised on first use.
+    pub(super) fn get(
+        &self,
+        kafka: &KafkaTable,
+        id: &str,
+    ) -> Result<Arc<ThreadedProducer<DeliveryErrors>>> {
+        if let Some(producer) = self.by_id.lock().ok().and_then(|m| m.get(id).cloned()) {
+            return Ok(producer);
+        }
         let producer: ThreadedProducer<DeliveryErrors> = kafka
             .client_config()
-            .set("transactional.id", &id)
+            .set("transactional.id", id)
             .create_with_context(DeliveryErrors::default())
             .map_err(|e| kafka.error("creating a transactional producer", e))?;
         producer
             .init_transactions(TRANSACTION_TIMEOUT)
             .map_err(|e| kafka.error(&format!("initialising transactions of '{id}'"), e))?;
-        let marker_consumer: BaseConsumer = kafka
-            .client_config()
-            .set("group.id", &id)
-            .set("enable.auto.commit", "false")
-            .create()
-            .map_err(|e| kafka.error("creating the commit marker consumer", e))?;
-        let mut marker = TopicPartitionList::new();
-        marker.add_partition(&self.topic, 0);
-        let committed = marker_consumer
-            .committed_offsets(marker, TRANSACTION_TIMEOUT)
-            .map_err(|e| kafka.error("reading the commit marker", e))?;
-        let done = committed.elements().iter().any(|element| {
-            matches!(element.offset(), Offset::Offset(at) if at >= pending.sequence as i64)
-        });
-        if done {
-            return Ok(());
+        let producer = Arc::new(producer);
+        if let Ok(mut by_id) = self.by_id.lock() {
+            by_id.insert(id.to_string(), producer.clone());
         }
-        producer
-            .begin_transaction()
-            .map_err(|e| kafka.error("beginning a transaction", e))?;
-        for held in &pending.records {
-            let mut record = held.to_record(&self.topic);
-            loop {
-                match producer.send(record) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        record = back;
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    Err((error, _)) => return Err(kafka.error("sending a record", error)),
-                }
-            }
+        Ok(producer)
+    }
+
+    /// Drops the producer of `id` (after a failure).
+    pub(super) fn forget(&self, id: &str) {
+        if let Ok(mut by_id) = self.by_id.lock() {
+            by_id.remove(id);
         }
-        let mut marker = TopicPartitionList::new();
-        marker
-            .add_partition_offset(&self.topic, 0, Offset::Offset(pending.sequence as i64))
-            .map_err(|e| kafka.error("writing the commit marker", e))?;
-        let group = marker_consumer
-            .group_metadata()
-            .ok_or_else(|| kafka.error("writing the commit marker", "no group metadata"))?;
-        producer
-            .send_offsets_to_transaction(&marker, &group, TRANSACTION_TIMEOUT)
-            .map_err(|e| kafka.error("writing the commit marker", e))?;
-        producer
-            .commit_transaction(TRANSACTION_TIMEOUT)
-            .map_err(|e| kafka.error("committing a transaction", e))?;
-        if let Some(error) = producer.context().first.lock().ok().and_then(|e| e.clone()) {
-            return Err(kafka.error("delivering records", error));
-        }
-        Ok(())
     }
 }
 
 /// Keeps the first delivery failure of a producer.
 #[derive(Default)]
-struct DeliveryErrors {
+pub(super) struct DeliveryErrors {
     first: Mutex<Option<String>>,
 }
 
@@ -341,7 +402,17 @@ impl SinkConnector for KafkaSink {
                 self.kafka.table
             ))
         })?;
-        self.commit_exactly_once(prefix, pending)
+        commit_exactly_once(&self.kafka, &self.topic, &self.producers, prefix, pending)
+    }
+
+    /// Initialises the transactional producer of `subtask` now, fencing
+    /// the producers of earlier owners.
+    fn fence(&self, subtask: usize) -> Result<()> {
+        if let Guarantee::ExactlyOnce(prefix) = &self.guarantee {
+            self.producers
+                .get(&self.kafka, &format!("{prefix}-{subtask}"))?;
+        }
+        Ok(())
     }
 
     /// Records a transaction committed cannot be taken back.
@@ -603,7 +674,7 @@ impl SinkWriter for KafkaWriter {
     /// At-least-once: every record sent before the barrier is acknowledged
     /// before the checkpoint completes. Exactly-once: the records held since
     /// the last barrier, committed when the checkpoint completes.
-    async fn pre_commit(&mut self, _checkpoint: u64) -> Result<Vec<u8>> {
+    async fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>> {
         match self.guarantee {
             Guarantee::None => Ok(Vec::new()),
             Guarantee::AtLeastOnce => {
@@ -615,8 +686,13 @@ impl SinkWriter for KafkaWriter {
                 if records.is_empty() {
                     return Ok(Vec::new());
                 }
-                let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
-                self.sequence = now.max(self.sequence + 1);
+                self.sequence = if (EPOCH_CHECKPOINTS..u64::MAX).contains(&checkpoint) {
+                    // Scale-out: the checkpoint id orders commits across processes.
+                    checkpoint
+                } else {
+                    let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                    now.max(self.sequence + 1)
+                };
                 Ok(PendingRecords {
                     subtask: self.subtask as u32,
                     sequence: self.sequence,

@@ -8,6 +8,7 @@
 //! reading its new partitions from their earliest offset.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::array::UInt32Array;
@@ -17,7 +18,7 @@ use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
-use sluice_core::connector::{SourceConnector, SourceReader};
+use sluice_core::connector::{PartitionedSource, SourceConnector, SourceReader};
 use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
@@ -432,9 +433,110 @@ impl SourceConnector for KafkaSource {
         parallelism: usize,
         positions: &[Vec<u8>],
     ) -> Result<Vec<Box<dyn SourceReader>>> {
+        self.open_partitions(parallelism, positions, None)
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "kafka {} ({}{})",
+            self.kafka.topics,
+            self.value.format.extension(),
+            if self.bounded { ", bounded" } else { "" }
+        )
+    }
+
+    fn partitioned(self: Arc<Self>) -> Option<Arc<dyn PartitionedSource>> {
+        match &self.kafka.topics {
+            Topics::Names(names) if names.len() == 1 && self.discovery.is_none() => {
+                Some(Arc::new(KafkaPartitions(self)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Scale-out's view of a single-topic kafka source: one task per partition.
+#[derive(Debug)]
+struct KafkaPartitions(Arc<KafkaSource>);
+
+impl PartitionedSource for KafkaPartitions {
+    fn topic(&self) -> String {
+        self.0.kafka.topics.first_name().unwrap_or_default()
+    }
+
+    fn partitions(&self) -> Result<usize> {
+        let consumer = self.0.consumer()?;
+        Ok(list_partitions(&self.0.kafka, &consumer, true)?.len())
+    }
+
+    fn client_properties(&self) -> BTreeMap<String, String> {
+        self.0.kafka.properties.clone()
+    }
+
+    fn pin(&self, partition: usize) -> Arc<dyn SourceConnector> {
+        Arc::new(PinnedKafkaSource {
+            source: self.0.clone(),
+            partition: partition as i32,
+        })
+    }
+}
+
+/// A kafka source that reads one partition of its topic (a scale-out task).
+#[derive(Debug)]
+struct PinnedKafkaSource {
+    source: Arc<KafkaSource>,
+    partition: i32,
+}
+
+impl SourceConnector for PinnedKafkaSource {
+    fn schema(&self) -> SchemaRef {
+        self.source.schema()
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.source.is_bounded()
+    }
+
+    fn produces_updates(&self) -> bool {
+        self.source.produces_updates()
+    }
+
+    fn bad_records(&self) -> Option<&BadRecordPolicy> {
+        self.source.bad_records()
+    }
+
+    fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>> {
+        self.open_at(parallelism, &[])
+    }
+
+    fn open_at(
+        &self,
+        parallelism: usize,
+        positions: &[Vec<u8>],
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
+        self.source
+            .open_partitions(parallelism, positions, Some(self.partition))
+    }
+
+    fn describe(&self) -> String {
+        format!("{} partition {}", self.source.describe(), self.partition)
+    }
+}
+
+impl KafkaSource {
+    /// Opens readers over every partition of the topics, or over `only`.
+    fn open_partitions(
+        &self,
+        parallelism: usize,
+        positions: &[Vec<u8>],
+        only: Option<i32>,
+    ) -> Result<Vec<Box<dyn SourceReader>>> {
         let (resumed, upserts) = self.parse_positions(positions)?;
         let metadata_consumer = self.consumer()?;
-        let partitions = list_partitions(&self.kafka, &metadata_consumer, true)?;
+        let mut partitions = list_partitions(&self.kafka, &metadata_consumer, true)?;
+        if let Some(only) = only {
+            partitions.retain(|(_, partition)| *partition == only);
+        }
         if partitions.is_empty() {
             return Err(self.kafka.error(
                 "listing topics",
@@ -465,15 +567,6 @@ impl SourceConnector for KafkaSource {
             )?));
         }
         Ok(readers)
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "kafka {} ({}{})",
-            self.kafka.topics,
-            self.value.format.extension(),
-            if self.bounded { ", bounded" } else { "" }
-        )
     }
 }
 

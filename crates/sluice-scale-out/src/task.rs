@@ -1,0 +1,168 @@
+//! Runs one task: claims its ownership epoch, fences the previous owner's
+//! transactional writers, restores the task's latest checkpoint and runs
+//! its plan until it is stopped (with a final checkpoint) or revoked.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sluice_core::connector::ConnectorRegistry;
+use sluice_core::{Result, SluiceError};
+use sluice_runtime::checkpoint::{load_for_recovery, CheckpointConfig, CheckpointFence};
+use sluice_runtime::metrics::JobMetrics;
+use sluice_sql::{JobPlan, PlanNode};
+use sluice_state::{CheckpointStore, SnapshotKind};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::layout::TaskLayout;
+use crate::split::task_plan;
+use crate::status::TaskStatus;
+
+/// What every task of this process needs to plan and run.
+pub(crate) struct TaskContext {
+    pub(crate) script: String,
+    pub(crate) default_name: String,
+    /// `SET` overrides, with parallelism 1.
+    pub(crate) overrides: BTreeMap<String, String>,
+    pub(crate) registry: ConnectorRegistry,
+    pub(crate) layout: TaskLayout,
+    /// This process, as named in ownership claims and status.
+    pub(crate) member: String,
+    /// Where this process keeps per-task control directories.
+    pub(crate) control_root: PathBuf,
+}
+
+impl TaskContext {
+    /// The directory stop requests reach task `task` through.
+    pub(crate) fn control_dir(&self, task: usize) -> PathBuf {
+        self.control_root.join(format!("task-{task}"))
+    }
+
+    pub(crate) async fn plan(&self) -> Result<JobPlan> {
+        sluice_sql::plan_script(
+            &self.script,
+            &self.default_name,
+            &self.registry,
+            &self.overrides,
+        )
+        .await
+    }
+}
+
+/// Fails a checkpoint once a newer epoch of the task was claimed.
+struct EpochFence {
+    store: CheckpointStore,
+    epoch: u64,
+    task: usize,
+}
+
+#[async_trait]
+impl CheckpointFence for EpochFence {
+    async fn check(&self) -> Result<()> {
+        let latest = self.store.latest_epoch().await?;
+        if latest != self.epoch {
+            return Err(fenced(self.task, self.epoch, latest));
+        }
+        Ok(())
+    }
+}
+
+fn fenced(task: usize, epoch: u64, latest: u64) -> SluiceError {
+    SluiceError::State(format!(
+        "scale-out: task {task} was taken over (ownership epoch {latest} replaced this \
+         process's epoch {epoch}); it stops without writing"
+    ))
+}
+
+/// Whether `error` says another process owns the task now.
+fn is_fenced(error: &SluiceError) -> bool {
+    let text = error.to_string();
+    text.contains("was taken over") || text.to_ascii_lowercase().contains("fenced")
+}
+
+/// Runs task `task` until it ends, is stopped, or another process takes
+/// it over; restarts it after other failures.
+pub(crate) async fn run_task(
+    context: Arc<TaskContext>,
+    task: usize,
+    metrics: Arc<JobMetrics>,
+) -> Result<()> {
+    let store = CheckpointStore::open(&context.layout.task_checkpoints(task))?;
+    let mut attempt: u32 = 0;
+    loop {
+        match run_once(&context, task, &store, &metrics).await {
+            Ok(()) => return Ok(()),
+            Err(error) if is_fenced(&error) => {
+                warn!(task, "{error}");
+                return Err(error);
+            }
+            Err(error) => {
+                attempt += 1;
+                let delay = Duration::from_millis(500 * 2u64.pow(attempt.min(6)));
+                warn!(task, "task failed: {error}; restarting in {delay:?} (restart {attempt})");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+async fn run_once(
+    context: &TaskContext,
+    task: usize,
+    store: &CheckpointStore,
+    metrics: &Arc<JobMetrics>,
+) -> Result<()> {
+    let epoch = store.claim_epoch(&context.member).await?;
+    let plan = task_plan(context.plan().await?, &context.layout, task, epoch)?;
+    // Fence the previous owner's transactional writers before reading any
+    // checkpoint: whatever it commits from now on fails.
+    for sink in &plan.sinks {
+        if let PlanNode::Sink { connector, .. } = &plan.nodes[*sink] {
+            let connector = connector.clone();
+            tokio::task::spawn_blocking(move || connector.fence(0))
+                .await
+                .map_err(|e| SluiceError::Runtime(format!("fencing: {e}")))??;
+        }
+    }
+    let restored = match load_for_recovery(&plan, store).await? {
+        Some(restored) if restored.manifest.kind == SnapshotKind::Final => {
+            info!(task, "the task's input ended (its last checkpoint is final)");
+            return Ok(());
+        }
+        other => other,
+    };
+    let resumed_from = restored.as_ref().map(|r| r.manifest.checkpoint);
+    info!(
+        task,
+        epoch,
+        resumed_from = resumed_from.map(|c| format!("{}:{}", c >> 42, c & ((1 << 42) - 1))),
+        "task started"
+    );
+    TaskStatus::started(task, &context.member, epoch)
+        .write(store)
+        .await?;
+    let control_dir = context.control_dir(task);
+    let _ = std::fs::remove_dir_all(&control_dir);
+    std::fs::create_dir_all(&control_dir)
+        .map_err(|e| SluiceError::io(format!("creating '{}'", control_dir.display()), e))?;
+    let config = CheckpointConfig {
+        store: store.clone(),
+        settings: plan.settings.checkpoints.clone(),
+        restored: restored.map(Arc::new),
+        control_dir: Some(control_dir),
+        first_checkpoint: (epoch << 42) + 1,
+        fence: Some(Arc::new(EpochFence {
+            store: store.clone(),
+            epoch,
+            task,
+        })),
+    };
+    // Tasks stop through their control directory (with a checkpoint), never by draining.
+    let (_never, stop) = watch::channel(false);
+    sluice_runtime::run_job_checkpointed(&plan, stop, None, Some(&config), metrics).await?;
+    info!(task, "task stopped");
+    Ok(())
+}
