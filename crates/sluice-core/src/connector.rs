@@ -18,6 +18,15 @@ use crate::{ChangeBatch, Result, SluiceError};
 /// processes a task moves between (sinks use them as commit sequence numbers).
 pub const EPOCH_CHECKPOINTS: u64 = 1 << 42;
 
+/// A checkpoint id for people: `epoch:n` for scale-out's ids, else the number.
+pub fn checkpoint_label(id: u64) -> String {
+    if (EPOCH_CHECKPOINTS..u64::MAX).contains(&id) {
+        format!("{}:{}", id >> 42, id & (EPOCH_CHECKPOINTS - 1))
+    } else {
+        id.to_string()
+    }
+}
+
 /// Job-wide settings that connectors need when they are created.
 #[derive(Debug, Clone)]
 pub struct JobContext {

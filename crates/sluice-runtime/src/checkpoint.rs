@@ -813,7 +813,8 @@ impl Coordinator {
         self.last_completed = Instant::now();
         let total = manifest.total_bytes();
         info!(
-            "checkpoint {checkpoint} complete in {duration:.1?}: {} of state, {} written",
+            "checkpoint {} complete in {duration:.1?}: {} of state, {} written",
+            sluice_core::connector::checkpoint_label(checkpoint),
             human_bytes(total),
             human_bytes(written_bytes),
         );

@@ -177,10 +177,11 @@ impl TaskLayout {
             )));
         }
         let properties = sources[0].1.client_properties();
+        // Not the source's `properties.group.id`: source readers commit their
+        // offsets there for monitoring, outside any group generation.
         let group_id = settings
             .group_id
             .clone()
-            .or_else(|| properties.get("group.id").cloned())
             .unwrap_or_else(|| format!("sluice-{job}"));
         let mut group_properties = properties.clone();
         group_properties.remove("group.id");

@@ -17,7 +17,7 @@ use sluice_sql::JobPlan;
 use sluice_state::CheckpointStore;
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{info, warn};
+use tracing::{info, warn, Instrument};
 
 use crate::layout::TaskLayout;
 use crate::membership::{Membership, MembershipEvent};
@@ -156,7 +156,11 @@ pub async fn run_scale_out(job: ScaleOutJob, mut stop: StopSignal) -> Result<()>
                             continue;
                         }
                         let metrics = Arc::new(JobMetrics::default());
-                        running.insert(task, tokio::spawn(run_task(context.clone(), task, metrics)));
+                        let span = tracing::info_span!("task", task);
+                        running.insert(
+                            task,
+                            tokio::spawn(run_task(context.clone(), task, metrics).instrument(span)),
+                        );
                     }
                 }
                 Some(MembershipEvent::Revoked { tasks, lost, done }) => {

@@ -56,11 +56,6 @@ impl TaskStatus {
     }
 }
 
-/// Checkpoint ids as `epoch:n`.
-pub(crate) fn checkpoint_name(id: u64) -> String {
-    format!("{}:{}", id >> 42, id & ((1 << 42) - 1))
-}
-
 /// Source offsets a checkpoint recorded: `(topic, partition) -> next offset`.
 async fn checkpointed_offsets(
     store: &CheckpointStore,
@@ -76,9 +71,12 @@ async fn checkpointed_offsets(
             let Ok(body) = restored.chunk(chunk) else {
                 continue;
             };
-            // Kafka sources record `{"topic": {"partition": offset}}`.
-            if let Ok(topics) = serde_json::from_slice::<BTreeMap<String, BTreeMap<String, i64>>>(body)
-            {
+            // Kafka sources record `{"offsets": {"topic": {"partition": offset}}}`.
+            #[derive(Deserialize)]
+            struct KafkaPosition {
+                offsets: BTreeMap<String, BTreeMap<String, i64>>,
+            }
+            if let Ok(KafkaPosition { offsets: topics }) = serde_json::from_slice(body) {
                 for (topic, partitions) in topics {
                     for (partition, offset) in partitions {
                         if let Ok(partition) = partition.parse() {
@@ -147,7 +145,7 @@ pub async fn print_status(checkpoints: &str) -> Result<String> {
                     });
                 }
                 (
-                    checkpoint_name(id),
+                    sluice_core::connector::checkpoint_label(id),
                     format!("{:.1}s", age.as_secs_f64()),
                     lags.join(" "),
                 )

@@ -138,7 +138,7 @@ async fn run_once(
     info!(
         task,
         epoch,
-        resumed_from = resumed_from.map(|c| format!("{}:{}", c >> 42, c & ((1 << 42) - 1))),
+        resumed_from = resumed_from.map(sluice_core::connector::checkpoint_label),
         "task started"
     );
     TaskStatus::started(task, &context.member, epoch)

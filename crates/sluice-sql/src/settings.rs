@@ -112,7 +112,7 @@ pub const KNOWN_SETTINGS: [(&str, &str); 30] = [
     ),
     (
         "scale-out.group.id",
-        "scale-out: the consumer group that assigns tasks to processes (default: the first source table's 'properties.group.id', else 'sluice-<job name>')",
+        "scale-out: the consumer group that assigns tasks to processes (default 'sluice-<job name>')",
     ),
     (
         "scale-out.group.bootstrap.servers",
