@@ -7,27 +7,9 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
-use common::{nexmark_file_source, ok, read_part_files, Workspace};
-
-/// Creates `bucket` with an unsigned `PUT /bucket` (enough for moto).
-fn create_bucket(endpoint: &str, bucket: &str) {
-    let address = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(address).expect("connect to the S3 endpoint");
-    write!(
-        stream,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    assert!(
-        response.starts_with("HTTP/1.1 200") || response.contains("BucketAlreadyOwnedByYou"),
-        "creating the bucket: {response}"
-    );
-}
+use common::{create_bucket, nexmark_file_source, ok, read_part_files, Workspace};
 
 fn sluice(
     ws: &Workspace,

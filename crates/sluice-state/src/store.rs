@@ -353,7 +353,11 @@ impl CheckpointStore {
                 .await
             {
                 Ok(_) => return Ok(epoch),
-                Err(object_store::Error::AlreadyExists { .. }) => continue,
+                // Taken by another process: try the next epoch.
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => continue,
                 Err(error) => return Err(storage(format!("claiming '{path}'"), error)),
             }
         }
