@@ -1,7 +1,8 @@
 //! Scale-out: several `sluice run --scale-out` processes share one job
 //! (Kafka → windowed aggregation behind a repartition topic → Kafka
-//! exactly-once) while one is killed with SIGKILL, another joins and a third
-//! stops gracefully; the committed output must equal a single uninterrupted
+//! exactly-once) while one is killed with SIGKILL, one is paused past its
+//! session timeout and resumed (a zombie), another joins and one stops
+//! gracefully; the committed output must equal a single uninterrupted
 //! run's, exactly.
 //!
 //! Brokers (`.ci/run` starts both): the data and transactions on noida-db
@@ -249,13 +250,24 @@ fn processes_share_a_job_and_fail_over_exactly_once() {
     std::thread::sleep(Duration::from_secs(3));
     let producing = {
         let (brokers, input) = (brokers.clone(), input.clone());
-        std::thread::spawn(move || produce(&brokers, &input, Duration::from_secs(14)))
+        std::thread::spawn(move || produce(&brokers, &input, Duration::from_secs(26)))
     };
     std::thread::sleep(Duration::from_secs(4));
     second.signal(libc::SIGKILL);
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(2));
+    // A pause longer than the session timeout (a GC-like stall, a network
+    // cut): the group moves the third process's tasks while it is stopped;
+    // woken up, it must neither checkpoint nor commit for them.
+    third.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(2));
     let mut fourth = Member::start(&ws, &script, "fourth", &env);
-    std::thread::sleep(Duration::from_secs(4));
+    // Resumed well after its tasks moved (session timeout, rebalance, new
+    // owners fencing): noida-db accepts writes of a just-fenced transactional
+    // producer that race the fence, leaving a transaction open that stalls
+    // every read_committed reader; Kafka rejects them.
+    std::thread::sleep(Duration::from_secs(14));
+    third.signal(libc::SIGCONT);
+    std::thread::sleep(Duration::from_secs(3));
     first.signal(libc::SIGTERM);
     let stopped = first.wait(Duration::from_secs(90));
     assert!(
@@ -308,6 +320,12 @@ fn processes_share_a_job_and_fail_over_exactly_once() {
             .filter_map(|(_, value)| value),
     );
     assert_eq!(committed_again.len(), committed.len());
+    let status_output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["status", "--job", &job, "--checkpoints", &checkpoints])
+        .current_dir(ws.dir.path())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("sluice status");
     if committed != expected {
         let missing: Vec<&String> = expected.iter().filter(|r| !committed.contains(r)).collect();
         let extra: Vec<&String> = committed.iter().filter(|r| !expected.contains(r)).collect();
@@ -318,20 +336,22 @@ fn processes_share_a_job_and_fail_over_exactly_once() {
             expected.len(),
             &missing[..missing.len().min(5)],
             &extra[..extra.len().min(5)],
-            logs(&[&first, &second, &third, &fourth])
+            format!(
+                "{}\n{}{}",
+                logs(&[&first, &second, &third, &fourth]),
+                String::from_utf8_lossy(&status_output.stdout),
+                String::from_utf8_lossy(&status_output.stderr)
+            )
         );
     }
 
+    // The paused process learnt on waking that the group had taken its tasks.
+    assert!(third.log().contains("lost=true"), "{}", logs(&[&third]));
     // The killed process's tasks were restored elsewhere from its checkpoints.
     let survivors = format!("{}{}", third.log(), fourth.log());
     assert!(survivors.contains("resumed_from"), "{}", logs(&[&third, &fourth]));
     // `sluice status` names the live owners of all six tasks.
-    let status = ok(&Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["status", "--job", &job, "--checkpoints", &checkpoints])
-        .current_dir(ws.dir.path())
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("sluice status"));
+    let status = ok(&status_output);
     assert!(status.contains("6 task(s)"), "{status}");
     let owners = [third.child.id(), fourth.child.id()];
     for task in 0..PARTITIONS {

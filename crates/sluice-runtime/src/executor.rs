@@ -322,9 +322,15 @@ pub async fn run_job_checkpointed(
     };
     let mut running = JoinSet::new();
     for task in tasks {
-        running.spawn(run_task(task, stop.clone(), batching));
+        // Tasks log inside the caller's span (scale-out names the task there).
+        running.spawn(run_task(task, stop.clone(), batching).in_current_span());
     }
-    let coordinating = coordinator.map(|c| tokio::spawn(c.run()));
+    let coordinating = coordinator.map(|c| tokio::spawn(c.run().in_current_span()));
+    // A run dropped before it ends (a scale-out task whose process lost it)
+    // stops its coordinator too.
+    let _stop_coordinator = coordinating
+        .as_ref()
+        .map(|handle| AbortOnDrop(handle.abort_handle()));
     let reporter = progress.map(|(interval, report)| {
         let counters: Vec<Arc<AtomicU64>> =
             source_counters.iter().map(|(_, c)| c.clone()).collect();
@@ -404,6 +410,15 @@ pub async fn run_job_checkpointed(
         }
     }
     Ok(summary)
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Tells the coordinator every component that takes part in checkpoints.

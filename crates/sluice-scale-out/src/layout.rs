@@ -259,3 +259,14 @@ impl TaskLayout {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_keep_only_kafka_characters() {
+        assert_eq!(topic_safe("my job/1:x"), "my-job-1-x");
+        assert_eq!(topic_safe("a.b_c-d"), "a.b_c-d");
+    }
+}

@@ -198,3 +198,87 @@ impl SinkWriter for TaskWriter {
         self.inner.restore(states)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::layout::{RepartitionCut, TaskLayout};
+
+    const SCRIPT: &str = "
+        SET 'pipeline.name' = 'stats';
+        CREATE TABLE bids (auction BIGINT, bidder BIGINT, price BIGINT, ts TIMESTAMP(3),
+          WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+        WITH ('connector' = 'kafka', 'topic' = 'bids', 'properties.bootstrap.servers' = 'localhost:1',
+              'format' = 'json');
+        CREATE TABLE out (auction BIGINT, bids BIGINT)
+        WITH ('connector' = 'kafka', 'topic' = 'out', 'properties.bootstrap.servers' = 'localhost:1',
+              'format' = 'json', 'sink.delivery-guarantee' = 'exactly-once',
+              'sink.transactional-id-prefix' = 'out');
+        INSERT INTO out SELECT auction, COUNT(*)
+        FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+        GROUP BY auction, window_start, window_end;";
+
+    fn layout(node: NodeId) -> TaskLayout {
+        TaskLayout {
+            job: "stats".into(),
+            tasks: 4,
+            source_topics: vec!["bids".into()],
+            properties: BTreeMap::from([("bootstrap.servers".into(), "localhost:1".into())]),
+            group_id: "sluice-stats".into(),
+            group_properties: BTreeMap::new(),
+            tasks_topic: "stats-tasks".into(),
+            session_timeout_ms: 10_000,
+            cuts: vec![RepartitionCut {
+                node,
+                side: 0,
+                topic: "stats-window-aggregate-repartition".into(),
+                transactional_prefix: "sluice-stats-window-aggregate".into(),
+            }],
+            checkpoints: "/tmp/stats".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_task_plan_cuts_keyed_inputs_and_pins_partitions() {
+        let registry = sluice_connectors::builtin_connectors();
+        let plan = sluice_sql::plan_script(SCRIPT, "stats", &registry, &BTreeMap::new())
+            .await
+            .unwrap();
+        let window = plan
+            .nodes
+            .iter()
+            .position(|node| matches!(node, PlanNode::WindowAggregate(_)))
+            .unwrap();
+        let task = task_plan(plan, &layout(window), 2, 7).unwrap();
+        let explained = task.explain();
+        // The job's sink, as subtask 2, above the window over the repartition topic.
+        assert!(explained.contains("kafka topic 'out' (json) (as subtask 2)"), "{explained}");
+        assert!(
+            explained.contains("Source `stats-window-aggregate-repartition`: repartition topic 'stats-window-aggregate-repartition' partition 2"),
+            "{explained}"
+        );
+        // The upstream half writes the topic, from partition 2 of the source.
+        assert!(
+            explained.contains("Sink `stats-window-aggregate-repartition`: repartition topic 'stats-window-aggregate-repartition' (4 partitions)"),
+            "{explained}"
+        );
+        assert!(explained.contains("kafka topic 'bids' (json) partition 2"), "{explained}");
+        assert_eq!(task.sinks.len(), 2);
+        // Every node's inputs come before it.
+        for (id, node) in task.nodes.iter().enumerate() {
+            assert!(node.inputs().iter().all(|input| *input < id), "{explained}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cut_missing_from_the_layout_is_an_error() {
+        let registry = sluice_connectors::builtin_connectors();
+        let plan = sluice_sql::plan_script(SCRIPT, "stats", &registry, &BTreeMap::new())
+            .await
+            .unwrap();
+        let error = task_plan(plan, &layout(usize::MAX), 0, 1).unwrap_err();
+        assert!(error.to_string().contains("no repartition topic"), "{error}");
+    }
+}

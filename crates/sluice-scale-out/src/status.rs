@@ -56,13 +56,28 @@ impl TaskStatus {
     }
 }
 
-/// Source offsets a checkpoint recorded: `(topic, partition) -> next offset`.
-async fn checkpointed_offsets(
-    store: &CheckpointStore,
-    checkpoint: u64,
-) -> Result<BTreeMap<(String, i32), i64>> {
+/// What a checkpoint's sources recorded.
+#[derive(Default)]
+struct Positions {
+    /// Kafka sources: `(topic, partition) -> next offset`.
+    offsets: BTreeMap<(String, i32), i64>,
+    /// Repartition sources: the latest watermark of each upstream task.
+    upstream_watermarks: Vec<Vec<Option<i64>>>,
+}
+
+async fn checkpointed_positions(store: &CheckpointStore, checkpoint: u64) -> Result<Positions> {
+    /// A kafka source's position.
+    #[derive(Deserialize)]
+    struct KafkaPosition {
+        offsets: BTreeMap<String, BTreeMap<String, i64>>,
+    }
+    /// A repartition source's position.
+    #[derive(Deserialize)]
+    struct RepartitionPosition {
+        watermarks: Vec<Option<i64>>,
+    }
     let restored = store.load(checkpoint).await?;
-    let mut offsets = BTreeMap::new();
+    let mut positions = Positions::default();
     for component in &restored.manifest.components {
         if component.role != Role::Source {
             continue;
@@ -71,23 +86,35 @@ async fn checkpointed_offsets(
             let Ok(body) = restored.chunk(chunk) else {
                 continue;
             };
-            // Kafka sources record `{"offsets": {"topic": {"partition": offset}}}`.
-            #[derive(Deserialize)]
-            struct KafkaPosition {
-                offsets: BTreeMap<String, BTreeMap<String, i64>>,
-            }
-            if let Ok(KafkaPosition { offsets: topics }) = serde_json::from_slice(body) {
-                for (topic, partitions) in topics {
+            if let Ok(KafkaPosition { offsets }) = serde_json::from_slice(body) {
+                for (topic, partitions) in offsets {
                     for (partition, offset) in partitions {
                         if let Ok(partition) = partition.parse() {
-                            offsets.insert((topic.clone(), partition), offset);
+                            positions.offsets.insert((topic.clone(), partition), offset);
                         }
                     }
                 }
+            } else if let Ok(RepartitionPosition { watermarks }) = serde_json::from_slice(body) {
+                positions.upstream_watermarks.push(watermarks);
             }
         }
     }
-    Ok(offsets)
+    Ok(positions)
+}
+
+/// Upstream watermarks as `[t0 t1 ...]` in event time, `-` for none yet:
+/// the least one holds the task's windows back.
+fn watermarks_text(watermarks: &[Option<i64>]) -> String {
+    let shown: Vec<String> = watermarks
+        .iter()
+        .map(|watermark| match watermark {
+            Some(ms) => chrono::DateTime::from_timestamp_millis(*ms)
+                .map(|t| t.format("%H:%M:%S%.3f").to_string())
+                .unwrap_or_else(|| ms.to_string()),
+            None => "-".into(),
+        })
+        .collect();
+    format!("[{}]", shown.join(" "))
 }
 
 /// Prints who owns each task of the job whose checkpoints are under
@@ -121,7 +148,7 @@ pub async fn print_status(checkpoints: &str) -> Result<String> {
     let now = chrono::Utc::now().timestamp_millis();
     let _ = writeln!(
         out,
-        "{:<5} {:<28} {:>5} {:<14} {:>10}  source lag",
+        "{:<5} {:<28} {:>5} {:<14} {:>10}  source lag, repartition watermarks",
         "task", "owner", "epoch", "checkpoint", "age"
     );
     for task in 0..layout.tasks {
@@ -132,8 +159,12 @@ pub async fn print_status(checkpoints: &str) -> Result<String> {
             Some(id) => {
                 let manifest = store.read_manifest(id).await?;
                 let age = Duration::from_millis((now - manifest.created_ms).max(0) as u64);
+                let positions = checkpointed_positions(&store, id).await?;
                 let mut lags = Vec::new();
-                for ((topic, partition), offset) in checkpointed_offsets(&store, id).await? {
+                for watermarks in &positions.upstream_watermarks {
+                    lags.push(format!("upstream watermarks {}", watermarks_text(watermarks)));
+                }
+                for ((topic, partition), offset) in positions.offsets {
                     let end = consumer.as_ref().and_then(|c| {
                         c.fetch_watermarks(&topic, partition, Duration::from_secs(5))
                             .ok()

@@ -93,13 +93,23 @@ pub(crate) async fn run_task(
     let store = CheckpointStore::open(&context.layout.task_checkpoints(task))?;
     let mut attempt: u32 = 0;
     loop {
-        match run_once(&context, task, &store, &metrics).await {
+        let mut claimed = None;
+        match run_once(&context, task, &store, &metrics, &mut claimed).await {
             Ok(()) => return Ok(()),
             Err(error) if is_fenced(&error) => {
                 warn!(task, "{error}");
                 return Err(error);
             }
             Err(error) => {
+                // Whatever failed, a newer epoch means another process owns
+                // the task now: a restart here would take it back.
+                if let Some(epoch) = claimed {
+                    let latest = store.latest_epoch().await.unwrap_or(epoch);
+                    if latest > epoch {
+                        warn!(task, "task failed: {error}; not restarting: {}", fenced(task, epoch, latest));
+                        return Err(error);
+                    }
+                }
                 attempt += 1;
                 let delay = Duration::from_millis(500 * 2u64.pow(attempt.min(6)));
                 warn!(task, "task failed: {error}; restarting in {delay:?} (restart {attempt})");
@@ -114,8 +124,10 @@ async fn run_once(
     task: usize,
     store: &CheckpointStore,
     metrics: &Arc<JobMetrics>,
+    claimed: &mut Option<u64>,
 ) -> Result<()> {
     let epoch = store.claim_epoch(&context.member).await?;
+    *claimed = Some(epoch);
     let plan = task_plan(context.plan().await?, &context.layout, task, epoch)?;
     // Fence the previous owner's transactional writers before reading any
     // checkpoint: whatever it commits from now on fails.
@@ -126,6 +138,12 @@ async fn run_once(
                 .await
                 .map_err(|e| SluiceError::Runtime(format!("fencing: {e}")))??;
         }
+    }
+    // Claims and fencing can interleave between processes: go on only if
+    // no newer claim came in meanwhile, so the newest claim fences last.
+    let latest = store.latest_epoch().await?;
+    if latest != epoch {
+        return Err(fenced(task, epoch, latest));
     }
     let restored = match load_for_recovery(&plan, store).await? {
         Some(restored) if restored.manifest.kind == SnapshotKind::Final => {

@@ -432,6 +432,14 @@ impl SourceConnector for RepartitionSource {
     }
 }
 
+/// The watermark of a partition: the least of its upstream tasks' latest
+/// watermarks, once every upstream task has sent one.
+fn combined_watermark(upstreams: &[Option<i64>]) -> Option<i64> {
+    upstreams
+        .iter()
+        .try_fold(i64::MAX, |least, watermark| watermark.map(|w| least.min(w)))
+}
+
 /// What a received record holds, with the offset after it.
 enum Received {
     Rows(ChangeBatch, i64),
@@ -513,12 +521,7 @@ impl RepartitionReader {
         if let Some(slot) = self.position.watermarks.get_mut(from) {
             *slot = Some(slot.map_or(watermark, |w| w.max(watermark)));
         }
-        let combined = self
-            .position
-            .watermarks
-            .iter()
-            .try_fold(i64::MAX, |min, w| w.map(|w| min.min(w)));
-        if let Some(combined) = combined {
+        if let Some(combined) = combined_watermark(&self.position.watermarks) {
             if self.emitted_watermark.is_none_or(|e| combined > e) {
                 self.emitted_watermark = Some(combined);
                 self.advanced = Some(combined);
@@ -587,5 +590,38 @@ impl SourceReader for RepartitionReader {
 
     fn watermark(&mut self) -> Option<i64> {
         self.advanced.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    #[test]
+    fn a_partition_waits_for_every_upstream_watermark() {
+        assert_eq!(combined_watermark(&[Some(5), None, Some(3)]), None);
+        assert_eq!(combined_watermark(&[Some(5), Some(9), Some(3)]), Some(3));
+        assert_eq!(combined_watermark(&[]), Some(i64::MAX));
+    }
+
+    #[test]
+    fn batches_cross_as_arrow_ipc() {
+        let schema: SchemaRef = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec![Some("a"), None])),
+            ],
+        )
+        .unwrap();
+        let bytes = encode_batch(&schema, &batch).unwrap();
+        let mut reader = StreamReader::try_new(Cursor::new(bytes), None).unwrap();
+        assert_eq!(reader.next().unwrap().unwrap(), batch);
     }
 }
