@@ -7,11 +7,11 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::kafka::{all_brokers, brokers, create_topic, create_topic_named, read_topic};
 use common::{
     kill_after, nexmark_file_source, nexmark_query, next_checkpoint, ok, read_part_files,
     write_nexmark_events, Service, Workspace,
 };
-use common::kafka::{all_brokers, brokers, create_topic, create_topic_named, read_topic};
 use rdkafka::ClientConfig;
 
 const EVENTS: usize = 40_000;

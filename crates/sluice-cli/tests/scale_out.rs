@@ -331,17 +331,14 @@ fn processes_share_a_job_and_fail_over_exactly_once() {
         let extra: Vec<&String> = committed.iter().filter(|r| !expected.contains(r)).collect();
         panic!(
             "scale-out output differs from the single process's: {} rows vs {}; missing \
-             {:?}; extra {:?}\n{}",
+             {:?}; extra {:?}\n{}\n{}{}",
             committed.len(),
             expected.len(),
             &missing[..missing.len().min(5)],
             &extra[..extra.len().min(5)],
-            format!(
-                "{}\n{}{}",
-                logs(&[&first, &second, &third, &fourth]),
-                String::from_utf8_lossy(&status_output.stdout),
-                String::from_utf8_lossy(&status_output.stderr)
-            )
+            logs(&[&first, &second, &third, &fourth]),
+            String::from_utf8_lossy(&status_output.stdout),
+            String::from_utf8_lossy(&status_output.stderr)
         );
     }
 
@@ -349,7 +346,11 @@ fn processes_share_a_job_and_fail_over_exactly_once() {
     assert!(third.log().contains("lost=true"), "{}", logs(&[&third]));
     // The killed process's tasks were restored elsewhere from its checkpoints.
     let survivors = format!("{}{}", third.log(), fourth.log());
-    assert!(survivors.contains("resumed_from"), "{}", logs(&[&third, &fourth]));
+    assert!(
+        survivors.contains("resumed_from"),
+        "{}",
+        logs(&[&third, &fourth])
+    );
     // `sluice status` names the live owners of all six tasks.
     let status = ok(&status_output);
     assert!(status.contains("6 task(s)"), "{status}");

@@ -63,11 +63,12 @@ pub(crate) fn topic_safe(name: &str) -> String {
         .collect()
 }
 
+/// An input of a keyed operator and the keys its rows are grouped by.
+pub(crate) type KeyedInput = (NodeId, Vec<Arc<dyn PhysicalExpr>>);
+
 /// A keyed operator's inputs and the keys their rows must be grouped by;
 /// `None` for operators that keep no keyed state.
-pub(crate) fn keyed_inputs(
-    node: &PlanNode,
-) -> Result<Option<Vec<(NodeId, Vec<Arc<dyn PhysicalExpr>>)>>> {
+pub(crate) fn keyed_inputs(node: &PlanNode) -> Result<Option<Vec<KeyedInput>>> {
     Ok(match node {
         PlanNode::WindowAggregate(window) => Some(vec![(window.input, window.keys.clone())]),
         PlanNode::GroupAggregate(group) => Some(vec![(group.input, group.keys.clone())]),

@@ -71,12 +71,7 @@ pub fn task_plan(plan: JobPlan, layout: &TaskLayout, task: usize, epoch: u64) ->
                 task_sinks.push(built.len() - 1);
                 built.push(PlanNode::Source {
                     table: cut.topic.clone(),
-                    connector: Arc::new(RepartitionSource::new(
-                        topic,
-                        schema,
-                        task,
-                        layout.tasks,
-                    )),
+                    connector: Arc::new(RepartitionSource::new(topic, schema, task, layout.tasks)),
                     watermark: None,
                     idle_timeout: None,
                 });
@@ -254,7 +249,10 @@ mod tests {
         let task = task_plan(plan, &layout(window), 2, 7).unwrap();
         let explained = task.explain();
         // The job's sink, as subtask 2, above the window over the repartition topic.
-        assert!(explained.contains("kafka topic 'out' (json) (as subtask 2)"), "{explained}");
+        assert!(
+            explained.contains("kafka topic 'out' (json) (as subtask 2)"),
+            "{explained}"
+        );
         assert!(
             explained.contains("Source `stats-window-aggregate-repartition`: repartition topic 'stats-window-aggregate-repartition' partition 2"),
             "{explained}"
@@ -264,7 +262,10 @@ mod tests {
             explained.contains("Sink `stats-window-aggregate-repartition`: repartition topic 'stats-window-aggregate-repartition' (4 partitions)"),
             "{explained}"
         );
-        assert!(explained.contains("kafka topic 'bids' (json) partition 2"), "{explained}");
+        assert!(
+            explained.contains("kafka topic 'bids' (json) partition 2"),
+            "{explained}"
+        );
         assert_eq!(task.sinks.len(), 2);
         // Every node's inputs come before it.
         for (id, node) in task.nodes.iter().enumerate() {
@@ -279,6 +280,9 @@ mod tests {
             .await
             .unwrap();
         let error = task_plan(plan, &layout(usize::MAX), 0, 1).unwrap_err();
-        assert!(error.to_string().contains("no repartition topic"), "{error}");
+        assert!(
+            error.to_string().contains("no repartition topic"),
+            "{error}"
+        );
     }
 }

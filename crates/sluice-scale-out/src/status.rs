@@ -162,7 +162,10 @@ pub async fn print_status(checkpoints: &str) -> Result<String> {
                 let positions = checkpointed_positions(&store, id).await?;
                 let mut lags = Vec::new();
                 for watermarks in &positions.upstream_watermarks {
-                    lags.push(format!("upstream watermarks {}", watermarks_text(watermarks)));
+                    lags.push(format!(
+                        "upstream watermarks {}",
+                        watermarks_text(watermarks)
+                    ));
                 }
                 for ((topic, partition), offset) in positions.offsets {
                     let end = consumer.as_ref().and_then(|c| {

@@ -106,13 +106,20 @@ pub(crate) async fn run_task(
                 if let Some(epoch) = claimed {
                     let latest = store.latest_epoch().await.unwrap_or(epoch);
                     if latest > epoch {
-                        warn!(task, "task failed: {error}; not restarting: {}", fenced(task, epoch, latest));
+                        warn!(
+                            task,
+                            "task failed: {error}; not restarting: {}",
+                            fenced(task, epoch, latest)
+                        );
                         return Err(error);
                     }
                 }
                 attempt += 1;
                 let delay = Duration::from_millis(500 * 2u64.pow(attempt.min(6)));
-                warn!(task, "task failed: {error}; restarting in {delay:?} (restart {attempt})");
+                warn!(
+                    task,
+                    "task failed: {error}; restarting in {delay:?} (restart {attempt})"
+                );
                 tokio::time::sleep(delay).await;
             }
         }
@@ -147,7 +154,10 @@ async fn run_once(
     }
     let restored = match load_for_recovery(&plan, store).await? {
         Some(restored) if restored.manifest.kind == SnapshotKind::Final => {
-            info!(task, "the task's input ended (its last checkpoint is final)");
+            info!(
+                task,
+                "the task's input ended (its last checkpoint is final)"
+            );
             return Ok(());
         }
         other => other,

@@ -232,7 +232,7 @@ struct RepartitionWriter {
 }
 
 impl RepartitionWriter {
-    fn from_header(&self) -> (String, Option<Vec<u8>>) {
+    fn upstream_header(&self) -> (String, Option<Vec<u8>>) {
         (
             FROM_HEADER.to_string(),
             Some(self.task.to_string().into_bytes()),
@@ -256,7 +256,7 @@ impl SinkWriter for RepartitionWriter {
         let parts = (self.router)(batch, self.topic.partitions)?;
         for (partition, part) in parts.into_iter().enumerate() {
             let Some(part) = part else { continue };
-            let mut headers = vec![self.from_header()];
+            let mut headers = vec![self.upstream_header()];
             if let Some(kinds) = &part.kinds {
                 let bytes = kinds.values().iter().map(|k| *k as u8).collect();
                 headers.push((KINDS_HEADER.to_string(), Some(bytes)));
@@ -284,7 +284,7 @@ impl SinkWriter for RepartitionWriter {
                 partition: Some(partition as i32),
                 timestamp: None,
                 headers: vec![
-                    self.from_header(),
+                    self.upstream_header(),
                     (
                         WATERMARK_HEADER.to_string(),
                         Some(watermark.to_string().into_bytes()),

@@ -278,9 +278,9 @@ fn commit_with(
     let committed = marker_consumer
         .committed_offsets(marker, TRANSACTION_TIMEOUT)
         .map_err(|e| kafka.error("reading the commit marker", e))?;
-    let done = committed.elements().iter().any(|element| {
-        matches!(element.offset(), Offset::Offset(at) if at >= pending.sequence as i64)
-    });
+    let done = committed.elements().iter().any(
+        |element| matches!(element.offset(), Offset::Offset(at) if at >= pending.sequence as i64),
+    );
     if done {
         return Ok(());
     }
