@@ -945,10 +945,9 @@ impl<'a> TaskBuilder<'a> {
     }
 }
 
-/// Splits a batch by the hash of its key columns into one part per target
-/// (the partitioning [`KeyOwner`] restores state by).
-/// Splits `batch` by the hash of `keys` over `targets` (the hash shuffles'
-/// partitioning, also used by scale-out's repartition topics).
+/// Splits a batch by the hash of its key columns into one part per target:
+/// the partitioning of the hash shuffles and of scale-out's repartition
+/// topics, and the one [`KeyOwner`] restores state by.
 pub fn partition(
     batch: &ChangeBatch,
     keys: &[Arc<dyn PhysicalExpr>],

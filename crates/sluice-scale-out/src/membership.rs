@@ -4,8 +4,8 @@
 //! takes the tasks of a process that stops heartbeating away.
 //!
 //! The consumer runs on its own thread. Revocations are handed to the job
-//! and wait until it has stopped the tasks (with a final checkpoint), so a
-//! task's next owner starts only after its previous one stopped writing.
+//! and wait until it has stopped the tasks, so a task's next owner starts
+//! only after its previous one stopped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,12 +29,9 @@ const REVOKE_WAIT: Duration = Duration::from_secs(120);
 pub(crate) enum MembershipEvent {
     /// These tasks are this process's now.
     Assigned(Vec<usize>),
-    /// These tasks must stop; `lost`: the group already gave them to
-    /// another process (this one missed its session timeout). Answer on
-    /// `done` once they stopped.
+    /// These tasks must stop. Answer on `done` once they stopped.
     Revoked {
         tasks: Vec<usize>,
-        lost: bool,
         done: std::sync::mpsc::SyncSender<()>,
     },
 }
@@ -62,12 +59,14 @@ impl ConsumerContext for MembershipContext {
             if tasks.is_empty() {
                 return;
             }
+            // Lost: the group gave them to others already (this process
+            // missed its session timeout).
             let lost = consumer.assignment_lost();
             let (done, wait) = std::sync::mpsc::sync_channel(1);
             info!(?tasks, lost, "tasks revoked");
             if self
                 .events
-                .send(MembershipEvent::Revoked { tasks, lost, done })
+                .send(MembershipEvent::Revoked { tasks, done })
                 .is_ok()
                 && wait.recv_timeout(REVOKE_WAIT).is_err()
             {

@@ -1,6 +1,6 @@
 //! One process's part of a scale-out job: joins the group, runs the tasks
-//! it is assigned, hands them over with a final checkpoint when they are
-//! revoked, and leaves the group when stopped.
+//! it is assigned, stops the ones a rebalance moves elsewhere, and when
+//! stopped hands every task over with a final checkpoint and leaves.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -25,7 +25,7 @@ use crate::split::task_plan;
 use crate::status::LAYOUT_FILE;
 use crate::task::{run_task, TaskContext};
 
-/// How long a revoked task may take to write its final checkpoint.
+/// How long a stopping task may take to write its final checkpoint.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A job to run in scale-out mode.
@@ -163,8 +163,15 @@ pub async fn run_scale_out(job: ScaleOutJob, mut stop: StopSignal) -> Result<()>
                         );
                     }
                 }
-                Some(MembershipEvent::Revoked { tasks, lost, done }) => {
-                    stop_tasks(&context, &mut running, &tasks, lost).await;
+                Some(MembershipEvent::Revoked { tasks, done, .. }) => {
+                    // Stopped at once, so the rebalance is not held up: the
+                    // next owner resumes from the last checkpoint (fenced,
+                    // so this process writes nothing more for them).
+                    for task in tasks {
+                        if let Some(handle) = running.remove(&task) {
+                            handle.abort();
+                        }
+                    }
                     let _ = done.send(());
                 }
                 None => break,
@@ -173,7 +180,21 @@ pub async fn run_scale_out(job: ScaleOutJob, mut stop: StopSignal) -> Result<()>
     }
     info!("stopping: handing over this process's tasks");
     let all: Vec<usize> = running.keys().copied().collect();
-    stop_tasks(&context, &mut running, &all, false).await;
+    let handing_over = hand_over(&context, &mut running, &all);
+    tokio::pin!(handing_over);
+    loop {
+        tokio::select! {
+            _ = &mut handing_over => break,
+            // Rebalances meanwhile are not held up (the tasks are stopping).
+            event = events.recv() => match event {
+                Some(MembershipEvent::Revoked { done, .. }) => {
+                    let _ = done.send(());
+                }
+                Some(MembershipEvent::Assigned(_)) => {}
+                None => {}
+            },
+        }
+    }
     membership.leave();
     while !membership.is_gone() {
         if let Ok(Some(MembershipEvent::Revoked { done, .. })) =
@@ -194,22 +215,19 @@ fn control_root(data_dir: &std::path::Path, member: &str) -> PathBuf {
         .join(member.replace([':', '/'], "-"))
 }
 
-/// Stops `tasks`: each with a final checkpoint, or at once when `lost`
-/// (another process may own them already; fencing keeps this one from
-/// writing).
-async fn stop_tasks(
+/// Stops `tasks`, each with a final checkpoint that commits its output, so
+/// their next owners have nothing to replay.
+async fn hand_over(
     context: &Arc<TaskContext>,
     running: &mut HashMap<usize, JoinHandle<Result<()>>>,
     tasks: &[usize],
-    lost: bool,
 ) {
     let mut stopping = JoinSet::new();
     for task in tasks {
         let Some(mut handle) = running.remove(task) else {
             continue;
         };
-        if lost || handle.is_finished() {
-            handle.abort();
+        if handle.is_finished() {
             continue;
         }
         let control_dir = context.control_dir(*task);

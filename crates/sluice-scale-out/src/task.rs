@@ -194,3 +194,52 @@ async fn run_once(
     info!(task, "task stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process that lost its task (another claimed a newer epoch) fails
+    /// its next checkpoint instead of writing it, and is not restarted.
+    #[tokio::test]
+    async fn a_newer_claim_fences_the_previous_owner() {
+        let dir = std::env::temp_dir().join(format!("sluice-fence-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::open(dir.to_str().unwrap()).unwrap();
+        let first = store.claim_epoch("host:1").await.unwrap();
+        let fence = EpochFence {
+            store: store.clone(),
+            epoch: first,
+            task: 3,
+        };
+        fence.check().await.unwrap();
+        let second = store.claim_epoch("host:2").await.unwrap();
+        assert_eq!(second, first + 1);
+        let error = fence.check().await.unwrap_err();
+        assert!(is_fenced(&error), "{error}");
+        assert!(
+            error.to_string().contains("task 3 was taken over"),
+            "{error}"
+        );
+        // Concurrent claims never share an epoch.
+        let claims: Vec<u64> = futures_claims(&store).await;
+        let mut unique = claims.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), claims.len(), "{claims:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    async fn futures_claims(store: &CheckpointStore) -> Vec<u64> {
+        let mut set = tokio::task::JoinSet::new();
+        for owner in 0..8 {
+            let store = store.clone();
+            set.spawn(async move { store.claim_epoch(&format!("host:{owner}")).await });
+        }
+        let mut claims = Vec::new();
+        while let Some(claim) = set.join_next().await {
+            claims.push(claim.unwrap().unwrap());
+        }
+        claims
+    }
+}

@@ -343,7 +343,7 @@ impl CheckpointStore {
     /// task's checkpoints) for `owner`, by creating `owners/<epoch>` only if
     /// it does not exist yet, so two processes never get the same epoch.
     pub async fn claim_epoch(&self, owner: &str) -> Result<u64> {
-        loop {
+        for _ in 0..100 {
             let epoch = self.latest_epoch().await? + 1;
             let path = self.path(&format!("owners/{epoch:010}"));
             let options = object_store::PutOptions::from(object_store::PutMode::Create);
@@ -361,6 +361,10 @@ impl CheckpointStore {
                 Err(error) => return Err(storage(format!("claiming '{path}'"), error)),
             }
         }
+        Err(SluiceError::State(format!(
+            "claiming an ownership epoch in '{}': 100 attempts found each one taken",
+            self.location
+        )))
     }
 
     /// The newest ownership epoch claimed (0: none yet).

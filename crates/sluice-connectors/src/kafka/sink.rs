@@ -5,12 +5,15 @@
 //! Exactly-once: a writer keeps the records of a checkpoint interval and
 //! hands them over as its pre-committed output, so they are stored in the
 //! checkpoint. When the checkpoint completes (and again on recovery from it),
-//! [`SinkConnector::commit`] opens the transactional producer
-//! `<prefix>-<subtask>`, whose `init_transactions` fences and aborts any
-//! transaction an earlier process left open, and then checks the marker: the
-//! offset the group `<prefix>-<subtask>` committed for partition 0 of the
-//! topic. Each pre-commit carries a sequence number (the wall-clock
-//! millisecond, strictly increasing per writer), committed as that offset
+//! [`SinkConnector::commit`] uses the transactional producer
+//! `<prefix>-<subtask>`: initialised once per process (on the first commit,
+//! or by [`SinkConnector::fence`] when a scale-out task starts), which
+//! fences and aborts any transaction an earlier process left open, and
+//! reused by later commits, so a newer process's producer fences this one.
+//! It then checks the marker: the offset the group `<prefix>-<subtask>`
+//! committed for partition 0 of the topic. Each pre-commit carries a
+//! sequence number (the wall-clock millisecond, or a scale-out task's
+//! checkpoint id; strictly increasing per writer), committed as that offset
 //! inside the same transaction as the records; commits of one id happen in
 //! checkpoint order, so a marker at or past the sequence means the records
 //! are in the topic. Otherwise they are written, with the marker, in one
@@ -144,7 +147,9 @@ fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
 /// What an exactly-once writer pre-committed: its records of one checkpoint.
 pub(super) struct PendingRecords {
     pub(super) subtask: u32,
-    /// Wall-clock milliseconds at pre-commit, strictly increasing per writer.
+    /// Strictly increasing per writer: wall-clock milliseconds at
+    /// pre-commit, or in scale-out the checkpoint id (which carries the
+    /// owner's epoch, so it orders commits across processes).
     pub(super) sequence: u64,
     pub(super) records: Vec<HeldRecord>,
 }
