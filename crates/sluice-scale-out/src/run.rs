@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -145,22 +146,24 @@ pub async fn run_scale_out(job: ScaleOutJob, mut stop: StopSignal) -> Result<()>
     drop(plan);
     let (events_sender, mut events) = mpsc::unbounded_channel();
     let membership = Membership::join(&context.layout, &member, events_sender)?;
-    let mut running: HashMap<usize, JoinHandle<Result<()>>> = HashMap::new();
+    let mut running: HashMap<usize, RunningTask> = HashMap::new();
     loop {
         tokio::select! {
             _ = stop.wait_for(|stopped| *stopped) => break,
             event = events.recv() => match event {
                 Some(MembershipEvent::Assigned(tasks)) => {
                     for task in tasks {
-                        if running.get(&task).is_some_and(|handle| !handle.is_finished()) {
+                        if running.get(&task).is_some_and(|t| !t.handle.is_finished()) {
                             continue;
                         }
                         let metrics = Arc::new(JobMetrics::default());
                         let span = tracing::info_span!("task", task);
-                        running.insert(
-                            task,
-                            tokio::spawn(run_task(context.clone(), task, metrics).instrument(span)),
+                        let in_job = Arc::new(AtomicBool::new(false));
+                        let handle = tokio::spawn(
+                            run_task(context.clone(), task, metrics, in_job.clone())
+                                .instrument(span),
                         );
+                        running.insert(task, RunningTask { handle, in_job });
                     }
                 }
                 Some(MembershipEvent::Revoked { tasks, done, .. }) => {
@@ -168,8 +171,8 @@ pub async fn run_scale_out(job: ScaleOutJob, mut stop: StopSignal) -> Result<()>
                     // next owner resumes from the last checkpoint (fenced,
                     // so this process writes nothing more for them).
                     for task in tasks {
-                        if let Some(handle) = running.remove(&task) {
-                            handle.abort();
+                        if let Some(running) = running.remove(&task) {
+                            running.handle.abort();
                         }
                     }
                     let _ = done.send(());
@@ -215,19 +218,31 @@ fn control_root(data_dir: &std::path::Path, member: &str) -> PathBuf {
         .join(member.replace([':', '/'], "-"))
 }
 
+/// A task this process runs.
+struct RunningTask {
+    handle: JoinHandle<Result<()>>,
+    /// Its job is running (not restoring, nor waiting to restart).
+    in_job: Arc<AtomicBool>,
+}
+
 /// Stops `tasks`, each with a final checkpoint that commits its output, so
 /// their next owners have nothing to replay.
 async fn hand_over(
     context: &Arc<TaskContext>,
-    running: &mut HashMap<usize, JoinHandle<Result<()>>>,
+    running: &mut HashMap<usize, RunningTask>,
     tasks: &[usize],
 ) {
     let mut stopping = JoinSet::new();
     for task in tasks {
-        let Some(mut handle) = running.remove(task) else {
+        let Some(RunningTask { mut handle, in_job }) = running.remove(task) else {
             continue;
         };
         if handle.is_finished() {
+            continue;
+        }
+        if !in_job.load(Ordering::Relaxed) {
+            // No job to checkpoint (it is restoring or waiting to restart).
+            handle.abort();
             continue;
         }
         let control_dir = context.control_dir(*task);

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -89,12 +90,15 @@ pub(crate) async fn run_task(
     context: Arc<TaskContext>,
     task: usize,
     metrics: Arc<JobMetrics>,
+    in_job: Arc<AtomicBool>,
 ) -> Result<()> {
     let store = CheckpointStore::open(&context.layout.task_checkpoints(task))?;
     let mut attempt: u32 = 0;
     loop {
         let mut claimed = None;
-        match run_once(&context, task, &store, &metrics, &mut claimed).await {
+        let outcome = run_once(&context, task, &store, &metrics, &mut claimed, &in_job).await;
+        in_job.store(false, Ordering::Relaxed);
+        match outcome {
             Ok(()) => return Ok(()),
             Err(error) if is_fenced(&error) => {
                 warn!(task, "{error}");
@@ -132,6 +136,7 @@ async fn run_once(
     store: &CheckpointStore,
     metrics: &Arc<JobMetrics>,
     claimed: &mut Option<u64>,
+    in_job: &AtomicBool,
 ) -> Result<()> {
     let epoch = store.claim_epoch(&context.member).await?;
     *claimed = Some(epoch);
@@ -190,6 +195,7 @@ async fn run_once(
     };
     // Tasks stop through their control directory (with a checkpoint), never by draining.
     let (_never, stop) = watch::channel(false);
+    in_job.store(true, Ordering::Relaxed);
     sluice_runtime::run_job_checkpointed(&plan, stop, None, Some(&config), metrics).await?;
     info!(task, "task stopped");
     Ok(())
