@@ -16,12 +16,24 @@ use crate::{ChangeBatch, Result, SluiceError};
 /// Scale-out numbers a task's checkpoints `(epoch << 42) | n`: ids from
 /// here on carry their owner's epoch, so they order commits across the
 /// processes a task moves between (sinks use them as commit sequence numbers).
-pub const EPOCH_CHECKPOINTS: u64 = 1 << 42;
+pub const EPOCH_CHECKPOINTS: u64 = 1 << EPOCH_SHIFT;
+const EPOCH_SHIFT: u32 = 42;
+
+/// Checkpoint `n` of ownership epoch `epoch` (scale-out's numbering).
+pub fn epoch_checkpoint(epoch: u64, n: u64) -> u64 {
+    (epoch << EPOCH_SHIFT) | (n & (EPOCH_CHECKPOINTS - 1))
+}
+
+/// The last checkpoint id of `epoch`: where a task numbers its final
+/// pre-commit, above all its other checkpoints and below the next epoch's.
+pub fn epoch_final_checkpoint(epoch: u64) -> u64 {
+    epoch_checkpoint(epoch, EPOCH_CHECKPOINTS - 1)
+}
 
 /// A checkpoint id for people: `epoch:n` for scale-out's ids, else the number.
 pub fn checkpoint_label(id: u64) -> String {
     if (EPOCH_CHECKPOINTS..u64::MAX).contains(&id) {
-        format!("{}:{}", id >> 42, id & (EPOCH_CHECKPOINTS - 1))
+        format!("{}:{}", id >> EPOCH_SHIFT, id & (EPOCH_CHECKPOINTS - 1))
     } else {
         id.to_string()
     }

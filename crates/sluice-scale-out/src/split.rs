@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use sluice_connectors::kafka::repartition::{
     RepartitionSink, RepartitionSource, RepartitionTopic, RowRouter,
 };
-use sluice_core::connector::{SinkConnector, SinkWriter, EPOCH_CHECKPOINTS};
+use sluice_core::connector::{epoch_final_checkpoint, SinkConnector, SinkWriter};
 use sluice_core::{ChangeBatch, Result, SluiceError};
 use sluice_sql::plan::NodeId;
 use sluice_sql::{JobPlan, PlanNode};
@@ -29,6 +29,15 @@ pub fn task_plan(plan: JobPlan, layout: &TaskLayout, task: usize, epoch: u64) ->
         nodes,
         sinks,
     } = plan;
+    // Every sink of the plan, the repartition topics' too, writes as this task.
+    let task_sink = |inner: Arc<dyn SinkConnector>| -> Arc<dyn SinkConnector> {
+        Arc::new(TaskSink {
+            inner,
+            task,
+            tasks: layout.tasks,
+            final_checkpoint: epoch_final_checkpoint(epoch),
+        })
+    };
     let mut built: Vec<PlanNode> = Vec::with_capacity(nodes.len() + 2 * layout.cuts.len());
     let mut new_id: Vec<NodeId> = Vec::with_capacity(nodes.len());
     let mut task_sinks = Vec::new();
@@ -55,17 +64,17 @@ pub fn task_plan(plan: JobPlan, layout: &TaskLayout, task: usize, epoch: u64) ->
                 let router: RowRouter = Arc::new(move |batch: &ChangeBatch, partitions| {
                     sluice_runtime::executor::partition(batch, &keys, partitions)
                 });
+                let writer = RepartitionSink::new(
+                    topic.clone(),
+                    schema.clone(),
+                    router,
+                    task,
+                    cut.transactional_prefix.clone(),
+                );
                 built.push(PlanNode::Sink {
                     input: upstream,
                     table: cut.topic.clone(),
-                    connector: Arc::new(RepartitionSink::new(
-                        topic.clone(),
-                        schema.clone(),
-                        router,
-                        task,
-                        cut.transactional_prefix.clone(),
-                        epoch,
-                    )),
+                    connector: task_sink(Arc::new(writer)),
                     materialize_by: None,
                 });
                 task_sinks.push(built.len() - 1);
@@ -85,14 +94,7 @@ pub fn task_plan(plan: JobPlan, layout: &TaskLayout, task: usize, epoch: u64) ->
                     *connector = pinned.clone();
                 }
             }
-            PlanNode::Sink { connector, .. } => {
-                *connector = Arc::new(TaskSink {
-                    inner: connector.clone(),
-                    task,
-                    tasks: layout.tasks,
-                    final_checkpoint: (epoch << 42) | (EPOCH_CHECKPOINTS - 1),
-                });
-            }
+            PlanNode::Sink { connector, .. } => *connector = task_sink(connector.clone()),
             _ => {}
         }
         built.push(node);

@@ -6,19 +6,25 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-/// The noida-db broker (`SLUICE_TEST_KAFKA_BROKERS`): transactions, no
-/// dependable consumer-group expiry.
-pub fn brokers() -> Option<String> {
-    match std::env::var("SLUICE_TEST_KAFKA_BROKERS") {
+/// The broker `.ci/run` starts and names in `var`; `None` (the test is
+/// skipped) without it, except under CI, where that is an error.
+fn broker_from_env(var: &str, name: &str) -> Option<String> {
+    match std::env::var(var) {
         Ok(brokers) => Some(brokers),
         Err(_) if std::env::var_os("SLUICE_CI").is_some() => {
-            panic!("SLUICE_TEST_KAFKA_BROKERS is not set (.ci/run starts a broker)")
+            panic!("{var} is not set (.ci/run starts {name})")
         }
         Err(_) => {
-            eprintln!("skipped: set SLUICE_TEST_KAFKA_BROKERS to a Kafka broker to run");
+            eprintln!("skipped: set {var} to a {name} broker to run");
             None
         }
     }
+}
+
+/// The noida-db broker (`SLUICE_TEST_KAFKA_BROKERS`): transactions, no
+/// dependable consumer-group expiry.
+pub fn brokers() -> Option<String> {
+    broker_from_env("SLUICE_TEST_KAFKA_BROKERS", "noida-db")
 }
 
 /// The brokers the tests of non-transactional paths run against: noida-db
@@ -26,15 +32,7 @@ pub fn brokers() -> Option<String> {
 /// independent Kafka-protocol broker without transactions; `.ci/run` starts
 /// both).
 pub fn all_brokers() -> Vec<String> {
-    let mut all: Vec<String> = brokers().into_iter().collect();
-    match std::env::var("SLUICE_TEST_TANSU_BROKERS") {
-        Ok(tansu) => all.push(tansu),
-        Err(_) if std::env::var_os("SLUICE_CI").is_some() => {
-            panic!("SLUICE_TEST_TANSU_BROKERS is not set (.ci/run starts tansu)")
-        }
-        Err(_) => {}
-    }
-    all
+    brokers().into_iter().chain(tansu_brokers()).collect()
 }
 
 /// A new topic (a unique name) with `partitions`, keeping records forever
@@ -73,16 +71,7 @@ pub fn create_topic_named(brokers: &str, topic: &str, partitions: i32) {
 /// The tansu broker (`SLUICE_TEST_TANSU_BROKERS`): consumer groups with
 /// session expiry and cooperative rebalancing, no transaction isolation.
 pub fn tansu_brokers() -> Option<String> {
-    match std::env::var("SLUICE_TEST_TANSU_BROKERS") {
-        Ok(brokers) => Some(brokers),
-        Err(_) if std::env::var_os("SLUICE_CI").is_some() => {
-            panic!("SLUICE_TEST_TANSU_BROKERS is not set (.ci/run starts tansu)")
-        }
-        Err(_) => {
-            eprintln!("skipped: set SLUICE_TEST_TANSU_BROKERS to a tansu broker to run");
-            None
-        }
-    }
+    broker_from_env("SLUICE_TEST_TANSU_BROKERS", "tansu")
 }
 
 /// Values of `topic` (all partitions, read_committed) as (key, value) text.

@@ -27,9 +27,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message as _};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
-use sluice_core::connector::{
-    SinkConnector, SinkWriter, SourceConnector, SourceReader, EPOCH_CHECKPOINTS,
-};
+use sluice_core::connector::{SinkConnector, SinkWriter, SourceConnector, SourceReader};
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
 use super::sink::{commit_exactly_once, HeldRecord, PendingRecords, TransactionalProducers};
@@ -134,8 +132,6 @@ pub struct RepartitionSink {
     task: usize,
     /// Transactional ids are `<prefix>-<task>`.
     prefix: String,
-    /// Sequence number a final pre-commit gets (the largest of the epoch).
-    final_sequence: u64,
     producers: TransactionalProducers,
 }
 
@@ -146,14 +142,15 @@ impl std::fmt::Debug for RepartitionSink {
 }
 
 impl RepartitionSink {
-    /// A sink for upstream task `task`, whose checkpoints belong to `epoch`.
+    /// A sink for upstream task `task`. Its pre-commits are numbered by
+    /// checkpoint id, so it is written through the task's sink wrapper,
+    /// which numbers the final one inside the task's epoch.
     pub fn new(
         topic: RepartitionTopic,
         schema: SchemaRef,
         router: RowRouter,
         task: usize,
         prefix: String,
-        epoch: u64,
     ) -> Self {
         RepartitionSink {
             kafka: topic.kafka(),
@@ -162,7 +159,6 @@ impl RepartitionSink {
             router,
             task,
             prefix,
-            final_sequence: (epoch << 42) | (EPOCH_CHECKPOINTS - 1),
             producers: TransactionalProducers::default(),
         }
     }
@@ -179,7 +175,6 @@ impl SinkConnector for RepartitionSink {
             schema: self.schema.clone(),
             router: self.router.clone(),
             task: self.task,
-            final_sequence: self.final_sequence,
             held: Vec::new(),
             last_watermark: i64::MIN,
             sequence: 0,
@@ -224,7 +219,6 @@ struct RepartitionWriter {
     schema: SchemaRef,
     router: RowRouter,
     task: usize,
-    final_sequence: u64,
     /// Records since the last checkpoint barrier.
     held: Vec<HeldRecord>,
     last_watermark: i64,
@@ -306,11 +300,7 @@ impl SinkWriter for RepartitionWriter {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        self.sequence = if checkpoint == u64::MAX {
-            self.final_sequence
-        } else {
-            checkpoint.max(self.sequence + 1)
-        };
+        self.sequence = checkpoint.max(self.sequence + 1);
         Ok(PendingRecords {
             subtask: self.task as u32,
             sequence: self.sequence,
