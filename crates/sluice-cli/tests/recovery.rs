@@ -269,7 +269,12 @@ fn damage_newest_checkpoint(dir: &Path, truncate: bool) {
 #[test]
 fn damaged_checkpoints_are_detected_and_skipped() {
     let ws = Workspace::new();
-    generate_events(&ws);
+    // Enough input that even a fast run lasts past checkpoint 6 (100 ms each).
+    write_nexmark_events(
+        &ws,
+        4 * EVENTS,
+        "'first-event.rate' = '1000', 'seed' = '11'",
+    );
     let expected = reference(&ws, "q7");
     for truncate in [false, true] {
         let name = format!("q7-damaged-{truncate}");

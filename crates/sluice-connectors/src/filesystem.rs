@@ -165,22 +165,18 @@ impl SourceConnector for FileSource {
         positions: &[Vec<u8>],
     ) -> Result<Vec<Box<dyn SourceReader>>> {
         let consumed = ConsumedLines::from_positions(positions)?;
-        let decoders = (0..parallelism)
-            .map(|_| {
-                self.format.decoder(
-                    self.schema.clone(),
-                    self.policy.clone(),
-                    self.lines_per_chunk,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
         let path = self.path.clone();
         let lines = self.lines_per_chunk;
         let interval = self.monitor_interval;
         let skip = consumed.clone();
         spawn_line_source(
             format!("read-{}", self.table),
-            decoders,
+            parallelism,
+            &self.policy,
+            &|policy| {
+                self.format
+                    .decoder(self.schema.clone(), policy, self.lines_per_chunk)
+            },
             consumed,
             move |sender| pump_files(&path, lines, interval, &skip, sender),
         )

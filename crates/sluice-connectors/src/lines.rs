@@ -11,12 +11,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sluice_core::connector::SourceReader;
+use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
 use crate::formats::{LineChunk, RecordDecoder};
 
-/// Chunks buffered between the reading thread and the decoders.
-const CHUNK_QUEUE: usize = 8;
+/// Chunks buffered between the reading thread and the decoders (which
+/// also hold a few being decoded).
+const CHUNK_QUEUE: usize = 4;
 
 /// A run of consumed lines of one input: lines `first..end`, bytes
 /// `start_byte..end_byte`.
@@ -115,6 +117,10 @@ pub struct LinePump {
     chunk_start: u64,
     /// Line ranges consumed in a checkpointed run, skipped when reached.
     skip: VecDeque<LineRange>,
+    /// Send a partial chunk whenever the read buffer runs dry (an input
+    /// whose reads block, like stdin); otherwise only full chunks and the
+    /// rest at the end of each pass.
+    flush_on_drain: bool,
 }
 
 impl LinePump {
@@ -135,7 +141,15 @@ impl LinePump {
             offset: 0,
             chunk_start: 0,
             skip: VecDeque::new(),
+            flush_on_drain: false,
         }
+    }
+
+    /// Sends what it has whenever the input has no more bytes buffered, so
+    /// lines of an input whose reads block (stdin) are not held back.
+    pub fn flushing_on_drain(mut self) -> Self {
+        self.flush_on_drain = true;
+        self
     }
 
     /// Resumes after `consumed` (ranges of this input read before): returns
@@ -203,7 +217,7 @@ impl LinePump {
                 break;
             }
             if self.partial.last() == Some(&b'\n') {
-                let drained = reader.buffer().is_empty();
+                let drained = self.flush_on_drain && reader.buffer().is_empty();
                 if !self.take_line(drained) {
                     return Ok(false);
                 }
@@ -230,10 +244,12 @@ impl LinePump {
         if self.chunk_lines == 0 {
             return !self.sender.is_closed();
         }
+        // The next chunk is likely as long: size it once instead of growing it.
+        let capacity = self.chunk.len() + self.chunk.len() / 8;
         let chunk = LineChunk {
             source: self.source.clone(),
             first_line: self.next_line,
-            data: std::mem::take(&mut self.chunk),
+            data: std::mem::replace(&mut self.chunk, Vec::with_capacity(capacity)),
             line_count: self.chunk_lines as u64,
             start_offset: self.chunk_start,
             end_offset: self.offset,
@@ -245,36 +261,127 @@ impl LinePump {
     }
 }
 
-/// One subtask's reader: pulls chunks and decodes them.
+/// Chunk decodes one reader keeps running at once, on blocking threads: with
+/// `parallelism` readers on `cores` cores, `cores / parallelism` (1 to 4), so
+/// decoding overlaps the operators even at parallelism 1.
+fn decode_ahead(parallelism: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores / parallelism.max(1)).clamp(1, 4)
+}
+
+/// A decoder with the holding copy of the bad-record policy it rejects
+/// through: what it rejects in a chunk is applied when the chunk is emitted.
+struct ChunkDecoder {
+    decoder: Box<dyn RecordDecoder>,
+    policy: BadRecordPolicy,
+}
+
+/// A decoded chunk, with the decoder to reuse.
+struct DecodedChunk {
+    decoder: ChunkDecoder,
+    input: Arc<str>,
+    lines: LineRange,
+    result: Result<Option<ChangeBatch>>,
+}
+
+impl ChunkDecoder {
+    fn decode(mut self, chunk: LineChunk) -> DecodedChunk {
+        let result = self.decoder.decode(&chunk);
+        DecodedChunk {
+            decoder: self,
+            lines: LineRange {
+                first: chunk.first_line,
+                end: chunk.first_line + chunk.line_count,
+                start_byte: chunk.start_offset,
+                end_byte: chunk.end_offset,
+            },
+            input: chunk.source,
+            result,
+        }
+    }
+}
+
+/// One subtask's reader: pulls chunks, decodes several at once on blocking
+/// threads and emits them in the order it pulled them.
 pub struct LineSourceReader {
     chunks: async_channel::Receiver<Result<LineChunk>>,
-    decoder: Box<dyn RecordDecoder>,
+    idle: Vec<ChunkDecoder>,
+    /// Decodes under way, oldest first. Awaited in place, so a cancelled
+    /// `next_batch` loses nothing.
+    decoding: VecDeque<tokio::task::JoinHandle<DecodedChunk>>,
+    /// The input failed: reported once the chunks before the failure are out.
+    failed: Option<SluiceError>,
+    /// The input has no more chunks.
+    drained: bool,
     /// Every line this reader passed on, plus what the run it resumes read.
     consumed: ConsumedLines,
+}
+
+impl LineSourceReader {
+    fn start_decoding(&mut self, chunk: Result<LineChunk>) {
+        match (chunk, self.idle.pop()) {
+            (Err(error), decoder) => {
+                self.idle.extend(decoder);
+                self.failed.get_or_insert(error);
+            }
+            (Ok(chunk), Some(decoder)) => self
+                .decoding
+                .push_back(tokio::task::spawn_blocking(move || decoder.decode(chunk))),
+            (Ok(_), None) => {
+                self.failed.get_or_insert(SluiceError::Runtime(
+                    "line source: chunk pulled without a free decoder".into(),
+                ));
+            }
+        }
+    }
+
+    /// Starts decoding the chunks already queued, while decoders are free.
+    fn start_queued(&mut self) {
+        while !self.idle.is_empty() && self.failed.is_none() && !self.drained {
+            match self.chunks.try_recv() {
+                Ok(chunk) => self.start_decoding(chunk),
+                Err(async_channel::TryRecvError::Empty) => break,
+                Err(async_channel::TryRecvError::Closed) => self.drained = true,
+            }
+        }
+    }
 }
 
 #[async_trait]
 impl SourceReader for LineSourceReader {
     async fn next_batch(&mut self) -> Result<Option<ChangeBatch>> {
         loop {
-            let chunk = match self.chunks.recv().await {
-                Err(_) => return Ok(None),
-                Ok(chunk) => chunk?,
-            };
-            let decoded = self.decoder.decode(&chunk)?;
-            self.consumed.add(
-                &chunk.source,
-                LineRange {
-                    first: chunk.first_line,
-                    end: chunk.first_line + chunk.line_count,
-                    start_byte: chunk.start_offset,
-                    end_byte: chunk.end_offset,
-                },
-            );
-            if let Some(batch) = decoded {
-                if batch.num_rows() > 0 {
-                    return Ok(Some(batch));
+            self.start_queued();
+            if let Some(oldest) = self.decoding.front_mut() {
+                let decoded = oldest
+                    .await
+                    .map_err(|e| SluiceError::Runtime(format!("decoding a line chunk: {e}")))?;
+                self.decoding.pop_front();
+                let DecodedChunk {
+                    decoder,
+                    input,
+                    lines,
+                    result,
+                } = decoded;
+                let released = decoder.policy.release();
+                self.idle.push(decoder);
+                let decoded = result?;
+                released?;
+                self.consumed.add(&input, lines);
+                match decoded {
+                    Some(batch) if batch.num_rows() > 0 => return Ok(Some(batch)),
+                    _ => continue,
                 }
+            }
+            if let Some(error) = self.failed.take() {
+                return Err(error);
+            }
+            if self.drained {
+                return Ok(None);
+            }
+            match self.chunks.recv().await {
+                Ok(chunk) => self.start_decoding(chunk),
+                Err(_) => self.drained = true,
             }
         }
     }
@@ -285,14 +392,41 @@ impl SourceReader for LineSourceReader {
     }
 }
 
-/// Starts `produce` on its own thread and returns one reader per decoder.
+/// Makes a decoder that rejects bad records through the policy it is given.
+pub type DecoderFactory<'a> = dyn Fn(BadRecordPolicy) -> Result<Box<dyn RecordDecoder>> + 'a;
+
+/// Starts `produce` on its own thread and returns `parallelism` readers, each
+/// with its own decoders made by `make_decoder` (rejecting through `policy`).
 pub fn spawn_line_source(
     name: String,
-    decoders: Vec<Box<dyn RecordDecoder>>,
+    parallelism: usize,
+    policy: &BadRecordPolicy,
+    make_decoder: &DecoderFactory<'_>,
     consumed: ConsumedLines,
     produce: impl FnOnce(async_channel::Sender<Result<LineChunk>>) -> Result<()> + Send + 'static,
 ) -> Result<Vec<Box<dyn SourceReader>>> {
+    let ahead = decode_ahead(parallelism);
+    let mut readers: Vec<Box<dyn SourceReader>> = Vec::with_capacity(parallelism);
     let (sender, receiver) = async_channel::bounded(CHUNK_QUEUE);
+    for _ in 0..parallelism.max(1) {
+        let idle = (0..ahead)
+            .map(|_| {
+                let policy = policy.holding();
+                Ok(ChunkDecoder {
+                    decoder: make_decoder(policy.clone())?,
+                    policy,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        readers.push(Box::new(LineSourceReader {
+            chunks: receiver.clone(),
+            idle,
+            decoding: VecDeque::new(),
+            failed: None,
+            drained: false,
+            consumed: consumed.clone(),
+        }));
+    }
     let error_sender = sender.clone();
     std::thread::Builder::new()
         .name(name)
@@ -302,16 +436,7 @@ pub fn spawn_line_source(
             }
         })
         .map_err(|e| SluiceError::io("starting source thread", e))?;
-    Ok(decoders
-        .into_iter()
-        .map(|decoder| {
-            Box::new(LineSourceReader {
-                chunks: receiver.clone(),
-                decoder,
-                consumed: consumed.clone(),
-            }) as Box<dyn SourceReader>
-        })
-        .collect())
+    Ok(readers)
 }
 
 /// The files a `path` stands for: the file itself, or the visible files of a
@@ -410,6 +535,66 @@ pub fn pump_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::{AsArray, RecordBatch, UInt64Array};
+    use arrow::datatypes::{DataType, Field, Schema, UInt64Type};
+
+    /// Decodes a chunk into one row holding its first line number; earlier
+    /// chunks take longer, so later ones finish first.
+    struct FirstLine;
+
+    impl RecordDecoder for FirstLine {
+        fn decode(&mut self, chunk: &LineChunk) -> Result<Option<ChangeBatch>> {
+            std::thread::sleep(Duration::from_millis(
+                20u64.saturating_sub(chunk.first_line / 2),
+            ));
+            let schema = Arc::new(Schema::new(vec![Field::new(
+                "line",
+                DataType::UInt64,
+                false,
+            )]));
+            let rows = UInt64Array::from(vec![chunk.first_line]);
+            let batch = RecordBatch::try_new(schema, vec![Arc::new(rows)])?;
+            Ok(Some(ChangeBatch::inserts(batch)))
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn chunks_decoded_ahead_come_out_in_input_order_despite_cancelled_reads() {
+        let text: String = (1..=40).map(|i| format!("{i}\n")).collect();
+        let mut readers = spawn_line_source(
+            "test-read".into(),
+            1,
+            &BadRecordPolicy::fail("t"),
+            &|_| Ok(Box::new(FirstLine)),
+            ConsumedLines::default(),
+            move |sender| {
+                let mut input = BufReader::new(std::io::Cursor::new(text.into_bytes()));
+                LinePump::new("mem", 4, sender)
+                    .pump(&mut input, true)
+                    .map(|_| ())
+                    .map_err(|e| SluiceError::io("reading", e))
+            },
+        )
+        .unwrap();
+        let mut reader = readers.pop().unwrap();
+        let mut firsts = Vec::new();
+        loop {
+            // Reads often cancelled mid-decode (as a source task's select! does).
+            match tokio::time::timeout(Duration::from_millis(3), reader.next_batch()).await {
+                Err(_) => continue,
+                Ok(batch) => match batch.unwrap() {
+                    None => break,
+                    Some(batch) => {
+                        firsts.push(batch.data.column(0).as_primitive::<UInt64Type>().value(0))
+                    }
+                },
+            }
+        }
+        assert_eq!(firsts, (0..10).map(|c| 1 + 4 * c).collect::<Vec<u64>>());
+        let consumed = ConsumedLines::from_positions(&[reader.position().unwrap()]).unwrap();
+        assert_eq!(consumed.of("mem").len(), 1);
+        assert_eq!(consumed.of("mem")[0].end, 41);
+    }
 
     fn range(first: u64, end: u64) -> LineRange {
         LineRange {

@@ -84,23 +84,19 @@ impl SourceConnector for StdinSource {
     }
 
     fn open(&self, parallelism: usize) -> Result<Vec<Box<dyn SourceReader>>> {
-        let decoders = (0..parallelism)
-            .map(|_| {
-                self.format.decoder(
-                    self.schema.clone(),
-                    self.policy.clone(),
-                    self.lines_per_chunk,
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
         let lines = self.lines_per_chunk;
         spawn_line_source(
             "read-stdin".into(),
-            decoders,
+            parallelism,
+            &self.policy,
+            &|policy| {
+                self.format
+                    .decoder(self.schema.clone(), policy, self.lines_per_chunk)
+            },
             ConsumedLines::default(),
             move |sender| {
                 let mut reader = std::io::BufReader::with_capacity(1 << 20, std::io::stdin());
-                let mut pump = LinePump::new("stdin", lines, sender);
+                let mut pump = LinePump::new("stdin", lines, sender).flushing_on_drain();
                 pump.pump(&mut reader, true)
                     .map(|_| ())
                     .map_err(|e| SluiceError::io("reading stdin", e))

@@ -121,6 +121,18 @@ pub struct BadRecordPolicy {
     mode: ErrorMode,
     dlq: Option<Arc<DeadLetterQueue>>,
     counters: Arc<BadRecordCounters>,
+    /// Set on a [`BadRecordPolicy::holding`] copy: rejections wait here until
+    /// [`BadRecordPolicy::release`].
+    held: Option<Arc<Mutex<Vec<HeldRejection>>>>,
+}
+
+/// A rejection kept back by a holding policy.
+#[derive(Debug)]
+struct HeldRejection {
+    source: String,
+    position: u64,
+    raw: Vec<u8>,
+    reason: String,
 }
 
 impl BadRecordPolicy {
@@ -162,6 +174,7 @@ impl BadRecordPolicy {
             mode,
             dlq,
             counters: Arc::default(),
+            held: None,
         })
     }
 
@@ -172,7 +185,40 @@ impl BadRecordPolicy {
             mode: ErrorMode::Fail,
             dlq: None,
             counters: Arc::default(),
+            held: None,
         }
+    }
+
+    /// A copy that keeps its rejections back until [`release`](Self::release)
+    /// (`fail` still fails at once). A source that decodes ahead of what it
+    /// emits uses one per decoder, so records of a chunk that a checkpoint
+    /// does not cover reach the dead letter file only once, when emitted.
+    pub fn holding(&self) -> Self {
+        BadRecordPolicy {
+            held: Some(Arc::default()),
+            ..self.clone()
+        }
+    }
+
+    /// Applies the rejections a holding copy kept back, in order.
+    pub fn release(&self) -> Result<()> {
+        let Some(held) = &self.held else {
+            return Ok(());
+        };
+        let rejections = std::mem::take(
+            &mut *held
+                .lock()
+                .map_err(|_| SluiceError::Runtime("held rejections poisoned".into()))?,
+        );
+        for rejection in rejections {
+            self.apply(
+                &rejection.source,
+                rejection.position,
+                &rejection.raw,
+                &rejection.reason,
+            )?;
+        }
+        Ok(())
     }
 
     /// The configured mode.
@@ -192,7 +238,25 @@ impl BadRecordPolicy {
 
     /// Applies the policy to one bad record: returns an error in `fail` mode,
     /// otherwise counts it (and writes it to the dead letter file in `dlq` mode).
+    /// A holding copy keeps the record until [`release`](Self::release).
     pub fn reject(&self, source: &str, position: u64, raw: &[u8], reason: &str) -> Result<()> {
+        match &self.held {
+            Some(held) if self.mode != ErrorMode::Fail => {
+                held.lock()
+                    .map_err(|_| SluiceError::Runtime("held rejections poisoned".into()))?
+                    .push(HeldRejection {
+                        source: source.to_string(),
+                        position,
+                        raw: raw.to_vec(),
+                        reason: reason.to_string(),
+                    });
+                Ok(())
+            }
+            _ => self.apply(source, position, raw, reason),
+        }
+    }
+
+    fn apply(&self, source: &str, position: u64, raw: &[u8], reason: &str) -> Result<()> {
         match self.mode {
             ErrorMode::Fail => Err(SluiceError::Format(format!(
                 "table `{}`: bad record at {source}:{position}: {reason} (set 'errors' = 'skip' or 'dlq' to keep going)",
@@ -253,6 +317,45 @@ mod tests {
         assert_eq!(letter["position"], 7);
         assert_eq!(letter["reason"], "parse: expected value");
         assert_eq!(policy.counters().dead_lettered.load(Ordering::Relaxed), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_holding_policy_writes_only_when_released() {
+        let dir = std::env::temp_dir().join(format!("sluice-dlq-hold-{}", std::process::id()));
+        let path = dir.join("bad.jsonl");
+        let policy = BadRecordPolicy::from_options(
+            "t",
+            &opts(&[("errors", "dlq"), ("dlq.path", path.to_str().unwrap())]),
+            false,
+            &dir,
+        )
+        .unwrap();
+        let holding = policy.holding();
+        holding.reject("in.json", 3, b"{a", "first").unwrap();
+        holding.reject("in.json", 9, b"{b", "second").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "");
+        assert_eq!(policy.counters().dead_lettered.load(Ordering::Relaxed), 0);
+        holding.release().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let positions: Vec<u64> = text
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["position"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(positions, [3, 9]);
+        assert_eq!(policy.counters().dead_lettered.load(Ordering::Relaxed), 2);
+        // Released once: a second release writes nothing more.
+        holding.release().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 2);
+        // `fail` does not wait.
+        assert!(BadRecordPolicy::fail("t")
+            .holding()
+            .reject("in.json", 1, b"x", "bad")
+            .is_err());
         std::fs::remove_dir_all(dir).ok();
     }
 

@@ -96,6 +96,8 @@ impl Splits {
 /// Emits watermarks computed from each batch.
 pub struct WatermarkAssigner {
     expr: Arc<dyn PhysicalExpr>,
+    /// `expr` is `column - INTERVAL` of whole milliseconds: (column, millis).
+    column_minus: Option<(usize, i64)>,
     /// The largest watermark seen.
     current: i64,
     /// The last watermark emitted.
@@ -110,6 +112,7 @@ impl WatermarkAssigner {
     /// emitting at most one per `interval` (zero: after every batch).
     pub fn new(expr: Arc<dyn PhysicalExpr>, interval: Duration) -> Self {
         WatermarkAssigner {
+            column_minus: column_minus_whole_millis(&expr),
             expr,
             current: i64::MIN,
             emitted: i64::MIN,
@@ -132,14 +135,54 @@ impl WatermarkAssigner {
     }
 }
 
-impl Operator for WatermarkAssigner {
-    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
+impl WatermarkAssigner {
+    /// The largest value of the watermark expression over `batch`.
+    fn largest(&self, batch: &ChangeBatch) -> Result<Option<i64>> {
+        if let Some((index, millis)) = self.column_minus {
+            let column = batch.data.column(index);
+            if let Some(times) = column.as_primitive_opt::<TimestampMillisecondType>() {
+                // Subtracting a fixed length keeps the order: no need to
+                // evaluate the expression for every row.
+                return Ok(arrow::compute::max(times).map(|max| max.saturating_sub(millis)));
+            }
+        }
         let values = self
             .expr
             .evaluate(&batch.data)
             .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(df)?;
-        let max = arrow::compute::max(&epoch_millis(values.as_ref())?);
+        Ok(arrow::compute::max(&epoch_millis(values.as_ref())?))
+    }
+}
+
+/// `(column, millis)` when `expr` is `column - INTERVAL` of a fixed number of
+/// whole milliseconds (no months or days, whose length varies).
+fn column_minus_whole_millis(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
+    use datafusion::common::ScalarValue;
+    use datafusion::logical_expr::Operator as BinaryOperator;
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    let binary = expr.downcast_ref::<BinaryExpr>()?;
+    if *binary.op() != BinaryOperator::Minus {
+        return None;
+    }
+    let column = binary.left().downcast_ref::<Column>()?;
+    let nanos = match binary.right().downcast_ref::<Literal>()?.value() {
+        ScalarValue::IntervalMonthDayNano(Some(interval))
+            if interval.months == 0 && interval.days == 0 =>
+        {
+            interval.nanoseconds
+        }
+        ScalarValue::IntervalDayTime(Some(interval)) if interval.days == 0 => {
+            i64::from(interval.milliseconds) * 1_000_000
+        }
+        _ => return None,
+    };
+    (nanos % 1_000_000 == 0).then_some((column.index(), nanos / 1_000_000))
+}
+
+impl Operator for WatermarkAssigner {
+    fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
+        let max = self.largest(&batch)?;
         out.push(Message::Data(batch));
         let now = Instant::now();
         let max = match &mut self.splits {
@@ -213,6 +256,38 @@ mod tests {
         let mut out = Vec::new();
         throttled.on_watermark(i64::MAX, &mut out).expect("end");
         assert!(matches!(out.as_slice(), [Message::Watermark(i64::MAX)]));
+    }
+
+    #[test]
+    fn column_minus_a_fixed_interval_is_read_off_the_column_maximum() {
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::Operator as BinaryOperator;
+        use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+        let minus = |interval: ScalarValue| -> Arc<dyn PhysicalExpr> {
+            Arc::new(BinaryExpr::new(
+                Arc::new(Column::new("ts", 0)),
+                BinaryOperator::Minus,
+                Arc::new(Literal::new(interval)),
+            ))
+        };
+        let four_seconds = minus(ScalarValue::new_interval_mdn(0, 0, 4_000_000_000));
+        let one_day = minus(ScalarValue::new_interval_mdn(0, 1, 0));
+        let a_month = minus(ScalarValue::new_interval_mdn(1, 0, 0));
+        assert_eq!(column_minus_whole_millis(&four_seconds), Some((0, 4000)));
+        assert_eq!(column_minus_whole_millis(&one_day), None);
+        assert_eq!(column_minus_whole_millis(&a_month), None);
+        // Both ways give the same watermarks.
+        let times = vec![1_436_918_400_001, 1_436_918_460_000, 1_436_918_430_000];
+        let mut fast = WatermarkAssigner::new(four_seconds, Duration::ZERO);
+        assert_eq!(
+            watermarks(&mut fast, times.clone()),
+            vec![1_436_918_456_000]
+        );
+        let mut evaluated = WatermarkAssigner::new(one_day, Duration::ZERO);
+        assert_eq!(
+            watermarks(&mut evaluated, times),
+            vec![1_436_918_460_000 - 86_400_000]
+        );
     }
 
     #[test]

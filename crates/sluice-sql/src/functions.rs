@@ -293,29 +293,37 @@ fn time_field(array: &ArrayRef, field: TimeField) -> DfResult<ArrayRef> {
 }
 
 fn date_format(timestamps: &ArrayRef, formats: &ArrayRef) -> DfResult<ArrayRef> {
+    use chrono::format::{Item, StrftimeItems};
+    use std::fmt::Write;
     let timestamps = timestamps.as_primitive::<TimestampMillisecondType>();
     let formats = formats.as_string::<i32>();
     let mut out = StringBuilder::with_capacity(timestamps.len(), timestamps.len() * 16);
-    let mut cached: Option<(String, String)> = None;
-    let mut text = String::new();
+    // The pattern is almost always a literal: parse it once, not per row.
+    let mut cached: Option<(String, Vec<Item<'static>>)> = None;
     for i in 0..timestamps.len() {
         if timestamps.is_null(i) || formats.is_null(i) {
             out.append_null();
             continue;
         }
         let java = formats.value(i);
-        if cached.as_ref().map(|(j, _)| j.as_str()) != Some(java) {
-            cached = Some((java.to_string(), java_to_chrono_format(java)));
+        if cached.as_ref().map(|(pattern, _)| pattern.as_str()) != Some(java) {
+            let Ok(items) = StrftimeItems::new(&java_to_chrono_format(java)).parse_to_owned()
+            else {
+                return exec_err!("DATE_FORMAT: invalid format '{java}'");
+            };
+            cached = Some((java.to_string(), items));
         }
-        let chrono_format = cached.as_ref().map(|(_, c)| c.as_str()).unwrap_or_default();
+        let items = cached
+            .as_ref()
+            .map(|(_, items)| items.as_slice())
+            .unwrap_or_default();
         match millis_to_datetime(timestamps.value(i)) {
             Some(dt) => {
-                use std::fmt::Write;
-                text.clear();
-                if write!(text, "{}", dt.format(chrono_format)).is_err() {
+                // Written straight into the builder; the empty append ends the row.
+                if write!(out, "{}", dt.format_with_items(items.iter())).is_err() {
                     return exec_err!("DATE_FORMAT: invalid format '{java}'");
                 }
-                out.append_value(&text);
+                out.append_value("");
             }
             None => out.append_null(),
         }

@@ -20,6 +20,7 @@ use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::options::{OptionSpec, Options};
 use sluice_core::{Result, SluiceError};
 
+use super::json_direct::DirectDecoder;
 use super::{concat, require_inserts, LineChunk, RecordDecoder, RecordEncoder};
 use sluice_core::{ChangeBatch, RowKind};
 
@@ -138,6 +139,9 @@ pub struct JsonDecoder {
     binary_columns: Vec<usize>,
     options: JsonOptions,
     policy: BadRecordPolicy,
+    /// The one-pass decoder, when the schema suits it; arrow-json otherwise
+    /// and for every chunk it declines.
+    direct: Option<DirectDecoder>,
     decoder: Decoder,
     batch_size: usize,
 }
@@ -171,6 +175,7 @@ impl JsonDecoder {
         let decoder = Self::build(&decode_schema, batch_size)?;
         Ok(JsonDecoder {
             output_schema: schema,
+            direct: DirectDecoder::new(&decode_schema),
             decode_schema,
             binary_columns,
             options,
@@ -371,7 +376,11 @@ impl RecordDecoder for JsonDecoder {
 impl JsonDecoder {
     /// Decodes every record of `chunk` into a batch of the table's schema.
     pub fn decode_records(&mut self, chunk: &LineChunk) -> Result<Option<RecordBatch>> {
-        match self.decode_bytes(&chunk.data) {
+        let decoded = match self.direct.as_mut().and_then(|d| d.decode(&chunk.data)) {
+            Some(batch) => Ok((batch.num_rows() > 0).then_some(batch)),
+            None => self.decode_bytes(&chunk.data),
+        };
+        match decoded {
             Ok(Some(batch)) => {
                 if self.binary_columns.is_empty() {
                     return Ok(Some(RecordBatch::try_new(

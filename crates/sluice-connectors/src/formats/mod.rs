@@ -4,6 +4,7 @@
 pub mod avro;
 pub mod csv;
 pub mod json;
+mod json_direct;
 pub mod message;
 pub mod protobuf;
 pub mod raw;
