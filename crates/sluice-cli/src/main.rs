@@ -20,6 +20,34 @@ use tracing::{info, warn};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's option setter (in the library the allocator links).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// `mi_option_arena_eager_commit` in mimalloc 3's `mi_option_t`.
+const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+
+/// Commits mimalloc's arena memory as it is used instead of all at once on
+/// Linux: about 50 MB less peak RSS for the same speed (benchmarks/README.md).
+/// It must run before the first allocation creates the first arena, and the
+/// Rust runtime allocates before `main`, so it is an ELF constructor. An
+/// explicit `MIMALLOC_ARENA_EAGER_COMMIT` still wins.
+extern "C" fn configure_allocator() {
+    // SAFETY: `getenv` with a NUL-terminated name (it does not allocate);
+    // `mi_option_set` stores a plain integer option.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static CONFIGURE_ALLOCATOR: extern "C" fn() = configure_allocator;
+
 /// Sluice: a real-time stream processor that runs Flink SQL pipelines.
 #[derive(Parser)]
 #[command(name = "sluice", version, about)]
