@@ -5,7 +5,6 @@
 //! updating input, `-U`/`-D` rows are taken back out of the accumulators, and
 //! a key whose rows are all taken back emits `-D`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -97,7 +96,7 @@ impl Operator for GroupAggregateOperator {
 
         // Added and retracted rows per key, keys in order of first appearance.
         let mut order: Vec<&[u8]> = Vec::new();
-        let mut indices: HashMap<&[u8], [Vec<u32>; 2]> = HashMap::new();
+        let mut indices: crate::FastHashMap<&[u8], [Vec<u32>; 2]> = Default::default();
         for row in 0..rows {
             let key = inputs.key(row);
             let retract = usize::from(!batch.kind(row).is_addition());

@@ -83,7 +83,7 @@ fn key_hash(key: &[u8]) -> u64 {
 
 /// Values per key, with event-time timers, an idle-key TTL and spilling.
 pub struct KeyedState<V> {
-    slots: HashMap<Vec<u8>, Slot<V>>,
+    slots: crate::FastHashMap<Vec<u8>, Slot<V>>,
     /// Event time → keys with a timer at that time (a key may repeat).
     timers: BTreeMap<i64, Vec<Vec<u8>>>,
     expiry: StateExpiry,
@@ -96,7 +96,7 @@ impl<V> KeyedState<V> {
     /// Empty state whose values `codec` encodes.
     pub fn new(config: &StateConfig, codec: impl ValueCodec<V> + 'static) -> Self {
         KeyedState {
-            slots: HashMap::new(),
+            slots: crate::FastHashMap::default(),
             timers: BTreeMap::new(),
             expiry: StateExpiry::new(config.ttl),
             codec: Box::new(codec),

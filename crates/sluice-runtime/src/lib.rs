@@ -26,6 +26,10 @@ pub mod upsert;
 pub mod watermark;
 pub mod window;
 
+/// A hash map for per-key state and per-batch grouping: foldhash (randomly
+/// seeded per map) instead of SipHash, several times cheaper on short byte keys.
+pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub use executor::{
     run_job, run_job_checkpointed, run_job_reporting, JobSummary, ProgressReport, StopSignal,
 };
