@@ -297,9 +297,9 @@ mod tests {
         Options::new("table `t`", values)
     }
 
-    #[test]
-    fn dlq_mode_writes_raw_record_and_reason() {
-        let dir = std::env::temp_dir().join(format!("sluice-dlq-test-{}", std::process::id()));
+    /// A `dlq` policy writing to a fresh file: (its directory, the file, the policy).
+    fn dead_letter_policy(tag: &str) -> (PathBuf, PathBuf, BadRecordPolicy) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
         let path = dir.join("bad.jsonl");
         let policy = BadRecordPolicy::from_options(
             "t",
@@ -308,6 +308,12 @@ mod tests {
             &dir,
         )
         .unwrap();
+        (dir, path, policy)
+    }
+
+    #[test]
+    fn dlq_mode_writes_raw_record_and_reason() {
+        let (dir, path, policy) = dead_letter_policy("sluice-dlq-test");
         policy
             .reject("in.json", 7, b"{oops", "parse: expected value")
             .unwrap();
@@ -322,15 +328,7 @@ mod tests {
 
     #[test]
     fn a_holding_policy_writes_only_when_released() {
-        let dir = std::env::temp_dir().join(format!("sluice-dlq-hold-{}", std::process::id()));
-        let path = dir.join("bad.jsonl");
-        let policy = BadRecordPolicy::from_options(
-            "t",
-            &opts(&[("errors", "dlq"), ("dlq.path", path.to_str().unwrap())]),
-            false,
-            &dir,
-        )
-        .unwrap();
+        let (dir, path, policy) = dead_letter_policy("sluice-dlq-hold");
         let holding = policy.holding();
         holding.reject("in.json", 3, b"{a", "first").unwrap();
         holding.reject("in.json", 9, b"{b", "second").unwrap();
