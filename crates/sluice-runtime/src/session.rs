@@ -3,7 +3,6 @@
 //! `TimeWindow.intersects`), their accumulators merged. A session is emitted
 //! and freed when the watermark passes its end.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::Array;
@@ -21,6 +20,7 @@ use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::state::{chunk_groups, header_chunk, restore_subtasks, KeyOwner, SubtaskChunks};
 use crate::window::{build_output, require_inserts, EvaluatedInput, WindowRow};
+use crate::FastHashMap;
 use sluice_state::{StateReader, StateWriter};
 
 struct Session {
@@ -35,7 +35,7 @@ pub struct SessionAggregateOperator {
     gap: i64,
     converter: RowConverter,
     /// Key bytes → open sessions of that key, not overlapping.
-    sessions: HashMap<Vec<u8>, Vec<Session>>,
+    sessions: FastHashMap<Vec<u8>, Vec<Session>>,
     watermark: i64,
     late: LateRecords,
 }
@@ -52,7 +52,7 @@ impl SessionAggregateOperator {
             converter: key_converter(&spec.keys, input_schema)?,
             spec,
             gap,
-            sessions: HashMap::new(),
+            sessions: FastHashMap::default(),
             watermark: i64::MIN,
             late,
         })

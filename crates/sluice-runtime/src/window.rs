@@ -5,7 +5,7 @@
 //! window's end, the window's panes are merged and the result emitted. Panes are
 //! freed as soon as no open window needs them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, TimestampMillisecondArray};
@@ -26,6 +26,7 @@ use crate::operators::{df, Operator};
 use crate::rows::{scalar_column, take_results};
 use crate::state::{bad_state, header_chunk, restore_subtasks, KeyOwner, SubtaskChunks};
 use crate::watermark::epoch_millis;
+use crate::FastHashMap;
 use sluice_state::{StateReader, StateWriter};
 
 type Accumulators = Vec<Box<dyn Accumulator>>;
@@ -35,10 +36,10 @@ pub struct WindowAggregateOperator {
     spec: Arc<WindowAggregate>,
     converter: RowConverter,
     /// Pane start → key → accumulators, for panes that may still get rows.
-    panes: BTreeMap<i64, HashMap<Vec<u8>, Accumulators>>,
+    panes: BTreeMap<i64, FastHashMap<Vec<u8>, Accumulators>>,
     /// Pane start → key → accumulator states, for complete panes that later
     /// windows still need (accumulator `state()` may drain, so it is taken once).
-    frozen: BTreeMap<i64, HashMap<Vec<u8>, Vec<Vec<ScalarValue>>>>,
+    frozen: BTreeMap<i64, FastHashMap<Vec<u8>, Vec<Vec<ScalarValue>>>>,
     watermark: i64,
     late: LateRecords,
     windows: Vec<(i64, i64)>,
@@ -48,7 +49,7 @@ pub struct WindowAggregateOperator {
     /// Fired windows that late rows changed since they last fired: (end, start).
     refire: BTreeSet<(i64, i64)>,
     /// With lateness: the results each fired window emitted, per key.
-    emitted: BTreeMap<(i64, i64), HashMap<Vec<u8>, Vec<ScalarValue>>>,
+    emitted: BTreeMap<(i64, i64), FastHashMap<Vec<u8>, Vec<ScalarValue>>>,
 }
 
 impl WindowAggregateOperator {
@@ -134,7 +135,7 @@ impl WindowAggregateOperator {
                 }
                 continue;
             }
-            let mut merged: HashMap<Vec<u8>, Accumulators> = HashMap::new();
+            let mut merged: FastHashMap<Vec<u8>, Accumulators> = FastHashMap::default();
             for pane in in_window {
                 self.freeze(pane)?;
                 let Some(keys) = self.frozen.get(&pane) else {
@@ -509,8 +510,8 @@ impl WindowAggregateOperator {
         // Group row indices by (pane, key); drop rows whose windows all closed.
         let pane_width = self.spec.kind.pane();
         let offset = self.spec.offset;
-        let mut groups: HashMap<(i64, &[u8]), Vec<u32>> = HashMap::new();
-        let mut late_by_pane: HashMap<i64, bool> = HashMap::new();
+        let mut groups: FastHashMap<(i64, &[u8]), Vec<u32>> = FastHashMap::default();
+        let mut late_by_pane: FastHashMap<i64, bool> = FastHashMap::default();
         let mut late: Vec<u32> = Vec::new();
         for row in 0..rows {
             if times.is_null(row) {
