@@ -237,12 +237,17 @@ mod tests {
         }
     }
 
+    /// The plan of [`SCRIPT`] as job `stats`.
+    async fn stats_plan() -> JobPlan {
+        let registry = sluice_connectors::builtin_connectors();
+        sluice_sql::plan_script(SCRIPT, "stats", &registry, &BTreeMap::new())
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_task_plan_cuts_keyed_inputs_and_pins_partitions() {
-        let registry = sluice_connectors::builtin_connectors();
-        let plan = sluice_sql::plan_script(SCRIPT, "stats", &registry, &BTreeMap::new())
-            .await
-            .unwrap();
+        let plan = stats_plan().await;
         let window = plan
             .nodes
             .iter()
@@ -277,10 +282,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cut_missing_from_the_layout_is_an_error() {
-        let registry = sluice_connectors::builtin_connectors();
-        let plan = sluice_sql::plan_script(SCRIPT, "stats", &registry, &BTreeMap::new())
-            .await
-            .unwrap();
+        let plan = stats_plan().await;
         let error = task_plan(plan, &layout(usize::MAX), 0, 1).unwrap_err();
         assert!(
             error.to_string().contains("no repartition topic"),
