@@ -23,11 +23,15 @@ const PRINT_OPTIONS: [OptionSpec; 4] = [
     OptionSpec::optional("sink.parallelism", "accepted for compatibility"),
 ];
 
-const BLACKHOLE_OPTIONS: [OptionSpec; 2] = [
+const BLACKHOLE_OPTIONS: [OptionSpec; 3] = [
     OptionSpec::required("connector", "'blackhole'"),
     OptionSpec::optional(
         "latency.column",
         "a TIMESTAMP column: record now - its value per row and print latency percentiles at the end (benchmarks)",
+    ),
+    OptionSpec::optional(
+        "latency.offset",
+        "a duration the result waits by design after its `latency.column` time (e.g. a window end plus the watermark delay): subtracted from each latency (default 0)",
     ),
 ];
 
@@ -157,8 +161,13 @@ impl ConnectorFactory for BlackholeConnector {
                         table.name
                     ))
                 })?;
+                let offset = table
+                    .options
+                    .duration("latency.offset")?
+                    .unwrap_or_default();
                 Some(Arc::new(LatencyRecorder {
                     column: index,
+                    offset_millis: i64::try_from(offset.as_millis()).unwrap_or(i64::MAX),
                     histogram: std::sync::Mutex::new(LatencyHistogram::default()),
                     open_writers: std::sync::atomic::AtomicUsize::new(0),
                 }))
@@ -238,6 +247,8 @@ impl LatencyHistogram {
 #[derive(Debug)]
 struct LatencyRecorder {
     column: usize,
+    /// Subtracted from every latency (`latency.offset`).
+    offset_millis: i64,
     histogram: std::sync::Mutex<LatencyHistogram>,
     open_writers: std::sync::atomic::AtomicUsize,
 }
@@ -266,7 +277,7 @@ impl SinkWriter for BlackholeWriter {
             .lock()
             .map_err(|_| SluiceError::Runtime("latency histogram lock poisoned".into()))?;
         for time in times.iter().flatten() {
-            histogram.record(now - time);
+            histogram.record(now - time.saturating_add(latency.offset_millis));
         }
         Ok(())
     }
@@ -314,6 +325,28 @@ mod tests {
         assert_eq!(histogram.quantile(1.0), 100);
         histogram.record(10 * 60_000);
         assert_eq!(histogram.quantile(1.0), 60_000);
+    }
+
+    #[tokio::test]
+    async fn latency_offset_is_subtracted_from_each_latency() {
+        let recorder = Arc::new(LatencyRecorder {
+            column: 0,
+            offset_millis: 4_000,
+            histogram: std::sync::Mutex::new(LatencyHistogram::default()),
+            open_writers: std::sync::atomic::AtomicUsize::new(1),
+        });
+        let mut writer = BlackholeWriter {
+            latency: Some(recorder.clone()),
+        };
+        let created = chrono::Utc::now().timestamp_millis() - 4_003;
+        let data = RecordBatch::try_from_iter([(
+            "window_end",
+            Arc::new(arrow::array::TimestampMillisecondArray::from(vec![created])) as _,
+        )])
+        .unwrap();
+        writer.write(&ChangeBatch::inserts(data)).await.unwrap();
+        let latency = recorder.histogram.lock().unwrap().quantile(1.0);
+        assert!((3..1_000).contains(&latency), "latency {latency} ms");
     }
 
     #[test]

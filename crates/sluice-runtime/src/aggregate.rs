@@ -151,54 +151,106 @@ impl AggregateInputs {
         }
     }
 
-    /// Feeds `rows` (respecting each call's filter) to `accumulators`.
+    /// Regroups the calls' arguments so that each of `groups` (row indices
+    /// into the batch) has its rows, after each call's filter, next to each
+    /// other: one `take` per argument array for the whole batch, then a
+    /// zero-copy slice per group, instead of a `take` per group and call.
+    pub(crate) fn grouped(&self, groups: &[&[u32]]) -> Result<GroupedArguments> {
+        let total: usize = groups.iter().map(|group| group.len()).sum();
+        let mut calls = Vec::with_capacity(self.arguments.len());
+        for (arguments, filter) in self.arguments.iter().zip(&self.filters) {
+            let mut selected: Vec<u32> = Vec::with_capacity(total);
+            let mut starts = Vec::with_capacity(groups.len() + 1);
+            starts.push(0u32);
+            for group in groups {
+                match filter {
+                    None => selected.extend_from_slice(group),
+                    Some(mask) => selected.extend(
+                        group
+                            .iter()
+                            .copied()
+                            .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize)),
+                    ),
+                }
+                starts.push(selected.len() as u32);
+            }
+            let rows = arguments.first().map_or(0, |array| array.len());
+            let in_batch_order = selected.len() == rows
+                && selected.iter().enumerate().all(|(i, &r)| i == r as usize);
+            let arrays = if in_batch_order {
+                arguments.clone()
+            } else if selected.is_empty() {
+                Vec::new()
+            } else {
+                let indices = UInt32Array::from(selected);
+                arguments
+                    .iter()
+                    .map(|array| take(array.as_ref(), &indices, None))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
+            calls.push(GroupedCall { arrays, starts });
+        }
+        Ok(GroupedArguments { calls })
+    }
+}
+
+/// One call's arguments regrouped by [`AggregateInputs::grouped`].
+struct GroupedCall {
+    /// The argument arrays, holding the rows of group after group.
+    arrays: Vec<ArrayRef>,
+    /// Group `g`'s rows are `starts[g]..starts[g + 1]` of `arrays`.
+    starts: Vec<u32>,
+}
+
+/// A batch's aggregate arguments, regrouped so that each group's rows are
+/// contiguous (see [`AggregateInputs::grouped`]).
+pub(crate) struct GroupedArguments {
+    calls: Vec<GroupedCall>,
+}
+
+impl GroupedArguments {
+    /// Call `call`'s arguments for group `group`; `None` when its filter
+    /// lets no row of the group through.
+    fn arguments(&self, call: usize, group: usize) -> Option<Vec<ArrayRef>> {
+        let grouped = &self.calls[call];
+        let start = grouped.starts[group] as usize;
+        let end = grouped.starts[group + 1] as usize;
+        (end > start).then(|| {
+            grouped
+                .arrays
+                .iter()
+                .map(|array| array.slice(start, end - start))
+                .collect()
+        })
+    }
+
+    /// Feeds group `group`'s rows to `accumulators`.
     pub(crate) fn update(
         &self,
         accumulators: &mut [Box<dyn Accumulator>],
-        rows: &[u32],
+        group: usize,
     ) -> Result<()> {
-        for (index, accumulator) in accumulators.iter_mut().enumerate() {
-            if let Some(values) = self.selected_arguments(index, rows)? {
+        for (call, accumulator) in accumulators.iter_mut().enumerate() {
+            if let Some(values) = self.arguments(call, group) {
                 accumulator.update_batch(&values).map_err(df)?;
             }
         }
         Ok(())
     }
 
-    /// Adds (`retract == false`) or takes back `rows` from `accumulators`.
+    /// Adds (`retract == false`) or takes back group `group`'s rows.
     pub(crate) fn apply(
         &self,
         accumulators: &mut [RetractingAccumulator],
-        rows: &[u32],
+        group: usize,
         retract: bool,
     ) -> Result<()> {
-        for (index, accumulator) in accumulators.iter_mut().enumerate() {
-            if let Some(values) = self.selected_arguments(index, rows)? {
+        for (call, accumulator) in accumulators.iter_mut().enumerate() {
+            if let Some(values) = self.arguments(call, group) {
                 accumulator.apply(&values, retract)?;
             }
         }
         Ok(())
-    }
-
-    /// Call `index`'s argument arrays for the `rows` its filter lets through.
-    fn selected_arguments(&self, index: usize, rows: &[u32]) -> Result<Option<Vec<ArrayRef>>> {
-        let selected: Vec<u32> = match &self.filters[index] {
-            None => rows.to_vec(),
-            Some(mask) => rows
-                .iter()
-                .copied()
-                .filter(|&i| mask.is_valid(i as usize) && mask.value(i as usize))
-                .collect(),
-        };
-        if selected.is_empty() {
-            return Ok(None);
-        }
-        let selected = UInt32Array::from(selected);
-        let values = self.arguments[index]
-            .iter()
-            .map(|array| take(array.as_ref(), &selected, None))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(values))
     }
 }
 
@@ -222,10 +274,11 @@ pub(crate) enum RetractingAccumulator {
     /// DataFusion's accumulator retracts by itself (COUNT, SUM, AVG, ...).
     Native(Box<dyn Accumulator>),
     /// Keeps the multiset of argument values and recomputes the result from
-    /// them (MIN, MAX, DISTINCT aggregates, ...).
+    /// them (MIN, MAX, DISTINCT aggregates, ...). Boxed, so that a key's
+    /// list of accumulators takes 16 bytes per call, whichever the kind.
     Recomputed {
         call: Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
-        values: std::collections::HashMap<Vec<ScalarValue>, usize>,
+        values: Box<std::collections::HashMap<Vec<ScalarValue>, usize>>,
     },
 }
 
@@ -253,7 +306,7 @@ impl RetractingAccumulator {
                 }
                 Ok(RetractingAccumulator::Recomputed {
                     call: function.clone(),
-                    values: std::collections::HashMap::new(),
+                    values: Box::default(),
                 })
             })
             .collect()

@@ -107,18 +107,32 @@ impl Operator for GroupAggregateOperator {
                 .push(row as u32);
         }
 
+        let lists: Vec<&[Vec<u32>; 2]> = order.iter().map(|key| &indices[key]).collect();
+        let regroup = |side: usize| {
+            let groups: Vec<&[u32]> = lists.iter().map(|lists| &lists[side][..]).collect();
+            inputs.grouped(&groups)
+        };
+        let added = regroup(0)?;
+        let retracted = if batch.kinds.is_some() {
+            Some(regroup(1)?)
+        } else {
+            None
+        };
+
         let mut changes = Vec::new();
-        for key in order {
-            let [added, retracted] = &indices[key];
-            if added.is_empty() && !self.groups.load(key)? {
+        for (group, (key, lists)) in order.into_iter().zip(lists).enumerate() {
+            let [added_rows, retracted_rows] = lists;
+            if added_rows.is_empty() && !self.groups.load(key)? {
                 // Retractions of a key this operator does not hold (expired).
                 continue;
             }
             let spec = &self.spec;
             let state = self.groups.try_write(key, now, || new_group_state(spec))?;
-            inputs.apply(&mut state.accumulators, added, false)?;
-            inputs.apply(&mut state.accumulators, retracted, true)?;
-            state.rows += added.len() as i64 - retracted.len() as i64;
+            added.apply(&mut state.accumulators, group, false)?;
+            if let Some(retracted) = &retracted {
+                retracted.apply(&mut state.accumulators, group, true)?;
+            }
+            state.rows += added_rows.len() as i64 - retracted_rows.len() as i64;
             if state.rows <= 0 {
                 if let Some(previous) = state.emitted.take() {
                     changes.push((RowKind::Delete, key.to_vec(), previous));
@@ -131,9 +145,11 @@ impl Operator for GroupAggregateOperator {
                 .iter_mut()
                 .map(RetractingAccumulator::evaluate)
                 .collect::<Result<Vec<_>>>()?;
+            if state.emitted.as_ref() == Some(&values) {
+                continue;
+            }
             match state.emitted.replace(values.clone()) {
                 None => changes.push((RowKind::Insert, key.to_vec(), values)),
-                Some(previous) if previous == values => {}
                 Some(previous) => {
                     changes.push((RowKind::UpdateBefore, key.to_vec(), previous));
                     changes.push((RowKind::UpdateAfter, key.to_vec(), values));

@@ -205,20 +205,14 @@ impl<V> KeyedState<V> {
     ) -> Result<&mut V> {
         self.load_if_spilled(key)?;
         let touched = self.tick();
-        // Allocate the owned key only for a key not seen before.
-        if !self.slots.contains_key(key) {
-            let value = default()?;
-            self.slots.insert(
-                key.to_vec(),
-                Slot {
-                    value,
-                    last_write: now,
-                    touched,
-                },
-            );
-        }
-        let Some(slot) = self.slots.get_mut(key) else {
-            unreachable!("the slot exists or was inserted above")
+        // One lookup; the owned key is allocated only for a key not seen before.
+        let slot = match self.slots.entry_ref(key) {
+            hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(vacant) => vacant.insert(Slot {
+                value: default()?,
+                last_write: now,
+                touched,
+            }),
         };
         slot.last_write = now;
         slot.touched = touched;

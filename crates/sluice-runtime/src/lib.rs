@@ -27,8 +27,13 @@ pub mod watermark;
 pub mod window;
 
 /// A hash map for per-key state and per-batch grouping: foldhash (randomly
-/// seeded per map) instead of SipHash, several times cheaper on short byte keys.
-pub(crate) type FastHashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// seeded per map) instead of SipHash, several times cheaper on short byte keys;
+/// hashbrown's map, whose `entry_ref` finds or inserts a borrowed key in one
+/// lookup.
+pub(crate) type FastHashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A set hashed like [`FastHashMap`].
+pub(crate) type FastHashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
 
 pub use executor::{
     run_job, run_job_checkpointed, run_job_reporting, JobSummary, ProgressReport, StopSignal,

@@ -93,23 +93,20 @@ impl Operator for SessionAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, _out: &mut Vec<Message>) -> Result<()> {
         require_inserts(&batch)?;
         let input = EvaluatedInput::new(&self.spec, &self.converter, &batch)?;
-        let mut late: Vec<u32> = Vec::new();
-        for row in 0..batch.num_rows() {
-            if input.times.is_null(row) {
-                late.push(row as u32);
-                continue;
-            }
-            let start = input.times.value(row);
-            let end = start + self.gap;
-            if end - 1 <= self.watermark {
-                late.push(row as u32);
-                continue;
-            }
-            let key = input.inputs.key(row).to_vec();
-            let session = self.session_for(&key, start, end)?;
-            input
-                .inputs
-                .update(&mut session.accumulators, &[row as u32])?;
+        // Rows whose session closed already are late; each other row is a
+        // group of its own, since it may extend or merge sessions.
+        let (on_time, late): (Vec<u32>, Vec<u32>) =
+            (0..batch.num_rows() as u32).partition(|&row| {
+                let row = row as usize;
+                input.times.is_valid(row) && input.times.value(row) + self.gap - 1 > self.watermark
+            });
+        let singles: Vec<&[u32]> = on_time.iter().map(std::slice::from_ref).collect();
+        let arguments = input.inputs.grouped(&singles)?;
+        for (group, &row) in on_time.iter().enumerate() {
+            let start = input.times.value(row as usize);
+            let key = input.inputs.key(row as usize).to_vec();
+            let session = self.session_for(&key, start, start + self.gap)?;
+            arguments.update(&mut session.accumulators, group)?;
         }
         self.late.reject(
             "session window aggregate",

@@ -2,10 +2,13 @@
 //! partition keeps its rows sorted by the `ORDER BY` key (ties in arrival
 //! order). Over an append-only input only the first N rows can ever rank, so
 //! only they are kept; over an updating input every row is kept, because a
-//! retraction lets the next one in. Changes to the first N are emitted as
-//! `+I`/`-D` (plus `-U`/`+U` for rows whose row number moves, when the row
-//! number is part of the result). A window Top-N instead emits each window's
-//! ranking once, when the watermark passes the window's end.
+//! retraction lets the next one in. After each batch, the first N of every
+//! partition the batch touched are compared with what they were before it,
+//! and the difference is emitted: `-D`/`+I` for rows that left or entered
+//! (plus `-U`/`+U` for rows whose row number moved, when the row number is
+//! part of the result), retractions first. A row that entered and left
+//! within one batch is never emitted. A window Top-N instead emits each
+//! window's ranking once, when the watermark passes the window's end.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +27,7 @@ use crate::state::{
     ValueCodec,
 };
 use crate::watermark::epoch_millis;
+use crate::{FastHashMap, FastHashSet};
 use sluice_state::{StateReader, StateWriter};
 
 /// One row of a partition.
@@ -70,7 +74,37 @@ impl ValueCodec<Vec<RankedRow>> for RankedRowsCodec {
 }
 
 /// A change to emit: the row, its row number, and the kind.
-type Change = (Box<[u8]>, u64, RowKind);
+type Change<'r> = (&'r [u8], u64, RowKind);
+
+/// A partition a batch touched, with the arrival numbers of its first N rows
+/// (in rank order) from before the batch.
+struct Touched<'b> {
+    partition: &'b [u8],
+    before: Vec<u64>,
+}
+
+/// Where an arrival number sits in a ranking: a linear scan for short
+/// rankings, a hash map for long ones.
+struct Ranks<'a> {
+    arrivals: &'a [u64],
+    index: Option<FastHashMap<u64, usize>>,
+}
+
+impl<'a> Ranks<'a> {
+    fn new(arrivals: &'a [u64]) -> Self {
+        let index = (arrivals.len() > 16)
+            .then(|| arrivals.iter().enumerate().map(|(i, a)| (*a, i)).collect());
+        Ranks { arrivals, index }
+    }
+
+    /// The 0-based position of `arrival`, if it is in the ranking.
+    fn position(&self, arrival: u64) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&arrival).copied(),
+            None => self.arrivals.iter().position(|a| *a == arrival),
+        }
+    }
+}
 
 /// The Top-N operator of one subtask.
 pub struct TopNOperator {
@@ -111,18 +145,27 @@ impl TopNOperator {
         })
     }
 
-    /// Adds a row to its partition; returns the changes to the first N.
+    /// The arrival numbers of `partition`'s first N rows, in rank order.
+    fn first_arrivals(&mut self, partition: &[u8]) -> Result<Vec<u64>> {
+        let limit = self.spec.limit;
+        Ok(match self.partitions.get_mut(partition)? {
+            Some(rows) => rows.iter().take(limit).map(|r| r.arrival).collect(),
+            None => Vec::new(),
+        })
+    }
+
+    /// Adds a row to its partition. Rows pushed out of an append-only
+    /// partition's first N go to `removed` (their last emitted copy may
+    /// need retracting).
     fn insert(
         &mut self,
         partition: &[u8],
         ranked: RankedRow,
         now: Instant,
-        out: &mut Vec<Change>,
+        removed: &mut FastHashMap<u64, RankedRow>,
     ) -> Result<()> {
         let limit = self.spec.limit;
         let keep_all = self.spec.updating_input;
-        let windowed = self.spec.window_end.is_some();
-        let with_rank = self.spec.rank_output;
         let rows = self.partitions.write(partition, now, Vec::new)?;
         let position =
             rows.partition_point(|r| (&r.order, r.arrival) <= (&ranked.order, ranked.arrival));
@@ -130,66 +173,83 @@ impl TopNOperator {
             return Ok(());
         }
         rows.insert(position, ranked);
-        if !windowed && position < limit {
-            out.push((
-                rows[position].row.clone(),
-                position as u64 + 1,
-                RowKind::Insert,
-            ));
-            // Rows behind it move down one place; the one at N drops out.
-            let last = rows.len().min(limit + 1);
-            for (moved, ranked) in rows.iter().enumerate().take(last).skip(position + 1) {
-                let row = &ranked.row;
-                if moved == limit {
-                    out.push((row.clone(), limit as u64, RowKind::Delete));
-                } else if with_rank {
-                    out.push((row.clone(), moved as u64, RowKind::UpdateBefore));
-                    out.push((row.clone(), moved as u64 + 1, RowKind::UpdateAfter));
-                }
-            }
-        }
         if !keep_all {
-            rows.truncate(limit);
+            for dropped in rows.drain(limit.min(rows.len())..) {
+                removed.insert(dropped.arrival, dropped);
+            }
         }
         Ok(())
     }
 
-    /// Takes a row back out of its partition; returns the changes to the first N.
-    fn retract(&mut self, partition: &[u8], row: &[u8], out: &mut Vec<Change>) -> Result<()> {
-        let limit = self.spec.limit;
-        let with_rank = self.spec.rank_output;
+    /// Takes a row back out of its partition (into `removed`).
+    fn retract(
+        &mut self,
+        partition: &[u8],
+        row: &[u8],
+        removed: &mut FastHashMap<u64, RankedRow>,
+    ) -> Result<()> {
         let Some(rows) = self.partitions.get_mut(partition)? else {
             return Ok(());
         };
         let Some(position) = rows.iter().position(|r| &*r.row == row) else {
             return Ok(());
         };
-        let removed = rows.remove(position);
-        if position < limit {
-            out.push((removed.row, position as u64 + 1, RowKind::Delete));
-            // Rows behind it move up one place; the next one enters at N.
-            let last = rows.len().min(limit);
-            for (moved, ranked) in rows.iter().enumerate().take(last).skip(position) {
-                let row = &ranked.row;
-                if moved + 1 == limit {
-                    out.push((row.clone(), limit as u64, RowKind::Insert));
-                } else if with_rank {
-                    out.push((row.clone(), moved as u64 + 2, RowKind::UpdateBefore));
-                    out.push((row.clone(), moved as u64 + 1, RowKind::UpdateAfter));
-                }
-            }
-        }
+        let gone = rows.remove(position);
+        removed.insert(gone.arrival, gone);
         if rows.is_empty() {
             self.partitions.remove(partition)?;
         }
         Ok(())
     }
 
-    fn output(&self, changes: Vec<Change>) -> Result<ChangeBatch> {
-        let mut columns = decode_rows(
-            &self.row_converter,
-            changes.iter().map(|(row, _, _)| &**row),
-        )?;
+    /// The difference between each touched partition's first N before the
+    /// batch and now: retractions first, then additions.
+    fn changes<'r>(
+        &'r self,
+        touched: &[Touched<'_>],
+        removed: &'r FastHashMap<u64, RankedRow>,
+    ) -> Result<Vec<Change<'r>>> {
+        let limit = self.spec.limit;
+        let with_rank = self.spec.rank_output;
+        let mut retractions = Vec::new();
+        let mut additions = Vec::new();
+        for Touched { partition, before } in touched {
+            let rows = self.partitions.get(partition).map_or(&[][..], |r| &r[..]);
+            let after: Vec<u64> = rows.iter().take(limit).map(|r| r.arrival).collect();
+            let (before_ranks, after_ranks) = (Ranks::new(before), Ranks::new(&after));
+            for (old, &arrival) in before.iter().enumerate() {
+                let kind = match after_ranks.position(arrival) {
+                    None => RowKind::Delete,
+                    Some(new) if with_rank && new != old => RowKind::UpdateBefore,
+                    Some(_) => continue,
+                };
+                // A row that left is in `removed`, or (over an updating
+                // input) still kept behind the first N.
+                let row = match removed.get(&arrival) {
+                    Some(gone) => &gone.row,
+                    None => rows
+                        .iter()
+                        .find(|r| r.arrival == arrival)
+                        .map(|r| &r.row)
+                        .ok_or_else(|| bad_state("Top-N row vanished"))?,
+                };
+                retractions.push((&row[..], old as u64 + 1, kind));
+            }
+            for (new, ranked) in rows.iter().take(limit).enumerate() {
+                let kind = match before_ranks.position(ranked.arrival) {
+                    None => RowKind::Insert,
+                    Some(old) if with_rank && old != new => RowKind::UpdateAfter,
+                    Some(_) => continue,
+                };
+                additions.push((&ranked.row[..], new as u64 + 1, kind));
+            }
+        }
+        retractions.append(&mut additions);
+        Ok(retractions)
+    }
+
+    fn output(&self, changes: &[Change<'_>]) -> Result<ChangeBatch> {
+        let mut columns = decode_rows(&self.row_converter, changes.iter().map(|(row, _, _)| *row))?;
         let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
             changes.iter().map(|(_, rank, _)| *rank),
         ));
@@ -240,8 +300,11 @@ impl Operator for TopNOperator {
             Some(column) => Some(epoch_millis(data.column(column).as_ref())?),
             None => None,
         };
-        let mut changes = Vec::new();
         let mut late_rows = Vec::new();
+        // Partitions in order of first touch, with their first N before.
+        let mut touched: Vec<Touched> = Vec::new();
+        let mut seen: FastHashSet<&[u8]> = FastHashSet::default();
+        let mut removed: FastHashMap<u64, RankedRow> = FastHashMap::default();
         for row in 0..rows {
             let partition = partitions.as_ref().map_or(&[][..], |p| p.row(row).data());
             if let Some(ends) = &window_ends {
@@ -251,6 +314,11 @@ impl Operator for TopNOperator {
                     continue;
                 }
                 self.partitions.register_timer(partition, end - 1);
+            } else if seen.insert(partition) {
+                touched.push(Touched {
+                    partition,
+                    before: self.first_arrivals(partition)?,
+                });
             }
             if batch.kind(row).is_addition() {
                 self.arrivals += 1;
@@ -259,9 +327,9 @@ impl Operator for TopNOperator {
                     arrival: self.arrivals,
                     row: whole.row(row).data().into(),
                 };
-                self.insert(partition, ranked, now, &mut changes)?;
+                self.insert(partition, ranked, now, &mut removed)?;
             } else {
-                self.retract(partition, whole.row(row).data(), &mut changes)?;
+                self.retract(partition, whole.row(row).data(), &mut removed)?;
             }
         }
         if let Some(ends) = &window_ends {
@@ -269,10 +337,12 @@ impl Operator for TopNOperator {
             self.late
                 .reject("window Top-N", data, &late_rows, ends, self.watermark)?;
         }
-        self.partitions.enforce_budget()?;
+        let changes = self.changes(&touched, &removed)?;
         if !changes.is_empty() {
-            out.push(Message::Data(self.output(changes)?));
+            out.push(Message::Data(self.output(&changes)?));
         }
+        drop(changes);
+        self.partitions.enforce_budget()?;
         Ok(())
     }
 
@@ -298,18 +368,22 @@ impl Operator for TopNOperator {
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         if watermark > self.watermark {
             self.watermark = watermark;
-            let mut changes = Vec::new();
+            let mut rankings = Vec::new();
             for (_, partition) in self.partitions.due_timers(watermark) {
                 if let Some(rows) = self.partitions.remove(&partition)? {
-                    changes.extend(
-                        rows.into_iter()
-                            .enumerate()
-                            .map(|(rank, r)| (r.row, rank as u64 + 1, RowKind::Insert)),
-                    );
+                    rankings.push(rows);
                 }
             }
+            let changes: Vec<Change<'_>> = rankings
+                .iter()
+                .flat_map(|rows| {
+                    rows.iter()
+                        .enumerate()
+                        .map(|(rank, r)| (&r.row[..], rank as u64 + 1, RowKind::Insert))
+                })
+                .collect();
             if !changes.is_empty() {
-                out.push(Message::Data(self.output(changes)?));
+                out.push(Message::Data(self.output(&changes)?));
             }
         }
         out.push(Message::Watermark(watermark));

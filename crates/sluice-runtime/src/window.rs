@@ -557,25 +557,18 @@ impl WindowAggregateOperator {
             &times,
             self.watermark,
         )?;
-        for ((pane, key), indices) in groups {
-            let indices = &indices;
-            if !self
-                .panes
-                .get(&pane)
-                .is_some_and(|keys| keys.contains_key(key))
-            {
-                let fresh = new_accumulators(&self.spec.aggregates)?;
-                self.panes
-                    .entry(pane)
-                    .or_default()
-                    .insert(key.to_vec(), fresh);
-            }
-            let accumulators = self
-                .panes
-                .get_mut(&pane)
-                .and_then(|keys| keys.get_mut(key))
-                .ok_or_else(|| SluiceError::Runtime("window state vanished".into()))?;
-            inputs.update(accumulators, indices)?;
+        let groups: Vec<((i64, &[u8]), Vec<u32>)> = groups.into_iter().collect();
+        let rows_of_groups: Vec<&[u32]> = groups.iter().map(|(_, rows)| &rows[..]).collect();
+        let arguments = inputs.grouped(&rows_of_groups)?;
+        for (group, ((pane, key), _)) in groups.iter().enumerate() {
+            let (pane, key) = (*pane, *key);
+            let accumulators = match self.panes.entry(pane).or_default().entry_ref(key) {
+                hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
+                hashbrown::hash_map::EntryRef::Vacant(vacant) => {
+                    vacant.insert(new_accumulators(&self.spec.aggregates)?)
+                }
+            };
+            arguments.update(accumulators, group)?;
         }
         Ok(())
     }
