@@ -261,6 +261,32 @@ fn updating_aggregate_prints_row_kinds() {
     assert_eq!(out, "+I[a, 1]\n+I[b, 1]\n-U[a, 1]\n+U[a, 2]\n");
 }
 
+/// Top-N emits each batch's net change to the first N: one row a batch,
+/// every step shows; one batch for all rows, only the final ranking does (a
+/// row that entered and left within the batch is never emitted).
+#[test]
+fn top_n_emits_the_net_change_of_each_batch() {
+    let run = |options: &[&str]| {
+        let ws = Workspace::new();
+        ws.write(
+            "in.json",
+            "{\"g\":\"x\",\"v\":5}\n{\"g\":\"x\",\"v\":3}\n{\"g\":\"x\",\"v\":9}\n{\"g\":\"x\",\"v\":1}\n",
+        );
+        ok(&ws.run(
+            "CREATE TABLE t (g STRING, v BIGINT) WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+             SELECT g, v, rn FROM (
+                 SELECT g, v, ROW_NUMBER() OVER (PARTITION BY g ORDER BY v DESC) AS rn FROM t
+             ) WHERE rn <= 2;",
+            options,
+        ))
+    };
+    assert_eq!(
+        run(&["--set", "sluice.batch.size=1"]),
+        "+I[x, 5, 1]\n+I[x, 3, 2]\n-U[x, 5, 1]\n-D[x, 3, 2]\n+I[x, 9, 1]\n+U[x, 5, 2]\n"
+    );
+    assert_eq!(run(&[]), "+I[x, 9, 1]\n+I[x, 5, 2]\n");
+}
+
 const GENERATED_BIDS: &str = "
     CREATE TABLE gen (
         event_type INT,

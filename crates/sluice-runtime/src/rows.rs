@@ -38,7 +38,10 @@ pub(crate) fn take_results<'r>(
     rows: impl Iterator<Item = &'r mut Vec<ScalarValue>>,
     width: usize,
 ) -> Vec<Vec<ScalarValue>> {
-    let mut columns: Vec<Vec<ScalarValue>> = (0..width).map(|_| Vec::new()).collect();
+    // Sized up front: growing a column of 64-byte values copies it each time.
+    let capacity = rows.size_hint().0;
+    let mut columns: Vec<Vec<ScalarValue>> =
+        (0..width).map(|_| Vec::with_capacity(capacity)).collect();
     for values in rows {
         for (column, value) in columns.iter_mut().zip(values.drain(..)) {
             column.push(value);
