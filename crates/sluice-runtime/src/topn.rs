@@ -16,7 +16,7 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, Int8Array, RecordBatch, UInt64Array};
 use arrow::compute::cast;
 use arrow::row::{RowConverter, SortField};
-use sluice_core::{ChangeBatch, Message, Result, RowKind};
+use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::TopN;
 
 use crate::late::LateRecords;
@@ -29,47 +29,74 @@ use crate::state::{
 use crate::watermark::epoch_millis;
 use crate::{FastHashMap, FastHashSet};
 use sluice_state::{StateReader, StateWriter};
+use smallvec::SmallVec;
 
 /// One row of a partition.
 struct RankedRow {
-    /// `ORDER BY` key, encoded so that byte order is rank order.
-    order: Box<[u8]>,
+    /// The `ORDER BY` key (encoded so that byte order is rank order)
+    /// followed by the whole row, in one allocation.
+    bytes: Box<[u8]>,
+    /// Length of the `ORDER BY` key at the start of `bytes`.
+    order_length: u32,
     /// Arrival number, for ties.
     arrival: u64,
-    /// The whole row.
-    row: Box<[u8]>,
 }
+
+impl RankedRow {
+    fn new(order: &[u8], arrival: u64, row: &[u8]) -> Result<Self> {
+        let order_length = u32::try_from(order.len())
+            .map_err(|_| SluiceError::Runtime("Top-N: ORDER BY key over 4 GB".into()))?;
+        let mut bytes = Vec::with_capacity(order.len() + row.len());
+        bytes.extend_from_slice(order);
+        bytes.extend_from_slice(row);
+        Ok(RankedRow {
+            bytes: bytes.into_boxed_slice(),
+            order_length,
+            arrival,
+        })
+    }
+
+    fn order(&self) -> &[u8] {
+        &self.bytes[..self.order_length as usize]
+    }
+
+    fn row(&self) -> &[u8] {
+        &self.bytes[self.order_length as usize..]
+    }
+}
+
+/// A partition's rows in rank order; most partitions of a deduplication
+/// (`rn <= 1`) hold one row, which then needs no allocation of its own.
+type Ranking = SmallVec<[RankedRow; 1]>;
 
 /// Encodes a partition's ranked rows.
 struct RankedRowsCodec;
 
-impl ValueCodec<Vec<RankedRow>> for RankedRowsCodec {
-    fn encode(&self, rows: &mut Vec<RankedRow>, out: &mut StateWriter) -> Result<()> {
+impl ValueCodec<Ranking> for RankedRowsCodec {
+    fn encode(&self, rows: &mut Ranking, out: &mut StateWriter) -> Result<()> {
         out.u64(rows.len() as u64);
         for ranked in rows.iter() {
-            out.bytes(&ranked.order);
+            out.bytes(ranked.order());
             out.u64(ranked.arrival);
-            out.bytes(&ranked.row);
+            out.bytes(ranked.row());
         }
         Ok(())
     }
 
-    fn decode(&self, input: &mut StateReader) -> Result<Vec<RankedRow>> {
+    fn decode(&self, input: &mut StateReader) -> Result<Ranking> {
         (0..input.usize()?)
             .map(|_| {
-                Ok(RankedRow {
-                    order: input.bytes()?.into(),
-                    arrival: input.u64()?,
-                    row: input.bytes()?.into(),
-                })
+                let order = input.bytes()?;
+                let arrival = input.u64()?;
+                RankedRow::new(order, arrival, input.bytes()?)
             })
             .collect()
     }
 
-    fn heap_size(&self, rows: &Vec<RankedRow>) -> usize {
-        rows.iter()
-            .map(|r| std::mem::size_of::<RankedRow>() + r.order.len() + r.row.len())
-            .sum()
+    fn heap_size(&self, rows: &Ranking) -> usize {
+        let spilled = if rows.spilled() { rows.capacity() } else { 0 };
+        spilled * std::mem::size_of::<RankedRow>()
+            + rows.iter().map(|r| r.bytes.len()).sum::<usize>()
     }
 }
 
@@ -112,7 +139,7 @@ pub struct TopNOperator {
     partition_converter: RowConverter,
     order_converter: RowConverter,
     row_converter: RowConverter,
-    partitions: KeyedState<Vec<RankedRow>>,
+    partitions: KeyedState<Ranking>,
     arrivals: u64,
     watermark: i64,
     late: LateRecords,
@@ -145,30 +172,26 @@ impl TopNOperator {
         })
     }
 
-    /// The arrival numbers of `partition`'s first N rows, in rank order.
-    fn first_arrivals(&mut self, partition: &[u8]) -> Result<Vec<u64>> {
-        let limit = self.spec.limit;
-        Ok(match self.partitions.get_mut(partition)? {
-            Some(rows) => rows.iter().take(limit).map(|r| r.arrival).collect(),
-            None => Vec::new(),
-        })
-    }
-
     /// Adds a row to its partition. Rows pushed out of an append-only
     /// partition's first N go to `removed` (their last emitted copy may
-    /// need retracting).
+    /// need retracting). With `before`, first records the arrival numbers
+    /// of the partition's first N (in the same lookup).
     fn insert(
         &mut self,
         partition: &[u8],
         ranked: RankedRow,
         now: Instant,
         removed: &mut FastHashMap<u64, RankedRow>,
+        before: Option<&mut Vec<u64>>,
     ) -> Result<()> {
         let limit = self.spec.limit;
         let keep_all = self.spec.updating_input;
-        let rows = self.partitions.write(partition, now, Vec::new)?;
+        let rows = self.partitions.write(partition, now, Ranking::new)?;
+        if let Some(before) = before {
+            before.extend(rows.iter().take(limit).map(|r| r.arrival));
+        }
         let position =
-            rows.partition_point(|r| (&r.order, r.arrival) <= (&ranked.order, ranked.arrival));
+            rows.partition_point(|r| (r.order(), r.arrival) <= (ranked.order(), ranked.arrival));
         if position >= limit && !keep_all {
             return Ok(());
         }
@@ -181,17 +204,23 @@ impl TopNOperator {
         Ok(())
     }
 
-    /// Takes a row back out of its partition (into `removed`).
+    /// Takes a row back out of its partition (into `removed`); `before` as
+    /// for [`TopNOperator::insert`].
     fn retract(
         &mut self,
         partition: &[u8],
         row: &[u8],
         removed: &mut FastHashMap<u64, RankedRow>,
+        before: Option<&mut Vec<u64>>,
     ) -> Result<()> {
+        let limit = self.spec.limit;
         let Some(rows) = self.partitions.get_mut(partition)? else {
             return Ok(());
         };
-        let Some(position) = rows.iter().position(|r| &*r.row == row) else {
+        if let Some(before) = before {
+            before.extend(rows.iter().take(limit).map(|r| r.arrival));
+        }
+        let Some(position) = rows.iter().position(|r| r.row() == row) else {
             return Ok(());
         };
         let gone = rows.remove(position);
@@ -226,14 +255,14 @@ impl TopNOperator {
                 // A row that left is in `removed`, or (over an updating
                 // input) still kept behind the first N.
                 let row = match removed.get(&arrival) {
-                    Some(gone) => &gone.row,
+                    Some(gone) => gone.row(),
                     None => rows
                         .iter()
                         .find(|r| r.arrival == arrival)
-                        .map(|r| &r.row)
+                        .map(RankedRow::row)
                         .ok_or_else(|| bad_state("Top-N row vanished"))?,
                 };
-                retractions.push((&row[..], old as u64 + 1, kind));
+                retractions.push((row, old as u64 + 1, kind));
             }
             for (new, ranked) in rows.iter().take(limit).enumerate() {
                 let kind = match before_ranks.position(ranked.arrival) {
@@ -241,7 +270,7 @@ impl TopNOperator {
                     Some(old) if with_rank && old != new => RowKind::UpdateAfter,
                     Some(_) => continue,
                 };
-                additions.push((&ranked.row[..], new as u64 + 1, kind));
+                additions.push((ranked.row(), new as u64 + 1, kind));
             }
         }
         retractions.append(&mut additions);
@@ -314,22 +343,20 @@ impl Operator for TopNOperator {
                     continue;
                 }
                 self.partitions.register_timer(partition, end - 1);
-            } else if seen.insert(partition) {
-                touched.push(Touched {
-                    partition,
-                    before: self.first_arrivals(partition)?,
-                });
             }
+            let first_touch = window_ends.is_none() && seen.insert(partition);
+            let mut before = Vec::new();
+            let record = first_touch.then_some(&mut before);
             if batch.kind(row).is_addition() {
                 self.arrivals += 1;
-                let ranked = RankedRow {
-                    order: orders.row(row).data().into(),
-                    arrival: self.arrivals,
-                    row: whole.row(row).data().into(),
-                };
-                self.insert(partition, ranked, now, &mut removed)?;
+                let ranked =
+                    RankedRow::new(orders.row(row).data(), self.arrivals, whole.row(row).data())?;
+                self.insert(partition, ranked, now, &mut removed, record)?;
             } else {
-                self.retract(partition, whole.row(row).data(), &mut removed)?;
+                self.retract(partition, whole.row(row).data(), &mut removed, record)?;
+            }
+            if first_touch {
+                touched.push(Touched { partition, before });
             }
         }
         if let Some(ends) = &window_ends {
@@ -379,7 +406,7 @@ impl Operator for TopNOperator {
                 .flat_map(|rows| {
                     rows.iter()
                         .enumerate()
-                        .map(|(rank, r)| (&r.row[..], rank as u64 + 1, RowKind::Insert))
+                        .map(|(rank, r)| (r.row(), rank as u64 + 1, RowKind::Insert))
                 })
                 .collect();
             if !changes.is_empty() {
