@@ -278,6 +278,8 @@ pub(crate) enum RetractingAccumulator {
     /// list of accumulators takes 16 bytes per call, whichever the kind.
     Recomputed {
         call: Arc<datafusion::physical_expr::aggregate::AggregateFunctionExpr>,
+        // The box keeps the enum (and so every key's accumulator list) small.
+        #[allow(clippy::box_collection)]
         values: Box<std::collections::HashMap<Vec<ScalarValue>, usize>>,
     },
 }

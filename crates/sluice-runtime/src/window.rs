@@ -557,7 +557,7 @@ impl WindowAggregateOperator {
             &times,
             self.watermark,
         )?;
-        let groups: Vec<((i64, &[u8]), Vec<u32>)> = groups.into_iter().collect();
+        let groups: Vec<_> = groups.into_iter().collect();
         let rows_of_groups: Vec<&[u32]> = groups.iter().map(|(_, rows)| &rows[..]).collect();
         let arguments = inputs.grouped(&rows_of_groups)?;
         for (group, ((pane, key), _)) in groups.iter().enumerate() {

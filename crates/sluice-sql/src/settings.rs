@@ -104,7 +104,7 @@ pub const KNOWN_SETTINGS: [(&str, &str); 30] = [
     ),
     (
         "sluice.batch.linger",
-        "longest wait to fill a batch before emitting it (default 100 ms)",
+        "longest wait to fill a batch before emitting it (default 0: each batch at once)",
     ),
     (
         "execution.mode",
