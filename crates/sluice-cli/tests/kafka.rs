@@ -129,20 +129,40 @@ fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
         nexmark_query("q2", sink)
     );
     let script = ws.write("resume.sql", &ws.expand(&job));
-    let run = || {
+    let run = |failpoint: Option<String>| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
         command
             .args(["run", script.to_str().expect("utf8"), "-p", "2"])
             .current_dir(ws.dir.path())
+            .env("SLUICE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        command
+            .stderr(Stdio::piped());
+        if let Some(failpoint) = failpoint {
+            command.env("SLUICE_FAILPOINT", failpoint);
+        }
+        command.output().expect("run")
     };
-    for delay in [600, 1100] {
-        kill_after(run().spawn().expect("spawn"), Duration::from_millis(delay));
-    }
-    let output = run().stderr(Stdio::piped()).output().expect("run");
+    // Two runs die as `kill -9` would, at checkpoints rather than after fixed
+    // delays, so that they die mid-input however fast the machine: the first
+    // right after committing its third checkpoint, the second between the
+    // pre-commit and the commit of its second.
+    let checkpoints = ws.path("sluice-data/kafka-resume/checkpoints");
+    let first = run(Some("after-commit:3".into()));
+    assert!(
+        String::from_utf8_lossy(&first.stderr).contains("failpoint"),
+        "the first run ended before its third checkpoint"
+    );
+    let second = run(Some(format!(
+        "before-commit:{}",
+        next_checkpoint(&checkpoints) + 1
+    )));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("failpoint"),
+        "the second run ended before its second checkpoint"
+    );
+    let output = run(None);
     ok(&output);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("resuming from checkpoint"));
     assert_eq!(
         read_part_files(&ws.path("q2-kafka")),
         expected,
