@@ -43,6 +43,41 @@ fn bench_runs_every_nexmark_query() {
     assert!(stdout.contains("q22"), "{stdout}");
 }
 
+/// Latency runs report percentiles for q1 (from each event's creation) and
+/// for q5 (from each window's close, through its latency variant).
+#[test]
+fn bench_latency_runs_report_percentiles_for_q1_and_q5() {
+    let ws = Workspace::new();
+    let json = ws.path("latency.jsonl");
+    let stdout = ok(&ws.sluice(&[
+        "bench",
+        "nexmark",
+        "--events",
+        "40000",
+        "--rate",
+        "20000",
+        "--queries",
+        "q1,q5",
+        "--json",
+        json.to_str().expect("utf8"),
+    ]));
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+        .expect("json output")
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    for line in &lines {
+        let latency = &line["latency_ms"];
+        let [p50, p99, p999] = ["p50", "p99", "p999"].map(|q| {
+            latency[q]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no {q} latency: {line}"))
+        });
+        assert!(p50 <= p99 && p99 <= p999, "{line}");
+    }
+}
+
 #[test]
 fn bench_rejects_unknown_queries() {
     let ws = Workspace::new();
