@@ -241,6 +241,34 @@ fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
     assert_eq!(got, expected, "rows read back with read_committed");
 }
 
+#[test]
+fn a_bounded_kafka_job_checkpointing_every_few_milliseconds_reads_every_record() {
+    let Some(brokers) = brokers() else { return };
+    let ws = Workspace::new();
+    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '21'");
+    let file = nexmark_file_source(&ws.path("events").display().to_string());
+    let topic = create_topic(&brokers, "events-frequent", 3);
+    produce_events(&ws, &brokers, &topic, "round-robin");
+    let expected = run_query(&ws, &file, "q1", "q1-file", &[]);
+    assert!(!expected.is_empty());
+
+    // A checkpoint trigger that interrupts the gathering of the last records
+    // must not end the job before they are returned (it once did: the reader
+    // saw its partitions at their end offsets and finished, dropping them).
+    let source = format!(
+        "SET 'execution.checkpointing.interval' = '5ms';
+         SET 'sluice.batch.size' = '500';
+         {}",
+        kafka_source(&brokers, &topic, "'scan.startup.mode' = 'earliest-offset',")
+    );
+    for attempt in 0..6 {
+        let out = format!("q1-kafka-{attempt}");
+        let got = run_query(&ws, &source, "q1", &out, &["-p", "2"]);
+        assert_eq!(got.len(), expected.len(), "rows of run {attempt}");
+        assert_eq!(got, expected, "run {attempt}");
+    }
+}
+
 /// A test record: key, value (`None`: a tombstone) and headers.
 type TestRecord<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, &'a str)]);
 

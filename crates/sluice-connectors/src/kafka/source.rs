@@ -602,7 +602,7 @@ struct KafkaReader {
     upsert: Option<UpsertState>,
     /// Received runs of one partition's records, not decoded yet (decoding
     /// when a run is returned keeps `emitted` and the upsert state in step).
-    ready: std::collections::VecDeque<Vec<KafkaRecord>>,
+    ready: std::collections::VecDeque<Arc<Vec<KafkaRecord>>>,
     /// Records received for the batch being gathered. On `self`, not in a
     /// local, so a `next_batch` cancelled between two receives (the task
     /// selects it against checkpoint triggers and timers) loses none of them.
@@ -634,6 +634,11 @@ impl KafkaReader {
         let Some(end) = &self.end else {
             return Ok(false);
         };
+        // `next` already counts records received but not returned yet
+        // (gathered by a cancelled call, or queued): not done before they are.
+        if !self.receiving.is_empty() || !self.ready.is_empty() {
+            return Ok(false);
+        }
         let mut behind: Vec<&TopicPartition> = self
             .assigned
             .iter()
@@ -727,12 +732,12 @@ impl KafkaReader {
             if run.last().is_some_and(|last| {
                 (last.topic, last.partition) != (record.topic, record.partition)
             }) {
-                self.ready.push_back(std::mem::take(&mut run));
+                self.ready.push_back(Arc::new(std::mem::take(&mut run)));
             }
             run.push(record);
         }
         if !run.is_empty() {
-            self.ready.push_back(run);
+            self.ready.push_back(Arc::new(run));
         }
     }
 
@@ -919,13 +924,18 @@ impl SourceReader for KafkaReader {
     async fn next_batch(&mut self) -> Result<Option<ChangeBatch>> {
         let mut idle = false;
         loop {
-            while let Some(run) = self.ready.pop_front() {
+            while let Some(run) = self.ready.front() {
                 let (Some(first), Some(last)) = (run.first(), run.last()) else {
+                    self.ready.pop_front();
                     continue;
                 };
                 let (topic, partition, next) = (first.topic, first.partition, last.offset + 1);
                 let source = format!("{}[{partition}]", self.topics[topic]);
+                // The run leaves the queue only once decoded: a call cancelled
+                // while a decoder awaits (a schema registry lookup) keeps it.
+                let run = Arc::clone(run);
                 let batch = self.decode_run(&source, &run).await?;
+                self.ready.pop_front();
                 let name = self.topics[topic].clone();
                 set_offset(&mut self.emitted, &name, partition, next);
                 if let Some(batch) = batch {
