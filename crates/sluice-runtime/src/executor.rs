@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use arrow::array::UInt32Array;
 use datafusion::physical_expr::PhysicalExpr;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sluice_core::connector::{SinkWriter, SourceReader};
 use sluice_core::dlq::DeadLetterQueue;
 use sluice_core::{Barrier, ChangeBatch, Message, Result, SluiceError};
@@ -782,10 +782,12 @@ impl<'a> TaskBuilder<'a> {
             }
             PlanNode::GroupAggregate(group) => {
                 let state = self.state.clone();
+                let held_rows = self.plan.settings.held_rows;
                 self.keyed(node, group.input, group.keys.clone(), || {
                     Ok(Box::new(GroupAggregateOperator::new(
                         group.clone(),
                         &state,
+                        held_rows,
                     )?))
                 })
             }
@@ -1036,6 +1038,11 @@ impl Task {
                         })?
                     }
                     Message::Barrier(barrier) => {
+                        // Held rows belong before the barrier, in this checkpoint.
+                        if stage.operator.holds_rows() {
+                            stage
+                                .run(None, None, &mut next, |operator, out| operator.flush(out))?;
+                        }
                         if let Some(checkpoints) = &self.checkpoints {
                             let key = ComponentKey {
                                 node: stage.node,
@@ -1059,6 +1066,29 @@ impl Task {
         }
         for message in messages {
             if !self.deliver(message).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Whether an operator of the chain holds rows back.
+    fn holds_rows(&self) -> bool {
+        self.chain.iter().any(|stage| stage.operator.holds_rows())
+    }
+
+    /// Has the chain's operators process the rows they hold back, in chain
+    /// order, and sends the results on. False when downstream is gone.
+    async fn flush_chain(&mut self) -> Result<bool> {
+        for start in 0..self.chain.len() {
+            if !self.chain[start].operator.holds_rows() {
+                continue;
+            }
+            let mut flushed = Vec::new();
+            self.chain[start].run(None, None, &mut flushed, |operator, out| {
+                operator.flush(out)
+            })?;
+            if !self.run_chain(start + 1, flushed).await? {
                 return Ok(false);
             }
         }
@@ -1185,7 +1215,7 @@ impl Task {
     /// checkpoints, a sink pre-commits instead of publishing, and every
     /// component reports its final state; the final checkpoint commits.
     async fn finish(&mut self) -> Result<()> {
-        if !self.push(Message::Watermark(i64::MAX)).await? {
+        if !self.flush_chain().await? || !self.push(Message::Watermark(i64::MAX)).await? {
             return Ok(());
         }
         match &mut self.output {
@@ -1334,6 +1364,8 @@ async fn run_source(
             break;
         }
         let deadline = coalescer.deadline();
+        let holding = task.holds_rows();
+        let mut flush = false;
         let mut went_idle = false;
         let mut barrier = None;
         let mut read = None;
@@ -1358,7 +1390,18 @@ async fn run_source(
                 }
                 None => break,
             },
+            // Nothing else is ready: the rows the chain holds go out.
+            _ = std::future::ready(()), if holding => {
+                flush = true;
+                None
+            }
         };
+        if flush {
+            if !task.flush_chain().await? {
+                return Ok(false);
+            }
+            continue;
+        }
         let ready = match read {
             None => ready,
             Some(batch) => {
@@ -1498,6 +1541,16 @@ async fn run_channels(
     while ended < inputs {
         let next = match held.iter().position(|(index, _)| !blocked[*index]) {
             Some(position) => held.remove(position),
+            None if task.holds_rows() => match merged.next().now_or_never() {
+                Some(next) => next,
+                // Nothing is ready: the rows the chain holds go out first.
+                None => {
+                    if !task.flush_chain().await? {
+                        return Ok(false);
+                    }
+                    merged.next().await
+                }
+            },
             None => merged.next().await,
         };
         let Some((index, message)) = next else {

@@ -40,6 +40,20 @@ pub trait Operator: Send {
         Ok(())
     }
 
+    /// Whether the operator holds input rows back to process them together
+    /// with later ones (a `GROUP BY` updates each key once per held batch).
+    fn holds_rows(&self) -> bool {
+        false
+    }
+
+    /// Processes the rows held back. The task calls it when its input has
+    /// nothing more ready, and before a checkpoint barrier or the end of
+    /// input, so holding rows adds no latency and loses nothing.
+    fn flush(&mut self, out: &mut Vec<Message>) -> Result<()> {
+        let _ = out;
+        Ok(())
+    }
+
     /// A checkpoint barrier passed: the operator's state as encoded chunks
     /// (empty for stateless operators). Chunks that did not change since the
     /// last snapshot should encode to the same bytes, so they are not stored again.

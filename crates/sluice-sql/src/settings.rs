@@ -10,7 +10,7 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 30] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 31] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
@@ -107,6 +107,10 @@ pub const KNOWN_SETTINGS: [(&str, &str); 30] = [
         "longest wait to fill a batch before emitting it (default 0: each batch at once)",
     ),
     (
+        "sluice.batch.held-rows",
+        "most rows a GROUP BY holds back while more input is ready, to update each key once for all of them (default 131072; 0: none)",
+    ),
+    (
         "execution.mode",
         "'embedded' (default: one process) or 'scale-out': processes started with the same job share it over a Kafka consumer group (same as `sluice run --scale-out`)",
     ),
@@ -148,6 +152,8 @@ pub struct JobSettings {
     pub batch_size: usize,
     /// Longest wait to fill a batch.
     pub batch_linger: Duration,
+    /// Most rows a `GROUP BY` holds back while more input is ready (0: none).
+    pub held_rows: usize,
     /// Idle time after which join and GROUP BY state of a key is dropped.
     pub state_ttl: Option<Duration>,
     /// Bytes of keyed state kept in memory before keys spill (`None`: no limit).
@@ -325,6 +331,10 @@ impl JobSettings {
         let batch_linger = options
             .duration("sluice.batch.linger")?
             .unwrap_or(Duration::ZERO);
+        let held_rows = options
+            .parse::<usize>("sluice.batch.held-rows")?
+            .unwrap_or(DEFAULT_HELD_ROWS);
+
         let state_ttl = options
             .duration("table.exec.state.ttl")?
             .filter(|ttl| !ttl.is_zero());
@@ -402,6 +412,7 @@ impl JobSettings {
             data_dir,
             batch_size,
             batch_linger,
+            held_rows,
             state_ttl,
             state_memory_budget,
             spill_dir,
@@ -415,6 +426,9 @@ impl JobSettings {
         })
     }
 }
+
+/// Default `sluice.batch.held-rows`: sixteen default batches.
+pub const DEFAULT_HELD_ROWS: usize = 131_072;
 
 /// Default `state.memory-budget`: 1 GiB.
 pub const DEFAULT_STATE_MEMORY_BUDGET: u64 = 1 << 30;

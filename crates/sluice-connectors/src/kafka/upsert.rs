@@ -5,6 +5,7 @@
 //! `-U` old / `+U` new for a changed one, `-D` old for a tombstone. The kept
 //! values go into the reader's checkpointed position.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use arrow::array::{Int8Array, UInt32Array};
@@ -96,7 +97,10 @@ impl UpsertState {
         Ok(base64::engine::general_purpose::STANDARD.encode(out))
     }
 
-    /// Turns one partition's records into changelog rows.
+    /// Turns one partition's records into changelog rows. The kept values
+    /// change only once the whole run is decoded: the call may be cancelled
+    /// at any await (a schema registry lookup) and made again for the same
+    /// records, which must then see the kept values as they were.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn apply(
         &mut self,
@@ -111,6 +115,7 @@ impl UpsertState {
         let Some(first) = records.first() else {
             return Ok(None);
         };
+        let partition = (topics[first.topic].clone(), first.partition);
         // New values first: one that does not decode changes nothing.
         let with_value: Vec<usize> = (0..records.len())
             .filter(|&i| records[i].value.is_some() && records[i].key.is_some())
@@ -129,45 +134,11 @@ impl UpsertState {
                 new_row_of.insert(with_value[message], row);
             }
         }
-        let keys = self
-            .partitions
-            .entry((topics[first.topic].clone(), first.partition))
-            .or_default();
-        let mut rows: Vec<(RowValue, RowKind, usize)> = Vec::new();
-        let mut retracted: Vec<Vec<u8>> = Vec::new();
-        for (index, record) in records.iter().enumerate() {
-            let Some(key) = &record.key else {
-                tracing::warn!(
-                    source,
-                    offset = record.offset,
-                    "upsert-kafka: a record without a key is ignored"
-                );
-                continue;
-            };
-            match (&record.value, new_row_of.get(&index)) {
-                (Some(value), Some(&row)) => match keys.insert(key.clone(), value.clone()) {
-                    Some(old) => {
-                        retracted.push(old);
-                        rows.push((
-                            RowValue::Old(retracted.len() - 1),
-                            RowKind::UpdateBefore,
-                            index,
-                        ));
-                        rows.push((RowValue::New(row), RowKind::UpdateAfter, index));
-                    }
-                    None => rows.push((RowValue::New(row), RowKind::Insert, index)),
-                },
-                // A value that did not decode: the policy has it.
-                (Some(_), None) => {}
-                (None, _) => {
-                    if let Some(old) = keys.remove(key) {
-                        retracted.push(old);
-                        rows.push((RowValue::Old(retracted.len() - 1), RowKind::Delete, index));
-                    }
-                }
-            }
-        }
+        let mut staged = StagedKeys::over(self.partitions.get(&partition));
+        let (rows, retracted) = staged.changelog(source, records, &new_row_of);
         if rows.is_empty() {
+            let changes = staged.into_changes();
+            self.commit(partition, changes);
             return Ok(None);
         }
         // Kept values decoded before, so they decode again.
@@ -227,13 +198,149 @@ impl UpsertState {
                 Some(key)
             }
         };
-        Ok(Some(assemble(
-            schema,
-            columns,
-            &value,
-            key.as_ref(),
-            &row_records,
-            topics,
-        )?))
+        let batch = assemble(schema, columns, &value, key.as_ref(), &row_records, topics)?;
+        // Past the last await: the run is done, its changes are kept.
+        let changes = staged.into_changes();
+        self.commit(partition, changes);
+        Ok(Some(batch))
+    }
+
+    /// Stores a decoded run's changes to a partition's kept values.
+    fn commit(&mut self, partition: (String, i32), changes: StagedChanges) {
+        let keys = self.partitions.entry(partition).or_default();
+        for (key, value) in changes {
+            match value {
+                Some(value) => {
+                    keys.insert(key, value);
+                }
+                None => {
+                    keys.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+/// A run's changes to the kept values, by key: `Some` new value, or `None`
+/// for a deleted key.
+type StagedChanges = HashMap<Vec<u8>, Option<Vec<u8>>>;
+
+/// An output row: where its value comes from, its kind, and the index of its
+/// record in the run.
+type ChangelogRow = (RowValue, RowKind, usize);
+
+/// One partition's kept values as a run being decoded sees them: the stored
+/// values under the run's own changes so far (so a key that appears twice in
+/// a run sees its first record's value). The stored values stay untouched.
+struct StagedKeys<'a> {
+    /// The kept values before the run (none yet for a new partition).
+    stored: Option<&'a HashMap<Vec<u8>, Vec<u8>>>,
+    /// The run's changes so far.
+    changes: StagedChanges,
+}
+
+impl<'a> StagedKeys<'a> {
+    fn over(stored: Option<&'a HashMap<Vec<u8>, Vec<u8>>>) -> Self {
+        StagedKeys {
+            stored,
+            changes: HashMap::new(),
+        }
+    }
+
+    /// Sets the value of `key` (`None` deletes it); returns the one it had.
+    fn replace(&mut self, key: &[u8], value: Option<Vec<u8>>) -> Option<Cow<'a, [u8]>> {
+        match self.changes.insert(key.to_vec(), value) {
+            Some(staged) => staged.map(Cow::Owned),
+            None => self
+                .stored
+                .and_then(|stored| stored.get(key))
+                .map(|old| Cow::Borrowed(old.as_slice())),
+        }
+    }
+
+    /// Stages the change of every record of the run. Returns the changelog
+    /// rows and the kept values they retract (numbered by [`RowValue::Old`]).
+    /// `new_row_of` maps a record's index to its decoded value's row.
+    fn changelog(
+        &mut self,
+        source: &str,
+        records: &[KafkaRecord],
+        new_row_of: &HashMap<usize, usize>,
+    ) -> (Vec<ChangelogRow>, Vec<Cow<'a, [u8]>>) {
+        let mut rows: Vec<ChangelogRow> = Vec::new();
+        let mut retracted: Vec<Cow<'a, [u8]>> = Vec::new();
+        for (index, record) in records.iter().enumerate() {
+            let Some(key) = &record.key else {
+                tracing::warn!(
+                    source,
+                    offset = record.offset,
+                    "upsert-kafka: a record without a key is ignored"
+                );
+                continue;
+            };
+            match (&record.value, new_row_of.get(&index)) {
+                (Some(value), Some(&row)) => match self.replace(key, Some(value.clone())) {
+                    Some(old) => {
+                        retracted.push(old);
+                        rows.push((
+                            RowValue::Old(retracted.len() - 1),
+                            RowKind::UpdateBefore,
+                            index,
+                        ));
+                        rows.push((RowValue::New(row), RowKind::UpdateAfter, index));
+                    }
+                    None => rows.push((RowValue::New(row), RowKind::Insert, index)),
+                },
+                // A value that did not decode: the policy has it.
+                (Some(_), None) => {}
+                (None, _) => {
+                    if let Some(old) = self.replace(key, None) {
+                        retracted.push(old);
+                        rows.push((RowValue::Old(retracted.len() - 1), RowKind::Delete, index));
+                    }
+                }
+            }
+        }
+        (rows, retracted)
+    }
+
+    /// The run's changes, to store once it is decoded.
+    fn into_changes(self) -> StagedChanges {
+        self.changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_keys_see_the_run_s_own_changes_and_leave_the_stored_values_alone() {
+        let stored: HashMap<Vec<u8>, Vec<u8>> = HashMap::from([(b"a".to_vec(), b"1".to_vec())]);
+        let mut staged = StagedKeys::over(Some(&stored));
+        // An update of a stored key, then its delete, within one run.
+        assert_eq!(
+            staged.replace(b"a", Some(b"2".to_vec())).as_deref(),
+            Some(&b"1"[..])
+        );
+        assert_eq!(staged.replace(b"a", None).as_deref(), Some(&b"2"[..]));
+        // A new key, then an update of it.
+        assert_eq!(staged.replace(b"b", Some(b"3".to_vec())), None);
+        assert_eq!(
+            staged.replace(b"b", Some(b"4".to_vec())).as_deref(),
+            Some(&b"3"[..])
+        );
+        // A delete of a key nobody has.
+        assert_eq!(staged.replace(b"c", None), None);
+        let changes = staged.into_changes();
+        assert_eq!(stored.get(&b"a"[..]), Some(&b"1".to_vec()));
+
+        let mut state = UpsertState::default();
+        state.partitions.insert(("t".into(), 0), stored.clone());
+        state.commit(("t".into(), 0), changes);
+        let kept = &state.partitions[&("t".to_string(), 0)];
+        assert_eq!(kept.get(&b"a"[..]), None);
+        assert_eq!(kept.get(&b"b"[..]), Some(&b"4".to_vec()));
+        assert_eq!(kept.len(), 1);
     }
 }
