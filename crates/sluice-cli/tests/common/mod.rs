@@ -207,14 +207,19 @@ pub fn write_nexmark_events(ws: &Workspace, events: usize, generator_options: &s
     ok(&ws.run(&job, &[]));
 }
 
-/// Lets `child` run for `delay` (or until it exits), then kills it with SIGKILL.
-pub fn kill_after(mut child: Child, delay: Duration) {
+/// Lets `child` run for `delay` (or until it exits), then kills it with
+/// SIGKILL. Returns whether it exited successfully before the kill.
+pub fn kill_after(mut child: Child, delay: Duration) -> bool {
     let deadline = Instant::now() + delay;
-    while Instant::now() < deadline && child.try_wait().expect("poll").is_none() {
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("poll") {
+            return status.success();
+        }
         std::thread::sleep(Duration::from_millis(10));
     }
     child.kill().ok();
     child.wait().expect("reap");
+    false
 }
 
 /// The number after the newest stored checkpoint (`chk-N.manifest`) in `dir`.
