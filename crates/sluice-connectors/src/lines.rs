@@ -287,12 +287,13 @@ fn concurrent_decodes(parallelism: usize) -> usize {
     (2 * cores / parallelism.max(1)).clamp(2, 4)
 }
 
-/// Decoded chunks a reader's decoding may run ahead of what its task took:
-/// decoding goes on while the task is busy with earlier chunks (a `GROUP BY`
-/// aggregating the rows it held back), so the task then finds its next
-/// chunks decoded. Measured on q16 (10M events, 2 cores): 12 ahead ran at
-/// 2.6x the events/s of decoding only when the task polls; each decoder
-/// costs about 5 MB of peak memory (on q0).
+/// Decoded chunks a reader's decoding may queue beyond its running decodes
+/// while the operators after it gather batches (`SourceReader::read_ahead`):
+/// decoding goes on while they are busy with what they gathered (a
+/// `GROUP BY` aggregating the rows it held back), so they then find their
+/// next chunks decoded. Measured on q16 (10M events, 2 cores): 2.6x the
+/// events/s of decoding only when the task polls. Otherwise nothing queues
+/// beyond the running decodes (each decoded chunk ahead costs memory).
 const DECODED_AHEAD: usize = 12;
 
 /// A decoder with the holding copy of the bad-record policy it rejects
@@ -334,9 +335,56 @@ type Decoded = Result<DecodedChunk>;
 /// A reader's decoding task, before its first `next_batch` starts it.
 struct DecodingStart {
     chunks: async_channel::Receiver<Result<LineChunk>>,
-    decoders: async_channel::Receiver<ChunkDecoder>,
+    decoders: Arc<FreeDecoders>,
     results: tokio::sync::mpsc::Sender<Decoded>,
     concurrency: usize,
+}
+
+/// A reader's decoders not holding a chunk, and how many may hold one. The
+/// last one returned is used first, so a reader that does not run far ahead
+/// keeps reusing a few decoders, and only those hold buffers sized for a
+/// chunk.
+struct FreeDecoders {
+    free: std::sync::Mutex<Vec<ChunkDecoder>>,
+    /// All decoders, free or not.
+    total: usize,
+    /// Decoders that may hold a chunk (decoding, or decoded and queued):
+    /// the running decodes, plus [`DECODED_AHEAD`] when reading deep.
+    shallow: usize,
+    deep: std::sync::atomic::AtomicBool,
+    /// A decoder came back, or reading went deeper.
+    changed: tokio::sync::Notify,
+}
+
+impl FreeDecoders {
+    fn put(&self, decoder: ChunkDecoder) {
+        if let Ok(mut free) = self.free.lock() {
+            free.push(decoder);
+        }
+        self.changed.notify_one();
+    }
+
+    /// A free decoder, unless as many as allowed hold chunks.
+    fn take(&self) -> Option<ChunkDecoder> {
+        let mut free = self.free.lock().ok()?;
+        let allowed = if self.deep.load(std::sync::atomic::Ordering::Relaxed) {
+            self.total
+        } else {
+            self.shallow
+        };
+        if self.total - free.len() < allowed {
+            free.pop()
+        } else {
+            None
+        }
+    }
+
+    fn set_deep(&self, deep: bool) {
+        let was = self.deep.swap(deep, std::sync::atomic::Ordering::Relaxed);
+        if deep && !was {
+            self.changed.notify_one();
+        }
+    }
 }
 
 /// One subtask's reader. Its decoding task pulls chunks, decodes up to
@@ -349,7 +397,7 @@ pub struct LineSourceReader {
     /// Decoded chunks, oldest first (a cancelled `next_batch` loses nothing).
     results: tokio::sync::mpsc::Receiver<Decoded>,
     /// Where emitted chunks' decoders go back to the decoding task.
-    free_decoders: async_channel::Sender<ChunkDecoder>,
+    free_decoders: Arc<FreeDecoders>,
     /// Every line this reader passed on, plus what the run it resumes read.
     consumed: ConsumedLines,
 }
@@ -371,6 +419,9 @@ async fn decode_chunks(start: DecodingStart) {
         if !can_start && decoding.is_empty() {
             break;
         }
+        if can_start && free.is_none() {
+            free = decoders.take();
+        }
         tokio::select! {
             biased;
             _ = results.closed() => return,
@@ -386,10 +437,8 @@ async fn decode_chunks(start: DecodingStart) {
                     return;
                 }
             }
-            decoder = decoders.recv(), if can_start && free.is_none() => match decoder {
-                Ok(decoder) => free = Some(decoder),
-                Err(_) => return,
-            },
+            // A decoder came back (or reading went deeper): try again.
+            _ = decoders.changed.notified(), if can_start && free.is_none() => {}
             chunk = chunks.recv(), if can_start && free.is_some() => match chunk {
                 Ok(Ok(chunk)) => {
                     if let Some(decoder) = free.take() {
@@ -424,8 +473,7 @@ impl SourceReader for LineSourceReader {
                 result,
             } = decoded?;
             let released = decoder.policy.release();
-            // Never full: it holds at most the decoders there are.
-            let _ = self.free_decoders.try_send(decoder);
+            self.free_decoders.put(decoder);
             let decoded = result?;
             released?;
             self.consumed.add(&input, lines);
@@ -433,6 +481,10 @@ impl SourceReader for LineSourceReader {
                 return Ok(Some(batch));
             }
         }
+    }
+
+    fn read_ahead(&mut self, deep: bool) {
+        self.free_decoders.set_deep(deep);
     }
 
     fn position(&self) -> Result<Vec<u8>> {
@@ -459,20 +511,26 @@ pub fn spawn_line_source(
     let mut readers: Vec<Box<dyn SourceReader>> = Vec::with_capacity(parallelism);
     let (sender, receiver) = async_channel::bounded(CHUNK_QUEUE);
     for _ in 0..parallelism.max(1) {
-        let (free_decoders, decoders) = async_channel::bounded(decoder_count);
+        let mut free = Vec::with_capacity(decoder_count);
         for _ in 0..decoder_count {
             let policy = policy.holding();
-            let decoder = ChunkDecoder {
+            free.push(ChunkDecoder {
                 decoder: make_decoder(policy.clone())?,
                 policy,
-            };
-            let _ = free_decoders.try_send(decoder);
+            });
         }
+        let free_decoders = Arc::new(FreeDecoders {
+            free: std::sync::Mutex::new(free),
+            total: decoder_count,
+            shallow: concurrency,
+            deep: std::sync::atomic::AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
+        });
         let (results_sender, results) = tokio::sync::mpsc::channel(decoder_count + 1);
         readers.push(Box::new(LineSourceReader {
             start: Some(DecodingStart {
                 chunks: receiver.clone(),
-                decoders,
+                decoders: free_decoders.clone(),
                 results: results_sender,
                 concurrency,
             }),

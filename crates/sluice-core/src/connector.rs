@@ -178,6 +178,12 @@ pub trait SourceReader: Send {
     fn watermark(&mut self) -> Option<i64> {
         None
     }
+    /// Whether the operators after this reader gather batches before
+    /// processing them (`deep`): then a reader that decodes ahead may go
+    /// further ahead, so they find more input ready. Ignored by default.
+    fn read_ahead(&mut self, deep: bool) {
+        let _ = deep;
+    }
 }
 
 /// A configured sink, able to open a writer per subtask.

@@ -1359,12 +1359,21 @@ async fn run_source(
     let mut coalescer = Coalescer::new(batching.rows, batching.linger);
     let mut idle_at = idle_timeout.map(|t| tokio::time::Instant::now() + t);
     let mut triggers = task.checkpoints.as_ref().map(CheckpointHandle::triggers);
+    let mut deep_for = 0u32;
     loop {
         if *stop.borrow() {
             break;
         }
         let deadline = coalescer.deadline();
         let holding = task.holds_rows();
+        // While the chain gathers batches (and for a while after: it stops
+        // holding each time it aggregates), the reader may decode further ahead.
+        deep_for = if holding {
+            DEEP_READ_LOOPS
+        } else {
+            deep_for.saturating_sub(1)
+        };
+        reader.read_ahead(deep_for > 0);
         let mut flush = false;
         let mut went_idle = false;
         let mut barrier = None;
@@ -1460,6 +1469,9 @@ async fn run_source(
     }
     Ok(true)
 }
+
+/// Source loop turns a reader keeps reading deep after its chain last held rows.
+const DEEP_READ_LOOPS: u32 = 64;
 
 /// The next checkpoint trigger (never, without checkpoints).
 async fn wait_for_trigger(
