@@ -82,6 +82,17 @@ fn run_until_failpoint(ws: &Workspace, args: &[&str], failpoint: &str) -> bool {
     output.status.success()
 }
 
+/// Whether the newest checkpoint in `dir` is a finished job's final one.
+fn final_checkpoint_stored(dir: &Path) -> bool {
+    let newest = next_checkpoint(dir) - 1;
+    std::fs::read_to_string(dir.join(format!("chk-{newest:010}.manifest")))
+        .map(|manifest| {
+            let compact: String = manifest.split_whitespace().collect();
+            compact.contains("\"kind\":\"final\"")
+        })
+        .unwrap_or(false)
+}
+
 /// A seeded sequence of kill delays (xorshift), in milliseconds.
 fn kill_delays(seed: u64, count: usize, max_ms: u64) -> Vec<Duration> {
     let mut state = seed.max(1);
@@ -122,10 +133,12 @@ fn crash_and_recover(
     let script = script.to_str().expect("utf8");
     let args = ["run", script, "-p", parallelism];
     // A job that finished is complete: run again, it would start over. On a
-    // fast machine the input can end before a kill; the rounds stop there.
+    // fast machine the input can end before a kill (or the kill lands after
+    // the final checkpoint); the rounds stop there.
+    let checkpoints = ws.path(&format!("sluice-data/{name}/checkpoints"));
     let mut finished = false;
     for (round, delay) in kill_delays(seed, 3, max_kill_ms).into_iter().enumerate() {
-        if run_and_kill(ws, &args, delay) {
+        if run_and_kill(ws, &args, delay) || final_checkpoint_stored(&checkpoints) {
             finished = true;
             break;
         }
@@ -136,8 +149,10 @@ fn crash_and_recover(
         } else {
             "before-commit"
         };
-        let next = next_checkpoint(&ws.path(&format!("sluice-data/{name}/checkpoints")));
-        if run_until_failpoint(ws, &args, &format!("{failpoint}:{}", next + 1)) {
+        let next = next_checkpoint(&checkpoints);
+        if run_until_failpoint(ws, &args, &format!("{failpoint}:{}", next + 1))
+            || final_checkpoint_stored(&checkpoints)
+        {
             finished = true;
             break;
         }
