@@ -5,25 +5,25 @@ mod common;
 
 use common::{ok, Workspace};
 
-#[test]
-fn bench_runs_every_nexmark_query() {
-    let ws = Workspace::new();
+/// Runs `sluice bench nexmark` with `args`; returns its table (stdout) and
+/// its `--json` lines.
+fn bench(ws: &Workspace, args: &[&str]) -> (String, Vec<serde_json::Value>) {
     let json = ws.path("bench.jsonl");
-    let stdout = ok(&ws.sluice(&[
-        "bench",
-        "nexmark",
-        "--events",
-        "100000",
-        "--queries",
-        "all",
-        "--json",
-        json.to_str().expect("utf8"),
-    ]));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+    let mut command = vec!["bench", "nexmark", "--json", json.to_str().expect("utf8")];
+    command.extend_from_slice(args);
+    let stdout = ok(&ws.sluice(&command));
+    let lines = std::fs::read_to_string(&json)
         .expect("json output")
         .lines()
         .map(|line| serde_json::from_str(line).expect("json line"))
         .collect();
+    (stdout, lines)
+}
+
+#[test]
+fn bench_runs_every_nexmark_query() {
+    let ws = Workspace::new();
+    let (stdout, lines) = bench(&ws, &["--events", "100000", "--queries", "all"]);
     let names: Vec<&str> = lines
         .iter()
         .map(|l| l["query"].as_str().expect("query"))
@@ -48,24 +48,10 @@ fn bench_runs_every_nexmark_query() {
 #[test]
 fn bench_latency_runs_report_percentiles_for_q1_and_q5() {
     let ws = Workspace::new();
-    let json = ws.path("latency.jsonl");
-    let stdout = ok(&ws.sluice(&[
-        "bench",
-        "nexmark",
-        "--events",
-        "40000",
-        "--rate",
-        "20000",
-        "--queries",
-        "q1,q5",
-        "--json",
-        json.to_str().expect("utf8"),
-    ]));
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
-        .expect("json output")
-        .lines()
-        .map(|line| serde_json::from_str(line).expect("json line"))
-        .collect();
+    let (stdout, lines) = bench(
+        &ws,
+        &["--events", "40000", "--rate", "20000", "--queries", "q1,q5"],
+    );
     assert_eq!(lines.len(), 2, "{stdout}");
     for line in &lines {
         let latency = &line["latency_ms"];

@@ -48,6 +48,29 @@ fn kafka_source(brokers: &str, topic: &str, startup: &str) -> String {
     )
 }
 
+/// Writes nexmark events (generator seed `seed`) into `$DIR/events` and a
+/// new 3-partition topic named after `name`; returns the topic and `query`'s
+/// rows over the file, the result every run over the topic must match.
+fn events_topic(
+    ws: &Workspace,
+    brokers: &str,
+    name: &str,
+    seed: u32,
+    query: &str,
+) -> (String, Vec<String>) {
+    write_nexmark_events(
+        ws,
+        EVENTS,
+        &format!("'first-event.rate' = '1000', 'seed' = '{seed}'"),
+    );
+    let file = nexmark_file_source(&ws.path("events").display().to_string());
+    let topic = create_topic(brokers, name, 3);
+    produce_events(ws, brokers, &topic, "round-robin");
+    let expected = run_query(ws, &file, query, &format!("{query}-file"), &[]);
+    assert!(!expected.is_empty(), "{query} over the file wrote nothing");
+    (topic, expected)
+}
+
 /// Runs `query` over `source` into `$DIR/<out>`; returns its rows.
 fn run_query(ws: &Workspace, source: &str, query: &str, out: &str, args: &[&str]) -> Vec<String> {
     let sink = format!("'connector' = 'filesystem', 'path' = '$DIR/{out}', 'format' = 'json'");
@@ -112,12 +135,7 @@ fn queries_over_kafka_match_the_same_queries_over_the_file() {
 fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
     let Some(brokers) = brokers() else { return };
     let ws = Workspace::new();
-    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '9'");
-    let file = nexmark_file_source(&ws.path("events").display().to_string());
-    let topic = create_topic(&brokers, "events-resume", 3);
-    produce_events(&ws, &brokers, &topic, "round-robin");
-    let expected = run_query(&ws, &file, "q2", "q2-file", &[]);
-    assert!(!expected.is_empty());
+    let (topic, expected) = events_topic(&ws, &brokers, "events-resume", 9, "q2");
 
     let sink = "'connector' = 'filesystem', 'path' = '$DIR/q2-kafka', 'format' = 'json'";
     let job = format!(
@@ -174,12 +192,7 @@ fn a_killed_kafka_job_resumes_from_its_checkpointed_offsets() {
 fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
     let Some(brokers) = brokers() else { return };
     let ws = Workspace::new();
-    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '13'");
-    let file = nexmark_file_source(&ws.path("events").display().to_string());
-    let input = create_topic(&brokers, "events-eo", 3);
-    produce_events(&ws, &brokers, &input, "round-robin");
-    let expected = run_query(&ws, &file, "q2", "q2-file", &[]);
-    assert!(!expected.is_empty());
+    let (input, expected) = events_topic(&ws, &brokers, "events-eo", 13, "q2");
 
     let output = create_topic(&brokers, "q2-eo", 2);
     let sink = format!(
@@ -257,12 +270,7 @@ fn exactly_once_kafka_output_survives_kills_between_pre_commit_and_commit() {
 fn a_bounded_kafka_job_checkpointing_every_few_milliseconds_reads_every_record() {
     let Some(brokers) = brokers() else { return };
     let ws = Workspace::new();
-    write_nexmark_events(&ws, EVENTS, "'first-event.rate' = '1000', 'seed' = '21'");
-    let file = nexmark_file_source(&ws.path("events").display().to_string());
-    let topic = create_topic(&brokers, "events-frequent", 3);
-    produce_events(&ws, &brokers, &topic, "round-robin");
-    let expected = run_query(&ws, &file, "q1", "q1-file", &[]);
-    assert!(!expected.is_empty());
+    let (topic, expected) = events_topic(&ws, &brokers, "events-frequent", 21, "q1");
 
     // A checkpoint trigger that interrupts the gathering of the last records
     // must not end the job before they are returned (it once did: the reader
