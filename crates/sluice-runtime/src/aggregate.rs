@@ -92,6 +92,8 @@ pub(crate) fn read_states(input: &mut sluice_state::StateReader) -> Result<Vec<V
 
 /// A batch's grouping keys and aggregate arguments, evaluated once.
 pub(crate) struct AggregateInputs {
+    /// The number of rows.
+    rows: usize,
     /// Grouping keys per row as row bytes (`None` without keys).
     key_rows: Option<Rows>,
     /// Argument arrays per aggregate call.
@@ -137,10 +139,26 @@ impl AggregateInputs {
             });
         }
         Ok(AggregateInputs {
+            rows,
             key_rows,
             arguments,
             filters,
         })
+    }
+
+    /// The number of rows.
+    pub(crate) fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Call `call`'s argument arrays.
+    pub(crate) fn arguments(&self, call: usize) -> &[ArrayRef] {
+        &self.arguments[call]
+    }
+
+    /// Call `call`'s `FILTER (WHERE ...)` mask, if it has one.
+    pub(crate) fn filter(&self, call: usize) -> Option<&BooleanArray> {
+        self.filters[call].as_ref()
     }
 
     /// The key bytes of `row`.

@@ -9,6 +9,7 @@ pub mod batching;
 pub mod checkpoint;
 pub mod executor;
 pub mod group;
+mod groups;
 pub mod join;
 mod keyed_state;
 pub mod late;

@@ -1,9 +1,13 @@
 //! Event-time window aggregation (window TVF + `GROUP BY window_start,
 //! window_end, ...`). Rows are pre-aggregated per key into panes (the greatest
 //! common divisor of a window's size and slide), so a sliding window costs one
-//! accumulator update per row, not one per window; when the watermark passes a
-//! window's end, the window's panes are merged and the result emitted. Panes are
-//! freed as soon as no open window needs them.
+//! accumulator update per row, not one per window. A pane holds all its keys
+//! in DataFusion groups accumulators ([`crate::groups`]): one vectorized
+//! update per aggregate and batch. When the watermark passes a pane's end it
+//! is frozen into intermediate states; when it passes a window's end, the
+//! window's panes are merged and the result emitted. The complete panes of the
+//! next window to close are merged into it ahead of time, so its close merges
+//! only its last pane. Panes are freed as soon as no open window needs them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -13,14 +17,11 @@ use arrow::compute::cast;
 use arrow::datatypes::SchemaRef;
 use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
-use datafusion::logical_expr::Accumulator;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::{WindowAggregate, WindowKind, WindowOutput};
 
-use crate::aggregate::{
-    key_converter, merge_state, new_accumulators, read_states, restore_accumulators,
-    snapshot_accumulators, write_states, AggregateInputs,
-};
+use crate::aggregate::{key_converter, read_states, write_states, AggregateInputs};
+use crate::groups::{GroupStates, Groups, KeyIndex};
 use crate::late::LateRecords;
 use crate::operators::{df, Operator};
 use crate::rows::{scalar_column, take_results};
@@ -29,17 +30,20 @@ use crate::watermark::epoch_millis;
 use crate::FastHashMap;
 use sluice_state::{StateReader, StateWriter};
 
-type Accumulators = Vec<Box<dyn Accumulator>>;
-
 /// The window aggregation operator of one subtask.
 pub struct WindowAggregateOperator {
     spec: Arc<WindowAggregate>,
     converter: RowConverter,
-    /// Pane start → key → accumulators, for panes that may still get rows.
-    panes: BTreeMap<i64, FastHashMap<Vec<u8>, Accumulators>>,
-    /// Pane start → key → accumulator states, for complete panes that later
-    /// windows still need (accumulator `state()` may drain, so it is taken once).
-    frozen: BTreeMap<i64, FastHashMap<Vec<u8>, Vec<Vec<ScalarValue>>>>,
+    /// Pane start → aggregation state, for panes that may still get rows.
+    panes: BTreeMap<i64, Groups>,
+    /// Pane start → intermediate states, for complete panes that later
+    /// windows still need.
+    frozen: BTreeMap<i64, GroupStates>,
+    /// Windows yet to close, by (end, start), with the complete panes merged
+    /// into them so far: closing a window then only merges its last pane.
+    premerged: BTreeMap<(i64, i64), PremergedWindow>,
+    /// A window closed since the next one was last pre-merged.
+    premerge_due: bool,
     watermark: i64,
     late: LateRecords,
     windows: Vec<(i64, i64)>,
@@ -50,6 +54,22 @@ pub struct WindowAggregateOperator {
     refire: BTreeSet<(i64, i64)>,
     /// With lateness: the results each fired window emitted, per key.
     emitted: BTreeMap<(i64, i64), FastHashMap<Vec<u8>, Vec<ScalarValue>>>,
+}
+
+/// A window's state merged from some of its complete panes.
+struct PremergedWindow {
+    groups: Groups,
+    /// The panes merged in.
+    panes: BTreeSet<i64>,
+}
+
+/// One window's results: its bounds, its keys, and per aggregate a column of
+/// results (one per key).
+struct WindowResult {
+    start: i64,
+    end: i64,
+    keys: KeyIndex,
+    values: Vec<ArrayRef>,
 }
 
 impl WindowAggregateOperator {
@@ -64,6 +84,8 @@ impl WindowAggregateOperator {
             lateness: spec.allowed_lateness,
             panes: BTreeMap::new(),
             frozen: BTreeMap::new(),
+            premerged: BTreeMap::new(),
+            premerge_due: false,
             watermark: i64::MIN,
             late,
             windows: Vec::new(),
@@ -108,58 +130,58 @@ impl WindowAggregateOperator {
             }
         }
         let pane_width = self.spec.kind.pane();
-        let mut rows: Vec<WindowRow> = Vec::new();
+        let cascaded = matches!(self.spec.kind, WindowKind::Cascaded { .. });
+        let mut results = Vec::new();
         for (end, start) in closing {
             // A cascaded window is exactly the pane of its start (its rows carry
             // the window); other kinds span every pane inside the window.
-            let cascaded = matches!(self.spec.kind, WindowKind::Cascaded { .. });
             let in_window: Vec<i64> = if cascaded {
                 pane_starts.get(&start).copied().into_iter().collect()
             } else {
                 pane_starts.range(start..end).copied().collect()
             };
-            if in_window.len() == 1
-                && in_window[0] == start
+            if self.lateness == 0
+                && in_window == [start]
                 && (cascaded || start + pane_width == end)
                 && !self.frozen.contains_key(&start)
+                && self.pane_last_window_end(start) == end - 1
             {
-                // One pane is the whole window: evaluate it directly.
-                if let Some(keys) = self.panes.get_mut(&start) {
-                    for (key, accumulators) in keys.iter_mut() {
-                        let values = accumulators
-                            .iter_mut()
-                            .map(|a| a.evaluate().map_err(df))
-                            .collect::<Result<Vec<_>>>()?;
-                        rows.push((start, end, key.clone(), values));
-                    }
+                // One pane is the whole window, and no later window needs it.
+                if let Some(groups) = self.panes.remove(&start) {
+                    let (keys, values) = groups.evaluate()?;
+                    results.push(WindowResult {
+                        start,
+                        end,
+                        keys,
+                        values,
+                    });
                 }
                 continue;
             }
-            let mut merged: FastHashMap<Vec<u8>, Accumulators> = FastHashMap::default();
+            for pane in &in_window {
+                self.freeze(*pane)?;
+            }
+            let mut window = match self.premerged.remove(&(end, start)) {
+                Some(window) => window,
+                None => PremergedWindow {
+                    groups: Groups::new(&self.spec.aggregates)?,
+                    panes: BTreeSet::new(),
+                },
+            };
             for pane in in_window {
-                self.freeze(pane)?;
-                let Some(keys) = self.frozen.get(&pane) else {
-                    continue;
-                };
-                for (key, states) in keys {
-                    if !merged.contains_key(key) {
-                        merged.insert(key.clone(), new_accumulators(&self.spec.aggregates)?);
-                    }
-                    let target = merged
-                        .get_mut(key)
-                        .ok_or_else(|| SluiceError::Runtime("merge target vanished".into()))?;
-                    for (into, state) in target.iter_mut().zip(states) {
-                        merge_state(into.as_mut(), state)?;
+                if let Some(states) = self.frozen.get(&pane) {
+                    if window.panes.insert(pane) {
+                        window.groups.merge(states)?;
                     }
                 }
             }
-            for (key, mut accumulators) in merged {
-                let values = accumulators
-                    .iter_mut()
-                    .map(|a| a.evaluate().map_err(df))
-                    .collect::<Result<Vec<_>>>()?;
-                rows.push((start, end, key, values));
-            }
+            let (keys, values) = window.groups.evaluate()?;
+            results.push(WindowResult {
+                start,
+                end,
+                keys,
+                values,
+            });
         }
         // Free panes no open (or still late-accepting) window needs any more.
         let live: Vec<i64> = self
@@ -178,32 +200,49 @@ impl WindowAggregateOperator {
                 self.frozen.remove(&pane);
             }
         }
-        if rows.is_empty() {
+        self.premerged.retain(|(end, _), _| end - 1 > watermark);
+        self.premerge_due = true;
+        results.retain(|result| result.keys.len() > 0);
+        if results.is_empty() {
             return Ok(());
         }
         if self.lateness == 0 {
-            out.push(Message::Data(ChangeBatch::inserts(
-                self.build_output(rows)?,
-            )));
+            for result in results {
+                out.push(Message::Data(ChangeBatch::inserts(
+                    self.window_batch(result)?,
+                )));
+            }
             return Ok(());
         }
         // With allowed lateness, a window fires again when late rows change
         // it: changed results are retracted and re-emitted.
         let mut changes = Vec::new();
         let mut kinds = Vec::new();
-        for (start, end, key, values) in rows {
+        for result in results {
+            let WindowResult {
+                start,
+                end,
+                keys,
+                values,
+            } = result;
             let emitted = self.emitted.entry((end, start)).or_default();
-            match emitted.insert(key.clone(), values.clone()) {
-                None => {
-                    changes.push((start, end, key, values));
-                    kinds.push(RowKind::Insert as i8);
-                }
-                Some(old) if old == values => {}
-                Some(old) => {
-                    changes.push((start, end, key.clone(), old));
-                    kinds.push(RowKind::UpdateBefore as i8);
-                    changes.push((start, end, key, values));
-                    kinds.push(RowKind::UpdateAfter as i8);
+            for (index, key) in keys.iter().enumerate() {
+                let values = values
+                    .iter()
+                    .map(|column| ScalarValue::try_from_array(column, index).map_err(df))
+                    .collect::<Result<Vec<_>>>()?;
+                match emitted.insert(key.to_vec(), values.clone()) {
+                    None => {
+                        changes.push((start, end, key.to_vec(), values));
+                        kinds.push(RowKind::Insert as i8);
+                    }
+                    Some(old) if old == values => {}
+                    Some(old) => {
+                        changes.push((start, end, key.to_vec(), old));
+                        kinds.push(RowKind::UpdateBefore as i8);
+                        changes.push((start, end, key.to_vec(), values));
+                        kinds.push(RowKind::UpdateAfter as i8);
+                    }
                 }
             }
         }
@@ -212,38 +251,125 @@ impl WindowAggregateOperator {
             .retain(|(end, _), _| (end - 1).saturating_add(lateness) > watermark);
         if !changes.is_empty() {
             out.push(Message::Data(ChangeBatch {
-                data: self.build_output(changes)?,
+                data: build_output(&self.spec, &self.converter, changes)?,
                 kinds: Some(arrow::array::Int8Array::from(kinds)),
             }));
         }
         Ok(())
     }
 
-    /// Turns a pane's accumulators into their states (accumulator `state()`
-    /// may drain, so it is taken once), merged into any frozen before.
+    /// Turns a pane's live state into intermediate states, merged into any
+    /// frozen before.
     fn freeze(&mut self, pane: i64) -> Result<()> {
-        let Some(keys) = self.panes.remove(&pane) else {
+        let Some(live) = self.panes.remove(&pane) else {
             return Ok(());
         };
-        let frozen = self.frozen.entry(pane).or_default();
-        for (key, mut accumulators) in keys {
-            if let Some(previous) = frozen.get(&key) {
-                // Rows that arrived after the pane was frozen join its state.
-                for (accumulator, state) in accumulators.iter_mut().zip(previous) {
-                    merge_state(accumulator.as_mut(), state)?;
+        let states = live.into_states()?;
+        let frozen = match self.frozen.remove(&pane) {
+            None => states,
+            Some(earlier) => {
+                // Rows that arrived after the pane was frozen join its state;
+                // windows that merged the earlier state merge it again.
+                self.premerged
+                    .retain(|&(end, start), _| !(start <= pane && pane < end));
+                let mut groups = Groups::from_states(&self.spec.aggregates, earlier)?;
+                groups.merge(&states)?;
+                groups.into_states()?
+            }
+        };
+        self.frozen.insert(pane, frozen);
+        Ok(())
+    }
+
+    /// After a window closed: merges the complete panes of the next window to
+    /// close into it, so that its close (whose latency counts) merges only
+    /// its last pane. The work happens here, with the next batch, not at the
+    /// close that made it due.
+    fn premerge(&mut self) -> Result<()> {
+        if !std::mem::take(&mut self.premerge_due) || self.frozen.is_empty() {
+            return Ok(());
+        }
+        let mut next: Option<(i64, i64)> = None;
+        let panes: Vec<i64> = self
+            .frozen
+            .keys()
+            .chain(self.panes.keys())
+            .copied()
+            .collect();
+        for pane in panes {
+            self.spec
+                .kind
+                .windows_of_pane(pane, self.spec.offset, &mut self.windows);
+            for &(start, end) in &self.windows {
+                if end - 1 > self.watermark && next.is_none_or(|(first, _)| end < first) {
+                    next = Some((end, start));
                 }
             }
-            let state = accumulators
-                .iter_mut()
-                .map(|a| a.state().map_err(df))
-                .collect::<Result<Vec<_>>>()?;
-            frozen.insert(key, state);
+        }
+        let Some((end, start)) = next else {
+            return Ok(());
+        };
+        let window = match self.premerged.entry((end, start)) {
+            std::collections::btree_map::Entry::Occupied(window) => window.into_mut(),
+            std::collections::btree_map::Entry::Vacant(slot) => slot.insert(PremergedWindow {
+                groups: Groups::new(&self.spec.aggregates)?,
+                panes: BTreeSet::new(),
+            }),
+        };
+        for (pane, states) in self.frozen.range(start..end) {
+            if window.panes.insert(*pane) {
+                window.groups.merge(states)?;
+            }
         }
         Ok(())
     }
 
-    fn build_output(&self, rows: Vec<WindowRow>) -> Result<RecordBatch> {
-        build_output(&self.spec, &self.converter, rows)
+    /// One window's results in the output schema.
+    fn window_batch(&self, result: WindowResult) -> Result<RecordBatch> {
+        let WindowResult {
+            start,
+            end,
+            keys,
+            values,
+        } = result;
+        let schema = &self.spec.schema;
+        let count = keys.len();
+        let key_columns = if self.spec.keys.is_empty() {
+            Vec::new()
+        } else {
+            let parser = self.converter.parser();
+            self.converter
+                .convert_rows(keys.iter().map(|key| parser.parse(key)))?
+        };
+        let timestamp = |value: i64| -> ArrayRef {
+            Arc::new(TimestampMillisecondArray::from_value(value, count))
+        };
+        let mut columns = Vec::with_capacity(self.spec.outputs.len());
+        for (index, output) in self.spec.outputs.iter().enumerate() {
+            let target = schema.field(index).data_type();
+            let array: ArrayRef = match output {
+                WindowOutput::Key(i) => key_columns[*i].clone(),
+                WindowOutput::WindowStart => timestamp(start),
+                WindowOutput::WindowEnd => timestamp(end),
+                WindowOutput::WindowTime => timestamp(end - 1),
+                WindowOutput::Aggregate(i) => values.get(*i).cloned().ok_or_else(|| {
+                    SluiceError::Runtime(format!(
+                        "window results hold {} aggregates, not aggregate {i}",
+                        values.len()
+                    ))
+                })?,
+            };
+            columns.push(if array.data_type() == target {
+                array
+            } else {
+                cast(&array, target)?
+            });
+        }
+        Ok(RecordBatch::try_new_with_options(
+            schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(count)),
+        )?)
     }
 }
 
@@ -349,6 +475,7 @@ pub(crate) fn build_output(
 
 impl Operator for WindowAggregateOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
+        self.premerge()?;
         self.aggregate(batch)?;
         if self.spec.processing_time {
             // Windows whose end the wall clock passed are complete.
@@ -374,35 +501,21 @@ impl Operator for WindowAggregateOperator {
 
     /// Header (watermark), one chunk per pane (complete panes do not change,
     /// so they are stored once), and one for the fired-window bookkeeping of
-    /// allowed lateness.
+    /// allowed lateness. Pre-merged windows are not stored: they are rebuilt
+    /// from the panes.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
         let mut chunks = vec![header_chunk(&[self.watermark])?];
-        let calls = self.spec.aggregates.clone();
-        for (pane, keys) in self.panes.iter_mut() {
-            let mut entries: Vec<_> = keys.iter_mut().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let mut out = StateWriter::new();
-            out.u64(PANE_LIVE);
-            out.i64(*pane);
-            out.u64(entries.len() as u64);
-            for (key, accumulators) in entries {
-                out.bytes(key);
-                write_states(&mut out, &snapshot_accumulators(accumulators, &calls)?);
-            }
-            chunks.push(out.finish()?);
+        for (pane, groups) in self.panes.iter_mut() {
+            let states = groups.snapshot(&self.spec.aggregates)?;
+            chunks.push(pane_chunk(PANE_LIVE, *pane, groups.keys(), states)?);
         }
-        for (pane, keys) in &self.frozen {
-            let mut entries: Vec<_> = keys.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            let mut out = StateWriter::new();
-            out.u64(PANE_FROZEN);
-            out.i64(*pane);
-            out.u64(entries.len() as u64);
-            for (key, states) in entries {
-                out.bytes(key);
-                write_states(&mut out, states);
-            }
-            chunks.push(out.finish()?);
+        for (pane, frozen) in &self.frozen {
+            chunks.push(pane_chunk(
+                PANE_FROZEN,
+                *pane,
+                &frozen.keys,
+                frozen.per_key()?,
+            )?);
         }
         if self.lateness > 0 {
             let mut out = StateWriter::new();
@@ -430,6 +543,7 @@ impl Operator for WindowAggregateOperator {
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
+        self.premerged.clear();
         self.watermark = restore_subtasks(subtasks, |_, rest| {
             rest.iter()
                 .try_for_each(|chunk| self.restore_chunk(chunk, owner))
@@ -442,6 +556,26 @@ impl Operator for WindowAggregateOperator {
 const PANE_LIVE: u64 = 0;
 const PANE_FROZEN: u64 = 1;
 const LATENESS: u64 = 2;
+
+/// A pane's snapshot chunk: its keys in byte order, each with its states.
+fn pane_chunk(
+    tag: u64,
+    pane: i64,
+    keys: &KeyIndex,
+    states: Vec<Vec<Vec<ScalarValue>>>,
+) -> Result<Vec<u8>> {
+    let mut entries: Vec<_> = keys.iter().zip(states).collect();
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = StateWriter::new();
+    out.u64(tag);
+    out.i64(pane);
+    out.u64(entries.len() as u64);
+    for (key, states) in entries {
+        out.bytes(key);
+        write_states(&mut out, &states);
+    }
+    out.finish()
+}
 
 impl WindowAggregateOperator {
     fn restore_chunk(&mut self, chunk: &[u8], owner: &KeyOwner) -> Result<()> {
@@ -472,6 +606,9 @@ impl WindowAggregateOperator {
             }
             return Ok(());
         }
+        if tag != PANE_LIVE && tag != PANE_FROZEN {
+            return Err(bad_state("window chunk tag"));
+        }
         let pane = input.i64()?;
         let count = input.usize()?;
         let mut entries = Vec::with_capacity(count);
@@ -481,21 +618,31 @@ impl WindowAggregateOperator {
         }
         let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
         let owned = owner.owns(&self.converter, &keys)?;
-        let entries = entries.into_iter().zip(owned).filter(|(_, o)| *o);
-        match tag {
-            PANE_LIVE => {
-                let keys = self.panes.entry(pane).or_default();
-                for ((key, states), _) in entries {
-                    keys.insert(key, restore_accumulators(&self.spec.aggregates, &states)?);
+        let entries: Vec<_> = entries
+            .into_iter()
+            .zip(owned)
+            .filter_map(|(entry, owned)| owned.then_some(entry))
+            .collect();
+        let states = GroupStates::from_per_key(entries)?;
+        let calls = &self.spec.aggregates;
+        // Chunks of several subtasks (after rescaling) may hold the same pane.
+        if tag == PANE_LIVE {
+            match self.panes.get_mut(&pane) {
+                Some(groups) => groups.merge(&states)?,
+                None => {
+                    self.panes.insert(pane, Groups::from_states(calls, states)?);
                 }
             }
-            PANE_FROZEN => {
-                let keys = self.frozen.entry(pane).or_default();
-                for ((key, states), _) in entries {
-                    keys.insert(key, states);
+        } else {
+            let states = match self.frozen.remove(&pane) {
+                Some(earlier) => {
+                    let mut groups = Groups::from_states(calls, earlier)?;
+                    groups.merge(&states)?;
+                    groups.into_states()?
                 }
-            }
-            _ => return Err(bad_state("window chunk tag")),
+                None => states,
+            };
+            self.frozen.insert(pane, states);
         }
         Ok(())
     }
@@ -507,11 +654,11 @@ impl WindowAggregateOperator {
         let EvaluatedInput { times, inputs } =
             EvaluatedInput::new(&self.spec, &self.converter, &batch)?;
 
-        // Group row indices by (pane, key); drop rows whose windows all closed.
+        // Rows by pane (a batch usually falls into one or two); rows whose
+        // windows all closed are late.
         let pane_width = self.spec.kind.pane();
         let offset = self.spec.offset;
-        let mut groups: FastHashMap<(i64, &[u8]), Vec<u32>> = FastHashMap::default();
-        let mut late_by_pane: FastHashMap<i64, bool> = FastHashMap::default();
+        let mut by_pane: Vec<(i64, bool, Vec<u32>)> = Vec::new();
         let mut late: Vec<u32> = Vec::new();
         for row in 0..rows {
             if times.is_null(row) {
@@ -519,15 +666,14 @@ impl WindowAggregateOperator {
                 continue;
             }
             let pane = (times.value(row) - offset).div_euclid(pane_width) * pane_width + offset;
-            let is_late = match late_by_pane.get(&pane) {
-                Some(known) => *known,
+            let slot = match by_pane.iter().position(|(start, _, _)| *start == pane) {
+                Some(slot) => slot,
                 None => {
-                    let known = self
+                    let is_late = self
                         .pane_last_window_end(pane)
                         .saturating_add(self.lateness)
                         <= self.watermark;
-                    late_by_pane.insert(pane, known);
-                    if !known && self.lateness > 0 {
+                    if !is_late && self.lateness > 0 {
                         // Windows of this pane that fired already fire again.
                         self.spec
                             .kind
@@ -538,17 +684,16 @@ impl WindowAggregateOperator {
                             }
                         }
                     }
-                    known
+                    by_pane.push((pane, is_late, Vec::new()));
+                    by_pane.len() - 1
                 }
             };
-            if is_late {
+            let (_, is_late, pane_rows) = &mut by_pane[slot];
+            if *is_late {
                 late.push(row as u32);
-                continue;
+            } else {
+                pane_rows.push(row as u32);
             }
-            groups
-                .entry((pane, inputs.key(row)))
-                .or_default()
-                .push(row as u32);
         }
         self.late.reject(
             "window aggregate",
@@ -557,18 +702,18 @@ impl WindowAggregateOperator {
             &times,
             self.watermark,
         )?;
-        let groups: Vec<_> = groups.into_iter().collect();
-        let rows_of_groups: Vec<&[u32]> = groups.iter().map(|(_, rows)| &rows[..]).collect();
-        let arguments = inputs.grouped(&rows_of_groups)?;
-        for (group, ((pane, key), _)) in groups.iter().enumerate() {
-            let (pane, key) = (*pane, *key);
-            let accumulators = match self.panes.entry(pane).or_default().entry_ref(key) {
-                hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
-                hashbrown::hash_map::EntryRef::Vacant(vacant) => {
-                    vacant.insert(new_accumulators(&self.spec.aggregates)?)
+        let whole_batch = late.is_empty() && by_pane.len() == 1;
+        for (pane, is_late, pane_rows) in by_pane {
+            if is_late {
+                continue;
+            }
+            let groups = match self.panes.entry(pane) {
+                std::collections::btree_map::Entry::Occupied(groups) => groups.into_mut(),
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(Groups::new(&self.spec.aggregates)?)
                 }
             };
-            arguments.update(accumulators, group)?;
+            groups.update(&inputs, (!whole_batch).then_some(&pane_rows[..]))?;
         }
         Ok(())
     }
