@@ -106,6 +106,46 @@ fn hop_windows_share_panes() {
 }
 
 #[test]
+fn rows_behind_a_closed_window_still_count_in_the_later_windows_of_their_pane() {
+    let ws = Workspace::new();
+    // The row at 04 arrives once [-5, 5) has closed (watermark 6): too late
+    // for that window, in time for [0, 10), whose earlier rows were already
+    // merged ahead of its close. The row at 02 comes after [0, 10) closed.
+    let events = [
+        (1, "01.000"),
+        (2, "11.000"),
+        (3, "04.000"),
+        (4, "06.000"),
+        (5, "30.000"),
+        (6, "02.000"),
+    ];
+    let lines: String = events
+        .iter()
+        .map(|(v, t)| format!("{{\"k\":\"a\",\"v\":{v},\"ts\":\"2020-01-01 00:00:{t}\"}}\n"))
+        .collect();
+    ws.write("in.json", &lines);
+    let rows = run_window_query(
+        &ws,
+        "window_start TIMESTAMP(3), n BIGINT, total BIGINT",
+        "SELECT window_start, COUNT(*), SUM(v)
+         FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+         GROUP BY window_start, window_end",
+        &[],
+    );
+    assert_eq!(
+        rows,
+        vec![
+            r#"{"window_start":"2019-12-31 23:59:55.000","n":1,"total":1}"#,
+            r#"{"window_start":"2020-01-01 00:00:00.000","n":3,"total":8}"#,
+            r#"{"window_start":"2020-01-01 00:00:05.000","n":2,"total":6}"#,
+            r#"{"window_start":"2020-01-01 00:00:10.000","n":1,"total":2}"#,
+            r#"{"window_start":"2020-01-01 00:00:25.000","n":1,"total":5}"#,
+            r#"{"window_start":"2020-01-01 00:00:30.000","n":1,"total":5}"#,
+        ]
+    );
+}
+
+#[test]
 fn cumulate_windows_grow_by_step() {
     let ws = Workspace::new();
     write_events(&ws);

@@ -161,6 +161,11 @@ impl AggregateInputs {
         self.filters[call].as_ref()
     }
 
+    /// Whether there are grouping keys (without, every row's key is empty).
+    pub(crate) fn has_keys(&self) -> bool {
+        self.key_rows.is_some()
+    }
+
     /// The key bytes of `row`.
     pub(crate) fn key(&self, row: usize) -> &[u8] {
         match &self.key_rows {

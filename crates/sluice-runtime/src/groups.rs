@@ -133,6 +133,11 @@ impl Groups {
     /// Adds rows of `inputs` to their keys: all rows, or only `rows`.
     pub(crate) fn update(&mut self, inputs: &AggregateInputs, rows: Option<&[u32]>) -> Result<()> {
         let groups: Vec<usize> = match rows {
+            // Without grouping keys every row has the one (empty) key.
+            _ if !inputs.has_keys() => {
+                let group = self.keys.intern(&[]) as usize;
+                vec![group; rows.map_or(inputs.num_rows(), |rows| rows.len())]
+            }
             None => (0..inputs.num_rows())
                 .map(|row| self.keys.intern(inputs.key(row)) as usize)
                 .collect(),

@@ -131,6 +131,38 @@ enum Part {
     Null,
 }
 
+/// Consecutive added rows of one key, waiting to be stored with one lookup.
+#[derive(Default)]
+struct StoreRun {
+    /// A batch row with the run's key.
+    key: Option<usize>,
+    rows: Vec<StoredRow>,
+}
+
+impl StoreRun {
+    /// Stores the run's rows under its key, with a timer per distinct expiry.
+    fn store(
+        &mut self,
+        side: &mut KeyedState<Vec<StoredRow>>,
+        key_rows: &arrow::row::Rows,
+        now: Instant,
+    ) -> Result<()> {
+        let Some(row) = self.key.take() else {
+            return Ok(());
+        };
+        let key = key_rows.row(row).data();
+        let mut timer = i64::MAX;
+        for stored in &self.rows {
+            if stored.expires != i64::MAX && stored.expires != timer {
+                timer = stored.expires;
+                side.register_timer(key, timer.saturating_add(1));
+            }
+        }
+        side.write(key, now, Vec::new)?.append(&mut self.rows);
+        Ok(())
+    }
+}
+
 /// Output rows being assembled: both sides' parts and the row kind.
 #[derive(Default)]
 struct Assembly {
@@ -245,11 +277,22 @@ impl JoinOperator {
             .map(|row| key_arrays.iter().all(|a| a.is_valid(row)))
             .collect();
         if probes {
+            // Consecutive rows often share their key: look it up once for them.
+            let mut previous: Option<(&[u8], u32)> = None;
             for (row, _) in has_key.iter().enumerate().filter(|(_, k)| **k) {
-                // Spilled partners come back into memory for this batch.
-                if let Some(stored) = self.sides[other].get_mut(key_rows.row(row).data())? {
-                    candidates.extend((0..stored.len() as u32).map(|p| (row as u32, p)));
-                }
+                let key = key_rows.row(row).data();
+                let partners = match previous {
+                    Some((last, partners)) if last == key => partners,
+                    _ => {
+                        // Spilled partners come back into memory for this batch.
+                        let partners = self.sides[other]
+                            .get_mut(key)?
+                            .map_or(0, |stored| stored.len() as u32);
+                        previous = Some((key, partners));
+                        partners
+                    }
+                };
+                candidates.extend((0..partners).map(|p| (row as u32, p)));
             }
         }
         // The partners' columns, decoded once (straight from state) for both
@@ -275,6 +318,8 @@ impl JoinOperator {
         let pads_this = self.spec.pads_immediately(side);
         let pads_other = self.spec.pads_immediately(other);
         let mut candidate = 0;
+        // Added rows of one key, stored together when the key changes.
+        let mut run = StoreRun::default();
         for (row, &row_has_key) in has_key.iter().enumerate() {
             let kind = batch.kind(row);
             let adds = kind.is_addition();
@@ -334,16 +379,22 @@ impl JoinOperator {
                     Some(values) if values.is_valid(row) => values.value(row),
                     _ => i64::MAX,
                 };
-                let stored = self.sides[side].write(key, now, Vec::new)?;
-                stored.push(StoredRow {
+                if run
+                    .key
+                    .is_some_and(|run_row| key_rows.row(run_row).data() != key)
+                {
+                    run.store(&mut self.sides[side], &key_rows, now)?;
+                }
+                run.key = Some(row);
+                run.rows.push(StoredRow {
                     row: bytes.into(),
                     matches: matched,
                     expires,
                 });
-                if expires != i64::MAX {
-                    self.sides[side].register_timer(key, expires.saturating_add(1));
-                }
-            } else if let Some(stored) = self.sides[side].get_mut(key)? {
+                continue;
+            }
+            run.store(&mut self.sides[side], &key_rows, now)?;
+            if let Some(stored) = self.sides[side].get_mut(key)? {
                 if let Some(found) = stored.iter().position(|s| &*s.row == bytes) {
                     stored.remove(found);
                 }
@@ -352,6 +403,7 @@ impl JoinOperator {
                 }
             }
         }
+        run.store(&mut self.sides[side], &key_rows, now)?;
         if assembly.kinds.is_empty() {
             return Ok(());
         }

@@ -228,7 +228,12 @@ impl<V> KeyedState<V> {
     /// Asks for `key` to be returned by [`KeyedState::due_timers`] once the
     /// watermark reaches `time`.
     pub fn register_timer(&mut self, key: &[u8], time: i64) {
-        self.timers.entry(time).or_default().push(key.to_vec());
+        let keys = self.timers.entry(time).or_default();
+        // Rows of one key often come together with the same time (a window's
+        // rows in a join): one timer serves them all.
+        if keys.last().is_none_or(|last| last.as_slice() != key) {
+            keys.push(key.to_vec());
+        }
     }
 
     /// Removes and returns the timers at or before `watermark`, earliest first.

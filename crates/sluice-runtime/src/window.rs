@@ -112,6 +112,7 @@ impl WindowAggregateOperator {
         // Windows that close at this watermark: every window of a live pane
         // whose last millisecond is now at or behind the watermark; plus
         // fired windows that late rows changed.
+        let began = std::time::Instant::now();
         let mut closing: BTreeSet<(i64, i64)> = std::mem::take(&mut self.refire);
         let pane_starts: BTreeSet<i64> = self
             .panes
@@ -203,6 +204,15 @@ impl WindowAggregateOperator {
         self.premerged.retain(|(end, _), _| end - 1 > watermark);
         self.premerge_due = true;
         results.retain(|result| result.keys.len() > 0);
+        if let Some(last) = results.last() {
+            tracing::debug!(
+                windows = results.len(),
+                keys = last.keys.len(),
+                window_end = last.end,
+                micros = began.elapsed().as_micros() as u64,
+                "windows closed"
+            );
+        }
         if results.is_empty() {
             return Ok(());
         }
