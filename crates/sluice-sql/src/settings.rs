@@ -17,7 +17,7 @@ pub const KNOWN_SETTINGS: [(&str, &str); 31] = [
     ),
     (
         "state.memory-budget",
-        "memory for keyed state (joins, GROUP BY, Top-N, OVER) of the whole job; least recently used keys beyond it spill to local disk (default 1gb; 'unlimited' never spills)",
+        "memory for keyed state (joins, GROUP BY, Top-N, OVER) of the whole job; least recently used keys beyond it spill to local disk (default: a quarter of the machine's or container's memory; 'unlimited' never spills)",
     ),
     (
         "state.spill.dir",
@@ -346,7 +346,7 @@ impl JobSettings {
                 None
             }
             Some(_) => options.size("state.memory-budget")?,
-            None => Some(DEFAULT_STATE_MEMORY_BUDGET),
+            None => Some(default_state_memory_budget()),
         };
         let spill_dir = options
             .get("state.spill.dir")
@@ -430,8 +430,41 @@ impl JobSettings {
 /// Default `sluice.batch.held-rows`: sixteen default batches.
 pub const DEFAULT_HELD_ROWS: usize = 131_072;
 
-/// Default `state.memory-budget`: 1 GiB.
-pub const DEFAULT_STATE_MEMORY_BUDGET: u64 = 1 << 30;
+/// `state.memory-budget` where the machine's memory is unknown: 1 GiB.
+const FALLBACK_STATE_MEMORY_BUDGET: u64 = 1 << 30;
+
+/// The smallest default `state.memory-budget`: 256 MiB.
+const MIN_DEFAULT_STATE_MEMORY_BUDGET: u64 = 256 << 20;
+
+/// Default `state.memory-budget`: a quarter of the memory this process may
+/// use (the machine's, or the cgroup limit of its container when lower), as
+/// the JVM sizes its default heap; at least 256 MiB, and 1 GiB where the
+/// memory cannot be read (not Linux).
+pub fn default_state_memory_budget() -> u64 {
+    match available_memory() {
+        Some(bytes) => (bytes / 4).max(MIN_DEFAULT_STATE_MEMORY_BUDGET),
+        None => FALLBACK_STATE_MEMORY_BUDGET,
+    }
+}
+
+/// Physical memory (`/proc/meminfo`), capped by a cgroup v2 or v1 limit.
+fn available_memory() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kib| kib.trim().parse::<u64>().ok())?
+        .saturating_mul(1024);
+    let limit = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .find_map(|text| text.trim().parse::<u64>().ok());
+    Some(limit.map_or(total, |limit| limit.min(total)))
+}
 
 /// The data directory of a job that sets no `sluice.data-dir`.
 pub fn default_data_dir(job_name: &str) -> PathBuf {
@@ -485,10 +518,9 @@ mod tests {
         let err = settings("lots").unwrap_err().to_string();
         assert!(err.contains("state.memory-budget"), "{err}");
         let default = JobSettings::from_pairs(&BTreeMap::new(), "x").unwrap();
-        assert_eq!(
-            default.state_memory_budget,
-            Some(DEFAULT_STATE_MEMORY_BUDGET)
-        );
+        let budget = default.state_memory_budget.expect("a default budget");
+        assert!(budget >= MIN_DEFAULT_STATE_MEMORY_BUDGET, "{budget}");
+        assert_eq!(budget, default_state_memory_budget());
         assert_eq!(default.spill_dir, default.data_dir.join("spill"));
     }
 
