@@ -542,8 +542,15 @@ impl JoinOperator {
         for side in 0..2 {
             let pads = self.spec.kind.keeps_unmatched(side) && !self.spec.pads_immediately(side);
             let mut unmatched: Vec<Box<[u8]>> = Vec::new();
+            // A key with several due timers (rows with different expiries)
+            // is swept once: the sweep frees every row the watermark passed.
+            let mut swept: crate::FastHashSet<Vec<u8>> = crate::FastHashSet::default();
             for (_, key) in self.sides[side].due_timers(watermark) {
+                if swept.contains(&key) {
+                    continue;
+                }
                 let Some(stored) = self.sides[side].get_mut(&key)? else {
+                    swept.insert(key);
                     continue;
                 };
                 stored.retain_mut(|row| {
@@ -558,6 +565,7 @@ impl JoinOperator {
                 if stored.is_empty() {
                     self.sides[side].remove(&key)?;
                 }
+                swept.insert(key);
             }
             self.sides[side].enforce_budget()?;
             if unmatched.is_empty() {
