@@ -18,7 +18,11 @@ const EVENTS: [(&str, i64, &str); 8] = [
 ];
 
 fn write_events(ws: &Workspace) {
-    let lines: String = EVENTS
+    write_event_lines(ws, &EVENTS);
+}
+
+fn write_event_lines(ws: &Workspace, events: &[(&str, i64, &str)]) {
+    let lines: String = events
         .iter()
         .map(|(k, v, t)| format!("{{\"k\":\"{k}\",\"v\":{v},\"ts\":\"2020-01-01 00:00:{t}\"}}\n"))
         .collect();
@@ -111,19 +115,17 @@ fn rows_behind_a_closed_window_still_count_in_the_later_windows_of_their_pane() 
     // The row at 04 arrives once [-5, 5) has closed (watermark 6): too late
     // for that window, in time for [0, 10), whose earlier rows were already
     // merged ahead of its close. The row at 02 comes after [0, 10) closed.
-    let events = [
-        (1, "01.000"),
-        (2, "11.000"),
-        (3, "04.000"),
-        (4, "06.000"),
-        (5, "30.000"),
-        (6, "02.000"),
-    ];
-    let lines: String = events
-        .iter()
-        .map(|(v, t)| format!("{{\"k\":\"a\",\"v\":{v},\"ts\":\"2020-01-01 00:00:{t}\"}}\n"))
-        .collect();
-    ws.write("in.json", &lines);
+    write_event_lines(
+        &ws,
+        &[
+            ("a", 1, "01.000"),
+            ("a", 2, "11.000"),
+            ("a", 3, "04.000"),
+            ("a", 4, "06.000"),
+            ("a", 5, "30.000"),
+            ("a", 6, "02.000"),
+        ],
+    );
     let rows = run_window_query(
         &ws,
         "window_start TIMESTAMP(3), n BIGINT, total BIGINT",

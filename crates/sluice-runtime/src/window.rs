@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, TimestampMillisecondArray};
 use arrow::compute::cast;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::row::RowConverter;
 use datafusion::common::ScalarValue;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
@@ -342,22 +342,13 @@ impl WindowAggregateOperator {
             keys,
             values,
         } = result;
-        let schema = &self.spec.schema;
         let count = keys.len();
-        let key_columns = if self.spec.keys.is_empty() {
-            Vec::new()
-        } else {
-            let parser = self.converter.parser();
-            self.converter
-                .convert_rows(keys.iter().map(|key| parser.parse(key)))?
-        };
+        let key_columns = key_columns(&self.spec, &self.converter, keys.iter())?;
         let timestamp = |value: i64| -> ArrayRef {
             Arc::new(TimestampMillisecondArray::from_value(value, count))
         };
-        let mut columns = Vec::with_capacity(self.spec.outputs.len());
-        for (index, output) in self.spec.outputs.iter().enumerate() {
-            let target = schema.field(index).data_type();
-            let array: ArrayRef = match output {
+        output_batch(&self.spec, count, |output, _| {
+            Ok(match output {
                 WindowOutput::Key(i) => key_columns[*i].clone(),
                 WindowOutput::WindowStart => timestamp(start),
                 WindowOutput::WindowEnd => timestamp(end),
@@ -368,18 +359,8 @@ impl WindowAggregateOperator {
                         values.len()
                     ))
                 })?,
-            };
-            columns.push(if array.data_type() == target {
-                array
-            } else {
-                cast(&array, target)?
-            });
-        }
-        Ok(RecordBatch::try_new_with_options(
-            schema.clone(),
-            columns,
-            &RecordBatchOptions::new().with_row_count(Some(count)),
-        )?)
+            })
+        })
     }
 }
 
@@ -437,25 +418,17 @@ pub(crate) fn build_output(
     converter: &RowConverter,
     mut rows: Vec<WindowRow>,
 ) -> Result<RecordBatch> {
-    let schema = &spec.schema;
     let count = rows.len();
     let width = rows.first().map_or(0, |row| row.3.len());
     let mut results = take_results(rows.iter_mut().map(|row| &mut row.3), width);
-    let keys = if spec.keys.is_empty() {
-        Vec::new()
-    } else {
-        let parser = converter.parser();
-        converter.convert_rows(rows.iter().map(|(_, _, key, _)| parser.parse(key)))?
-    };
+    let keys = key_columns(spec, converter, rows.iter().map(|(_, _, key, _)| &key[..]))?;
     let timestamps = |value: fn(&WindowRow) -> i64| -> ArrayRef {
         Arc::new(TimestampMillisecondArray::from_iter_values(
             rows.iter().map(value),
         ))
     };
-    let mut columns = Vec::with_capacity(spec.outputs.len());
-    for (index, output) in spec.outputs.iter().enumerate() {
-        let target = schema.field(index).data_type();
-        let array: ArrayRef = match output {
+    output_batch(spec, count, |output, target| {
+        Ok(match output {
             WindowOutput::Key(i) => keys[*i].clone(),
             WindowOutput::WindowStart => timestamps(|r| r.0),
             WindowOutput::WindowEnd => timestamps(|r| r.1),
@@ -469,7 +442,35 @@ pub(crate) fn build_output(
                     )))
                 }
             },
-        };
+        })
+    })
+}
+
+/// The grouping key columns of result keys (none without grouping keys).
+fn key_columns<'k>(
+    spec: &WindowAggregate,
+    converter: &RowConverter,
+    keys: impl Iterator<Item = &'k [u8]>,
+) -> Result<Vec<ArrayRef>> {
+    if spec.keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let parser = converter.parser();
+    Ok(converter.convert_rows(keys.map(|key| parser.parse(key)))?)
+}
+
+/// A batch of `count` results in the output schema: `column` gives each
+/// output's column (given the schema's type for it), cast here to that type
+/// where it differs.
+fn output_batch(
+    spec: &WindowAggregate,
+    count: usize,
+    mut column: impl FnMut(&WindowOutput, &DataType) -> Result<ArrayRef>,
+) -> Result<RecordBatch> {
+    let mut columns = Vec::with_capacity(spec.outputs.len());
+    for (index, output) in spec.outputs.iter().enumerate() {
+        let target = spec.schema.field(index).data_type();
+        let array = column(output, target)?;
         columns.push(if array.data_type() == target {
             array
         } else {
@@ -477,7 +478,7 @@ pub(crate) fn build_output(
         });
     }
     Ok(RecordBatch::try_new_with_options(
-        schema.clone(),
+        spec.schema.clone(),
         columns,
         &RecordBatchOptions::new().with_row_count(Some(count)),
     )?)
