@@ -95,6 +95,15 @@ impl WindowAggregateOperator {
         })
     }
 
+    /// The starts of all panes, live or frozen.
+    fn pane_starts(&self) -> BTreeSet<i64> {
+        self.panes
+            .keys()
+            .chain(self.frozen.keys())
+            .copied()
+            .collect()
+    }
+
     /// The last millisecond of the last window containing `pane`.
     fn pane_last_window_end(&mut self, pane: i64) -> i64 {
         self.spec
@@ -114,12 +123,7 @@ impl WindowAggregateOperator {
         // fired windows that late rows changed.
         let began = std::time::Instant::now();
         let mut closing: BTreeSet<(i64, i64)> = std::mem::take(&mut self.refire);
-        let pane_starts: BTreeSet<i64> = self
-            .panes
-            .keys()
-            .chain(self.frozen.keys())
-            .copied()
-            .collect();
+        let pane_starts = self.pane_starts();
         for pane in &pane_starts {
             self.spec
                 .kind
@@ -185,13 +189,7 @@ impl WindowAggregateOperator {
             });
         }
         // Free panes no open (or still late-accepting) window needs any more.
-        let live: Vec<i64> = self
-            .panes
-            .keys()
-            .chain(self.frozen.keys())
-            .copied()
-            .collect();
-        for pane in live {
+        for pane in self.pane_starts() {
             if self
                 .pane_last_window_end(pane)
                 .saturating_add(self.lateness)
@@ -300,13 +298,7 @@ impl WindowAggregateOperator {
             return Ok(());
         }
         let mut next: Option<(i64, i64)> = None;
-        let panes: Vec<i64> = self
-            .frozen
-            .keys()
-            .chain(self.panes.keys())
-            .copied()
-            .collect();
-        for pane in panes {
+        for pane in self.pane_starts() {
             self.spec
                 .kind
                 .windows_of_pane(pane, self.spec.offset, &mut self.windows);
