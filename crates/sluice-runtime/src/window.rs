@@ -662,6 +662,10 @@ impl WindowAggregateOperator {
         let pane_width = self.spec.kind.pane();
         let offset = self.spec.offset;
         let mut by_pane: Vec<(i64, bool, Vec<u32>)> = Vec::new();
+        // Each pane's slot in `by_pane`; rows mostly come in time order, so
+        // the last row's pane is checked first.
+        let mut slots: FastHashMap<i64, usize> = FastHashMap::default();
+        let mut last: Option<(i64, usize)> = None;
         let mut late: Vec<u32> = Vec::new();
         for row in 0..rows {
             if times.is_null(row) {
@@ -669,7 +673,11 @@ impl WindowAggregateOperator {
                 continue;
             }
             let pane = (times.value(row) - offset).div_euclid(pane_width) * pane_width + offset;
-            let slot = match by_pane.iter().position(|(start, _, _)| *start == pane) {
+            let known = match last {
+                Some((last_pane, slot)) if last_pane == pane => Some(slot),
+                _ => slots.get(&pane).copied(),
+            };
+            let slot = match known {
                 Some(slot) => slot,
                 None => {
                     let is_late = self
@@ -688,9 +696,11 @@ impl WindowAggregateOperator {
                         }
                     }
                     by_pane.push((pane, is_late, Vec::new()));
+                    slots.insert(pane, by_pane.len() - 1);
                     by_pane.len() - 1
                 }
             };
+            last = Some((pane, slot));
             let (_, is_late, pane_rows) = &mut by_pane[slot];
             if *is_late {
                 late.push(row as u32);
