@@ -17,6 +17,7 @@ use arrow::array::{
     UInt32Array,
 };
 use arrow::compute::take;
+use arrow::datatypes::TimestampMillisecondType;
 use arrow::row::RowConverter;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
@@ -30,7 +31,7 @@ use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
     KeyedState, StateConfig, SubtaskChunks, ValueCodec,
 };
-use crate::watermark::epoch_millis;
+use crate::watermark::EpochMillisExpr;
 use sluice_state::{StateReader, StateWriter};
 
 /// One stored row of a side.
@@ -192,7 +193,12 @@ pub struct JoinOperator {
     waiting: Vec<ChangeBatch>,
     /// Where rows that arrive after their expiry go.
     late: LateRecords,
+    /// Per side, the time after which a row can have no new partner.
+    expiries: [Option<EpochMillisExpr>; 2],
 }
+
+/// Rows' expiries (epoch milliseconds).
+type Expiries = arrow::array::PrimitiveArray<TimestampMillisecondType>;
 
 impl JoinOperator {
     /// An operator for `spec`; keys idle for the state TTL are forgotten;
@@ -213,6 +219,10 @@ impl JoinOperator {
             table_loaded: spec.lookup.is_none_or(|lookup| !lookup.wait_for_table),
             waiting: Vec::new(),
             late,
+            expiries: spec
+                .expiry
+                .clone()
+                .map(|expiry| expiry.map(EpochMillisExpr::new)),
             spec,
         })
     }
@@ -246,7 +256,7 @@ impl JoinOperator {
         for state in &mut self.sides {
             state.expire_idle(now)?;
         }
-        let batch = self.drop_late(side, batch)?;
+        let (batch, expiries) = self.drop_late(side, batch)?;
         let data = &batch.data;
         let rows = data.num_rows();
         if rows == 0 {
@@ -264,10 +274,6 @@ impl JoinOperator {
             .collect::<Result<Vec<_>>>()?;
         let key_rows = self.key_converter.convert_columns(&key_arrays)?;
         let whole_rows = self.row_converters[side].convert_columns(data.columns())?;
-        let expiries = match &self.spec.expiry[side] {
-            Some(expr) => Some(epoch_millis(evaluate(expr)?.as_ref())?),
-            None => None,
-        };
         let (stores, probes) = self.roles(side);
         let other = 1 - side;
 
@@ -420,30 +426,37 @@ impl JoinOperator {
 
     /// Drops rows whose expiry the watermark already passed: partners they
     /// should have met may be gone (as Flink's interval and window joins do).
-    fn drop_late(&self, side: usize, batch: ChangeBatch) -> Result<ChangeBatch> {
-        let Some(expiry) = &self.spec.expiry[side] else {
-            return Ok(batch);
+    /// Returns the kept rows and their expiries (for a side that has them).
+    fn drop_late(
+        &self,
+        side: usize,
+        batch: ChangeBatch,
+    ) -> Result<(ChangeBatch, Option<Expiries>)> {
+        let Some(expiry) = &self.expiries[side] else {
+            return Ok((batch, None));
         };
+        let expiries = expiry.evaluate(&batch.data)?;
         let rows = batch.num_rows();
-        let values = expiry
-            .evaluate(&batch.data)
-            .and_then(|v| v.into_array(rows))
-            .map_err(df)?;
-        let expiries = epoch_millis(values.as_ref())?;
         let late: Vec<u32> = (0..rows as u32)
             .filter(|&row| {
                 expiries.is_valid(row as usize) && expiries.value(row as usize) < self.watermark
             })
             .collect();
         if late.is_empty() {
-            return Ok(batch);
+            return Ok((batch, Some(expiries)));
         }
         self.late
             .reject("join", &batch.data, &late, &expiries, self.watermark)?;
-        let keep: Vec<u32> = (0..rows as u32)
-            .filter(|row| late.binary_search(row).is_err())
-            .collect();
-        batch.take(&UInt32Array::from(keep))
+        let keep = UInt32Array::from(
+            (0..rows as u32)
+                .filter(|row| late.binary_search(row).is_err())
+                .collect::<Vec<_>>(),
+        );
+        let kept = take(&expiries, &keep, None)?;
+        Ok((
+            batch.take(&keep)?,
+            Some(kept.as_primitive::<TimestampMillisecondType>().clone()),
+        ))
     }
 
     /// Whether each candidate pair passes the join's extra condition.

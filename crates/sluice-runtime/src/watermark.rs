@@ -158,15 +158,22 @@ impl WatermarkAssigner {
 /// `(column, millis)` when `expr` is `column - INTERVAL` of a fixed number of
 /// whole milliseconds (no months or days, whose length varies).
 fn column_minus_whole_millis(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
-    use datafusion::common::ScalarValue;
     use datafusion::logical_expr::Operator as BinaryOperator;
-    use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
+    use datafusion::physical_expr::expressions::{BinaryExpr, Column};
     let binary = expr.downcast_ref::<BinaryExpr>()?;
     if *binary.op() != BinaryOperator::Minus {
         return None;
     }
     let column = binary.left().downcast_ref::<Column>()?;
-    let nanos = match binary.right().downcast_ref::<Literal>()?.value() {
+    Some((column.index(), fixed_interval_millis(binary.right())?))
+}
+
+/// The length of `expr` in milliseconds when it is an interval literal of a
+/// fixed number of whole milliseconds (no months or days, whose length varies).
+fn fixed_interval_millis(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
+    use datafusion::common::ScalarValue;
+    use datafusion::physical_expr::expressions::Literal;
+    let nanos = match expr.downcast_ref::<Literal>()?.value() {
         ScalarValue::IntervalMonthDayNano(Some(interval))
             if interval.months == 0 && interval.days == 0 =>
         {
@@ -177,7 +184,57 @@ fn column_minus_whole_millis(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64
         }
         _ => return None,
     };
-    (nanos % 1_000_000 == 0).then_some((column.index(), nanos / 1_000_000))
+    (nanos % 1_000_000 == 0).then_some(nanos / 1_000_000)
+}
+
+/// An event-time expression evaluated to epoch milliseconds. For `time ±
+/// INTERVAL` of a fixed number of whole milliseconds over a millisecond
+/// timestamp, `time`'s milliseconds are shifted: DataFusion would add the
+/// interval row by row through calendar arithmetic.
+pub(crate) struct EpochMillisExpr {
+    expr: Arc<dyn PhysicalExpr>,
+    /// `(time, millis)` for `time + millis`.
+    shifted: Option<(Arc<dyn PhysicalExpr>, i64)>,
+}
+
+impl EpochMillisExpr {
+    /// The expression `expr`, recognising a fixed shift.
+    pub(crate) fn new(expr: Arc<dyn PhysicalExpr>) -> Self {
+        use datafusion::logical_expr::Operator as BinaryOperator;
+        use datafusion::physical_expr::expressions::BinaryExpr;
+        let shifted = expr.downcast_ref::<BinaryExpr>().and_then(|binary| {
+            let millis = fixed_interval_millis(binary.right())?;
+            match binary.op() {
+                BinaryOperator::Plus => Some((binary.left().clone(), millis)),
+                BinaryOperator::Minus => Some((binary.left().clone(), -millis)),
+                _ => None,
+            }
+        });
+        EpochMillisExpr { expr, shifted }
+    }
+
+    /// The expression's value per row of `batch`, as epoch milliseconds.
+    pub(crate) fn evaluate(
+        &self,
+        batch: &arrow::array::RecordBatch,
+    ) -> Result<arrow::array::PrimitiveArray<TimestampMillisecondType>> {
+        let rows = batch.num_rows();
+        if let Some((time, millis)) = &self.shifted {
+            let times = time
+                .evaluate(batch)
+                .and_then(|v| v.into_array(rows))
+                .map_err(df)?;
+            if let Some(times) = times.as_primitive_opt::<TimestampMillisecondType>() {
+                return Ok(times.unary(|time| time.saturating_add(*millis)));
+            }
+        }
+        let values = self
+            .expr
+            .evaluate(batch)
+            .and_then(|v| v.into_array(rows))
+            .map_err(df)?;
+        epoch_millis(values.as_ref())
+    }
 }
 
 impl Operator for WatermarkAssigner {
@@ -288,6 +345,43 @@ mod tests {
             watermarks(&mut evaluated, times),
             vec![1_436_918_460_000 - 86_400_000]
         );
+    }
+
+    #[test]
+    fn shifted_times_equal_datafusion_interval_arithmetic() {
+        use datafusion::common::ScalarValue;
+        use datafusion::logical_expr::Operator as BinaryOperator;
+        use datafusion::physical_expr::expressions::{BinaryExpr, Literal};
+        let shift = |op: BinaryOperator, interval: ScalarValue| -> Arc<dyn PhysicalExpr> {
+            Arc::new(BinaryExpr::new(
+                Arc::new(Column::new("ts", 0)),
+                op,
+                Arc::new(Literal::new(interval)),
+            ))
+        };
+        let data = batch(vec![1_436_918_400_001, -5, 0]).data;
+        for op in [BinaryOperator::Plus, BinaryOperator::Minus] {
+            for interval in [
+                ScalarValue::new_interval_mdn(0, 0, 10_000_000_000),
+                ScalarValue::new_interval_mdn(0, 0, 1_500_000),
+                ScalarValue::new_interval_mdn(0, 1, 0),
+                ScalarValue::new_interval_mdn(1, 0, 0),
+            ] {
+                let expr = shift(op, interval.clone());
+                let millis = EpochMillisExpr::new(expr.clone());
+                let fixed = !matches!(&interval, ScalarValue::IntervalMonthDayNano(Some(i)) if i.months != 0 || i.days != 0 || i.nanoseconds % 1_000_000 != 0);
+                assert_eq!(millis.shifted.is_some(), fixed, "{op} {interval}");
+                let evaluated = expr
+                    .evaluate(&data)
+                    .and_then(|v| v.into_array(3))
+                    .expect("evaluates");
+                assert_eq!(
+                    millis.evaluate(&data).expect("evaluates"),
+                    epoch_millis(evaluated.as_ref()).expect("millis"),
+                    "{op} {interval}"
+                );
+            }
+        }
     }
 
     #[test]
