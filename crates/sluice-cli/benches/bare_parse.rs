@@ -12,6 +12,8 @@
 //! fields: what a decoder must at least do). Without a file it parses 100,000
 //! generated bid lines.
 
+mod common;
+
 use std::io::Read;
 use std::time::Instant;
 
@@ -118,35 +120,13 @@ fn parse_lines(
     }
 }
 
-fn generated_bids() -> Vec<u8> {
-    let mut data = Vec::new();
-    for i in 0..100_000u64 {
-        data.extend_from_slice(
-            format!(
-                r#"{{"event_type":2,"person":null,"auction":null,"bid":{{"auction":{},"bidder":{},"price":{},"channel":"channel-{}","url":"https://www.nexmark.com/item.htm?query=1&channel_id={}","dateTime":"2026-11-29 12:00:{:02}.{:03}","extra":"{}"}}}}"#,
-                1000 + i % 97,
-                2000 + i % 1013,
-                100 + i * 7 % 10_000,
-                i % 5,
-                i * 31 % 4096,
-                i / 1000 % 60,
-                i % 1000,
-                "x".repeat((i % 24) as usize),
-            )
-            .as_bytes(),
-        );
-        data.push(b'\n');
-    }
-    data
-}
-
 fn main() -> std::io::Result<()> {
     // `cargo bench` passes `--bench`; the first other argument is the file.
     let path = std::env::args().skip(1).find(|arg| !arg.starts_with("--"));
     let open = || -> std::io::Result<Box<dyn Read>> {
         Ok(match &path {
             Some(path) => Box::new(std::fs::File::open(path)?),
-            None => Box::new(std::io::Cursor::new(generated_bids())),
+            None => Box::new(std::io::Cursor::new(common::bid_lines(100_000))),
         })
     };
     println!(

@@ -7,6 +7,8 @@
 //!   alone; the window aggregation, interval join and hash shuffle (the same
 //!   window aggregation at parallelism 2) cost what they add to it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -23,29 +25,6 @@ const EVENTS: u64 = 200_000;
 const LINES: usize = 8192;
 
 const SOURCE: &str = include_str!("../../../benchmarks/nexmark/queries/_source.sql");
-
-fn bid_lines() -> Vec<u8> {
-    let mut data = Vec::new();
-    for i in 0..LINES {
-        data.extend_from_slice(
-            format!(
-                r#"{{"event_type":2,"person":null,"auction":null,"bid":{{"auction":{},"bidder":{},"price":{},"channel":"channel-{}","url":"https://www.nexmark.com/item.htm?query=1&channel_id={}","dateTime":"2026-11-29 12:{:02}:{:02}.{:03}","extra":"{}"}}}}"#,
-                1000 + i % 97,
-                2000 + i % 1013,
-                100 + i * 7 % 10_000,
-                i % 5,
-                i * 31 % 4096,
-                i / 60_000 % 60,
-                i / 1000 % 60,
-                i % 1000,
-                "x".repeat(i % 24),
-            )
-            .as_bytes(),
-        );
-        data.push(b'\n');
-    }
-    data
-}
 
 fn bid_schema() -> Arc<Schema> {
     let bid = Fields::from(vec![
@@ -68,7 +47,7 @@ fn bid_schema() -> Arc<Schema> {
 }
 
 fn json_decode(c: &mut Criterion) {
-    let data = bid_lines();
+    let data = common::bid_lines(LINES);
     let chunk = LineChunk::whole("bench", 1, data);
     let options = Options::new(
         "bench",

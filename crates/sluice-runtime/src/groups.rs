@@ -102,27 +102,33 @@ pub(crate) struct GroupStates {
 impl Groups {
     /// Empty state for `calls`.
     pub(crate) fn new(calls: &[AggregateCall]) -> Result<Self> {
-        Ok(Groups {
-            keys: KeyIndex::default(),
-            accumulators: calls
-                .iter()
-                .map(groups_accumulator)
-                .collect::<Result<_>>()?,
-        })
+        Self::from_states(
+            calls,
+            GroupStates {
+                keys: KeyIndex::default(),
+                states: Vec::new(),
+            },
+        )
     }
 
     /// State holding `states` (keys in the same order).
     pub(crate) fn from_states(calls: &[AggregateCall], states: GroupStates) -> Result<Self> {
         let mut groups = Groups {
             keys: states.keys,
-            accumulators: calls
-                .iter()
-                .map(groups_accumulator)
-                .collect::<Result<_>>()?,
+            accumulators: Vec::new(),
         };
-        let indices: Vec<usize> = (0..groups.keys.len()).collect();
-        groups.merge_indexed(&states.states, &indices)?;
+        groups.refill(calls, &states.states)?;
         Ok(groups)
+    }
+
+    /// Fresh accumulators holding `states`, one row per key in key order.
+    fn refill(&mut self, calls: &[AggregateCall], states: &[Vec<ArrayRef>]) -> Result<()> {
+        self.accumulators = calls
+            .iter()
+            .map(groups_accumulator)
+            .collect::<Result<_>>()?;
+        let indices: Vec<usize> = (0..self.keys.len()).collect();
+        self.merge_indexed(states, &indices)
     }
 
     /// The keys, in group index order.
@@ -220,12 +226,7 @@ impl Groups {
     ) -> Result<Vec<Vec<Vec<ScalarValue>>>> {
         let states = self.take_states()?;
         let per_key = states_per_key(&states, self.keys.len())?;
-        self.accumulators = calls
-            .iter()
-            .map(groups_accumulator)
-            .collect::<Result<_>>()?;
-        let indices: Vec<usize> = (0..self.keys.len()).collect();
-        self.merge_indexed(&states, &indices)?;
+        self.refill(calls, &states)?;
         Ok(per_key)
     }
 

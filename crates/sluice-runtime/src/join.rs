@@ -31,7 +31,7 @@ use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
     KeyedState, StateConfig, SubtaskChunks, ValueCodec,
 };
-use crate::watermark::EpochMillisExpr;
+use crate::watermark::{EpochMillis, EpochMillisExpr};
 use sluice_state::{StateReader, StateWriter};
 
 /// One stored row of a side.
@@ -196,9 +196,6 @@ pub struct JoinOperator {
     /// Per side, the time after which a row can have no new partner.
     expiries: [Option<EpochMillisExpr>; 2],
 }
-
-/// Rows' expiries (epoch milliseconds).
-type Expiries = arrow::array::PrimitiveArray<TimestampMillisecondType>;
 
 impl JoinOperator {
     /// An operator for `spec`; keys idle for the state TTL are forgotten;
@@ -431,7 +428,7 @@ impl JoinOperator {
         &self,
         side: usize,
         batch: ChangeBatch,
-    ) -> Result<(ChangeBatch, Option<Expiries>)> {
+    ) -> Result<(ChangeBatch, Option<EpochMillis>)> {
         let Some(expiry) = &self.expiries[side] else {
             return Ok((batch, None));
         };

@@ -95,9 +95,8 @@ impl Splits {
 
 /// Emits watermarks computed from each batch.
 pub struct WatermarkAssigner {
-    expr: Arc<dyn PhysicalExpr>,
-    /// `expr` is `column - INTERVAL` of whole milliseconds: (column, millis).
-    column_minus: Option<(usize, i64)>,
+    /// The watermark expression, in epoch milliseconds.
+    expr: EpochMillisExpr,
     /// The largest watermark seen.
     current: i64,
     /// The last watermark emitted.
@@ -112,8 +111,7 @@ impl WatermarkAssigner {
     /// emitting at most one per `interval` (zero: after every batch).
     pub fn new(expr: Arc<dyn PhysicalExpr>, interval: Duration) -> Self {
         WatermarkAssigner {
-            column_minus: column_minus_whole_millis(&expr),
-            expr,
+            expr: EpochMillisExpr::new(expr),
             current: i64::MIN,
             emitted: i64::MIN,
             interval,
@@ -138,34 +136,8 @@ impl WatermarkAssigner {
 impl WatermarkAssigner {
     /// The largest value of the watermark expression over `batch`.
     fn largest(&self, batch: &ChangeBatch) -> Result<Option<i64>> {
-        if let Some((index, millis)) = self.column_minus {
-            let column = batch.data.column(index);
-            if let Some(times) = column.as_primitive_opt::<TimestampMillisecondType>() {
-                // Subtracting a fixed length keeps the order: no need to
-                // evaluate the expression for every row.
-                return Ok(arrow::compute::max(times).map(|max| max.saturating_sub(millis)));
-            }
-        }
-        let values = self
-            .expr
-            .evaluate(&batch.data)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(df)?;
-        Ok(arrow::compute::max(&epoch_millis(values.as_ref())?))
+        self.expr.max(&batch.data)
     }
-}
-
-/// `(column, millis)` when `expr` is `column - INTERVAL` of a fixed number of
-/// whole milliseconds (no months or days, whose length varies).
-fn column_minus_whole_millis(expr: &Arc<dyn PhysicalExpr>) -> Option<(usize, i64)> {
-    use datafusion::logical_expr::Operator as BinaryOperator;
-    use datafusion::physical_expr::expressions::{BinaryExpr, Column};
-    let binary = expr.downcast_ref::<BinaryExpr>()?;
-    if *binary.op() != BinaryOperator::Minus {
-        return None;
-    }
-    let column = binary.left().downcast_ref::<Column>()?;
-    Some((column.index(), fixed_interval_millis(binary.right())?))
 }
 
 /// The length of `expr` in milliseconds when it is an interval literal of a
@@ -186,6 +158,9 @@ fn fixed_interval_millis(expr: &Arc<dyn PhysicalExpr>) -> Option<i64> {
     };
     (nanos % 1_000_000 == 0).then_some(nanos / 1_000_000)
 }
+
+/// Times as epoch milliseconds, one per row.
+pub(crate) type EpochMillis = arrow::array::PrimitiveArray<TimestampMillisecondType>;
 
 /// An event-time expression evaluated to epoch milliseconds. For `time ±
 /// INTERVAL` of a fixed number of whole milliseconds over a millisecond
@@ -213,27 +188,44 @@ impl EpochMillisExpr {
         EpochMillisExpr { expr, shifted }
     }
 
+    /// The expression's largest value over `batch`. A shifted time keeps
+    /// its order, so that is its column's largest value, shifted.
+    pub(crate) fn max(&self, batch: &arrow::array::RecordBatch) -> Result<Option<i64>> {
+        if let Some((times, millis)) = self.shifted_times(batch)? {
+            return Ok(arrow::compute::max(&times).map(|max| max.saturating_add(millis)));
+        }
+        Ok(arrow::compute::max(&self.evaluate(batch)?))
+    }
+
     /// The expression's value per row of `batch`, as epoch milliseconds.
-    pub(crate) fn evaluate(
-        &self,
-        batch: &arrow::array::RecordBatch,
-    ) -> Result<arrow::array::PrimitiveArray<TimestampMillisecondType>> {
-        let rows = batch.num_rows();
-        if let Some((time, millis)) = &self.shifted {
-            let times = time
-                .evaluate(batch)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)?;
-            if let Some(times) = times.as_primitive_opt::<TimestampMillisecondType>() {
-                return Ok(times.unary(|time| time.saturating_add(*millis)));
-            }
+    pub(crate) fn evaluate(&self, batch: &arrow::array::RecordBatch) -> Result<EpochMillis> {
+        if let Some((times, millis)) = self.shifted_times(batch)? {
+            return Ok(times.unary(|time| time.saturating_add(millis)));
         }
         let values = self
             .expr
             .evaluate(batch)
-            .and_then(|v| v.into_array(rows))
+            .and_then(|v| v.into_array(batch.num_rows()))
             .map_err(df)?;
         epoch_millis(values.as_ref())
+    }
+
+    /// For a shifted time over a millisecond timestamp: the time column and
+    /// the shift.
+    fn shifted_times(
+        &self,
+        batch: &arrow::array::RecordBatch,
+    ) -> Result<Option<(EpochMillis, i64)>> {
+        let Some((time, millis)) = &self.shifted else {
+            return Ok(None);
+        };
+        let times = time
+            .evaluate(batch)
+            .and_then(|v| v.into_array(batch.num_rows()))
+            .map_err(df)?;
+        Ok(times
+            .as_primitive_opt::<TimestampMillisecondType>()
+            .map(|times| (times.clone(), *millis)))
     }
 }
 
@@ -330,9 +322,14 @@ mod tests {
         let four_seconds = minus(ScalarValue::new_interval_mdn(0, 0, 4_000_000_000));
         let one_day = minus(ScalarValue::new_interval_mdn(0, 1, 0));
         let a_month = minus(ScalarValue::new_interval_mdn(1, 0, 0));
-        assert_eq!(column_minus_whole_millis(&four_seconds), Some((0, 4000)));
-        assert_eq!(column_minus_whole_millis(&one_day), None);
-        assert_eq!(column_minus_whole_millis(&a_month), None);
+        let shift = |expr: &Arc<dyn PhysicalExpr>| {
+            EpochMillisExpr::new(expr.clone())
+                .shifted
+                .map(|(_, millis)| millis)
+        };
+        assert_eq!(shift(&four_seconds), Some(-4000));
+        assert_eq!(shift(&one_day), None);
+        assert_eq!(shift(&a_month), None);
         // Both ways give the same watermarks.
         let times = vec![1_436_918_400_001, 1_436_918_460_000, 1_436_918_430_000];
         let mut fast = WatermarkAssigner::new(four_seconds, Duration::ZERO);

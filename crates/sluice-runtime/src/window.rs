@@ -328,14 +328,9 @@ impl WindowAggregateOperator {
 
     /// One window's results in the output schema.
     fn window_batch(&self, result: WindowResult) -> Result<RecordBatch> {
-        let WindowResult {
-            start,
-            end,
-            keys,
-            values,
-        } = result;
-        let count = keys.len();
-        let key_columns = key_columns(&self.spec, &self.converter, keys.iter())?;
+        let (start, end, values) = (result.start, result.end, result.values);
+        let count = result.keys.len();
+        let key_columns = key_columns(&self.spec, &self.converter, result.keys.iter())?;
         let timestamp = |value: i64| -> ArrayRef {
             Arc::new(TimestampMillisecondArray::from_value(value, count))
         };
