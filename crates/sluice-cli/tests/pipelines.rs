@@ -466,6 +466,43 @@ fn explain_prints_the_operator_graph() {
     assert!(!ws.path("out").exists(), "--explain must not run the job");
 }
 
+/// Identical sub-plans run once, across statements too, but never ones that
+/// call a volatile function: the two `RAND()` branches must differ.
+#[test]
+fn identical_sub_plans_run_once_unless_volatile() {
+    let ws = Workspace::new();
+    ws.write("in.json", "{\"k\":\"a\",\"v\":1}\n{\"k\":\"b\",\"v\":-1}\n");
+    let script = "CREATE TABLE t (k STRING, v BIGINT) WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+         CREATE TABLE random_out (k STRING, r DOUBLE) WITH ('connector' = 'filesystem', 'path' = '$DIR/random', 'format' = 'json');
+         CREATE TABLE doubled_out (k STRING, d BIGINT) WITH ('connector' = 'filesystem', 'path' = '$DIR/doubled', 'format' = 'json');
+         INSERT INTO random_out SELECT k, RAND() FROM t WHERE v > 0 UNION ALL SELECT k, RAND() FROM t WHERE v > 0;
+         INSERT INTO doubled_out SELECT k, v * 2 FROM t WHERE v > 0 UNION ALL SELECT k, v * 2 FROM t WHERE v > 0;";
+    let explain = ok(&ws.run(script, &["--explain"]));
+    assert!(
+        explain.contains("(shared, read once) Project: k, v@1 * 2"),
+        "{explain}"
+    );
+    assert!(
+        explain.contains("(shared, read once) Filter: v@1 > 0"),
+        "{explain}"
+    );
+    assert!(
+        !explain.contains("(shared, read once) Project: k, random()"),
+        "{explain}"
+    );
+    ok(&ws.run(script, &[]));
+    assert_eq!(
+        ws.sink_lines("doubled"),
+        vec![r#"{"k":"a","d":2}"#, r#"{"k":"a","d":2}"#]
+    );
+    let random = ws.sink_lines("random");
+    assert_eq!(random.len(), 2);
+    assert_ne!(
+        random[0], random[1],
+        "each RAND() branch draws its own values"
+    );
+}
+
 #[test]
 fn validate_accepts_good_and_rejects_bad_scripts() {
     let ws = Workspace::new();

@@ -599,3 +599,78 @@ fn hop_panes_keep_rows_that_arrive_after_an_earlier_window_fired() {
         vec![row(-5, 1), row(0, 2), row(5, 1), row(10, 1)]
     );
 }
+
+/// Nexmark q5's shape: the keys with the most rows per hopping window. Both
+/// sides count the same windows, so that aggregation runs once and feeds
+/// both (sub-plan reuse); turned off, the job runs it twice and agrees.
+#[test]
+fn identical_window_aggregations_run_once_and_feed_both_readers() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let counts = "SELECT k, COUNT(*) AS n, window_start, window_end
+        FROM TABLE(HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '10' SECOND))
+        GROUP BY k, window_start, window_end";
+    let query = format!(
+        "SELECT w.k, w.n, w.window_start
+         FROM ({counts}) w
+         JOIN (SELECT MAX(c.n) AS top, c.window_start, c.window_end
+               FROM ({}) c GROUP BY c.window_start, c.window_end) m
+         ON w.window_start = m.window_start AND w.window_end = m.window_end AND w.n >= m.top",
+        counts.replace("SELECT k, ", "SELECT ")
+    );
+    let job = ws.write(
+        "job.sql",
+        &ws.expand(&format!(
+            "{SOURCE}
+             CREATE TABLE out (k STRING, n BIGINT, window_start TIMESTAMP(3)) WITH ('connector' = 'blackhole');
+             INSERT INTO out {query};"
+        )),
+    );
+    let job = job.to_string_lossy();
+    let shared = "(shared, read once) WindowAggregate HOP";
+    let explain = ok(&ws.sluice(&["run", "--explain", &job]));
+    assert!(explain.contains(shared), "{explain}");
+    let explain = ok(&ws.sluice(&[
+        "run",
+        "--explain",
+        "--set",
+        "table.optimizer.reuse-sub-plan-enabled=false",
+        &job,
+    ]));
+    assert!(!explain.contains(shared), "{explain}");
+
+    let window = |start: i64| match start {
+        -5 => "2019-12-31 23:59:55.000".to_string(),
+        start => at(start as u32),
+    };
+    let mut expected: Vec<String> = [
+        ("a", 1, -5),
+        ("a", 1, 10),
+        ("a", 3, 0),
+        ("a", 3, 5),
+        ("b", 1, -5),
+        ("b", 2, 20),
+        ("b", 2, 25),
+    ]
+    .iter()
+    .map(|(k, n, start)| {
+        format!(
+            r#"{{"k":"{k}","n":{n},"window_start":"{}"}}"#,
+            window(*start)
+        )
+    })
+    .collect();
+    expected.sort();
+    for reuse in ["true", "false"] {
+        let ws = Workspace::new();
+        write_events(&ws);
+        let setting = format!("table.optimizer.reuse-sub-plan-enabled={reuse}");
+        let rows = run_window_query(
+            &ws,
+            "k STRING, n BIGINT, window_start TIMESTAMP(3)",
+            &query,
+            &["--set", &setting],
+        );
+        assert_eq!(rows, expected, "reuse {reuse}");
+    }
+}

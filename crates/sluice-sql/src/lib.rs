@@ -7,6 +7,7 @@ pub mod functions;
 mod join_bounds;
 pub mod plan;
 pub mod planner;
+mod reuse;
 mod rewrite;
 pub mod script;
 pub mod settings;

@@ -10,7 +10,7 @@ use datafusion::catalog::empty::EmptyTable;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DFSchemaRef};
 use datafusion::execution::context::SessionState;
-use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNodeCore, WriteOp};
+use datafusion::logical_expr::{LogicalPlan, UserDefinedLogicalNodeCore, Volatility, WriteOp};
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -128,7 +128,19 @@ pub async fn plan_script(
             .map_err(|e| locate(e, line))?;
         sinks.push(sink);
     }
-    let nodes = translator.nodes;
+    let mut nodes = translator.nodes;
+    // Scale-out cuts the plan into tasks at shuffles; it plans trees.
+    if settings.reuse_sub_plans && settings.scale_out.is_none() {
+        let volatile: Vec<String> = catalog
+            .ctx
+            .state()
+            .scalar_functions()
+            .iter()
+            .filter(|(_, function)| function.signature().volatility == Volatility::Volatile)
+            .flat_map(|(name, function)| [name.clone(), function.name().to_string()])
+            .collect();
+        (nodes, sinks) = crate::reuse::reuse_identical_subplans(nodes, sinks, &volatile);
+    }
     Ok(JobPlan {
         settings,
         nodes,

@@ -10,7 +10,7 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 31] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 32] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
@@ -44,6 +44,10 @@ pub const KNOWN_SETTINGS: [(&str, &str); 31] = [
         "keep window state this long after a window closes; later rows update its result with -U/+U (default 0)",
     ),
     ("parallelism.default", "subtasks per operator (default 1)"),
+    (
+        crate::reuse::REUSE_SUB_PLAN_SETTING,
+        "run identical sub-plans of the job once and share their output (default true; always off in scale-out mode)",
+    ),
     (
         "pipeline.name",
         "job name, used for data directories (default: script file name)",
@@ -172,6 +176,8 @@ pub struct JobSettings {
     pub checkpoints: CheckpointSettings,
     /// `execution.mode = 'scale-out'`: how the job shares work with other processes.
     pub scale_out: Option<ScaleOutSettings>,
+    /// Identical sub-plans run once (`table.optimizer.reuse-sub-plan-enabled`).
+    pub reuse_sub_plans: bool,
     /// Keys that were set but that Sluice does not use.
     pub ignored_keys: Vec<String>,
 }
@@ -401,6 +407,7 @@ impl JobSettings {
                 )))
             }
         };
+        let reuse_sub_plans = options.bool(crate::reuse::REUSE_SUB_PLAN_SETTING, true)?;
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
@@ -422,6 +429,7 @@ impl JobSettings {
             allowed_lateness,
             checkpoints,
             scale_out,
+            reuse_sub_plans,
             ignored_keys,
         })
     }

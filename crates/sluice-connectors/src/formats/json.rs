@@ -14,6 +14,7 @@ use arrow::datatypes::{
     TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
     UInt64Type, UInt8Type,
 };
+use arrow::error::ArrowError;
 use arrow_json::reader::{Decoder, ReaderBuilder};
 use base64::Engine;
 use sluice_core::dlq::BadRecordPolicy;
@@ -142,7 +143,10 @@ pub struct JsonDecoder {
     /// The one-pass decoder, when the schema suits it; arrow-json otherwise
     /// and for every chunk it declines.
     direct: Option<DirectDecoder>,
-    decoder: Decoder,
+    /// arrow-json's decoder, built on first use: its tape is sized for a
+    /// whole batch up front (megabytes per decoder for a wide schema), and
+    /// most chunks never need it.
+    decoder: Option<Decoder>,
     batch_size: usize,
 }
 
@@ -172,10 +176,16 @@ impl JsonDecoder {
             })
             .collect();
         let decode_schema = Arc::new(Schema::new(fields));
-        let decoder = Self::build(&decode_schema, batch_size)?;
+        let direct = DirectDecoder::new(&decode_schema);
+        // Without a direct decoder every chunk goes to arrow-json: fail now
+        // on a schema it cannot read, not on the first chunk.
+        let decoder = match direct {
+            Some(_) => None,
+            None => Some(Self::build(&decode_schema, batch_size)?),
+        };
         Ok(JsonDecoder {
             output_schema: schema,
-            direct: DirectDecoder::new(&decode_schema),
+            direct,
             decode_schema,
             binary_columns,
             options,
@@ -185,29 +195,40 @@ impl JsonDecoder {
         })
     }
 
-    fn build(schema: &SchemaRef, batch_size: usize) -> Result<Decoder> {
-        Ok(ReaderBuilder::new(schema.clone())
+    fn build(schema: &SchemaRef, batch_size: usize) -> Result<Decoder, ArrowError> {
+        ReaderBuilder::new(schema.clone())
             .with_batch_size(batch_size)
-            .build_decoder()?)
+            .build_decoder()
     }
 
-    fn decode_bytes(
-        &mut self,
-        data: &[u8],
-    ) -> Result<Option<RecordBatch>, arrow::error::ArrowError> {
+    /// Decodes `data` with arrow-json (building its decoder if need be).
+    /// After an error the decoder is dropped, as its state is then unknown.
+    fn decode_bytes(&mut self, data: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
+        let decoder = match &mut self.decoder {
+            Some(decoder) => decoder,
+            empty => empty.insert(Self::build(&self.decode_schema, self.batch_size)?),
+        };
+        let decoded = Self::decode_all(decoder, data);
+        if decoded.is_err() {
+            self.decoder = None;
+        }
+        decoded
+    }
+
+    fn decode_all(decoder: &mut Decoder, data: &[u8]) -> Result<Option<RecordBatch>, ArrowError> {
         let mut offset = 0;
         while offset < data.len() {
-            let read = self.decoder.decode(&data[offset..])?;
+            let read = decoder.decode(&data[offset..])?;
             if read == 0 {
                 break;
             }
             offset += read;
         }
-        self.decoder.flush()
+        decoder.flush()
     }
 
     /// Explains why one line failed, naming the field where possible.
-    fn reason(&self, line: &[u8], error: &arrow::error::ArrowError) -> String {
+    fn reason(&self, line: &[u8], error: &ArrowError) -> String {
         match serde_json::from_slice::<serde_json::Value>(line) {
             Err(syntax) => format!("invalid JSON: {syntax}"),
             Ok(serde_json::Value::Object(object)) => {
@@ -400,7 +421,6 @@ impl JsonDecoder {
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    self.decoder = Self::build(&self.decode_schema, self.batch_size)?;
                     match self.decode_bytes(line) {
                         Ok(Some(batch)) => {
                             rows.push((line_number, line_index));
@@ -414,7 +434,6 @@ impl JsonDecoder {
                         }
                     }
                 }
-                self.decoder = Self::build(&self.decode_schema, self.batch_size)?;
                 match concat(&self.decode_schema, batches)? {
                     None => Ok(None),
                     Some(batch) => self.finish_batch(chunk, &rows, batch),
