@@ -4,6 +4,7 @@
 //! formats.
 
 pub mod datagen;
+mod decode_pool;
 pub mod filesystem;
 pub mod formats;
 #[cfg(feature = "kafka")]

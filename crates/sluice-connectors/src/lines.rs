@@ -14,6 +14,7 @@ use sluice_core::connector::SourceReader;
 use sluice_core::dlq::BadRecordPolicy;
 use sluice_core::{ChangeBatch, Result, SluiceError};
 
+use crate::decode_pool::{self, Decoding};
 use crate::formats::{LineChunk, RecordDecoder};
 
 /// Chunks buffered between the reading thread and the decoders (which
@@ -277,7 +278,8 @@ impl LinePump {
     }
 }
 
-/// Chunk decodes one reader keeps running at once, on blocking threads: with
+/// Chunk decodes one reader keeps in flight at once, on the process's decode
+/// threads (one per core, [`crate::decode_pool`]): with
 /// `parallelism` readers on `cores` cores, `2 * cores / parallelism` (2 to
 /// 4), so decoding overlaps the operators even at parallelism 1, and a core
 /// that frees up finds a chunk to decode (twice the cores measured 15% faster
@@ -388,7 +390,7 @@ impl FreeDecoders {
 }
 
 /// One subtask's reader. Its decoding task pulls chunks, decodes up to
-/// `concurrency` at once on blocking threads, and queues them in the order
+/// `concurrency` at once on the decode threads, and queues them in the order
 /// it pulled them; a decoded chunk keeps its decoder (and the bad records it
 /// rejected, held) until the reader emits it and returns the decoder, so the
 /// decoders bound how far decoding runs ahead.
@@ -410,7 +412,7 @@ async fn decode_chunks(start: DecodingStart) {
         results,
         concurrency,
     } = start;
-    let mut decoding: VecDeque<tokio::task::JoinHandle<DecodedChunk>> = VecDeque::new();
+    let mut decoding: VecDeque<Decoding<DecodedChunk>> = VecDeque::new();
     let mut free: Option<ChunkDecoder> = None;
     let mut failed: Option<SluiceError> = None;
     let mut drained = false;
@@ -427,12 +429,11 @@ async fn decode_chunks(start: DecodingStart) {
             _ = results.closed() => return,
             done = async {
                 match decoding.front_mut() {
-                    Some(oldest) => oldest.await,
+                    Some(oldest) => oldest.finish().await,
                     None => std::future::pending().await,
                 }
             }, if !decoding.is_empty() => {
                 decoding.pop_front();
-                let done = done.map_err(|e| SluiceError::Runtime(format!("decoding a line chunk: {e}")));
                 if results.send(done).await.is_err() {
                     return;
                 }
@@ -442,7 +443,7 @@ async fn decode_chunks(start: DecodingStart) {
             chunk = chunks.recv(), if can_start && free.is_some() => match chunk {
                 Ok(Ok(chunk)) => {
                     if let Some(decoder) = free.take() {
-                        decoding.push_back(tokio::task::spawn_blocking(move || decoder.decode(chunk)));
+                        decoding.push_back(decode_pool::decode(move || decoder.decode(chunk)));
                     }
                 }
                 Ok(Err(error)) => failed = Some(error),

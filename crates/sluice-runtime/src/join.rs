@@ -299,14 +299,25 @@ impl JoinOperator {
             }
         }
         // The partners' columns, decoded once (straight from state) for both
-        // the join condition and the output.
-        let partners = self.decode(
-            other,
-            candidates.iter().filter_map(|&(row, position)| {
-                let stored = self.sides[other].get(key_rows.row(row as usize).data())?;
-                Some(&*stored.get(position as usize)?.row)
-            }),
-        )?;
+        // the join condition and the output. Consecutive candidates mostly
+        // share their key: it is looked up once for them.
+        let mut looked_up: Option<(&[u8], Option<&Vec<StoredRow>>)> = None;
+        let mut partner_rows: Vec<&[u8]> = Vec::with_capacity(candidates.len());
+        for &(row, position) in &candidates {
+            let key = key_rows.row(row as usize).data();
+            let stored = match looked_up {
+                Some((last, stored)) if last == key => stored,
+                _ => {
+                    let stored = self.sides[other].get(key);
+                    looked_up = Some((key, stored));
+                    stored
+                }
+            };
+            if let Some(partner) = stored.and_then(|stored| stored.get(position as usize)) {
+                partner_rows.push(&partner.row);
+            }
+        }
+        let partners = self.decode(other, partner_rows.into_iter())?;
         let mask = self.candidate_mask(side, data, &candidates, &partners)?;
 
         let mut assembly = Assembly::default();
@@ -407,6 +418,13 @@ impl JoinOperator {
             }
         }
         run.store(&mut self.sides[side], &key_rows, now)?;
+        tracing::debug!(
+            side,
+            rows,
+            candidates = candidates.len(),
+            micros = now.elapsed().as_micros() as u64,
+            "join batch matched and stored"
+        );
         if assembly.kinds.is_empty() {
             return Ok(());
         }
