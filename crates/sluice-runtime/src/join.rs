@@ -299,25 +299,36 @@ impl JoinOperator {
             }
         }
         // The partners' columns, decoded once (straight from state) for both
-        // the join condition and the output. Consecutive candidates mostly
-        // share their key: it is looked up once for them.
-        let mut looked_up: Option<(&[u8], Option<&Vec<StoredRow>>)> = None;
-        let mut partner_rows: Vec<&[u8]> = Vec::with_capacity(candidates.len());
+        // the join condition and the output. Consecutive probe rows often
+        // share their key (a window's rows): its stored rows are looked up
+        // and decoded once for all of them, then repeated per candidate.
+        let mut looked_up: Option<&[u8]> = None;
+        let mut distinct: Vec<&[u8]> = Vec::new();
+        let mut partner_of: Vec<u32> = Vec::with_capacity(candidates.len());
+        let mut key_start = 0;
         for &(row, position) in &candidates {
             let key = key_rows.row(row as usize).data();
-            let stored = match looked_up {
-                Some((last, stored)) if last == key => stored,
-                _ => {
-                    let stored = self.sides[other].get(key);
-                    looked_up = Some((key, stored));
-                    stored
+            if looked_up != Some(key) {
+                looked_up = Some(key);
+                key_start = distinct.len();
+                if let Some(stored) = self.sides[other].get(key) {
+                    distinct.extend(stored.iter().map(|partner| &*partner.row));
                 }
-            };
-            if let Some(partner) = stored.and_then(|stored| stored.get(position as usize)) {
-                partner_rows.push(&partner.row);
             }
+            let index = key_start + position as usize;
+            if index >= distinct.len() {
+                return Err(bad_state("join candidate without a stored row"));
+            }
+            partner_of.push(index as u32);
         }
-        let partners = self.decode(other, partner_rows.into_iter())?;
+        let mut partners = self.decode(other, distinct.iter().copied())?;
+        if distinct.len() != candidates.len() {
+            let repeat = UInt32Array::from(partner_of);
+            partners = partners
+                .iter()
+                .map(|column| take(column.as_ref(), &repeat, None))
+                .collect::<Result<_, _>>()?;
+        }
         let mask = self.candidate_mask(side, data, &candidates, &partners)?;
 
         let mut assembly = Assembly::default();
