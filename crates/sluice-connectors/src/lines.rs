@@ -796,6 +796,43 @@ mod tests {
     }
 
     #[test]
+    fn lines_split_across_small_reads_chunk_like_whole_ones() {
+        let input: Vec<u8> = (1..=8)
+            .flat_map(|n| format!("line {}\n", "x".repeat(n)).into_bytes())
+            .collect();
+        // A read buffer shorter than most lines, and one larger than the input.
+        for capacity in [7, 1 << 16] {
+            let (sender, receiver) = async_channel::bounded(16);
+            let mut pump = LinePump::new("mem", 3, sender);
+            let mut reader =
+                BufReader::with_capacity(capacity, std::io::Cursor::new(input.clone()));
+            assert!(pump.pump(&mut reader, true).unwrap());
+            drop(pump);
+            let chunks: Vec<LineChunk> = std::iter::from_fn(|| receiver.try_recv().ok())
+                .map(|c| c.unwrap())
+                .collect();
+            let firsts: Vec<(u64, u64)> = chunks
+                .iter()
+                .map(|c| (c.first_line, c.line_count))
+                .collect();
+            assert_eq!(firsts, vec![(1, 3), (4, 3), (7, 2)], "capacity {capacity}");
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.data.clone()).collect();
+            assert_eq!(joined, input);
+            // Byte offsets tile the input.
+            let mut offset = 0;
+            for chunk in &chunks {
+                assert_eq!(chunk.start_offset, offset);
+                offset = chunk.end_offset;
+                assert_eq!(
+                    (chunk.end_offset - chunk.start_offset) as usize,
+                    chunk.data.len()
+                );
+            }
+            assert_eq!(offset as usize, input.len());
+        }
+    }
+
+    #[test]
     fn partial_line_waits_when_following() {
         let (sender, receiver) = async_channel::bounded(16);
         let mut pump = LinePump::new("mem", 10, sender);
