@@ -299,36 +299,95 @@ fn date_format(timestamps: &ArrayRef, formats: &ArrayRef) -> DfResult<ArrayRef> 
     let formats = formats.as_string::<i32>();
     let mut out = StringBuilder::with_capacity(timestamps.len(), timestamps.len() * 16);
     // The pattern is almost always a literal: parse it once, not per row.
-    let mut cached: Option<(String, Vec<Item<'static>>)> = None;
+    let mut cached: Option<(String, Vec<Item<'static>>, i64)> = None;
+    // The last text written, and the time unit (of the pattern's finest
+    // field) it stands for: rows in the same day (for 'yyyy-MM-dd'), minute
+    // ('HH:mm'), ... reuse it instead of formatting again.
+    let mut last: Option<i64> = None;
+    let mut text = String::new();
     for i in 0..timestamps.len() {
         if timestamps.is_null(i) || formats.is_null(i) {
             out.append_null();
             continue;
         }
         let java = formats.value(i);
-        if cached.as_ref().map(|(pattern, _)| pattern.as_str()) != Some(java) {
+        if cached.as_ref().map(|(pattern, ..)| pattern.as_str()) != Some(java) {
             let Ok(items) = StrftimeItems::new(&java_to_chrono_format(java)).parse_to_owned()
             else {
                 return exec_err!("DATE_FORMAT: invalid format '{java}'");
             };
-            cached = Some((java.to_string(), items));
+            let unit = finest_unit_millis(&items);
+            cached = Some((java.to_string(), items, unit));
+            last = None;
         }
-        let items = cached
+        let (items, unit) = cached
             .as_ref()
-            .map(|(_, items)| items.as_slice())
+            .map(|(_, items, unit)| (items.as_slice(), *unit))
             .unwrap_or_default();
-        match millis_to_datetime(timestamps.value(i)) {
-            Some(dt) => {
-                // Written straight into the builder; the empty append ends the row.
-                if write!(out, "{}", dt.format_with_items(items.iter())).is_err() {
-                    return exec_err!("DATE_FORMAT: invalid format '{java}'");
-                }
-                out.append_value("");
+        let millis = timestamps.value(i);
+        let period = millis.div_euclid(unit.max(1));
+        if last != Some(period) {
+            let Some(dt) = millis_to_datetime(millis) else {
+                out.append_null();
+                continue;
+            };
+            text.clear();
+            if write!(text, "{}", dt.format_with_items(items.iter())).is_err() {
+                return exec_err!("DATE_FORMAT: invalid format '{java}'");
             }
-            None => out.append_null(),
+            last = Some(period);
         }
+        out.append_value(&text);
     }
     Ok(Arc::new(out.finish()))
+}
+
+/// The length in milliseconds of the finest time field a parsed pattern
+/// prints: a day for date-only patterns, down to 1 for fractions of a
+/// second (and for anything not recognised). Two times in the same such
+/// unit (counted from the epoch, UTC) format alike.
+fn finest_unit_millis(items: &[chrono::format::Item<'_>]) -> i64 {
+    use chrono::format::{Fixed, Item, Numeric};
+    const SECOND: i64 = 1_000;
+    const MINUTE: i64 = 60 * SECOND;
+    const HOUR: i64 = 60 * MINUTE;
+    const DAY: i64 = 24 * HOUR;
+    items
+        .iter()
+        .map(|item| match item {
+            Item::Literal(_) | Item::OwnedLiteral(_) | Item::Space(_) | Item::OwnedSpace(_) => DAY,
+            Item::Numeric(numeric, _) => match numeric {
+                Numeric::Year
+                | Numeric::YearDiv100
+                | Numeric::YearMod100
+                | Numeric::IsoYear
+                | Numeric::IsoYearDiv100
+                | Numeric::IsoYearMod100
+                | Numeric::Month
+                | Numeric::Day
+                | Numeric::WeekFromSun
+                | Numeric::WeekFromMon
+                | Numeric::IsoWeek
+                | Numeric::NumDaysFromSun
+                | Numeric::WeekdayFromMon
+                | Numeric::Ordinal => DAY,
+                Numeric::Hour | Numeric::Hour12 => HOUR,
+                Numeric::Minute => MINUTE,
+                Numeric::Second | Numeric::Timestamp => SECOND,
+                _ => 1,
+            },
+            Item::Fixed(fixed) => match fixed {
+                Fixed::ShortMonthName
+                | Fixed::LongMonthName
+                | Fixed::ShortWeekdayName
+                | Fixed::LongWeekdayName => DAY,
+                Fixed::LowerAmPm | Fixed::UpperAmPm => HOUR,
+                _ => 1,
+            },
+            _ => 1,
+        })
+        .min()
+        .unwrap_or(DAY)
 }
 
 /// Parses text with an optional Java pattern; the default is Flink's
@@ -578,6 +637,59 @@ fn push_literal(out: &mut String, c: char) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_format_reuses_text_only_within_the_patterns_finest_unit() -> DfResult<()> {
+        use arrow::array::{StringArray, TimestampMillisecondArray};
+        use chrono::format::StrftimeItems;
+        // Runs of close times (same day, same minute, next millisecond),
+        // jumps back and forth, and times before 1970.
+        let mut times = vec![
+            0,
+            1,
+            999,
+            1_000,
+            59_999,
+            60_000,
+            3_599_999,
+            3_600_000,
+            86_399_999,
+            86_400_000,
+            -1,
+            -86_400_001,
+            1_436_918_400_000,
+            1_436_918_400_000,
+            1_436_918_461_001,
+            1_436_922_000_000,
+        ];
+        times.extend((0..200).map(|i| 1_436_918_400_000 + i * 37_123_457));
+        let timestamps: ArrayRef = Arc::new(TimestampMillisecondArray::from(times.clone()));
+        for java in [
+            "yyyy-MM-dd",
+            "HH:mm",
+            "yyyy-MM-dd HH:mm:ss.SSS",
+            "EEE, d MMM yyyy",
+            "hh a",
+            "ss",
+        ] {
+            let formats: ArrayRef = Arc::new(StringArray::from(vec![java; times.len()]));
+            let formatted = date_format(&timestamps, &formats)?;
+            let formatted = formatted.as_string::<i32>();
+            let pattern = java_to_chrono_format(java);
+            for (row, millis) in times.iter().enumerate() {
+                let expected = millis_to_datetime(*millis).map(|dt| {
+                    dt.format_with_items(StrftimeItems::new(&pattern))
+                        .to_string()
+                });
+                assert_eq!(
+                    Some(formatted.value(row).to_string()),
+                    expected,
+                    "{java} at {millis}"
+                );
+            }
+        }
+        Ok(())
+    }
 
     #[test]
     fn java_patterns_convert() {
