@@ -766,16 +766,21 @@ mod tests {
         assert_eq!(lines, vec![(3, "c".into()), (5, "e".into())]);
     }
 
+    /// The chunks of `lines_per_chunk` lines a fresh pump makes of `reader`'s whole input.
+    fn pumped_chunks(lines_per_chunk: usize, mut reader: BufReader<impl Read>) -> Vec<LineChunk> {
+        let (sender, receiver) = async_channel::bounded(16);
+        let mut pump = LinePump::new("mem", lines_per_chunk, sender);
+        assert!(pump.pump(&mut reader, true).unwrap());
+        drop(pump);
+        std::iter::from_fn(|| receiver.try_recv().ok())
+            .map(|c| c.unwrap())
+            .collect()
+    }
+
     #[test]
     fn pump_chunks_lines_and_numbers_them() {
-        let (sender, receiver) = async_channel::bounded(16);
-        let mut pump = LinePump::new("mem", 2, sender);
-        let mut input = BufReader::new(std::io::Cursor::new(b"a\nb\nc\nd".to_vec()));
-        assert!(pump.pump(&mut input, true).unwrap());
-        drop(pump);
-        let chunks: Vec<LineChunk> = std::iter::from_fn(|| receiver.try_recv().ok())
-            .map(|c| c.unwrap())
-            .collect();
+        let input = BufReader::new(std::io::Cursor::new(b"a\nb\nc\nd".to_vec()));
+        let chunks = pumped_chunks(2, input);
         let all: Vec<(u64, String)> = chunks
             .iter()
             .flat_map(|c| {
@@ -802,15 +807,8 @@ mod tests {
             .collect();
         // A read buffer shorter than most lines, and one larger than the input.
         for capacity in [7, 1 << 16] {
-            let (sender, receiver) = async_channel::bounded(16);
-            let mut pump = LinePump::new("mem", 3, sender);
-            let mut reader =
-                BufReader::with_capacity(capacity, std::io::Cursor::new(input.clone()));
-            assert!(pump.pump(&mut reader, true).unwrap());
-            drop(pump);
-            let chunks: Vec<LineChunk> = std::iter::from_fn(|| receiver.try_recv().ok())
-                .map(|c| c.unwrap())
-                .collect();
+            let reader = BufReader::with_capacity(capacity, std::io::Cursor::new(input.clone()));
+            let chunks = pumped_chunks(3, reader);
             let firsts: Vec<(u64, u64)> = chunks
                 .iter()
                 .map(|c| (c.first_line, c.line_count))
