@@ -25,7 +25,7 @@ use sluice_sql::plan::Join;
 
 use crate::aggregate::key_converter;
 use crate::late::LateRecords;
-use crate::operators::{df, Operator};
+use crate::operators::{df, evaluate_array, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
@@ -516,10 +516,7 @@ impl JoinOperator {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(candidates.len())),
         )?;
-        let values = filter
-            .evaluate(&joined)
-            .and_then(|v| v.into_array(joined.num_rows()))
-            .map_err(df)?;
+        let values = evaluate_array(filter.as_ref(), &joined)?;
         // NULL counts as false.
         let values = values.as_boolean();
         Ok(arrow::array::BooleanArray::from_iter(

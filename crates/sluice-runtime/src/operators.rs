@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
@@ -80,6 +80,13 @@ pub(crate) fn df(error: datafusion::error::DataFusionError) -> SluiceError {
     SluiceError::Runtime(error.to_string())
 }
 
+/// `expr`'s value for every row of `batch`, as an array.
+pub(crate) fn evaluate_array(expr: &dyn PhysicalExpr, batch: &RecordBatch) -> Result<ArrayRef> {
+    expr.evaluate(batch)
+        .and_then(|value| value.into_array(batch.num_rows()))
+        .map_err(df)
+}
+
 /// Computes one column per expression.
 pub struct Project {
     exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -129,11 +136,7 @@ impl Filter {
 
 impl Operator for Filter {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
-        let mask = self
-            .predicate
-            .evaluate(&batch.data)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(df)?;
+        let mask = evaluate_array(self.predicate.as_ref(), &batch.data)?;
         let mask = mask.as_boolean_opt().ok_or_else(|| {
             SluiceError::Runtime(format!(
                 "filter predicate {} is not boolean",

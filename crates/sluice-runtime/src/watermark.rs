@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, TimeUnit, TimestampMillisecondType};
 use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Message, Result};
 
-use crate::operators::{df, Operator};
+use crate::operators::{evaluate_array, Operator};
 
 /// Converts any timestamp column into epoch milliseconds.
 pub fn epoch_millis(
@@ -202,12 +202,7 @@ impl EpochMillisExpr {
         if let Some((times, millis)) = self.shifted_times(batch)? {
             return Ok(times.unary(|time| time.saturating_add(millis)));
         }
-        let values = self
-            .expr
-            .evaluate(batch)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(df)?;
-        epoch_millis(values.as_ref())
+        epoch_millis(evaluate_array(self.expr.as_ref(), batch)?.as_ref())
     }
 
     /// For a shifted time over a millisecond timestamp: the time column and
@@ -219,10 +214,7 @@ impl EpochMillisExpr {
         let Some((time, millis)) = &self.shifted else {
             return Ok(None);
         };
-        let times = time
-            .evaluate(batch)
-            .and_then(|v| v.into_array(batch.num_rows()))
-            .map_err(df)?;
+        let times = evaluate_array(time.as_ref(), batch)?;
         Ok(times
             .as_primitive_opt::<TimestampMillisecondType>()
             .map(|times| (times.clone(), *millis)))

@@ -23,7 +23,7 @@ use sluice_sql::plan::{WindowAggregate, WindowKind, WindowOutput};
 use crate::aggregate::{key_converter, read_states, write_states, AggregateInputs};
 use crate::groups::{GroupStates, Groups, KeyIndex};
 use crate::late::LateRecords;
-use crate::operators::{df, Operator};
+use crate::operators::{df, evaluate_array, Operator};
 use crate::rows::{scalar_column, take_results};
 use crate::state::{bad_state, header_chunk, restore_subtasks, KeyOwner, SubtaskChunks};
 use crate::watermark::epoch_millis;
@@ -373,12 +373,7 @@ impl EvaluatedInput {
             let now = chrono::Utc::now().timestamp_millis();
             TimestampMillisecondArray::from_value(now, batch.num_rows())
         } else {
-            let times = spec
-                .time
-                .evaluate(&batch.data)
-                .and_then(|v| v.into_array(batch.num_rows()))
-                .map_err(df)?;
-            epoch_millis(times.as_ref())?
+            epoch_millis(evaluate_array(spec.time.as_ref(), &batch.data)?.as_ref())?
         };
         Ok(EvaluatedInput {
             times,
