@@ -446,6 +446,60 @@ fn window_join_pairs_rows_of_the_same_window() {
     assert_eq!(rows, expected);
 }
 
+/// Outer window join: each window's rows are joined when it closes; rows
+/// without a partner in their window come out once, padded with NULLs (the
+/// result stays append-only), and a row of a window that already closed is late.
+#[test]
+fn full_outer_window_join_pads_unmatched_rows_when_the_window_closes() {
+    let ws = Workspace::new();
+    write_events(&ws);
+    let query = format!(
+        "SELECT l.v, r.v, COALESCE(l.window_start, r.window_start)
+         FROM (SELECT * FROM {TUMBLE_10S} WHERE k = 'a') l
+         FULL JOIN (SELECT * FROM {TUMBLE_10S} WHERE k = 'b') r
+         ON l.window_start = r.window_start AND l.window_end = r.window_end AND l.v < r.v"
+    );
+    let explain = ws.run(
+        &format!(
+            "{SOURCE} CREATE TABLE out (l BIGINT, r BIGINT, window_start TIMESTAMP(3))
+             WITH ('connector' = 'blackhole'); INSERT INTO out {query};"
+        ),
+        &["--explain"],
+    );
+    let explain = ok(&explain);
+    assert!(
+        explain.contains("WindowFullOuterJoin") && explain.contains("when the watermark closes it"),
+        "{explain}"
+    );
+    let rows = run_window_query(
+        &ws,
+        "l BIGINT, r BIGINT, window_start TIMESTAMP(3)",
+        &query,
+        &[],
+    );
+    // [0, 10): a 1, 3, 5 and b 2 (1 < 2 pairs); [10, 20): a 4 alone;
+    // [20, 30): b 6 and 8 alone. a 7 (at 2 s) arrives after [0, 10) closed.
+    let row = |l: Option<i64>, r: Option<i64>, start: u32| {
+        let value = |v: Option<i64>| v.map_or("null".to_string(), |v| v.to_string());
+        format!(
+            r#"{{"l":{},"r":{},"window_start":"{}"}}"#,
+            value(l),
+            value(r),
+            at(start)
+        )
+    };
+    let mut expected = vec![
+        row(Some(1), Some(2), 0),
+        row(Some(3), None, 0),
+        row(Some(5), None, 0),
+        row(Some(4), None, 10),
+        row(None, Some(6), 20),
+        row(None, Some(8), 20),
+    ];
+    expected.sort();
+    assert_eq!(rows, expected);
+}
+
 /// An input without data holds the watermark back, so windows fed by a union
 /// with it never fire while the job runs, unless the idle input is marked
 /// idle after 'scan.watermark.idle-timeout'.

@@ -47,6 +47,7 @@ use crate::trace::BatchSampler;
 use crate::upsert::UpsertMaterializer;
 use crate::watermark::{SplitCursor, WatermarkAssigner, NO_SPLIT};
 use crate::window::WindowAggregateOperator;
+use crate::window_join::WindowJoinOperator;
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 
 /// Set to `true` to stop a job: sources stop reading, in-flight batches drain,
@@ -852,6 +853,11 @@ impl<'a> TaskBuilder<'a> {
                                     &self.state,
                                     self.late_records.clone(),
                                 )?) as Box<dyn Operator>
+                            } else if join.window.is_some() {
+                                Box::new(WindowJoinOperator::new(
+                                    join.clone(),
+                                    self.late_records.clone(),
+                                )?)
                             } else {
                                 Box::new(JoinOperator::new(
                                     join.clone(),

@@ -26,6 +26,7 @@ pub mod trace;
 pub mod upsert;
 pub mod watermark;
 pub mod window;
+pub mod window_join;
 
 /// A hash map for per-key state and per-batch grouping: foldhash (randomly
 /// seeded per map) instead of SipHash, several times cheaper on short byte keys;

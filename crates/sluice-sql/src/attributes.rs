@@ -48,15 +48,19 @@ pub fn time_columns(nodes: &[PlanNode], node: NodeId) -> Vec<usize> {
         }
         // Windows are emitted once the watermark passes their last
         // millisecond, so later windows end after the watermark.
-        PlanNode::WindowAggregate(window) if window.allowed_lateness == 0 => window
-            .outputs
-            .iter()
-            .enumerate()
-            .filter(|(_, output)| {
-                matches!(output, WindowOutput::WindowEnd | WindowOutput::WindowTime)
-            })
-            .map(|(index, _)| index)
-            .collect(),
+        PlanNode::WindowAggregate(window)
+            if window.allowed_lateness == 0 && !window.processing_time =>
+        {
+            window
+                .outputs
+                .iter()
+                .enumerate()
+                .filter(|(_, output)| {
+                    matches!(output, WindowOutput::WindowEnd | WindowOutput::WindowTime)
+                })
+                .map(|(index, _)| index)
+                .collect()
+        }
         // A window Top-N emits each window's rows when it closes.
         PlanNode::TopN(top) if top.window_end.is_some() => time_columns(nodes, top.input),
         // Window ends of non-late rows lie after their event time.

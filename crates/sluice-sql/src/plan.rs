@@ -611,6 +611,9 @@ pub struct Join {
     /// Event-time temporal join (`FOR SYSTEM_TIME AS OF` an event-time
     /// attribute): each left row joins the right row version valid at its time.
     pub versioned: Option<VersionedJoin>,
+    /// Window join: both inputs are windowed and the condition equates their
+    /// `window_start` and `window_end`.
+    pub window: Option<WindowJoin>,
     /// Output schema: left columns, then right columns.
     pub schema: SchemaRef,
     /// Human-readable condition, for `--explain`.
@@ -631,6 +634,14 @@ pub struct VersionedJoin {
     pub left_time: Arc<dyn PhysicalExpr>,
     /// The version's time (the versioned table's event-time attribute), over the right input.
     pub right_time: Arc<dyn PhysicalExpr>,
+}
+
+/// The windows of a window join (Flink's): each window's rows of both sides
+/// are kept as they arrive and joined once, when the watermark closes the window.
+#[derive(Debug, Clone)]
+pub struct WindowJoin {
+    /// `window_end` over the left and over the right input.
+    pub window_end: [Arc<dyn PhysicalExpr>; 2],
 }
 
 impl Join {
@@ -654,6 +665,8 @@ impl Join {
             "Lookup"
         } else if self.versioned.is_some() {
             "Temporal"
+        } else if self.window.is_some() {
+            "Window"
         } else {
             ""
         };
@@ -665,6 +678,10 @@ impl Join {
         };
         let kind = format!("{temporal}{kind}");
         let mut text = format!("{kind} on {}", self.condition);
+        if self.window.is_some() {
+            text.push_str(" [each window joined when the watermark closes it]");
+            return text;
+        }
         let sides: Vec<&str> = ["left", "right"]
             .iter()
             .zip(&self.expiry)

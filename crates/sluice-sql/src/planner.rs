@@ -27,7 +27,7 @@ use crate::functions::PROCTIME_FUNCTION;
 use crate::join_bounds::JoinSides;
 use crate::plan::{
     updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, NodeId, PlanNode,
-    WindowAggregate, WindowAssign, WindowKind, WindowOutput,
+    WindowAggregate, WindowAssign, WindowJoin, WindowKind, WindowOutput,
 };
 use crate::script::{parse_script, StatementKind};
 use crate::settings::JobSettings;
@@ -737,6 +737,11 @@ impl Translator<'_> {
                 None => None,
             },
         ];
+        let window = if temporal.is_some() {
+            None
+        } else {
+            self.window_join(join, [left, right], &time_columns)
+        };
         let mut condition: Vec<String> = join
             .on
             .iter()
@@ -767,9 +772,47 @@ impl Translator<'_> {
                 Some(TemporalJoin::Versioned(versioned)) => Some(versioned),
                 _ => None,
             },
+            window,
             schema: nullable_schema(join.schema.inner()),
             condition: condition.join(" AND "),
         }))))
+    }
+
+    /// A window join (Flink's rule): both inputs are event-time windowed and
+    /// the equalities include `window_start = window_start` and
+    /// `window_end = window_end`.
+    fn window_join(
+        &self,
+        join: &datafusion::logical_expr::Join,
+        inputs: [NodeId; 2],
+        time_columns: &[Vec<usize>; 2],
+    ) -> Option<WindowJoin> {
+        let left = window_columns(&self.nodes, inputs[0])?;
+        let right = window_columns(&self.nodes, inputs[1])?;
+        if !time_columns[0].contains(&left.end) || !time_columns[1].contains(&right.end) {
+            return None;
+        }
+        let schemas = [join.left.schema(), join.right.schema()];
+        let column = |expr: &datafusion::logical_expr::Expr, side: usize| match expr {
+            datafusion::logical_expr::Expr::Column(column) => {
+                schemas[side].index_of_column(column).ok()
+            }
+            _ => None,
+        };
+        let equated = |l: usize, r: usize| {
+            join.on
+                .iter()
+                .any(|(a, b)| column(a, 0) == Some(l) && column(b, 1) == Some(r))
+        };
+        if !equated(left.start, right.start) || !equated(left.end, right.end) {
+            return None;
+        }
+        let end = |side: usize, index: usize| -> Arc<dyn PhysicalExpr> {
+            Arc::new(ColumnExpr::new(schemas[side].field(index).name(), index))
+        };
+        Some(WindowJoin {
+            window_end: [end(0, left.end), end(1, right.end)],
+        })
     }
 
     fn translate_window_aggregate(&mut self, node: &WindowAggregateNode) -> Result<NodeId> {
