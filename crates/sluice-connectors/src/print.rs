@@ -276,9 +276,13 @@ impl SinkWriter for BlackholeWriter {
             .histogram
             .lock()
             .map_err(|_| SluiceError::Runtime("latency histogram lock poisoned".into()))?;
+        let mut slowest = i64::MIN;
         for time in times.iter().flatten() {
-            histogram.record(now - time.saturating_add(latency.offset_millis));
+            let millis = now - time.saturating_add(latency.offset_millis);
+            slowest = slowest.max(millis);
+            histogram.record(millis);
         }
+        tracing::debug!(rows = times.len(), slowest_ms = slowest, "latency recorded");
         Ok(())
     }
 

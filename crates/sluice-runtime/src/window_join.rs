@@ -8,18 +8,27 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arrow::array::make_comparator;
 use arrow::array::{
-    new_null_array, Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions, UInt32Array,
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, RecordBatch, RecordBatchOptions,
+    UInt32Array,
 };
-use arrow::compute::{concat_batches, filter_record_batch, take};
-use arrow::row::{RowConverter, Rows};
+use arrow::buffer::NullBuffer;
+use arrow::compute::SortOptions;
+use arrow::compute::{concat_batches, filter, take};
+use arrow::datatypes::UInt32Type;
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::hash_utils::{create_hashes, RandomState};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::physical_expr::expressions::Column as ColumnExpr;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::physical_expr::PhysicalExpr;
 use hashbrown::hash_map::Entry;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 use sluice_sql::plan::Join;
 
-use crate::aggregate::key_converter;
 use crate::late::LateRecords;
-use crate::operators::{evaluate_array, Operator};
+use crate::operators::{df, evaluate_array, Operator};
 use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
     SubtaskChunks,
@@ -36,7 +45,6 @@ const NO_ROW: u32 = u32::MAX;
 /// The window join operator of one subtask.
 pub struct WindowJoinOperator {
     spec: Arc<Join>,
-    key_converter: RowConverter,
     /// `window_end` of each side's rows, as epoch milliseconds.
     window_ends: [EpochMillisExpr; 2],
     /// Rows of windows not closed yet, by window end: the left and right batches.
@@ -44,6 +52,8 @@ pub struct WindowJoinOperator {
     watermark: i64,
     /// Where rows of closed windows go.
     late: LateRecords,
+    /// The join's extra condition, over the columns it reads.
+    condition: Option<PairCondition>,
 }
 
 impl WindowJoinOperator {
@@ -55,8 +65,12 @@ impl WindowJoinOperator {
             ));
         };
         let window_ends = window.window_end.clone().map(EpochMillisExpr::new);
+        let condition = match &spec.filter {
+            Some(filter) => Some(PairCondition::new(filter, &spec)?),
+            None => None,
+        };
         Ok(WindowJoinOperator {
-            key_converter: key_converter(&spec.left_keys, &spec.input_schemas[0])?,
+            condition,
             window_ends,
             pending: BTreeMap::new(),
             watermark: i64::MIN,
@@ -126,9 +140,18 @@ impl WindowJoinOperator {
 
     /// Joins one window's rows and pushes the result.
     fn emit_window(&self, sides: [Vec<RecordBatch>; 2], out: &mut Vec<Message>) -> Result<()> {
+        let began = std::time::Instant::now();
         let [left, right] = sides;
         let inputs = [self.concat(0, left)?, self.concat(1, right)?];
-        if let Some(result) = self.join(&inputs)? {
+        let result = self.join(&inputs)?;
+        tracing::debug!(
+            left = inputs[0].num_rows(),
+            right = inputs[1].num_rows(),
+            output = result.as_ref().map_or(0, RecordBatch::num_rows),
+            micros = began.elapsed().as_micros() as u64,
+            "window joined"
+        );
+        if let Some(result) = result {
             out.push(Message::Data(ChangeBatch::inserts(result)));
         }
         Ok(())
@@ -148,79 +171,47 @@ impl WindowJoinOperator {
     /// Hash-joins one window's left and right rows (the smaller side is the
     /// build side); `None` when nothing comes out.
     fn join(&self, inputs: &[RecordBatch; 2]) -> Result<Option<RecordBatch>> {
-        let keys = [self.key_rows(0, &inputs[0])?, self.key_rows(1, &inputs[1])?];
-        let build = usize::from(inputs[1].num_rows() <= inputs[0].num_rows());
-        let probe = 1 - build;
-
-        // Each key's first build row, and each build row's next one of the same key.
-        let build_rows = inputs[build].num_rows();
-        let mut first: FastHashMap<&[u8], u32> = FastHashMap::default();
-        first.reserve(build_rows);
-        let mut next = vec![NO_ROW; build_rows];
-        for row in (0..build_rows).rev() {
-            let Some(key) = keys[build].1[row].then(|| keys[build].0.row(row).data()) else {
-                continue;
-            };
-            match first.entry(key) {
-                Entry::Occupied(mut head) => {
-                    next[row] = *head.get();
-                    *head.get_mut() = row as u32;
-                }
-                Entry::Vacant(slot) => {
-                    slot.insert(row as u32);
-                }
+        let keys = [
+            self.key_columns(0, &inputs[0])?,
+            self.key_columns(1, &inputs[1])?,
+        ];
+        let [left_pairs, right_pairs] = candidate_pairs(&keys)?;
+        // The condition is evaluated over the columns it reads, and only the
+        // pairs that pass it are assembled whole.
+        let (left_pairs, right_pairs) = match &self.condition {
+            None => (left_pairs, right_pairs),
+            Some(condition) => {
+                let columns = condition
+                    .columns
+                    .iter()
+                    .map(|&(side, column)| {
+                        let pairs = if side == 0 { &left_pairs } else { &right_pairs };
+                        take_rows(inputs[side].column(column), pairs)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let candidates = RecordBatch::try_new_with_options(
+                    condition.schema.clone(),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(left_pairs.len())),
+                )?;
+                let mask = evaluate_array(condition.expr.as_ref(), &candidates)?;
+                let mask = mask.as_boolean();
+                (
+                    filter_indices(&left_pairs, mask)?,
+                    filter_indices(&right_pairs, mask)?,
+                )
             }
-        }
-        let mut pairs: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
-        for row in 0..inputs[probe].num_rows() {
-            if !keys[probe].1[row] {
-                continue;
-            }
-            let mut partner = first
-                .get(keys[probe].0.row(row).data())
-                .copied()
-                .unwrap_or(NO_ROW);
-            while partner != NO_ROW {
-                pairs[probe].push(row as u32);
-                pairs[build].push(partner);
-                partner = next[partner as usize];
-            }
-        }
-
-        let [left_pairs, right_pairs] = pairs;
-        let (left_pairs, right_pairs) = (
-            UInt32Array::from(left_pairs),
-            UInt32Array::from(right_pairs),
-        );
-        let mut matched = self.assemble(inputs, [&left_pairs, &right_pairs])?;
+        };
         let mut has_partner = [
             vec![false; inputs[0].num_rows()],
             vec![false; inputs[1].num_rows()],
         ];
-        if let Some(filter) = &self.spec.filter {
-            let mask = evaluate_array(filter.as_ref(), &matched)?;
-            let mask = mask.as_boolean();
-            for (pair, (l, r)) in left_pairs
-                .values()
-                .iter()
-                .zip(right_pairs.values())
-                .enumerate()
-            {
-                if mask.is_valid(pair) && mask.value(pair) {
-                    has_partner[0][*l as usize] = true;
-                    has_partner[1][*r as usize] = true;
-                }
-            }
-            matched = filter_record_batch(&matched, mask)?;
-        } else {
-            for (side, indices) in [&left_pairs, &right_pairs].into_iter().enumerate() {
-                for &row in indices.values() {
-                    has_partner[side][row as usize] = true;
-                }
+        for (side, indices) in [&left_pairs, &right_pairs].into_iter().enumerate() {
+            for &row in indices.values() {
+                has_partner[side][row as usize] = true;
             }
         }
-
-        let mut parts = vec![matched];
+        let mut parts = vec![self.assemble(inputs, [&left_pairs, &right_pairs])?];
         for (side, partnered) in has_partner.iter().enumerate() {
             if !self.spec.kind.keeps_unmatched(side) {
                 continue;
@@ -251,22 +242,17 @@ impl WindowJoinOperator {
         }
     }
 
-    /// The encoded join keys of `side`'s rows, and whether each row has a
-    /// key (NULL keys never match).
-    fn key_rows(&self, side: usize, batch: &RecordBatch) -> Result<(Rows, Vec<bool>)> {
+    /// The join key columns of `side`'s rows.
+    fn key_columns(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
         let exprs = if side == 0 {
             &self.spec.left_keys
         } else {
             &self.spec.right_keys
         };
-        let columns = exprs
+        exprs
             .iter()
             .map(|expr| evaluate_array(expr.as_ref(), batch))
-            .collect::<Result<Vec<_>>>()?;
-        let valid = (0..batch.num_rows())
-            .map(|row| columns.iter().all(|column| column.is_valid(row)))
-            .collect();
-        Ok((self.key_converter.convert_columns(&columns)?, valid))
+            .collect()
     }
 
     /// Output rows: each side's columns taken at its indices (NULL where
@@ -283,7 +269,7 @@ impl WindowJoinOperator {
                 columns.push(if indices.null_count() == rows && rows > 0 {
                     new_null_array(column.data_type(), rows)
                 } else {
-                    take(column.as_ref(), indices, None)?
+                    take_rows(column, indices)?
                 });
             }
         }
@@ -293,6 +279,175 @@ impl WindowJoinOperator {
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?)
     }
+}
+
+/// A join's extra condition, rewritten over only the columns it reads.
+struct PairCondition {
+    expr: Arc<dyn PhysicalExpr>,
+    /// The columns it reads, as (side, column of that side's input).
+    columns: Vec<(usize, usize)>,
+    /// Their fields.
+    schema: SchemaRef,
+}
+
+impl PairCondition {
+    /// `filter` (over the joined row of `spec`) over the columns it reads.
+    fn new(filter: &Arc<dyn PhysicalExpr>, spec: &Join) -> Result<Self> {
+        let mut read: Vec<usize> = collect_columns(filter)
+            .iter()
+            .map(ColumnExpr::index)
+            .collect();
+        read.sort_unstable();
+        read.dedup();
+        let expr = Arc::clone(filter)
+            .transform(|expr| {
+                let Some(column) = expr.downcast_ref::<ColumnExpr>() else {
+                    return Ok(Transformed::no(expr));
+                };
+                let position = read.binary_search(&column.index()).unwrap_or_default();
+                Ok(Transformed::yes(
+                    Arc::new(ColumnExpr::new(column.name(), position)) as Arc<dyn PhysicalExpr>,
+                ))
+            })
+            .map_err(df)?
+            .data;
+        let left_width = spec.input_schemas[0].fields().len();
+        Ok(PairCondition {
+            expr,
+            columns: read
+                .iter()
+                .map(|&index| {
+                    if index < left_width {
+                        (0, index)
+                    } else {
+                        (1, index - left_width)
+                    }
+                })
+                .collect(),
+            schema: Arc::new(Schema::new(
+                read.iter()
+                    .map(|&index| spec.schema.field(index).clone())
+                    .collect::<Vec<_>>(),
+            )),
+        })
+    }
+}
+
+/// Pairs of (left row, right row) whose join keys hash alike and are equal;
+/// rows with a NULL key pair with nothing. The smaller side is hashed into a
+/// table, the other probes it; pairs come in probe-row order.
+fn candidate_pairs(keys: &[Vec<ArrayRef>; 2]) -> Result<[UInt32Array; 2]> {
+    let rows = [key_rows(&keys[0]), key_rows(&keys[1])];
+    let build = usize::from(rows[1] <= rows[0]);
+    let probe = 1 - build;
+    let random = RandomState::default();
+    let hashes = [
+        key_hashes(&keys[0], rows[0], &random)?,
+        key_hashes(&keys[1], rows[1], &random)?,
+    ];
+    let valid = [key_validity(&keys[0]), key_validity(&keys[1])];
+    let has_key = |side: usize, row: usize| valid[side].as_ref().is_none_or(|v| v.is_valid(row));
+
+    // Each hash's first build row, and each build row's next one with that hash.
+    let mut first: FastHashMap<u64, u32> = FastHashMap::default();
+    first.reserve(rows[build]);
+    let mut next = vec![NO_ROW; rows[build]];
+    for row in (0..rows[build]).rev() {
+        if !has_key(build, row) {
+            continue;
+        }
+        match first.entry(hashes[build][row]) {
+            Entry::Occupied(mut head) => {
+                next[row] = *head.get();
+                *head.get_mut() = row as u32;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(row as u32);
+            }
+        }
+    }
+    let mut pairs: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    for (row, hash) in hashes[probe].iter().enumerate() {
+        if !has_key(probe, row) {
+            continue;
+        }
+        let mut partner = first.get(hash).copied().unwrap_or(NO_ROW);
+        while partner != NO_ROW {
+            pairs[probe].push(row as u32);
+            pairs[build].push(partner);
+            partner = next[partner as usize];
+        }
+    }
+    // Equal hashes are not yet equal keys.
+    let pairs = pairs.map(UInt32Array::from);
+    let mut equal: Option<BooleanArray> = None;
+    for (left, right) in keys[0].iter().zip(&keys[1]) {
+        let same = keys_equal(&take_rows(left, &pairs[0])?, &take_rows(right, &pairs[1])?)?;
+        equal = Some(match equal {
+            None => same,
+            Some(earlier) => arrow::compute::and(&earlier, &same)?,
+        });
+    }
+    match equal {
+        Some(mask) if mask.true_count() < mask.len() => Ok([
+            filter_indices(&pairs[0], &mask)?,
+            filter_indices(&pairs[1], &mask)?,
+        ]),
+        _ => Ok(pairs),
+    }
+}
+
+/// Which rows have no NULL in any key column (`None`: every row).
+fn key_validity(keys: &[ArrayRef]) -> Option<NullBuffer> {
+    keys.iter().fold(None, |valid, key| {
+        NullBuffer::union(valid.as_ref(), key.logical_nulls().as_ref())
+    })
+}
+
+/// Rows of a side (key columns all have its row count; no key column: none).
+fn key_rows(keys: &[ArrayRef]) -> usize {
+    keys.first().map_or(0, |key| key.len())
+}
+
+/// The hash of each row's key columns.
+fn key_hashes(keys: &[ArrayRef], rows: usize, random: &RandomState) -> Result<Vec<u64>> {
+    let mut hashes = vec![0u64; rows];
+    create_hashes(keys, random, &mut hashes).map_err(df)?;
+    Ok(hashes)
+}
+
+/// Row by row, whether two key columns of the same type hold equal values
+/// (neither is NULL here): Arrow's `eq` kernel, or a comparator for the
+/// types it does not compare (nested ones).
+fn keys_equal(left: &ArrayRef, right: &ArrayRef) -> Result<BooleanArray> {
+    if let Ok(equal) = arrow::compute::kernels::cmp::eq(left, right) {
+        return Ok(equal);
+    }
+    let compare = make_comparator(left.as_ref(), right.as_ref(), SortOptions::default())?;
+    Ok((0..left.len())
+        .map(|row| Some(compare(row, row).is_eq()))
+        .collect())
+}
+
+/// `column`'s rows at `indices`; the column itself when the indices are
+/// every row in order (a probe side whose rows each have one partner).
+fn take_rows(column: &ArrayRef, indices: &UInt32Array) -> Result<ArrayRef> {
+    let whole = indices.len() == column.len()
+        && indices.null_count() == 0
+        && indices
+            .values()
+            .iter()
+            .enumerate()
+            .all(|(i, &row)| row as usize == i);
+    if whole {
+        return Ok(column.clone());
+    }
+    Ok(take(column.as_ref(), indices, None)?)
+}
+
+/// The pair indices whose condition `mask` is true (NULL counts as false).
+fn filter_indices(indices: &UInt32Array, mask: &BooleanArray) -> Result<UInt32Array> {
+    Ok(filter(indices, mask)?.as_primitive::<UInt32Type>().clone())
 }
 
 impl Operator for WindowJoinOperator {
@@ -384,5 +539,88 @@ impl Operator for WindowJoinOperator {
         } else {
             Err(bad_state("window join rows without a window"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray, StructArray};
+    use arrow::datatypes::{DataType, Field};
+
+    fn pairs_of(keys: [Vec<ArrayRef>; 2]) -> Vec<(u32, u32)> {
+        let [left, right] = candidate_pairs(&keys).expect("pairs");
+        let mut pairs: Vec<(u32, u32)> = left
+            .values()
+            .iter()
+            .copied()
+            .zip(right.values().iter().copied())
+            .collect();
+        pairs.sort_unstable();
+        pairs
+    }
+
+    #[test]
+    fn pairs_match_equal_keys_and_never_nulls() {
+        let left: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![
+                Some(1),
+                Some(1),
+                None,
+                Some(2),
+                Some(3),
+            ])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                Some("b"),
+                Some("a"),
+                Some("a"),
+                None,
+            ])),
+        ];
+        let right: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from(vec![
+                Some(1),
+                Some(2),
+                Some(1),
+                None,
+                Some(3),
+            ])),
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                Some("a"),
+                Some("a"),
+                Some("a"),
+                None,
+            ])),
+        ];
+        // Left 0 (1, a) meets right 0 and 2; left 3 (2, a) meets right 1;
+        // NULL in either key column matches nothing.
+        assert_eq!(
+            pairs_of([left.clone(), right.clone()]),
+            vec![(0, 0), (0, 2), (3, 1)]
+        );
+        // The other side as the build side gives the same pairs.
+        let fewer: Vec<ArrayRef> = right.iter().map(|column| column.slice(0, 3)).collect();
+        assert_eq!(pairs_of([left, fewer]), vec![(0, 0), (0, 2), (3, 1)]);
+    }
+
+    #[test]
+    fn nested_keys_compare_whole_values() {
+        let point = |x: Vec<i64>, y: Vec<i64>| -> ArrayRef {
+            Arc::new(StructArray::from(vec![
+                (
+                    Arc::new(Field::new("x", DataType::Int64, false)),
+                    Arc::new(Int64Array::from(x)) as ArrayRef,
+                ),
+                (
+                    Arc::new(Field::new("y", DataType::Int64, false)),
+                    Arc::new(Int64Array::from(y)) as ArrayRef,
+                ),
+            ]))
+        };
+        let left = vec![point(vec![1, 1, 2], vec![1, 2, 2])];
+        let right = vec![point(vec![1, 2, 1], vec![2, 2, 1])];
+        assert_eq!(pairs_of([left, right]), vec![(0, 2), (1, 0), (2, 1)]);
     }
 }
