@@ -46,6 +46,22 @@ impl KeyIndex {
         (0..self.len()).map(|index| self.key(index))
     }
 
+    /// Makes room for `keys` more keys of `bytes` bytes in all, so that
+    /// interning them grows nothing step by step.
+    pub(crate) fn reserve(&mut self, keys: usize, bytes: usize) {
+        let KeyIndex {
+            table,
+            hasher,
+            bytes: all_bytes,
+            ends,
+        } = self;
+        table.reserve(keys, |&i| {
+            hasher.hash_one(key_of(all_bytes, ends, i as usize))
+        });
+        all_bytes.reserve(bytes);
+        ends.reserve(keys);
+    }
+
     /// The index of `key`, numbering it if it is new.
     pub(crate) fn intern(&mut self, key: &[u8]) -> u32 {
         let KeyIndex {
@@ -183,6 +199,7 @@ impl Groups {
 
     /// Merges complete state into this one, key by key.
     pub(crate) fn merge(&mut self, other: &GroupStates) -> Result<()> {
+        self.keys.reserve(other.keys.len(), other.keys.bytes.len());
         let indices: Vec<usize> = other
             .keys
             .iter()
