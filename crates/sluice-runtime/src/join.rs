@@ -626,6 +626,14 @@ impl JoinOperator {
     }
 }
 
+/// Fails for an input other than a join's left (0) or right (1).
+pub(crate) fn check_join_side(side: usize) -> Result<()> {
+    if side > 1 {
+        return Err(SluiceError::Runtime(format!("join has no input {side}")));
+    }
+    Ok(())
+}
+
 /// A change batch with the given row kinds (append-only when all are inserts).
 fn with_kinds(data: RecordBatch, kinds: Vec<i8>) -> ChangeBatch {
     if kinds.iter().all(|k| *k == RowKind::Insert as i8) {
@@ -649,9 +657,7 @@ impl Operator for JoinOperator {
         batch: ChangeBatch,
         out: &mut Vec<Message>,
     ) -> Result<()> {
-        if side > 1 {
-            return Err(SluiceError::Runtime(format!("join has no input {side}")));
-        }
+        check_join_side(side)?;
         if side == 0 && !self.table_loaded {
             self.waiting.push(batch);
             return Ok(());

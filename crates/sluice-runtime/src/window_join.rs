@@ -27,6 +27,7 @@ use hashbrown::hash_map::Entry;
 use sluice_core::{ChangeBatch, Message, Result, SluiceError};
 use sluice_sql::plan::Join;
 
+use crate::join::check_join_side;
 use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
 use crate::state::{
@@ -461,9 +462,7 @@ impl Operator for WindowJoinOperator {
         batch: ChangeBatch,
         out: &mut Vec<Message>,
     ) -> Result<()> {
-        if side > 1 {
-            return Err(SluiceError::Runtime(format!("join has no input {side}")));
-        }
+        check_join_side(side)?;
         if let Some(kinds) = &batch.kinds {
             if (0..kinds.len()).any(|row| !batch.kind(row).is_addition()) {
                 return Err(SluiceError::Runtime(format!(
