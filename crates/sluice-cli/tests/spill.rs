@@ -1,5 +1,5 @@
-//! Keyed state beyond `state.memory-budget` spills to disk: joins, GROUP BY
-//! and Top-N produce the same output with a tiny budget as without one,
+//! Keyed state beyond `state.memory-budget` spills to disk: joins (window
+//! joins' open windows too), GROUP BY and Top-N produce the same output with a tiny budget as without one,
 //! with checkpoints of spilled state on, and after SIGKILLs and restarts.
 
 mod common;
@@ -76,11 +76,18 @@ fn rows(ws: &Workspace, query: &str, name: &str) -> Vec<String> {
 fn spilled_state_gives_the_same_output_and_recovers_after_kills() {
     let ws = Workspace::new();
     write_nexmark_events(&ws, 100_000, "'first-event.rate' = '1000', 'seed' = '3'");
-    for query in ["q3", "q4", "q9", "q20"] {
+    // q5's window join holds a few small windows at a time: its budget is smaller.
+    for (query, budget) in [
+        ("q3", TINY_BUDGET),
+        ("q4", TINY_BUDGET),
+        ("q9", TINY_BUDGET),
+        ("q20", TINY_BUDGET),
+        ("q5", "1kb"),
+    ] {
         let (expected, stderr) = run(&ws, query, &format!("{query}-memory"), "unlimited");
         assert!(!expected.is_empty(), "{query} wrote nothing");
         assert!(!stderr.contains("spilled"), "{query}: {stderr}");
-        let (got, stderr) = run(&ws, query, &format!("{query}-spill"), TINY_BUDGET);
+        let (got, stderr) = run(&ws, query, &format!("{query}-spill"), budget);
         assert!(
             stderr.contains("spilled") && stderr.contains("MB to disk"),
             "{query} did not spill: {stderr}"
@@ -99,9 +106,10 @@ fn spilled_state_gives_the_same_output_and_recovers_after_kills() {
 
         // Killed while spilling (a previous run's spill files are wiped),
         // restarted from checkpoints of spilled state.
-        if query == "q20" || query == "q4" {
+        // (q5 is over within the kill delays, and a finished job reruns.)
+        if matches!(query, "q20" | "q4") {
             let name = format!("{query}-spill-crash");
-            let script = script(&ws, query, &name, TINY_BUDGET);
+            let script = script(&ws, query, &name, budget);
             for delay in [700, 1300] {
                 let child = sluice(&ws, &script)
                     .stderr(Stdio::null())

@@ -856,6 +856,7 @@ impl<'a> TaskBuilder<'a> {
                             } else if join.window.is_some() {
                                 Box::new(WindowJoinOperator::new(
                                     join.clone(),
+                                    &self.state,
                                     self.late_records.clone(),
                                 )?)
                             } else {

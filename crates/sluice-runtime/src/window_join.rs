@@ -32,10 +32,11 @@ use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
 use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
-    SubtaskChunks,
+    StateConfig, SubtaskChunks,
 };
 use crate::watermark::EpochMillisExpr;
 use crate::FastHashMap;
+use sluice_state::{SpillArea, SpillTable};
 
 /// Format of window join snapshots (the header's second value).
 const WINDOW_JOIN_STATE_FORMAT: i64 = 1;
@@ -55,11 +56,87 @@ pub struct WindowJoinOperator {
     late: LateRecords,
     /// The join's extra condition, over the columns it reads.
     condition: Option<PairCondition>,
+    /// Open windows' rows moved to disk to keep within `state.memory-budget`.
+    spill: Option<SpilledWindows>,
+}
+
+/// Batches of open windows written to the job's spill area; the windows
+/// that close last go first.
+struct SpilledWindows {
+    area: Arc<SpillArea>,
+    /// Created on the first spill.
+    table: Option<SpillTable>,
+    /// Per window end, the spilled batches: (side, key in the table).
+    keys: BTreeMap<i64, Vec<(usize, Vec<u8>)>>,
+    /// The next key's sequence number.
+    next: u64,
+    /// Bytes of pending batches this operator counts in the area.
+    accounted: i64,
+}
+
+impl SpilledWindows {
+    fn account(&mut self, bytes: i64) {
+        self.accounted += bytes;
+        self.area.account(bytes);
+    }
+
+    /// Writes a window's batches to disk.
+    fn write(&mut self, end: i64, sides: [Vec<RecordBatch>; 2]) -> Result<()> {
+        let mut entries = Vec::new();
+        for (side, batches) in sides.into_iter().enumerate() {
+            for batch in batches {
+                let mut key = end.to_be_bytes().to_vec();
+                key.extend_from_slice(&self.next.to_be_bytes());
+                self.next += 1;
+                self.account(-(batch.get_array_memory_size() as i64));
+                entries.push((key.clone(), encode_batches(&[ChangeBatch::inserts(batch)])?));
+                self.keys.entry(end).or_default().push((side, key));
+            }
+        }
+        let table = match &mut self.table {
+            Some(table) => table,
+            empty => empty.insert(self.area.table()?),
+        };
+        table.put_all(entries)
+    }
+
+    /// A window's spilled batches per side; `forget` removes them from disk.
+    fn read(&mut self, end: i64, forget: bool) -> Result<[Vec<RecordBatch>; 2]> {
+        let mut sides = [Vec::new(), Vec::new()];
+        let keys = if forget {
+            self.keys.remove(&end).unwrap_or_default()
+        } else {
+            self.keys.get(&end).cloned().unwrap_or_default()
+        };
+        let Some(table) = &self.table else {
+            return Ok(sides);
+        };
+        for (side, key) in keys {
+            let value = table
+                .get(&key)?
+                .ok_or_else(|| bad_state("spilled window join rows are missing"))?;
+            for batch in decode_batches(&value)? {
+                sides[side].push(batch.data);
+            }
+            if forget {
+                table.remove(&key)?;
+            }
+        }
+        Ok(sides)
+    }
+}
+
+impl Drop for WindowJoinOperator {
+    fn drop(&mut self) {
+        if let Some(spill) = &self.spill {
+            spill.area.account(-spill.accounted);
+        }
+    }
 }
 
 impl WindowJoinOperator {
     /// An operator for `spec`, which must be a window join.
-    pub fn new(spec: Arc<Join>, late: LateRecords) -> Result<Self> {
+    pub fn new(spec: Arc<Join>, state: &StateConfig, late: LateRecords) -> Result<Self> {
         let Some(window) = &spec.window else {
             return Err(SluiceError::Runtime(
                 "a window join operator was planned for a join without windows".into(),
@@ -71,6 +148,13 @@ impl WindowJoinOperator {
             None => None,
         };
         Ok(WindowJoinOperator {
+            spill: state.spill.clone().map(|area| SpilledWindows {
+                area,
+                table: None,
+                keys: BTreeMap::new(),
+                next: 0,
+                accounted: 0,
+            }),
             condition,
             window_ends,
             pending: BTreeMap::new(),
@@ -100,7 +184,7 @@ impl WindowJoinOperator {
             if let (Some(min), Some(max)) = (arrow::compute::min(&ends), arrow::compute::max(&ends))
             {
                 if min == max && (!check_late || self.is_open(min)) {
-                    self.pending.entry(min).or_default()[side].push(batch);
+                    self.keep(min, side, batch);
                     return Ok(());
                 }
             }
@@ -117,7 +201,7 @@ impl WindowJoinOperator {
                 Some(end) => {
                     let rows =
                         arrow::compute::take_record_batch(&batch, &UInt32Array::from(indices))?;
-                    self.pending.entry(end).or_default()[side].push(rows);
+                    self.keep(end, side, rows);
                 }
                 None => {
                     let rows =
@@ -131,6 +215,57 @@ impl WindowJoinOperator {
         late.sort_unstable();
         self.late
             .reject("window join", &batch, &late, &ends, self.watermark)
+    }
+
+    /// Keeps rows of an open window.
+    fn keep(&mut self, end: i64, side: usize, batch: RecordBatch) {
+        if let Some(spill) = &mut self.spill {
+            spill.account(batch.get_array_memory_size() as i64);
+        }
+        self.pending.entry(end).or_default()[side].push(batch);
+    }
+
+    /// Moves the open windows that close last to disk while the job's state
+    /// is over its memory budget.
+    fn enforce_budget(&mut self) -> Result<()> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        while spill.area.excess() > 0 {
+            let Some((end, sides)) = self.pending.pop_last() else {
+                break;
+            };
+            spill.write(end, sides)?;
+        }
+        Ok(())
+    }
+
+    /// Takes a window's rows out of memory and off disk.
+    fn take_window(&mut self, end: i64) -> Result<[Vec<RecordBatch>; 2]> {
+        let mut sides = self.pending.remove(&end).unwrap_or_default();
+        if let Some(spill) = &mut self.spill {
+            let released: usize = sides
+                .iter()
+                .flatten()
+                .map(RecordBatch::get_array_memory_size)
+                .sum();
+            spill.account(-(released as i64));
+            let [left, right] = spill.read(end, true)?;
+            sides[0].extend(left);
+            sides[1].extend(right);
+        }
+        Ok(sides)
+    }
+
+    /// Ends of the open windows, in memory or on disk.
+    fn open_windows(&self) -> Vec<i64> {
+        let mut ends: Vec<i64> = self.pending.keys().copied().collect();
+        if let Some(spill) = &self.spill {
+            ends.extend(spill.keys.keys().copied());
+        }
+        ends.sort_unstable();
+        ends.dedup();
+        ends
     }
 
     /// Whether the window ending at `end` has not fired yet: it fires once
@@ -470,16 +605,20 @@ impl Operator for WindowJoinOperator {
                 )));
             }
         }
-        self.buffer(side, batch.data, true, out)
+        self.buffer(side, batch.data, true, out)?;
+        self.enforce_budget()
     }
 
     fn on_watermark(&mut self, watermark: i64, out: &mut Vec<Message>) -> Result<()> {
         if watermark > self.watermark {
             self.watermark = watermark;
             // Windows whose last millisecond the watermark reached: end <= watermark + 1.
-            let open = self.pending.split_off(&watermark.saturating_add(2));
-            let closed = std::mem::replace(&mut self.pending, open);
-            for (_, sides) in closed {
+            let closing = self
+                .open_windows()
+                .into_iter()
+                .take_while(|end| end.saturating_sub(1) <= watermark);
+            for end in closing.collect::<Vec<_>>() {
+                let sides = self.take_window(end)?;
                 self.emit_window(sides, out)?;
             }
         }
@@ -490,15 +629,22 @@ impl Operator for WindowJoinOperator {
     /// Header (watermark, format, window count), then per open window its
     /// left and its right batches.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
+        let windows = self.open_windows();
         let mut chunks = vec![header_chunk(&[
             self.watermark,
             WINDOW_JOIN_STATE_FORMAT,
-            self.pending.len() as i64,
+            windows.len() as i64,
         ])?];
-        for sides in self.pending.values() {
+        for end in windows {
+            let mut sides = self.pending.get(&end).cloned().unwrap_or_default();
+            if let Some(spill) = &mut self.spill {
+                let [left, right] = spill.read(end, false)?;
+                sides[0].extend(left);
+                sides[1].extend(right);
+            }
             for batches in sides {
                 let batches: Vec<ChangeBatch> =
-                    batches.iter().cloned().map(ChangeBatch::inserts).collect();
+                    batches.into_iter().map(ChangeBatch::inserts).collect();
                 chunks.push(encode_batches(&batches)?);
             }
         }
@@ -533,11 +679,10 @@ impl Operator for WindowJoinOperator {
         for (side, batch) in restored {
             self.buffer(side, batch.data, false, &mut unused)?;
         }
-        if unused.is_empty() {
-            Ok(())
-        } else {
-            Err(bad_state("window join rows without a window"))
+        if !unused.is_empty() {
+            return Err(bad_state("window join rows without a window"));
         }
+        self.enforce_budget()
     }
 }
 
