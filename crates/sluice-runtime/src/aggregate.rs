@@ -15,7 +15,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use sluice_core::{ChangeBatch, Result};
 use sluice_sql::plan::AggregateCall;
 
-use crate::operators::df;
+use crate::operators::{df, evaluate_array};
 
 /// A row encoder for grouping keys of `schema`'s rows.
 pub(crate) fn key_converter(
@@ -111,11 +111,7 @@ impl AggregateInputs {
         batch: &ChangeBatch,
     ) -> Result<Self> {
         let rows = batch.num_rows();
-        let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
-            expr.evaluate(&batch.data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        };
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>| evaluate_array(expr.as_ref(), &batch.data);
         let key_arrays = keys.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
         // Without grouping keys every row has the same (empty) key.
         let key_rows = if key_arrays.is_empty() {

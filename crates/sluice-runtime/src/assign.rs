@@ -12,7 +12,7 @@ use sluice_core::{ChangeBatch, Message, Result};
 use sluice_sql::plan::WindowAssign;
 
 use crate::late::LateRecords;
-use crate::operators::{df, Operator};
+use crate::operators::{evaluate_array, Operator};
 use crate::watermark::epoch_millis;
 
 /// Assigns windows to rows.
@@ -38,13 +38,7 @@ impl WindowAssignOperator {
 impl Operator for WindowAssignOperator {
     fn process(&mut self, batch: ChangeBatch, out: &mut Vec<Message>) -> Result<()> {
         let rows = batch.num_rows();
-        let times = self
-            .spec
-            .time
-            .evaluate(&batch.data)
-            .and_then(|v| v.into_array(rows))
-            .map_err(df)?;
-        let times = epoch_millis(times.as_ref())?;
+        let times = epoch_millis(evaluate_array(self.spec.time.as_ref(), &batch.data)?.as_ref())?;
         let pane = self.spec.kind.pane();
         let offset = self.spec.offset;
         let mut indices = Vec::with_capacity(rows);

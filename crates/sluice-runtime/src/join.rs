@@ -25,7 +25,7 @@ use sluice_sql::plan::Join;
 
 use crate::aggregate::key_converter;
 use crate::late::LateRecords;
-use crate::operators::{df, evaluate_array, Operator};
+use crate::operators::{evaluate_array, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
@@ -224,14 +224,6 @@ impl JoinOperator {
         })
     }
 
-    fn keys(&self, side: usize) -> &[Arc<dyn PhysicalExpr>] {
-        if side == 0 {
-            &self.spec.left_keys
-        } else {
-            &self.spec.right_keys
-        }
-    }
-
     /// Whether rows of `side` are stored, and whether they probe the other side.
     fn roles(&self, side: usize) -> (bool, bool) {
         match (self.spec.lookup.is_some(), side) {
@@ -259,12 +251,9 @@ impl JoinOperator {
         if rows == 0 {
             return Ok(());
         }
-        let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
-            expr.evaluate(data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        };
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>| evaluate_array(expr.as_ref(), data);
         let key_arrays = self
+            .spec
             .keys(side)
             .iter()
             .map(evaluate)

@@ -106,11 +106,7 @@ impl Operator for Project {
         let columns = self
             .exprs
             .iter()
-            .map(|expr| {
-                expr.evaluate(&batch.data)
-                    .and_then(|v| v.into_array(rows))
-                    .map_err(df)
-            })
+            .map(|expr| evaluate_array(expr.as_ref(), &batch.data))
             .collect::<Result<Vec<_>>>()?;
         let data = RecordBatch::try_new_with_options(
             self.schema.clone(),

@@ -27,7 +27,7 @@ use crate::aggregate::{
     key_converter, read_states, restore_accumulators, snapshot_accumulators, write_states,
 };
 use crate::late::LateRecords;
-use crate::operators::{df, Operator};
+use crate::operators::{df, evaluate_array, Operator};
 use crate::rows::{decode_rows, scalar_column, take_results, whole_row_converter};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
@@ -520,11 +520,7 @@ impl Operator for OverAggregateOperator {
         self.partitions.expire_idle(now)?;
         let data = &batch.data;
         let rows = data.num_rows();
-        let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
-            expr.evaluate(data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        };
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>| evaluate_array(expr.as_ref(), data);
         let keys = self
             .spec
             .partition_keys

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Int8Array, UInt32Array};
+use arrow::array::{ArrayRef, Int8Array, UInt32Array};
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::row::RowConverter;
@@ -17,7 +17,7 @@ use sluice_core::ChangeBatch;
 use sluice_core::{Result, SluiceError};
 use sluice_state::{StateReader, StateWriter};
 
-use crate::operators::df;
+use crate::operators::{df, evaluate_array};
 
 use crate::keyed_state::KEYS_PER_CHUNK_GROUP;
 pub use crate::keyed_state::{KeyedState, StateConfig, ValueCodec};
@@ -78,11 +78,7 @@ impl KeyOwner {
         let parser = converter.parser();
         let rows: Vec<_> = keys.iter().map(|key| parser.parse(key)).collect();
         let columns = converter.convert_rows(rows)?;
-        let mut hashes = vec![0u64; keys.len()];
-        if !columns.is_empty() {
-            create_hashes(&columns, &RandomState::default(), &mut hashes).map_err(df)?;
-        }
-        Ok(hashes
+        Ok(column_hashes(&columns, keys.len())?
             .into_iter()
             .map(|hash| Self::target(hash, self.parallelism) == self.subtask)
             .collect())
@@ -91,18 +87,18 @@ impl KeyOwner {
 
 /// The partitioning hash of each row's `keys` (see [`KeyOwner::target`]).
 pub fn key_hashes(batch: &ChangeBatch, keys: &[Arc<dyn PhysicalExpr>]) -> Result<Vec<u64>> {
-    let rows = batch.num_rows();
     let columns = keys
         .iter()
-        .map(|key| {
-            key.evaluate(&batch.data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        })
+        .map(|key| evaluate_array(key.as_ref(), &batch.data))
         .collect::<Result<Vec<_>>>()?;
+    column_hashes(&columns, batch.num_rows())
+}
+
+/// The partitioning hash of each of `rows` rows of `columns` (all 0 without columns).
+pub(crate) fn column_hashes(columns: &[ArrayRef], rows: usize) -> Result<Vec<u64>> {
     let mut hashes = vec![0u64; rows];
     if !columns.is_empty() {
-        create_hashes(&columns, &RandomState::default(), &mut hashes).map_err(df)?;
+        create_hashes(columns, &RandomState::default(), &mut hashes).map_err(df)?;
     }
     Ok(hashes)
 }

@@ -18,7 +18,7 @@ use sluice_sql::plan::{Join, JoinKind, VersionedJoin};
 
 use crate::aggregate::key_converter;
 use crate::late::LateRecords;
-use crate::operators::{df, Operator};
+use crate::operators::{evaluate_array, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
@@ -147,16 +147,8 @@ impl TemporalJoinOperator {
     )> {
         let data = &batch.data;
         let rows = data.num_rows();
-        let evaluate = |expr: &Arc<dyn PhysicalExpr>| {
-            expr.evaluate(data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
-        };
-        let keys = if side == 0 {
-            &self.spec.left_keys
-        } else {
-            &self.spec.right_keys
-        };
+        let evaluate = |expr: &Arc<dyn PhysicalExpr>| evaluate_array(expr.as_ref(), data);
+        let keys = self.spec.keys(side);
         let key_arrays = keys.iter().map(evaluate).collect::<Result<Vec<_>>>()?;
         let has_key = (0..rows)
             .map(|row| key_arrays.iter().all(|a| a.is_valid(row)))
@@ -287,10 +279,7 @@ impl TemporalJoinOperator {
         let mut keep =
             match &self.spec.filter {
                 Some(filter) => {
-                    let values = filter
-                        .evaluate(&joined)
-                        .and_then(|v| v.into_array(count))
-                        .map_err(df)?;
+                    let values = evaluate_array(filter.as_ref(), &joined)?;
                     let values = values.as_boolean();
                     arrow::array::BooleanArray::from_iter((0..count).map(|i| {
                         Some(has_version.value(i) && values.is_valid(i) && values.value(i))

@@ -20,7 +20,7 @@ use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::TopN;
 
 use crate::late::LateRecords;
-use crate::operators::{df, Operator};
+use crate::operators::{df, evaluate_array, Operator};
 use crate::rows::{decode_rows, whole_row_converter};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
@@ -304,9 +304,7 @@ impl Operator for TopNOperator {
         let data = &batch.data;
         let rows = data.num_rows();
         let evaluate = |expr: &Arc<dyn datafusion::physical_expr::PhysicalExpr>| {
-            expr.evaluate(data)
-                .and_then(|v| v.into_array(rows))
-                .map_err(df)
+            evaluate_array(expr.as_ref(), data)
         };
         let partition_arrays = self
             .spec

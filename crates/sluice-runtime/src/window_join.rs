@@ -18,7 +18,6 @@ use arrow::compute::SortOptions;
 use arrow::compute::{concat_batches, filter, take};
 use arrow::datatypes::UInt32Type;
 use arrow::datatypes::{Schema, SchemaRef};
-use datafusion::common::hash_utils::{create_hashes, RandomState};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::physical_expr::expressions::Column as ColumnExpr;
 use datafusion::physical_expr::utils::collect_columns;
@@ -31,8 +30,8 @@ use crate::join::check_join_side;
 use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
 use crate::state::{
-    bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
-    StateConfig, SubtaskChunks,
+    bad_state, column_hashes, decode_batches, encode_batches, header_chunk, restore_subtasks,
+    KeyOwner, StateConfig, SubtaskChunks,
 };
 use crate::watermark::EpochMillisExpr;
 use crate::FastHashMap;
@@ -380,12 +379,8 @@ impl WindowJoinOperator {
 
     /// The join key columns of `side`'s rows.
     fn key_columns(&self, side: usize, batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
-        let exprs = if side == 0 {
-            &self.spec.left_keys
-        } else {
-            &self.spec.right_keys
-        };
-        exprs
+        self.spec
+            .keys(side)
             .iter()
             .map(|expr| evaluate_array(expr.as_ref(), batch))
             .collect()
@@ -476,10 +471,9 @@ fn candidate_pairs(keys: &[Vec<ArrayRef>; 2]) -> Result<[UInt32Array; 2]> {
     let rows = [key_rows(&keys[0]), key_rows(&keys[1])];
     let build = usize::from(rows[1] <= rows[0]);
     let probe = 1 - build;
-    let random = RandomState::default();
     let hashes = [
-        key_hashes(&keys[0], rows[0], &random)?,
-        key_hashes(&keys[1], rows[1], &random)?,
+        column_hashes(&keys[0], rows[0])?,
+        column_hashes(&keys[1], rows[1])?,
     ];
     let valid = [key_validity(&keys[0]), key_validity(&keys[1])];
     let has_key = |side: usize, row: usize| valid[side].as_ref().is_none_or(|v| v.is_valid(row));
@@ -543,13 +537,6 @@ fn key_validity(keys: &[ArrayRef]) -> Option<NullBuffer> {
 /// Rows of a side (key columns all have its row count; no key column: none).
 fn key_rows(keys: &[ArrayRef]) -> usize {
     keys.first().map_or(0, |key| key.len())
-}
-
-/// The hash of each row's key columns.
-fn key_hashes(keys: &[ArrayRef], rows: usize, random: &RandomState) -> Result<Vec<u64>> {
-    let mut hashes = vec![0u64; rows];
-    create_hashes(keys, random, &mut hashes).map_err(df)?;
-    Ok(hashes)
 }
 
 /// Row by row, whether two key columns of the same type hold equal values
@@ -662,11 +649,7 @@ impl Operator for WindowJoinOperator {
             }
             for (index, chunk) in rest.iter().enumerate() {
                 let side = index % 2;
-                let keys = if side == 0 {
-                    &self.spec.left_keys
-                } else {
-                    &self.spec.right_keys
-                };
+                let keys = self.spec.keys(side);
                 for batch in decode_batches(chunk)? {
                     if let Some(mine) = owner.filter_batch(&batch, keys)? {
                         restored.push((side, mine));

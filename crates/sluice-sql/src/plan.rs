@@ -645,6 +645,15 @@ pub struct WindowJoin {
 }
 
 impl Join {
+    /// The join keys over input `side` (0 = left, 1 = right).
+    pub fn keys(&self, side: usize) -> &[Arc<dyn PhysicalExpr>] {
+        if side == 0 {
+            &self.left_keys
+        } else {
+            &self.right_keys
+        }
+    }
+
     /// Whether unmatched rows of `side` are emitted as soon as they arrive (and
     /// retracted when a partner arrives), rather than when they expire.
     pub fn pads_immediately(&self, side: usize) -> bool {
