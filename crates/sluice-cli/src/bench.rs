@@ -59,6 +59,8 @@ pub struct BenchOptions {
     pub json: Option<PathBuf>,
     /// `execution.checkpointing.interval` of the queries (`off` by default).
     pub checkpoint_interval: String,
+    /// Job options set in every query (`KEY`, `VALUE`).
+    pub settings: Vec<(String, String)>,
 }
 
 /// One query's measurements.
@@ -167,7 +169,7 @@ pub fn run(options: &BenchOptions) -> Result<()> {
                 .replace("${SIDE_INPUT}", &side_input.display().to_string())
         );
         std::fs::write(&script, sql).context("writing the query script")?;
-        match measure(name, &script, events, options.parallelism) {
+        match measure(name, &script, events, options) {
             Ok(measurement) => {
                 let latency = match (options.rate, measurement.latency) {
                     (None, _) => String::new(),
@@ -316,14 +318,19 @@ fn count_lines(path: &Path) -> Result<u64> {
 }
 
 /// Runs one query in a child process and measures it.
-fn measure(name: &str, script: &Path, events: u64, parallelism: usize) -> Result<Measurement> {
+fn measure(name: &str, script: &Path, events: u64, options: &BenchOptions) -> Result<Measurement> {
     let exe = std::env::current_exe().context("locating the sluice binary")?;
     let started = Instant::now();
-    let mut child = std::process::Command::new(exe)
+    let mut command = std::process::Command::new(exe);
+    command
         .arg("run")
         .arg(script)
         .arg("-p")
-        .arg(parallelism.to_string())
+        .arg(options.parallelism.to_string());
+    for (key, value) in &options.settings {
+        command.arg("--set").arg(format!("{key}={value}"));
+    }
+    let mut child = command
         .env("SLUICE_LOG", "warn")
         .env("SLUICE_PROGRESS", "1")
         .stdout(std::process::Stdio::null())

@@ -229,6 +229,10 @@ enum BenchSuite {
         /// Checkpoint interval of the queries (e.g. `10s`), or `off`.
         #[arg(long, default_value = "off")]
         checkpoint_interval: String,
+        /// Set a job option in every query (any `SET` key, e.g.
+        /// `--set sluice.batch.size=4096`); repeatable.
+        #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
     },
 }
 
@@ -278,6 +282,7 @@ async fn execute(command: Command) -> Result<()> {
                     rate,
                     json,
                     checkpoint_interval,
+                    settings,
                 },
         } => {
             let options = bench::BenchOptions {
@@ -288,6 +293,7 @@ async fn execute(command: Command) -> Result<()> {
                 rate,
                 json,
                 checkpoint_interval,
+                settings,
             };
             tokio::task::spawn_blocking(move || bench::run(&options))
                 .await

@@ -101,6 +101,18 @@ fn queries_over_kafka_match_the_same_queries_over_the_file() {
         let got = run_query(&ws, &source, query, &format!("{query}-kafka"), &[]);
         assert_eq!(got, expected, "{query} over kafka");
     }
+    // The JSON values are decoded only as far as the queries read them.
+    let explain = ok(&ws.run(
+        &format!(
+            "{source}\n{}",
+            nexmark_query("q1", "'connector' = 'blackhole'")
+        ),
+        &["--explain"],
+    ));
+    assert!(
+        explain.contains("[reads only person(dateTime), auction(dateTime), bid(auction, bidder, "),
+        "{explain}"
+    );
 
     // Three partitions read by two subtasks: a stateless query.
     let spread = create_topic(&brokers, "events-spread", 3);

@@ -62,6 +62,49 @@ fn nested_row_fields_are_addressable() {
 }
 
 #[test]
+fn json_sources_read_only_the_row_fields_the_job_uses() {
+    let ws = Workspace::new();
+    // `age` is no INT in the first record: no query reads it, so it is skipped.
+    ws.write(
+        "in.json",
+        concat!(
+            r#"{"id":1,"person":{"name":"Ann","age":"n/a","address":{"city":"Oslo","zip":"0150"}},"tags":{"a":"x","b":"y"}}"#,
+            "\n",
+            r#"{"id":2,"person":{"name":"Bob","age":41,"address":{"city":"Bergen","zip":"5003"}},"tags":{"a":"z","b":null}}"#,
+            "\n",
+        ),
+    );
+    // Two queries share the source: one reads fields of `person`, the other
+    // the whole `tags` ROW.
+    let script = "CREATE TABLE people (id INT, person ROW<name STRING, age INT, address ROW<city STRING, zip STRING>>, tags ROW<a STRING, b STRING>)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/in.json', 'format' = 'json');
+         CREATE TABLE cities (id INT, name STRING, city STRING)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/cities', 'format' = 'json');
+         CREATE TABLE tags (id INT, tags ROW<a STRING, b STRING>)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/tags', 'format' = 'json');
+         INSERT INTO cities SELECT id, person.name, person.address.city FROM people
+             WHERE person.address.zip LIKE '0%';
+         INSERT INTO tags SELECT id, tags FROM people;";
+    let explain = ok(&ws.run(script, &["--explain"]));
+    assert!(
+        explain.contains("[reads only person(address(city, zip), name)]"),
+        "{explain}"
+    );
+    ok(&ws.run(script, &[]));
+    assert_eq!(
+        ws.sink_lines("cities"),
+        vec![r#"{"id":1,"name":"Ann","city":"Oslo"}"#.to_string()]
+    );
+    assert_eq!(
+        ws.sink_lines("tags"),
+        vec![
+            r#"{"id":1,"tags":{"a":"x","b":"y"}}"#.to_string(),
+            r#"{"id":2,"tags":{"a":"z","b":null}}"#.to_string()
+        ]
+    );
+}
+
+#[test]
 fn csv_in_and_out_with_filter_and_options() {
     let ws = Workspace::new();
     ws.write(

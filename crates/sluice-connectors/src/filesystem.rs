@@ -71,6 +71,10 @@ impl ConnectorFactory for FilesystemConnector {
         "filesystem"
     }
 
+    fn reads_row_fields_by_name(&self, table: &TableDef) -> bool {
+        matches!(Format::from_options(&table.options), Ok(Format::Json(_)))
+    }
+
     fn create_source(
         &self,
         table: &TableDef,

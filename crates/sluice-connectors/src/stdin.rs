@@ -26,6 +26,11 @@ impl ConnectorFactory for StdinConnector {
         "stdin"
     }
 
+    fn reads_row_fields_by_name(&self, table: &TableDef) -> bool {
+        table.options.get("format").is_none()
+            || matches!(Format::from_options(&table.options), Ok(Format::Json(_)))
+    }
+
     fn create_source(
         &self,
         table: &TableDef,

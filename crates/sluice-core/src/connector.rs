@@ -80,6 +80,13 @@ pub trait ConnectorFactory: Send + Sync {
         )))
     }
 
+    /// Whether `table`'s source finds the fields of ROW columns by name and
+    /// skips the others (JSON): then the planner may hand `create_source` a
+    /// table whose ROW types hold only the fields the job reads.
+    fn reads_row_fields_by_name(&self, _table: &TableDef) -> bool {
+        false
+    }
+
     /// The metadata columns tables of this connector may declare
     /// (`METADATA FROM '<key>'`).
     fn metadata(&self) -> &'static [MetadataSpec] {

@@ -83,6 +83,7 @@ pub fn task_plan(plan: JobPlan, layout: &TaskLayout, task: usize, epoch: u64) ->
                     connector: Arc::new(RepartitionSource::new(topic, schema, task, layout.tasks)),
                     watermark: None,
                     idle_timeout: None,
+                    read_fields: None,
                 });
                 inputs[side] = built.len() - 1;
             }

@@ -5,6 +5,7 @@
 pub mod attributes;
 pub mod functions;
 mod join_bounds;
+mod nested_projection;
 pub mod plan;
 pub mod planner;
 mod reuse;

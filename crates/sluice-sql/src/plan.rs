@@ -26,6 +26,9 @@ pub enum PlanNode {
         /// A subtask without data this long is idle: it stops holding back
         /// the watermark downstream until it has data again.
         idle_timeout: Option<std::time::Duration>,
+        /// The fields of ROW columns the source reads, when it skips others
+        /// (e.g. `bid(auction, price)`), as `--explain` shows them.
+        read_fields: Option<String>,
     },
     /// Computes one output column per expression.
     Project {
@@ -147,9 +150,13 @@ impl PlanNode {
                 table,
                 connector,
                 watermark,
+                read_fields,
                 ..
             } => {
                 let mut text = format!("Source `{table}`: {}", connector.describe());
+                if let Some(fields) = read_fields {
+                    let _ = write!(text, " [reads only {fields}]");
+                }
                 if let Some(watermark) = watermark {
                     let _ = write!(text, " [watermark {watermark}]");
                 }

@@ -25,6 +25,7 @@ use crate::attributes::{is_processing_time, time_columns, window_columns, Window
 use crate::functions::register_flink_functions;
 use crate::functions::PROCTIME_FUNCTION;
 use crate::join_bounds::JoinSides;
+use crate::nested_projection::{self, RowFieldUses};
 use crate::plan::{
     updating_operator, AggregateCall, GroupAggregate, JobPlan, Join, JoinKind, NodeId, PlanNode,
     WindowAggregate, WindowAssign, WindowJoin, WindowKind, WindowOutput,
@@ -107,6 +108,7 @@ pub async fn plan_script(
         replaced: HashMap::new(),
         rank_output: None,
         scan_columns: HashMap::new(),
+        scan_fields: HashMap::new(),
         scans: HashMap::new(),
         temporal_tables,
         temporal_time: Default::default(),
@@ -407,6 +409,8 @@ struct Translator<'a> {
     rank_output: Option<bool>,
     /// Per table: the columns all scans of it in the job read.
     scan_columns: HashMap<String, Vec<usize>>,
+    /// Per table: the fields of its ROW columns all scans of it read.
+    scan_fields: HashMap<String, RowFieldUses>,
     /// Per table: its shared source node and the columns it outputs.
     scans: HashMap<String, (NodeId, Vec<usize>)>,
     /// Tables the script reads `FOR SYSTEM_TIME AS OF` a time attribute.
@@ -435,7 +439,7 @@ impl Translator<'_> {
         })
     }
 
-    /// Records the columns each table scan of `plan` reads.
+    /// Records the columns (and fields of ROW columns) each table scan of `plan` reads.
     fn note_scans(&mut self, plan: &LogicalPlan) {
         let _ = plan.apply(|node| {
             if let LogicalPlan::TableScan(scan) = node {
@@ -451,6 +455,25 @@ impl Translator<'_> {
             }
             Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
         });
+        let tables = &self.tables;
+        let row_columns = |name: &str| -> Vec<String> {
+            let Some(table) = tables.get(name) else {
+                return Vec::new();
+            };
+            table
+                .columns
+                .iter()
+                .filter_map(|column| match column {
+                    TableColumn::Physical(field)
+                        if matches!(field.data_type(), arrow::datatypes::DataType::Struct(_)) =>
+                    {
+                        Some(field.name().clone())
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        nested_projection::scan_field_uses(plan, &row_columns, &mut self.scan_fields);
     }
 
     fn translate_query(&mut self, query: Query, select_index: usize) -> Result<NodeId> {
@@ -1197,10 +1220,27 @@ impl Translator<'_> {
         needed.sort_unstable();
         needed.dedup();
 
-        let connector = self
-            .registry
-            .for_table(table)?
-            .create_source(table, &needed, self.job)?;
+        let factory = self.registry.for_table(table)?;
+        let (read_table, read_fields) = if factory.reads_row_fields_by_name(table) {
+            // The scans' field accesses, and those of computed columns and
+            // the watermark (written against the physical columns).
+            let mut uses = self.scan_fields.get(name).cloned().unwrap_or_default();
+            let is_row = |column: &str| {
+                physical.field_with_name(column).is_ok_and(|field| {
+                    matches!(field.data_type(), arrow::datatypes::DataType::Struct(_))
+                })
+            };
+            for expr in computed_exprs.values() {
+                uses.record_expr(expr, &is_row);
+            }
+            if let Some((expr, _)) = &watermark {
+                uses.record_expr(expr, &is_row);
+            }
+            uses.prune(table)
+        } else {
+            (table.clone(), None)
+        };
+        let connector = factory.create_source(&read_table, &needed, self.job)?;
         let source_schema = connector.schema();
         let idle_timeout = match table.options.duration("scan.watermark.idle-timeout")? {
             Some(timeout) => Some(timeout).filter(|t| !t.is_zero()),
@@ -1211,6 +1251,7 @@ impl Translator<'_> {
             connector,
             watermark: watermark.as_ref().map(|(_, text)| text.clone()),
             idle_timeout,
+            read_fields,
         });
         let columns_physical: Vec<usize> = columns
             .iter()

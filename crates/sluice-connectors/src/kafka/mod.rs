@@ -431,6 +431,14 @@ impl ConnectorFactory for KafkaConnector {
         &KAFKA_METADATA
     }
 
+    fn reads_row_fields_by_name(&self, table: &TableDef) -> bool {
+        let Ok((_, formats)) = KafkaTable::from_table(table, self.upsert) else {
+            return false;
+        };
+        let by_name = |format: &Format| matches!(format, Format::Json(_));
+        by_name(&formats.value) && formats.key.as_ref().is_none_or(|key| by_name(&key.format))
+    }
+
     fn create_source(
         &self,
         table: &TableDef,
