@@ -1,5 +1,6 @@
 //! Non-windowed `GROUP BY`: an updating aggregation. Each key keeps its
-//! accumulators and the row it last emitted; a batch that changes a key emits
+//! accumulators (and the row it last emitted, where that is costly to
+//! evaluate again); a batch that changes a key emits
 //! `+I` for a new key, or `-U` (old row) and `+U` (new row) for a changed one,
 //! as Flink's group aggregation does. Unchanged results emit nothing. Over an
 //! updating input, `-U`/`-D` rows are taken back out of the accumulators, and
