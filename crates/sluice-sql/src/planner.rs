@@ -70,7 +70,9 @@ pub async fn plan_script(
     };
 
     let relations = Relations::default();
-    let ctx = new_session(&relations);
+    // Late rows sent to a dead letter file carry every column of the
+    // windowed input, so its columns are then not cut down.
+    let ctx = new_session(&relations, settings.late_data_dlq.is_none());
     let mut catalog = Catalog {
         ctx,
         tables: HashMap::new(),
@@ -165,8 +167,9 @@ fn locate(error: SluiceError, line: u64) -> SluiceError {
     }
 }
 
-/// A DataFusion session set up for Flink's SQL semantics.
-fn new_session(relations: &Relations) -> SessionContext {
+/// A DataFusion session set up for Flink's SQL semantics; `narrow_windows`:
+/// window TVFs let projection pushdown cut their input down.
+fn new_session(relations: &Relations, narrow_windows: bool) -> SessionContext {
     let config = SessionConfig::new()
         .with_target_partitions(1)
         .with_information_schema(false)
@@ -188,6 +191,7 @@ fn new_session(relations: &Relations) -> SessionContext {
         WINDOW_FUNCTION,
         Arc::new(WindowTableFunction {
             relations: relations.clone(),
+            narrow_inputs: narrow_windows,
         }),
     );
     ctx
@@ -1221,7 +1225,10 @@ impl Translator<'_> {
         needed.dedup();
 
         let factory = self.registry.for_table(table)?;
-        let (read_table, read_fields) = if factory.reads_row_fields_by_name(table) {
+        // Late rows sent to a dead letter file keep whole ROWs.
+        let prune =
+            self.settings.late_data_dlq.is_none() && factory.reads_row_fields_by_name(table);
+        let (read_table, read_fields) = if prune {
             // The scans' field accesses, and those of computed columns and
             // the watermark (written against the physical columns).
             let mut uses = self.scan_fields.get(name).cloned().unwrap_or_default();

@@ -254,14 +254,156 @@ macro_rules! single_input_node {
                 _exprs: Vec<Expr>,
                 mut inputs: Vec<LogicalPlan>,
             ) -> DfResult<Self> {
-                let mut node = self.clone();
-                if let Some(input) = inputs.pop() {
-                    node.input = input;
+                match inputs.pop() {
+                    Some(input) => self.with_input(input),
+                    None => Ok(self.clone()),
                 }
-                Ok(node)
+            }
+
+            /// Lets DataFusion's projection pushdown cut the input down to
+            /// the columns the node reads, so that a source decodes no more.
+            fn necessary_children_exprs(
+                &self,
+                output_columns: &[usize],
+            ) -> Option<Vec<Vec<usize>>> {
+                self.input_columns_read(output_columns)
+                    .map(|columns| vec![columns])
             }
         }
     };
+}
+
+/// A node over one input whose schemas hold the input's columns followed by
+/// the window columns, and which DataFusion may hand a narrower input.
+trait NarrowableInput: Sized {
+    /// The input's columns needed for `output_columns` (sorted), or `None`
+    /// when they cannot be told.
+    fn input_columns_read(&self, output_columns: &[usize]) -> Option<Vec<usize>>;
+
+    /// The node over `input`: the same columns or fewer, in the same order.
+    fn with_input(&self, input: LogicalPlan) -> DfResult<Self>;
+}
+
+/// The position of the DESCRIPTOR column in `input`.
+fn time_column_index(input: &LogicalPlan, time_column: &str) -> Option<usize> {
+    let schema = input.schema();
+    let (qualifier, _) = schema
+        .qualified_field_with_unqualified_name(time_column)
+        .ok()?;
+    schema.index_of_column_by_name(qualifier, time_column)
+}
+
+/// Where each column of `narrow` (a narrowing of `wide`, same order) sits in `wide`.
+fn kept_columns(wide: &DFSchema, narrow: &DFSchema) -> DfResult<Vec<usize>> {
+    narrow
+        .iter()
+        .map(|(qualifier, field)| {
+            wide.index_of_column_by_name(qualifier, field.name())
+                .ok_or_else(|| {
+                    datafusion::error::DataFusionError::Internal(format!(
+                        "window input narrowed to a column it lacked: {}",
+                        field.name()
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `schema` (`width` input columns, then window columns) with only the
+/// input columns `kept`.
+fn narrowed(schema: &DFSchema, width: usize, kept: &[usize]) -> DfResult<DFSchemaRef> {
+    let fields = kept
+        .iter()
+        .copied()
+        .chain(width..schema.fields().len())
+        .map(|index| {
+            let (qualifier, field) = schema.qualified_field(index);
+            (qualifier.cloned(), field.clone())
+        })
+        .collect();
+    Ok(Arc::new(DFSchema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )?))
+}
+
+/// Adds to `columns` the input columns (below `width`) `exprs` read in `schema`.
+fn read_columns<'a>(
+    exprs: impl IntoIterator<Item = &'a Expr>,
+    schema: &DFSchema,
+    width: usize,
+    columns: &mut Vec<usize>,
+) -> Option<()> {
+    for expr in exprs {
+        for column in expr.column_refs() {
+            let index = schema.index_of_column(column).ok()?;
+            if index < width {
+                columns.push(index);
+            }
+        }
+    }
+    Some(())
+}
+
+impl NarrowableInput for WindowTvfNode {
+    fn input_columns_read(&self, output_columns: &[usize]) -> Option<Vec<usize>> {
+        if !self.narrow_input {
+            return None;
+        }
+        let width = self.input.schema().fields().len();
+        let mut columns: Vec<usize> = output_columns
+            .iter()
+            .copied()
+            .filter(|c| *c < width)
+            .collect();
+        columns.push(time_column_index(&self.input, &self.time_column)?);
+        columns.sort_unstable();
+        columns.dedup();
+        Some(columns)
+    }
+
+    fn with_input(&self, input: LogicalPlan) -> DfResult<Self> {
+        let width = self.input.schema().fields().len();
+        let kept = kept_columns(self.input.schema(), input.schema())?;
+        let mut node = self.clone();
+        node.schema = narrowed(&self.schema, width, &kept)?;
+        node.input = input;
+        Ok(node)
+    }
+}
+
+impl NarrowableInput for WindowAggregateNode {
+    fn input_columns_read(&self, _output_columns: &[usize]) -> Option<Vec<usize>> {
+        if !self.narrow_input {
+            return None;
+        }
+        let width = self.input.schema().fields().len();
+        let mut columns = vec![time_column_index(&self.input, &self.time_column)?];
+        for (predicate, schema) in &self.filters {
+            read_columns([predicate], schema, width, &mut columns)?;
+        }
+        read_columns(
+            self.group_expr.iter().chain(&self.aggr_expr),
+            &self.agg_input_schema,
+            width,
+            &mut columns,
+        )?;
+        columns.sort_unstable();
+        columns.dedup();
+        Some(columns)
+    }
+
+    fn with_input(&self, input: LogicalPlan) -> DfResult<Self> {
+        let width = self.input.schema().fields().len();
+        let kept = kept_columns(self.input.schema(), input.schema())?;
+        let mut node = self.clone();
+        node.agg_input_schema = narrowed(&self.agg_input_schema, width, &kept)?;
+        for (_, schema) in &mut node.filters {
+            *schema = narrowed(schema, width, &kept)?;
+        }
+        node.input = input;
+        Ok(node)
+    }
 }
 
 /// A window TVF in a logical plan: its input plus `window_start`,
@@ -276,6 +418,9 @@ pub struct WindowTvfNode {
     pub offset: i64,
     /// The DESCRIPTOR column.
     pub time_column: String,
+    /// Whether DataFusion may cut the input down to the columns read (not
+    /// when late rows go to a dead letter file with all their columns).
+    pub narrow_input: bool,
     schema: DFSchemaRef,
 }
 
@@ -286,6 +431,9 @@ single_input_node!(WindowTvfNode, "WindowTVF");
 pub struct WindowTableFunction {
     /// Plans of the tables and views a TVF may window.
     pub relations: Relations,
+    /// Whether the TVFs let projection pushdown cut their input down to the
+    /// columns read (see [`WindowTvfNode::narrow_input`]).
+    pub narrow_inputs: bool,
 }
 
 fn string_argument(expr: &Expr) -> DfResult<String> {
@@ -414,6 +562,7 @@ impl TableFunctionImpl for WindowTableFunction {
             kind,
             offset,
             time_column,
+            narrow_input: self.narrow_inputs,
             schema,
         };
         Ok(Arc::new(WindowTable {
@@ -476,6 +625,8 @@ pub struct WindowAggregateNode {
     pub aggr_expr: Vec<Expr>,
     /// The schema the GROUP BY and aggregate expressions refer to.
     pub agg_input_schema: DFSchemaRef,
+    /// As [`WindowTvfNode::narrow_input`].
+    pub narrow_input: bool,
     schema: DFSchemaRef,
 }
 
@@ -516,6 +667,7 @@ pub fn rewrite_window_aggregates(plan: LogicalPlan) -> DfResult<LogicalPlan> {
             group_expr: aggregate.group_expr.clone(),
             aggr_expr: aggregate.aggr_expr.clone(),
             agg_input_schema: aggregate.input.schema().clone(),
+            narrow_input: tvf.narrow_input,
             schema: aggregate.schema.clone(),
         };
         Ok(Transformed::yes(LogicalPlan::Extension(Extension {
