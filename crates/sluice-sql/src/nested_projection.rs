@@ -183,6 +183,20 @@ impl RowFieldUses {
     }
 }
 
+/// The names of `table`'s physical ROW columns.
+pub(crate) fn row_columns(table: &TableDef) -> Vec<String> {
+    table
+        .columns
+        .iter()
+        .filter_map(|column| match column {
+            TableColumn::Physical(field) if matches!(field.data_type(), DataType::Struct(_)) => {
+                Some(field.name().clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
 /// `column.a.b...` (a `get_field` chain on a column): the column name and the
 /// field path.
 fn field_access(expr: &Expr) -> Option<(String, Vec<String>)> {

@@ -461,21 +461,10 @@ impl Translator<'_> {
         });
         let tables = &self.tables;
         let row_columns = |name: &str| -> Vec<String> {
-            let Some(table) = tables.get(name) else {
-                return Vec::new();
-            };
-            table
-                .columns
-                .iter()
-                .filter_map(|column| match column {
-                    TableColumn::Physical(field)
-                        if matches!(field.data_type(), arrow::datatypes::DataType::Struct(_)) =>
-                    {
-                        Some(field.name().clone())
-                    }
-                    _ => None,
-                })
-                .collect()
+            tables
+                .get(name)
+                .map(nested_projection::row_columns)
+                .unwrap_or_default()
         };
         nested_projection::scan_field_uses(plan, &row_columns, &mut self.scan_fields);
     }
@@ -1232,11 +1221,8 @@ impl Translator<'_> {
             // The scans' field accesses, and those of computed columns and
             // the watermark (written against the physical columns).
             let mut uses = self.scan_fields.get(name).cloned().unwrap_or_default();
-            let is_row = |column: &str| {
-                physical.field_with_name(column).is_ok_and(|field| {
-                    matches!(field.data_type(), arrow::datatypes::DataType::Struct(_))
-                })
-            };
+            let rows = nested_projection::row_columns(table);
+            let is_row = |column: &str| rows.iter().any(|row| row == column);
             for expr in computed_exprs.values() {
                 uses.record_expr(expr, &is_row);
             }
