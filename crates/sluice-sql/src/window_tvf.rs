@@ -293,9 +293,12 @@ fn time_column_index(input: &LogicalPlan, time_column: &str) -> Option<usize> {
     schema.index_of_column_by_name(qualifier, time_column)
 }
 
-/// Where each column of `narrow` (a narrowing of `wide`, same order) sits in `wide`.
-fn kept_columns(wide: &DFSchema, narrow: &DFSchema) -> DfResult<Vec<usize>> {
-    narrow
+/// The width of `old` and where each column of `new` (a narrowing of it,
+/// same order) sits in it.
+fn narrowing(old: &LogicalPlan, new: &LogicalPlan) -> DfResult<(usize, Vec<usize>)> {
+    let wide = old.schema();
+    let kept = new
+        .schema()
         .iter()
         .map(|(qualifier, field)| {
             wide.index_of_column_by_name(qualifier, field.name())
@@ -306,7 +309,8 @@ fn kept_columns(wide: &DFSchema, narrow: &DFSchema) -> DfResult<Vec<usize>> {
                     ))
                 })
         })
-        .collect()
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok((wide.fields().len(), kept))
 }
 
 /// `schema` (`width` input columns, then window columns) with only the
@@ -325,6 +329,12 @@ fn narrowed(schema: &DFSchema, width: usize, kept: &[usize]) -> DfResult<DFSchem
         fields,
         schema.metadata().clone(),
     )?))
+}
+
+fn sorted_unique(mut columns: Vec<usize>) -> Vec<usize> {
+    columns.sort_unstable();
+    columns.dedup();
+    columns
 }
 
 /// Adds to `columns` the input columns (below `width`) `exprs` read in `schema`.
@@ -357,14 +367,11 @@ impl NarrowableInput for WindowTvfNode {
             .filter(|c| *c < width)
             .collect();
         columns.push(time_column_index(&self.input, &self.time_column)?);
-        columns.sort_unstable();
-        columns.dedup();
-        Some(columns)
+        Some(sorted_unique(columns))
     }
 
     fn with_input(&self, input: LogicalPlan) -> DfResult<Self> {
-        let width = self.input.schema().fields().len();
-        let kept = kept_columns(self.input.schema(), input.schema())?;
+        let (width, kept) = narrowing(&self.input, &input)?;
         let mut node = self.clone();
         node.schema = narrowed(&self.schema, width, &kept)?;
         node.input = input;
@@ -388,14 +395,11 @@ impl NarrowableInput for WindowAggregateNode {
             width,
             &mut columns,
         )?;
-        columns.sort_unstable();
-        columns.dedup();
-        Some(columns)
+        Some(sorted_unique(columns))
     }
 
     fn with_input(&self, input: LogicalPlan) -> DfResult<Self> {
-        let width = self.input.schema().fields().len();
-        let kept = kept_columns(self.input.schema(), input.schema())?;
+        let (width, kept) = narrowing(&self.input, &input)?;
         let mut node = self.clone();
         node.agg_input_schema = narrowed(&self.agg_input_schema, width, &kept)?;
         for (_, schema) in &mut node.filters {
