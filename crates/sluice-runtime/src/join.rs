@@ -26,7 +26,7 @@ use sluice_sql::plan::Join;
 use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{evaluate_array, Operator};
-use crate::rows::{decode_rows, whole_row_converter};
+use crate::row_codec::RowCodec;
 use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
     KeyedState, StateConfig, SubtaskChunks, ValueCodec,
@@ -36,7 +36,7 @@ use sluice_state::{StateReader, StateWriter};
 
 /// One stored row of a side.
 struct StoredRow {
-    /// The whole row, Arrow row encoded.
+    /// The whole row, [`RowCodec`] encoded.
     row: Box<[u8]>,
     /// Partners it currently has (for outer sides).
     matches: u32,
@@ -45,7 +45,9 @@ struct StoredRow {
 }
 
 /// Encodes a key's stored rows of one side.
-struct StoredRowsCodec;
+struct StoredRowsCodec {
+    rows: Arc<RowCodec>,
+}
 
 impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
     fn encode(&self, rows: &mut Vec<StoredRow>, out: &mut StateWriter) -> Result<()> {
@@ -62,7 +64,7 @@ impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
         (0..input.usize()?)
             .map(|_| {
                 Ok(StoredRow {
-                    row: input.bytes()?.into(),
+                    row: self.rows.restored(input.bytes()?)?,
                     matches: u32::try_from(input.u64()?)
                         .map_err(|_| bad_state("join match count"))?,
                     expires: input.i64()?,
@@ -78,10 +80,11 @@ impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
     }
 }
 
-/// Format of join snapshots whose sides are [`KeyedState`] snapshots (the
-/// fifth header value). Version 1 (four header values) stored one entry
-/// per row, which [`restore_side_v1`] reads.
-const JOIN_STATE_FORMAT: i64 = 2;
+/// Format of join snapshots (the fifth header value): sides are
+/// [`KeyedState`] snapshots of [`RowCodec`] rows. Version 2 stored Arrow
+/// rows instead; version 1 (four header values) also stored one entry per
+/// row, which [`restore_side_v1`] reads.
+const JOIN_STATE_FORMAT: i64 = 3;
 
 /// Loads one side of a version 1 join snapshot (an entry per row), keeping
 /// the keys `owner` owns; every row that expires gets its timer back.
@@ -90,6 +93,7 @@ fn restore_side_v1(
     chunks: &[&[u8]],
     owner: &KeyOwner,
     converter: &RowConverter,
+    rows: &RowCodec,
     now: Instant,
 ) -> Result<()> {
     for chunk in chunks {
@@ -99,7 +103,7 @@ fn restore_side_v1(
         for _ in 0..count {
             let key = input.bytes()?;
             let row = StoredRow {
-                row: input.bytes()?.into(),
+                row: rows.restored(input.bytes()?)?,
                 matches: u32::try_from(input.u64()?).map_err(|_| bad_state("join match count"))?,
                 expires: input.i64()?,
             };
@@ -184,7 +188,7 @@ pub struct JoinOperator {
     spec: Arc<Join>,
     key_converter: RowConverter,
     /// Whole-row encoders of the left and right inputs.
-    row_converters: [RowConverter; 2],
+    row_codecs: [Arc<RowCodec>; 2],
     sides: [KeyedState<Vec<StoredRow>>; 2],
     watermark: i64,
     /// Lookup joins: whether the table side has been fully read.
@@ -202,16 +206,16 @@ impl JoinOperator {
     /// rows that arrive after the watermark passed their expiry are late
     /// (dropped).
     pub fn new(spec: Arc<Join>, state: &StateConfig, late: LateRecords) -> Result<Self> {
+        let row_codecs = [
+            RowCodec::new(&spec.input_schemas[0], "join")?,
+            RowCodec::new(&spec.input_schemas[1], "join")?,
+        ];
         Ok(JoinOperator {
             key_converter: key_converter(&spec.left_keys, &spec.input_schemas[0])?,
-            row_converters: [
-                whole_row_converter(&spec.input_schemas[0], "join")?,
-                whole_row_converter(&spec.input_schemas[1], "join")?,
-            ],
-            sides: [
-                KeyedState::new(state, StoredRowsCodec),
-                KeyedState::new(state, StoredRowsCodec),
-            ],
+            sides: row_codecs
+                .clone()
+                .map(|rows| KeyedState::new(state, StoredRowsCodec { rows })),
+            row_codecs,
             watermark: i64::MIN,
             table_loaded: spec.lookup.is_none_or(|lookup| !lookup.wait_for_table),
             waiting: Vec::new(),
@@ -259,7 +263,7 @@ impl JoinOperator {
             .map(evaluate)
             .collect::<Result<Vec<_>>>()?;
         let key_rows = self.key_converter.convert_columns(&key_arrays)?;
-        let whole_rows = self.row_converters[side].convert_columns(data.columns())?;
+        let whole_rows = self.row_codecs[side].encode(data.columns())?;
         let (stores, probes) = self.roles(side);
         let other = 1 - side;
 
@@ -387,7 +391,7 @@ impl JoinOperator {
             if !stores || !row_has_key {
                 continue;
             }
-            let bytes = whole_rows.row(row).data();
+            let bytes = whole_rows.row(row);
             if adds {
                 let expires = match &expiries {
                     Some(values) if values.is_valid(row) => values.value(row),
@@ -519,7 +523,7 @@ impl JoinOperator {
         side: usize,
         rows: impl Iterator<Item = &'r [u8]>,
     ) -> Result<Vec<ArrayRef>> {
-        decode_rows(&self.row_converters[side], rows)
+        self.row_codecs[side].decode(rows)
     }
 
     /// Builds output rows from parts: each side's columns taken from its
@@ -710,21 +714,37 @@ impl Operator for JoinOperator {
             let [left_state, right_state] = &mut self.sides;
             let converter = &self.key_converter;
             let (left_chunks, right_chunks) = (&rest[..left], &rest[left..left + right]);
-            match format {
-                1 => {
-                    restore_side_v1(left_state, left_chunks, owner, converter, now)?;
-                    restore_side_v1(right_state, right_chunks, owner, converter, now)?;
-                }
-                JOIN_STATE_FORMAT => {
-                    left_state.restore(left_chunks, owner, converter, now)?;
-                    right_state.restore(right_chunks, owner, converter, now)?;
-                }
-                other => {
-                    return Err(SluiceError::State(format!(
-                        "join state format {other} is newer than this Sluice reads"
-                    )))
-                }
+            if format > JOIN_STATE_FORMAT {
+                return Err(SluiceError::State(format!(
+                    "join state format {format} is newer than this Sluice reads"
+                )));
             }
+            let [left_rows, right_rows] = &self.row_codecs;
+            for rows in [left_rows, right_rows] {
+                rows.set_reading_arrow_rows(format < 3);
+            }
+            let restored = if format == 1 {
+                restore_side_v1(left_state, left_chunks, owner, converter, left_rows, now).and_then(
+                    |()| {
+                        restore_side_v1(
+                            right_state,
+                            right_chunks,
+                            owner,
+                            converter,
+                            right_rows,
+                            now,
+                        )
+                    },
+                )
+            } else {
+                left_state
+                    .restore(left_chunks, owner, converter, now)
+                    .and_then(|()| right_state.restore(right_chunks, owner, converter, now))
+            };
+            for rows in [left_rows, right_rows] {
+                rows.set_reading_arrow_rows(false);
+            }
+            restored?;
             for batch in decode_batches(rest[left + right])? {
                 if let Some(mine) = owner.filter_batch(&batch, &self.spec.left_keys)? {
                     self.waiting.push(mine);

@@ -16,6 +16,7 @@ pub mod late;
 pub mod metrics;
 pub mod operators;
 pub mod over;
+mod row_codec;
 mod rows;
 pub mod session;
 pub mod state;

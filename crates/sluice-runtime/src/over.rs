@@ -28,7 +28,8 @@ use crate::aggregate::{
 };
 use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
-use crate::rows::{decode_rows, scalar_column, take_results, whole_row_converter};
+use crate::row_codec::{RowCodec, COMPACT_ROWS};
+use crate::rows::{scalar_column, take_results};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
     ValueCodec,
@@ -92,11 +93,11 @@ fn encode_over_row(row: &OverRow, out: &mut StateWriter) {
     encode_optional_scalars(&row.emitted, out);
 }
 
-fn decode_over_row(input: &mut StateReader) -> Result<OverRow> {
+fn decode_over_row(input: &mut StateReader, rows: &RowCodec) -> Result<OverRow> {
     let order = input.bytes()?.into();
     let time = input.i64()?;
     let arrival = input.u64()?;
-    let row = input.bytes()?.into();
+    let row = rows.restored(input.bytes()?)?;
     let arguments = (0..input.usize()?)
         .map(|_| decode_optional_scalars(input))
         .collect::<Result<Vec<_>>>()?;
@@ -113,6 +114,7 @@ fn decode_over_row(input: &mut StateReader) -> Result<OverRow> {
 /// Encodes a partition's rows, pending rows and running aggregates.
 struct PartitionCodec {
     calls: Vec<AggregateCall>,
+    rows: Arc<RowCodec>,
 }
 
 impl ValueCodec<Partition> for PartitionCodec {
@@ -136,7 +138,7 @@ impl ValueCodec<Partition> for PartitionCodec {
     fn decode(&self, input: &mut StateReader) -> Result<Partition> {
         let read_rows = |input: &mut StateReader| -> Result<Vec<OverRow>> {
             (0..input.usize()?)
-                .map(|_| decode_over_row(input))
+                .map(|_| decode_over_row(input, &self.rows))
                 .collect()
         };
         let rows = read_rows(input)?;
@@ -190,7 +192,7 @@ pub struct OverAggregateOperator {
     spec: Arc<OverAggregate>,
     partition_converter: RowConverter,
     order_converter: RowConverter,
-    row_converter: RowConverter,
+    rows: Arc<RowCodec>,
     partitions: KeyedState<Partition>,
     arrivals: u64,
     watermark: i64,
@@ -205,16 +207,18 @@ impl OverAggregateOperator {
         let (order, options) = &spec.order;
         let order_field =
             SortField::new_with_options(order.data_type(schema).map_err(df)?, *options);
+        let rows = RowCodec::new(schema, "OVER aggregate")?;
         Ok(OverAggregateOperator {
             partition_converter: key_converter(&spec.partition_keys, schema)?,
             order_converter: RowConverter::new(vec![order_field])?,
-            row_converter: whole_row_converter(schema, "OVER aggregate")?,
             partitions: KeyedState::new(
                 state,
                 PartitionCodec {
                     calls: spec.aggregates.clone(),
+                    rows: rows.clone(),
                 },
             ),
+            rows,
             arrivals: 0,
             watermark: i64::MIN,
             late,
@@ -462,10 +466,7 @@ impl OverAggregateOperator {
     }
 
     fn output(&self, mut changes: Vec<Change>) -> Result<ChangeBatch> {
-        let mut columns = decode_rows(
-            &self.row_converter,
-            changes.iter().map(|(row, _, _)| &**row),
-        )?;
+        let mut columns = self.rows.decode(changes.iter().map(|(row, _, _)| &**row))?;
         let width = columns.len();
         let results = take_results(
             changes.iter_mut().map(|(_, values, _)| values),
@@ -535,7 +536,7 @@ impl Operator for OverAggregateOperator {
             .order_converter
             .convert_columns(std::slice::from_ref(&order_values))?;
         let numbers = order_numbers(&order_values)?;
-        let whole = self.row_converter.convert_columns(data.columns())?;
+        let whole = self.rows.encode(data.columns())?;
         let mut arguments = Vec::with_capacity(self.spec.aggregates.len());
         for call in &self.spec.aggregates {
             let values = call
@@ -581,7 +582,7 @@ impl Operator for OverAggregateOperator {
                 order: orders.row(row).data().into(),
                 time,
                 arrival: self.arrivals,
-                row: whole.row(row).data().into(),
+                row: whole.row(row).into(),
                 arguments: row_arguments,
                 emitted: None,
             };
@@ -598,7 +599,7 @@ impl Operator for OverAggregateOperator {
             } else if batch.kind(row).is_addition() {
                 self.add_updating(key, over_row, now, &mut changes)?;
             } else {
-                self.retract_updating(key, whole.row(row).data(), now, &mut changes)?;
+                self.retract_updating(key, whole.row(row), now, &mut changes)?;
             }
         }
         if self.spec.event_time.is_some() && !late_rows.is_empty() {
@@ -613,21 +614,31 @@ impl Operator for OverAggregateOperator {
         Ok(())
     }
 
-    /// Header (watermark, arrival counter), then the partitions.
+    /// Header (watermark, arrival counter, row format), then the partitions.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let mut chunks = vec![header_chunk(&[self.watermark, self.arrivals as i64])?];
+        let mut chunks = vec![header_chunk(&[
+            self.watermark,
+            self.arrivals as i64,
+            COMPACT_ROWS,
+        ])?];
         chunks.extend(self.partitions.snapshot()?);
         Ok(chunks)
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         self.watermark = restore_subtasks(subtasks, |header, rest| {
-            let [_, arrivals] = header[..] else {
-                return Err(bad_state("OVER header"));
+            let (arrivals, arrow_rows) = match header[..] {
+                [_, arrivals] => (arrivals, true),
+                [_, arrivals, COMPACT_ROWS] => (arrivals, false),
+                _ => return Err(bad_state("OVER header")),
             };
             self.arrivals = self.arrivals.max(arrivals as u64);
-            self.partitions
-                .restore(rest, owner, &self.partition_converter, Instant::now())
+            self.rows.set_reading_arrow_rows(arrow_rows);
+            let restored =
+                self.partitions
+                    .restore(rest, owner, &self.partition_converter, Instant::now());
+            self.rows.set_reading_arrow_rows(false);
+            restored
         })?;
         Ok(())
     }

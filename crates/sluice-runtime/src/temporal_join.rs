@@ -19,7 +19,7 @@ use sluice_sql::plan::{Join, JoinKind, VersionedJoin};
 use crate::aggregate::key_converter;
 use crate::late::LateRecords;
 use crate::operators::{evaluate_array, Operator};
-use crate::rows::{decode_rows, whole_row_converter};
+use crate::row_codec::{EncodedRows, RowCodec, COMPACT_ROWS};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
     ValueCodec,
@@ -30,8 +30,10 @@ use sluice_state::{StateReader, StateWriter};
 /// A key's versions: start time → row (`None`: deleted from then on).
 type Versions = BTreeMap<i64, Option<Box<[u8]>>>;
 
-/// Encodes a key's versions.
-struct VersionsCodec;
+/// Encodes a key's versions (rows of the right side).
+struct VersionsCodec {
+    rows: Arc<RowCodec>,
+}
 
 impl ValueCodec<Versions> for VersionsCodec {
     fn encode(&self, versions: &mut Versions, out: &mut StateWriter) -> Result<()> {
@@ -54,7 +56,7 @@ impl ValueCodec<Versions> for VersionsCodec {
         for _ in 0..input.usize()? {
             let start = input.i64()?;
             let row = if input.bool()? {
-                Some(input.bytes()?.into())
+                Some(self.rows.restored(input.bytes()?)?)
             } else {
                 None
             };
@@ -72,7 +74,9 @@ impl ValueCodec<Versions> for VersionsCodec {
 }
 
 /// Encodes a key's left rows waiting for the watermark.
-struct WaitingCodec;
+struct WaitingCodec {
+    rows: Arc<RowCodec>,
+}
 
 impl ValueCodec<Vec<(i64, Box<[u8]>)>> for WaitingCodec {
     fn encode(&self, rows: &mut Vec<(i64, Box<[u8]>)>, out: &mut StateWriter) -> Result<()> {
@@ -86,7 +90,7 @@ impl ValueCodec<Vec<(i64, Box<[u8]>)>> for WaitingCodec {
 
     fn decode(&self, input: &mut StateReader) -> Result<Vec<(i64, Box<[u8]>)>> {
         (0..input.usize()?)
-            .map(|_| Ok((input.i64()?, input.bytes()?.into())))
+            .map(|_| Ok((input.i64()?, self.rows.restored(input.bytes()?)?)))
             .collect()
     }
 
@@ -100,7 +104,7 @@ pub struct TemporalJoinOperator {
     spec: Arc<Join>,
     times: VersionedJoin,
     key_converter: RowConverter,
-    row_converters: [RowConverter; 2],
+    row_codecs: [Arc<RowCodec>; 2],
     versions: KeyedState<Versions>,
     /// Left rows waiting for the watermark: (time, row) per key.
     waiting: KeyedState<Vec<(i64, Box<[u8]>)>>,
@@ -117,15 +121,26 @@ impl TemporalJoinOperator {
             .versioned
             .clone()
             .ok_or_else(|| SluiceError::Runtime("not a temporal join".into()))?;
+        let row_codecs = [
+            RowCodec::new(&spec.input_schemas[0], "temporal join")?,
+            RowCodec::new(&spec.input_schemas[1], "temporal join")?,
+        ];
         Ok(TemporalJoinOperator {
             times,
             key_converter: key_converter(&spec.left_keys, &spec.input_schemas[0])?,
-            row_converters: [
-                whole_row_converter(&spec.input_schemas[0], "temporal join")?,
-                whole_row_converter(&spec.input_schemas[1], "temporal join")?,
-            ],
-            versions: KeyedState::new(state, VersionsCodec),
-            waiting: KeyedState::new(state, WaitingCodec),
+            versions: KeyedState::new(
+                state,
+                VersionsCodec {
+                    rows: row_codecs[1].clone(),
+                },
+            ),
+            waiting: KeyedState::new(
+                state,
+                WaitingCodec {
+                    rows: row_codecs[0].clone(),
+                },
+            ),
+            row_codecs,
             changed: HashSet::new(),
             watermark: i64::MIN,
             late,
@@ -141,7 +156,7 @@ impl TemporalJoinOperator {
         time: &Arc<dyn PhysicalExpr>,
     ) -> Result<(
         arrow::row::Rows,
-        arrow::row::Rows,
+        EncodedRows,
         arrow::array::TimestampMillisecondArray,
         Vec<bool>,
     )> {
@@ -154,7 +169,7 @@ impl TemporalJoinOperator {
             .map(|row| key_arrays.iter().all(|a| a.is_valid(row)))
             .collect();
         let key_rows = self.key_converter.convert_columns(&key_arrays)?;
-        let whole = self.row_converters[side].convert_columns(data.columns())?;
+        let whole = self.row_codecs[side].encode(data.columns())?;
         let times = epoch_millis(evaluate(time)?.as_ref())?;
         Ok((key_rows, whole, times, has_key))
     }
@@ -168,7 +183,7 @@ impl TemporalJoinOperator {
                 continue;
             }
             let version = match batch.kind(row) {
-                RowKind::Insert | RowKind::UpdateAfter => Some(whole.row(row).data().into()),
+                RowKind::Insert | RowKind::UpdateAfter => Some(whole.row(row).into()),
                 RowKind::Delete => None,
                 // The update's new row follows as `+U`.
                 RowKind::UpdateBefore => continue,
@@ -200,7 +215,7 @@ impl TemporalJoinOperator {
             let time = times.value(row);
             self.waiting
                 .write(key, now, Vec::new)?
-                .push((time, whole.row(row).data().into()));
+                .push((time, whole.row(row).into()));
             self.waiting.register_timer(key, time);
         }
         self.late
@@ -247,11 +262,8 @@ impl TemporalJoinOperator {
         if probes.is_empty() {
             return Ok(());
         }
-        let left = decode_rows(&self.row_converters[0], probes.iter().map(|r| &**r))?;
-        let right_rows = decode_rows(
-            &self.row_converters[1],
-            partners.iter().flatten().map(|r| &**r),
-        )?;
+        let left = self.row_codecs[0].decode(probes.iter().map(|r| &**r))?;
+        let right_rows = self.row_codecs[1].decode(partners.iter().flatten().map(|r| &**r))?;
         let mut next = 0u32;
         let indices = UInt32Array::from_iter(partners.iter().map(|p| {
             p.as_ref().map(|_| {
@@ -358,7 +370,11 @@ impl Operator for TemporalJoinOperator {
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
         let versions = self.versions.snapshot()?;
         let waiting = self.waiting.snapshot()?;
-        let mut chunks = vec![header_chunk(&[self.watermark, versions.len() as i64])?];
+        let mut chunks = vec![header_chunk(&[
+            self.watermark,
+            versions.len() as i64,
+            COMPACT_ROWS,
+        ])?];
         chunks.extend(versions);
         chunks.extend(waiting);
         let mut changed = StateWriter::new();
@@ -375,8 +391,10 @@ impl Operator for TemporalJoinOperator {
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         let now = Instant::now();
         self.watermark = restore_subtasks(subtasks, |header, rest| {
-            let [_, versions] = header[..] else {
-                return Err(bad_state("temporal join header"));
+            let (versions, arrow_rows) = match header[..] {
+                [_, versions] => (versions, true),
+                [_, versions, COMPACT_ROWS] => (versions, false),
+                _ => return Err(bad_state("temporal join header")),
             };
             let versions = versions as usize;
             let Some((changed, rest)) = rest.split_last() else {
@@ -385,10 +403,20 @@ impl Operator for TemporalJoinOperator {
             if rest.len() < versions {
                 return Err(bad_state("temporal join chunk count"));
             }
-            self.versions
-                .restore(&rest[..versions], owner, &self.key_converter, now)?;
-            self.waiting
-                .restore(&rest[versions..], owner, &self.key_converter, now)?;
+            for rows in &self.row_codecs {
+                rows.set_reading_arrow_rows(arrow_rows);
+            }
+            let restored = self
+                .versions
+                .restore(&rest[..versions], owner, &self.key_converter, now)
+                .and_then(|()| {
+                    self.waiting
+                        .restore(&rest[versions..], owner, &self.key_converter, now)
+                });
+            for rows in &self.row_codecs {
+                rows.set_reading_arrow_rows(false);
+            }
+            restored?;
             let mut input = StateReader::new(changed)?;
             let keys: Vec<Vec<u8>> = (0..input.usize()?)
                 .map(|_| input.bytes().map(<[u8]>::to_vec))

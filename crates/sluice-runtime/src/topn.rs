@@ -21,7 +21,7 @@ use sluice_sql::plan::TopN;
 
 use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
-use crate::rows::{decode_rows, whole_row_converter};
+use crate::row_codec::{RowCodec, COMPACT_ROWS};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
     ValueCodec,
@@ -70,7 +70,9 @@ impl RankedRow {
 type Ranking = SmallVec<[RankedRow; 1]>;
 
 /// Encodes a partition's ranked rows.
-struct RankedRowsCodec;
+struct RankedRowsCodec {
+    rows: Arc<RowCodec>,
+}
 
 impl ValueCodec<Ranking> for RankedRowsCodec {
     fn encode(&self, rows: &mut Ranking, out: &mut StateWriter) -> Result<()> {
@@ -88,7 +90,7 @@ impl ValueCodec<Ranking> for RankedRowsCodec {
             .map(|_| {
                 let order = input.bytes()?;
                 let arrival = input.u64()?;
-                RankedRow::new(order, arrival, input.bytes()?)
+                RankedRow::new(order, arrival, &self.rows.restored(input.bytes()?)?)
             })
             .collect()
     }
@@ -138,7 +140,7 @@ pub struct TopNOperator {
     spec: Arc<TopN>,
     partition_converter: RowConverter,
     order_converter: RowConverter,
-    row_converter: RowConverter,
+    rows: Arc<RowCodec>,
     partitions: KeyedState<Ranking>,
     arrivals: u64,
     watermark: i64,
@@ -160,11 +162,12 @@ impl TopNOperator {
                     .map_err(df)
             })
             .collect::<Result<Vec<_>>>()?;
+        let rows = RowCodec::new(schema, "Top-N")?;
         Ok(TopNOperator {
             partition_converter,
             order_converter: RowConverter::new(order_fields)?,
-            row_converter: whole_row_converter(schema, "Top-N")?,
-            partitions: KeyedState::new(state, RankedRowsCodec),
+            partitions: KeyedState::new(state, RankedRowsCodec { rows: rows.clone() }),
+            rows,
             arrivals: 0,
             watermark: i64::MIN,
             late,
@@ -172,14 +175,15 @@ impl TopNOperator {
         })
     }
 
-    /// Adds a row to its partition. Rows pushed out of an append-only
-    /// partition's first N go to `removed` (their last emitted copy may
-    /// need retracting). With `before`, first records the arrival numbers
-    /// of the partition's first N (in the same lookup).
+    /// Adds a row (its `ORDER BY` key and whole row) to its partition. Rows
+    /// pushed out of an append-only partition's first N go to `removed`
+    /// (their last emitted copy may need retracting). With `before`, first
+    /// records the arrival numbers of the partition's first N (in the same
+    /// lookup).
     fn insert(
         &mut self,
         partition: &[u8],
-        ranked: RankedRow,
+        (order, row): (&[u8], &[u8]),
         now: Instant,
         removed: &mut FastHashMap<u64, RankedRow>,
         before: Option<&mut Vec<u64>>,
@@ -190,12 +194,12 @@ impl TopNOperator {
         if let Some(before) = before {
             before.extend(rows.iter().take(limit).map(|r| r.arrival));
         }
-        let position =
-            rows.partition_point(|r| (r.order(), r.arrival) <= (ranked.order(), ranked.arrival));
+        let arrival = self.arrivals;
+        let position = rows.partition_point(|r| (r.order(), r.arrival) <= (order, arrival));
         if position >= limit && !keep_all {
             return Ok(());
         }
-        rows.insert(position, ranked);
+        rows.insert(position, RankedRow::new(order, arrival, row)?);
         if !keep_all {
             for dropped in rows.drain(limit.min(rows.len())..) {
                 removed.insert(dropped.arrival, dropped);
@@ -278,7 +282,7 @@ impl TopNOperator {
     }
 
     fn output(&self, changes: &[Change<'_>]) -> Result<ChangeBatch> {
-        let mut columns = decode_rows(&self.row_converter, changes.iter().map(|(row, _, _)| *row))?;
+        let mut columns = self.rows.decode(changes.iter().map(|(row, _, _)| *row))?;
         let ranks: ArrayRef = Arc::new(UInt64Array::from_iter_values(
             changes.iter().map(|(_, rank, _)| *rank),
         ));
@@ -322,7 +326,7 @@ impl Operator for TopNOperator {
             .map(|(expr, _)| evaluate(expr))
             .collect::<Result<Vec<_>>>()?;
         let orders = self.order_converter.convert_columns(&order_arrays)?;
-        let whole = self.row_converter.convert_columns(data.columns())?;
+        let whole = self.rows.encode(data.columns())?;
         let window_ends = match self.spec.window_end {
             Some(column) => Some(epoch_millis(data.column(column).as_ref())?),
             None => None,
@@ -347,11 +351,10 @@ impl Operator for TopNOperator {
             let record = first_touch.then_some(&mut before);
             if batch.kind(row).is_addition() {
                 self.arrivals += 1;
-                let ranked =
-                    RankedRow::new(orders.row(row).data(), self.arrivals, whole.row(row).data())?;
+                let ranked = (orders.row(row).data(), whole.row(row));
                 self.insert(partition, ranked, now, &mut removed, record)?;
             } else {
-                self.retract(partition, whole.row(row).data(), &mut removed, record)?;
+                self.retract(partition, whole.row(row), &mut removed, record)?;
             }
             if first_touch {
                 touched.push(Touched { partition, before });
@@ -371,21 +374,31 @@ impl Operator for TopNOperator {
         Ok(())
     }
 
-    /// Header (watermark, arrival counter), then the partitions.
+    /// Header (watermark, arrival counter, row format), then the partitions.
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
-        let mut chunks = vec![header_chunk(&[self.watermark, self.arrivals as i64])?];
+        let mut chunks = vec![header_chunk(&[
+            self.watermark,
+            self.arrivals as i64,
+            COMPACT_ROWS,
+        ])?];
         chunks.extend(self.partitions.snapshot()?);
         Ok(chunks)
     }
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         self.watermark = restore_subtasks(subtasks, |header, rest| {
-            let [_, arrivals] = header[..] else {
-                return Err(bad_state("Top-N header"));
+            let (arrivals, arrow_rows) = match header[..] {
+                [_, arrivals] => (arrivals, true),
+                [_, arrivals, COMPACT_ROWS] => (arrivals, false),
+                _ => return Err(bad_state("Top-N header")),
             };
             self.arrivals = self.arrivals.max(arrivals as u64);
-            self.partitions
-                .restore(rest, owner, &self.partition_converter, Instant::now())
+            self.rows.set_reading_arrow_rows(arrow_rows);
+            let restored =
+                self.partitions
+                    .restore(rest, owner, &self.partition_converter, Instant::now());
+            self.rows.set_reading_arrow_rows(false);
+            restored
         })?;
         Ok(())
     }
