@@ -45,12 +45,15 @@ pub struct StateConfig {
     pub spill: Option<Arc<SpillArea>>,
 }
 
+/// A key's value. Kept small: a state may hold millions of keys.
 struct Slot<V> {
     value: V,
-    /// When the key was last written (for the TTL).
-    last_write: Instant,
-    /// Logical time of the last access (least recently used keys spill first).
-    touched: u64,
+    /// When the key was last written (for the TTL), in milliseconds after
+    /// the state's epoch.
+    last_write: u64,
+    /// The batch of the last access (least recently used keys spill first);
+    /// compared by age, so it may wrap.
+    touched: u32,
 }
 
 /// Spilled keys of one state.
@@ -68,8 +71,6 @@ struct Spilled {
     entry_size: usize,
     /// Budget checks since the entry size was last estimated.
     checks_since_estimate: u32,
-    /// Spilled write times are stored relative to this.
-    epoch: Instant,
 }
 
 /// Budget checks between two estimates of the size per key.
@@ -88,7 +89,11 @@ pub struct KeyedState<V> {
     timers: BTreeMap<i64, Vec<Vec<u8>>>,
     expiry: StateExpiry,
     codec: Box<dyn ValueCodec<V>>,
-    clock: u64,
+    /// Batches seen (advanced by [`KeyedState::enforce_budget`]), for
+    /// least-recently-used order.
+    clock: u32,
+    /// Write times (in memory and spilled) are milliseconds after this.
+    epoch: Instant,
     spill: Option<Spilled>,
 }
 
@@ -101,6 +106,7 @@ impl<V> KeyedState<V> {
             expiry: StateExpiry::new(config.ttl),
             codec: Box::new(codec),
             clock: 0,
+            epoch: Instant::now(),
             spill: config.spill.clone().map(|area| Spilled {
                 area,
                 table: None,
@@ -109,20 +115,19 @@ impl<V> KeyedState<V> {
                 accounted: 0,
                 entry_size: 0,
                 checks_since_estimate: 0,
-                epoch: Instant::now(),
             }),
         }
     }
 
-    fn tick(&mut self) -> u64 {
-        self.clock += 1;
-        self.clock
+    /// `time` as milliseconds after the state's epoch.
+    fn millis(&self, time: Instant) -> u64 {
+        time.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
     /// Brings `key` into memory if it was spilled; whether it has a value.
     /// [`KeyedState::get`] sees only keys in memory, so call this first.
     pub fn load(&mut self, key: &[u8]) -> Result<bool> {
-        let now = self.tick();
+        let now = self.clock;
         if let Some(slot) = self.slots.get_mut(key) {
             slot.touched = now;
             return Ok(true);
@@ -143,7 +148,7 @@ impl<V> KeyedState<V> {
         let Some(stored) = table.get(key)? else {
             return Ok(false);
         };
-        let (last_write, value) = decode_spilled(&*self.codec, &stored, spill.epoch)?;
+        let (last_write, value) = decode_spilled(&*self.codec, &stored)?;
         table.remove(key)?;
         *copies -= 1;
         if *copies == 0 {
@@ -169,7 +174,7 @@ impl<V> KeyedState<V> {
     /// The value of `key` for reading and changing, without refreshing its TTL.
     pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut V>> {
         self.load_if_spilled(key)?;
-        let now = self.tick();
+        let now = self.clock;
         Ok(self.slots.get_mut(key).map(|slot| {
             slot.touched = now;
             &mut slot.value
@@ -204,7 +209,7 @@ impl<V> KeyedState<V> {
         default: impl FnOnce() -> Result<V>,
     ) -> Result<&mut V> {
         self.load_if_spilled(key)?;
-        let touched = self.tick();
+        let (touched, now) = (self.clock, self.millis(now));
         // One lookup; the owned key is allocated only for a key not seen before.
         let slot = match self.slots.entry_ref(key) {
             hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
@@ -256,17 +261,17 @@ impl<V> KeyedState<V> {
             return Ok(0);
         };
         let before = self.slots.len();
+        let (now_millis, ttl_millis) = (self.millis(now), ttl.as_millis() as u64);
         self.slots
-            .retain(|_, slot| now.duration_since(slot.last_write) < ttl);
+            .retain(|_, slot| now_millis.saturating_sub(slot.last_write) < ttl_millis);
         let mut expired = before - self.slots.len();
         if let Some(spill) = &mut self.spill {
             if let (Some(table), true) = (&spill.table, spill.count > 0) {
                 let mut idle = Vec::new();
                 for entry in table.entries()? {
                     let (key, stored) = entry?;
-                    let written =
-                        spill.epoch + Duration::from_millis(spilled_write_millis(&stored)?);
-                    if now.saturating_duration_since(written) >= ttl {
+                    let written = spilled_write_millis(&stored)?;
+                    if now_millis.saturating_sub(written) >= ttl_millis {
                         idle.push(key);
                     }
                 }
@@ -307,6 +312,7 @@ impl<V> KeyedState<V> {
     /// this between batches: a key loaded while a batch is processed stays
     /// in memory until the batch is done.
     pub fn enforce_budget(&mut self) -> Result<()> {
+        self.clock = self.clock.wrapping_add(1);
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
@@ -348,12 +354,14 @@ impl<V> KeyedState<V> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
-        let mut stamps: Vec<u64> = self.slots.values().map(|slot| slot.touched).collect();
-        let cutoff = *stamps.select_nth_unstable(count - 1).1;
+        let clock = self.clock;
+        let age = |slot: &Slot<V>| clock.wrapping_sub(slot.touched);
+        let mut ages: Vec<u32> = self.slots.values().map(age).collect();
+        let cutoff = *ages.select_nth_unstable_by(count - 1, |a, b| b.cmp(a)).1;
         let victims: Vec<Vec<u8>> = self
             .slots
             .iter()
-            .filter(|(_, slot)| slot.touched <= cutoff)
+            .filter(|(_, slot)| age(slot) >= cutoff)
             .map(|(key, _)| key.clone())
             .take(count)
             .collect();
@@ -364,11 +372,7 @@ impl<V> KeyedState<V> {
             };
             let mut out = StateWriter::new();
             self.codec.encode(&mut slot.value, &mut out)?;
-            let written = slot
-                .last_write
-                .saturating_duration_since(spill.epoch)
-                .as_millis() as u64;
-            let mut stored = written.to_le_bytes().to_vec();
+            let mut stored = slot.last_write.to_le_bytes().to_vec();
             stored.extend_from_slice(&out.finish()?);
             *spill.hashes.entry(key_hash(&key)).or_default() += 1;
             entries.push((key, stored));
@@ -438,16 +442,15 @@ impl<V> KeyedState<V> {
                 match self.slots.get_mut(key) {
                     Some(slot) => self.codec.encode(&mut slot.value, &mut out)?,
                     None => {
-                        let spilled = self
+                        let table = self
                             .spill
                             .as_ref()
-                            .and_then(|s| Some((s.table.as_ref()?, s.epoch)));
-                        let (table, epoch) =
-                            spilled.ok_or_else(|| bad_state("key vanished while snapshotting"))?;
+                            .and_then(|s| s.table.as_ref())
+                            .ok_or_else(|| bad_state("key vanished while snapshotting"))?;
                         let stored = table
                             .get(key)?
                             .ok_or_else(|| bad_state("spilled key vanished while snapshotting"))?;
-                        let (_, mut value) = decode_spilled(&*self.codec, &stored, epoch)?;
+                        let (_, mut value) = decode_spilled(&*self.codec, &stored)?;
                         self.codec.encode(&mut value, &mut out)?;
                     }
                 }
@@ -498,15 +501,15 @@ impl<V> KeyedState<V> {
             }
             let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| k.as_slice()).collect();
             let owned = owner.owns(converter, &keys)?;
+            let last_write = self.millis(now);
             for ((key, value), owned) in entries.into_iter().zip(owned) {
                 if owned {
-                    let touched = self.tick();
                     self.slots.insert(
                         key,
                         Slot {
                             value,
-                            last_write: now,
-                            touched,
+                            last_write,
+                            touched: self.clock,
                         },
                     );
                 }
@@ -541,13 +544,9 @@ fn spilled_write_millis(stored: &[u8]) -> Result<u64> {
     Ok(u64::from_le_bytes(bytes))
 }
 
-/// A spilled value and its write time.
-fn decode_spilled<V>(
-    codec: &dyn ValueCodec<V>,
-    stored: &[u8],
-    epoch: Instant,
-) -> Result<(Instant, V)> {
-    let written = epoch + Duration::from_millis(spilled_write_millis(stored)?);
+/// A spilled value and its write time (ms after the state's epoch).
+fn decode_spilled<V>(codec: &dyn ValueCodec<V>, stored: &[u8]) -> Result<(u64, V)> {
+    let written = spilled_write_millis(stored)?;
     let mut input = StateReader::new(&stored[8..])?;
     Ok((written, codec.decode(&mut input)?))
 }
