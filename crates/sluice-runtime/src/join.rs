@@ -24,6 +24,7 @@ use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::Join;
 
 use crate::aggregate::key_converter;
+use crate::keyed_state::allocated;
 use crate::late::LateRecords;
 use crate::operators::{evaluate_array, Operator};
 use crate::row_codec::RowCodec;
@@ -74,9 +75,11 @@ impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
     }
 
     fn heap_size(&self, rows: &Vec<StoredRow>) -> usize {
-        rows.iter()
-            .map(|row| std::mem::size_of::<StoredRow>() + row.row.len())
-            .sum()
+        allocated(rows.capacity() * std::mem::size_of::<StoredRow>())
+            + rows
+                .iter()
+                .map(|row| allocated(row.row.len()))
+                .sum::<usize>()
     }
 }
 

@@ -75,8 +75,19 @@ struct Spilled {
 
 /// Budget checks between two estimates of the size per key.
 const CHECKS_PER_ESTIMATE: u32 = 16;
-/// Keys sampled per estimate.
-const ESTIMATE_SAMPLE: usize = 32;
+/// Keys sampled per estimate: enough that the few large keys of a skewed
+/// key distribution (a join's hot auctions) show up in the sample.
+const ESTIMATE_SAMPLE: usize = 512;
+
+/// Bytes the allocator takes for a `bytes`-byte allocation: sizes round up
+/// to classes about an eighth of a power of two apart (as mimalloc's).
+pub(crate) fn allocated(bytes: usize) -> usize {
+    if bytes == 0 {
+        return 0;
+    }
+    let step = (bytes.next_power_of_two() / 8).max(16);
+    bytes.next_multiple_of(step)
+}
 
 fn key_hash(key: &[u8]) -> u64 {
     twox_hash::XxHash3_64::oneshot(key)
@@ -323,14 +334,16 @@ impl<V> KeyedState<V> {
                 .slots
                 .iter()
                 .take(ESTIMATE_SAMPLE)
-                .map(|(key, slot)| {
-                    std::mem::size_of::<(Vec<u8>, Slot<V>)>()
-                        + key.len()
-                        + self.codec.heap_size(&slot.value)
-                })
+                .map(|(key, slot)| allocated(key.len()) + self.codec.heap_size(&slot.value))
                 .collect();
             if !sample.is_empty() {
-                spill.entry_size = (sample.iter().sum::<usize>() / sample.len()).max(1);
+                // The hash table's buckets (7/8 full at most, one control
+                // byte each) are shared out over its keys.
+                let buckets = self.slots.capacity() * 8 / 7;
+                let table = buckets * (std::mem::size_of::<(Vec<u8>, Slot<V>)>() + 1);
+                spill.entry_size = (sample.iter().sum::<usize>() / sample.len()
+                    + table / self.slots.len().max(1))
+                .max(1);
             }
         }
         let estimate = (self.slots.len() * spill.entry_size) as i64;
@@ -340,9 +353,10 @@ impl<V> KeyedState<V> {
         if excess == 0 || self.slots.is_empty() {
             return Ok(());
         }
-        // Free the excess plus a fifth of the budget, so spills come in
-        // batches rather than a few keys per call.
-        let to_free = (excess + spill.area.budget() / 5).min(estimate as u64);
+        // Free the excess plus a twentieth of the budget, so spills come in
+        // batches rather than a few keys per call, yet the encoded batch
+        // (held next to the values until written) stays small.
+        let to_free = (excess + spill.area.budget() / 20).min(estimate as u64);
         let victims = to_free
             .div_ceil(spill.entry_size as u64)
             .clamp(1, self.slots.len() as u64);
@@ -378,6 +392,11 @@ impl<V> KeyedState<V> {
             entries.push((key, stored));
         }
         spill.count += entries.len();
+        // The hash table never shrinks by itself; its empty buckets would
+        // keep the memory the spilled keys freed.
+        if self.slots.len() < self.slots.capacity() / 2 {
+            self.slots.shrink_to(self.slots.len() * 5 / 4);
+        }
         if spill.table.is_none() {
             spill.table = Some(spill.area.table()?);
         }

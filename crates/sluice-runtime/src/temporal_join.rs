@@ -17,6 +17,7 @@ use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::{Join, JoinKind, VersionedJoin};
 
 use crate::aggregate::key_converter;
+use crate::keyed_state::allocated;
 use crate::late::LateRecords;
 use crate::operators::{evaluate_array, Operator};
 use crate::row_codec::{EncodedRows, RowCodec, COMPACT_ROWS};
@@ -68,7 +69,7 @@ impl ValueCodec<Versions> for VersionsCodec {
     fn heap_size(&self, versions: &Versions) -> usize {
         versions
             .values()
-            .map(|row| 48 + row.as_ref().map_or(0, |r| r.len()))
+            .map(|row| 48 + row.as_ref().map_or(0, |r| allocated(r.len())))
             .sum()
     }
 }
@@ -95,7 +96,11 @@ impl ValueCodec<Vec<(i64, Box<[u8]>)>> for WaitingCodec {
     }
 
     fn heap_size(&self, rows: &Vec<(i64, Box<[u8]>)>) -> usize {
-        rows.iter().map(|(_, row)| 24 + row.len()).sum()
+        allocated(rows.capacity() * 24)
+            + rows
+                .iter()
+                .map(|(_, row)| allocated(row.len()))
+                .sum::<usize>()
     }
 }
 

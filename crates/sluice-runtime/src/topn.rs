@@ -19,6 +19,7 @@ use arrow::row::{RowConverter, SortField};
 use sluice_core::{ChangeBatch, Message, Result, RowKind, SluiceError};
 use sluice_sql::plan::TopN;
 
+use crate::keyed_state::allocated;
 use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
 use crate::row_codec::{RowCodec, COMPACT_ROWS};
@@ -97,8 +98,8 @@ impl ValueCodec<Ranking> for RankedRowsCodec {
 
     fn heap_size(&self, rows: &Ranking) -> usize {
         let spilled = if rows.spilled() { rows.capacity() } else { 0 };
-        spilled * std::mem::size_of::<RankedRow>()
-            + rows.iter().map(|r| r.bytes.len()).sum::<usize>()
+        allocated(spilled * std::mem::size_of::<RankedRow>())
+            + rows.iter().map(|r| allocated(r.bytes.len())).sum::<usize>()
     }
 }
 

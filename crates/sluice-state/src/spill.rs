@@ -19,6 +19,9 @@ fn spill_error(error: impl std::fmt::Display) -> SluiceError {
     SluiceError::State(format!("spilling state to disk: {error}"))
 }
 
+/// Largest in-memory write buffer of a spill table before it goes to disk.
+const SPILL_MEMTABLE_BYTES: u64 = 16 << 20;
+
 /// The memory budget of a job's keyed state and the disk it spills to.
 pub struct SpillArea {
     dir: PathBuf,
@@ -108,7 +111,11 @@ impl SpillArea {
         };
         let name = format!("t{}", self.next_table.fetch_add(1, Ordering::Relaxed));
         let keyspace = database
-            .keyspace(&name, fjall::KeyspaceCreateOptions::default)
+            .keyspace(&name, || {
+                // Smaller than fjall's 64 MiB: memtables are memory the
+                // budget does not see, and spilled keys are rarely read.
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(SPILL_MEMTABLE_BYTES)
+            })
             .map_err(spill_error)?;
         Ok(SpillTable {
             area: self.clone(),
