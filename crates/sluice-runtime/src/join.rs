@@ -27,7 +27,7 @@ use crate::aggregate::key_converter;
 use crate::keyed_state::allocated;
 use crate::late::LateRecords;
 use crate::operators::{evaluate_array, Operator};
-use crate::row_codec::RowCodec;
+use crate::row_codec::{restoring, RowCodec};
 use crate::state::{
     bad_state, decode_batches, encode_batches, header_chunk, restore_subtasks, KeyOwner,
     KeyedState, StateConfig, SubtaskChunks, ValueCodec,
@@ -723,31 +723,15 @@ impl Operator for JoinOperator {
                 )));
             }
             let [left_rows, right_rows] = &self.row_codecs;
-            for rows in [left_rows, right_rows] {
-                rows.set_reading_arrow_rows(format < 3);
-            }
-            let restored = if format == 1 {
-                restore_side_v1(left_state, left_chunks, owner, converter, left_rows, now).and_then(
-                    |()| {
-                        restore_side_v1(
-                            right_state,
-                            right_chunks,
-                            owner,
-                            converter,
-                            right_rows,
-                            now,
-                        )
-                    },
-                )
-            } else {
-                left_state
-                    .restore(left_chunks, owner, converter, now)
-                    .and_then(|()| right_state.restore(right_chunks, owner, converter, now))
-            };
-            for rows in [left_rows, right_rows] {
-                rows.set_reading_arrow_rows(false);
-            }
-            restored?;
+            restoring(&[left_rows, right_rows], format < 3, || {
+                if format == 1 {
+                    restore_side_v1(left_state, left_chunks, owner, converter, left_rows, now)?;
+                    restore_side_v1(right_state, right_chunks, owner, converter, right_rows, now)
+                } else {
+                    left_state.restore(left_chunks, owner, converter, now)?;
+                    right_state.restore(right_chunks, owner, converter, now)
+                }
+            })?;
             for batch in decode_batches(rest[left + right])? {
                 if let Some(mine) = owner.filter_batch(&batch, &self.spec.left_keys)? {
                     self.waiting.push(mine);

@@ -33,6 +33,33 @@ use crate::state::bad_state;
 /// snapshots of the same operators stored Arrow rows and lack it).
 pub(crate) const COMPACT_ROWS: i64 = 1;
 
+/// Splits a snapshot header of `values` values, optionally followed by
+/// [`COMPACT_ROWS`], into those values and whether the rows are Arrow rows
+/// (the older format); `None` for any other header.
+pub(crate) fn header_row_format(header: &[i64], values: usize) -> Option<(&[i64], bool)> {
+    match header.len() {
+        n if n == values => Some((header, true)),
+        n if n == values + 1 && header[values] == COMPACT_ROWS => Some((&header[..values], false)),
+        _ => None,
+    }
+}
+
+/// Runs `restore` with `codecs` converting Arrow rows when `arrow_rows`.
+pub(crate) fn restoring<T>(
+    codecs: &[&RowCodec],
+    arrow_rows: bool,
+    restore: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    for codec in codecs {
+        codec.set_reading_arrow_rows(arrow_rows);
+    }
+    let restored = restore();
+    for codec in codecs {
+        codec.set_reading_arrow_rows(false);
+    }
+    restored
+}
+
 /// How one column's values are written.
 #[derive(Clone, Copy, Debug)]
 enum ColumnLayout {
@@ -164,7 +191,7 @@ impl RowCodec {
 
     /// Marks whether the snapshot being restored stores its rows in Arrow's
     /// row format (written before the compact format existed).
-    pub(crate) fn set_reading_arrow_rows(&self, arrow_rows: bool) {
+    fn set_reading_arrow_rows(&self, arrow_rows: bool) {
         self.reading_arrow_rows.store(arrow_rows, Ordering::Relaxed);
     }
 

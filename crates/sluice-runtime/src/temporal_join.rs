@@ -20,7 +20,7 @@ use crate::aggregate::key_converter;
 use crate::keyed_state::allocated;
 use crate::late::LateRecords;
 use crate::operators::{evaluate_array, Operator};
-use crate::row_codec::{EncodedRows, RowCodec, COMPACT_ROWS};
+use crate::row_codec::{header_row_format, restoring, EncodedRows, RowCodec, COMPACT_ROWS};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
     ValueCodec,
@@ -396,10 +396,8 @@ impl Operator for TemporalJoinOperator {
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         let now = Instant::now();
         self.watermark = restore_subtasks(subtasks, |header, rest| {
-            let (versions, arrow_rows) = match header[..] {
-                [_, versions] => (versions, true),
-                [_, versions, COMPACT_ROWS] => (versions, false),
-                _ => return Err(bad_state("temporal join header")),
+            let Some((&[_, versions], arrow_rows)) = header_row_format(header, 2) else {
+                return Err(bad_state("temporal join header"));
             };
             let versions = versions as usize;
             let Some((changed, rest)) = rest.split_last() else {
@@ -408,20 +406,13 @@ impl Operator for TemporalJoinOperator {
             if rest.len() < versions {
                 return Err(bad_state("temporal join chunk count"));
             }
-            for rows in &self.row_codecs {
-                rows.set_reading_arrow_rows(arrow_rows);
-            }
-            let restored = self
-                .versions
-                .restore(&rest[..versions], owner, &self.key_converter, now)
-                .and_then(|()| {
-                    self.waiting
-                        .restore(&rest[versions..], owner, &self.key_converter, now)
-                });
-            for rows in &self.row_codecs {
-                rows.set_reading_arrow_rows(false);
-            }
-            restored?;
+            let [left_rows, right_rows] = &self.row_codecs;
+            restoring(&[left_rows, right_rows], arrow_rows, || {
+                self.versions
+                    .restore(&rest[..versions], owner, &self.key_converter, now)?;
+                self.waiting
+                    .restore(&rest[versions..], owner, &self.key_converter, now)
+            })?;
             let mut input = StateReader::new(changed)?;
             let keys: Vec<Vec<u8>> = (0..input.usize()?)
                 .map(|_| input.bytes().map(<[u8]>::to_vec))

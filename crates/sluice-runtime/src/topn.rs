@@ -22,7 +22,7 @@ use sluice_sql::plan::TopN;
 use crate::keyed_state::allocated;
 use crate::late::LateRecords;
 use crate::operators::{df, evaluate_array, Operator};
-use crate::row_codec::{RowCodec, COMPACT_ROWS};
+use crate::row_codec::{header_row_format, restoring, RowCodec, COMPACT_ROWS};
 use crate::state::{
     bad_state, header_chunk, restore_subtasks, KeyOwner, KeyedState, StateConfig, SubtaskChunks,
     ValueCodec,
@@ -388,18 +388,14 @@ impl Operator for TopNOperator {
 
     fn restore(&mut self, subtasks: &SubtaskChunks, owner: &KeyOwner) -> Result<()> {
         self.watermark = restore_subtasks(subtasks, |header, rest| {
-            let (arrivals, arrow_rows) = match header[..] {
-                [_, arrivals] => (arrivals, true),
-                [_, arrivals, COMPACT_ROWS] => (arrivals, false),
-                _ => return Err(bad_state("Top-N header")),
+            let Some((&[_, arrivals], arrow_rows)) = header_row_format(header, 2) else {
+                return Err(bad_state("Top-N header"));
             };
             self.arrivals = self.arrivals.max(arrivals as u64);
-            self.rows.set_reading_arrow_rows(arrow_rows);
-            let restored =
+            restoring(&[&self.rows], arrow_rows, || {
                 self.partitions
-                    .restore(rest, owner, &self.partition_converter, Instant::now());
-            self.rows.set_reading_arrow_rows(false);
-            restored
+                    .restore(rest, owner, &self.partition_converter, Instant::now())
+            })
         })?;
         Ok(())
     }
