@@ -628,10 +628,13 @@ fn bytes_column(
 mod tests {
     use super::*;
     use arrow::array::{
-        BinaryArray, BooleanArray, Decimal128Array, FixedSizeBinaryArray, Float64Array, Int16Array,
-        Int32Array, Int64Array, LargeStringArray, RecordBatch, StringArray, StringViewArray,
-        TimestampMillisecondArray, UInt64Array, UInt8Array,
+        BinaryArray, BinaryViewArray, BooleanArray, Date32Array, Decimal128Array, Decimal256Array,
+        DurationSecondArray, FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array,
+        Int32Array, Int64Array, IntervalMonthDayNanoArray, LargeStringArray, RecordBatch,
+        StringArray, StringViewArray, Time64MicrosecondArray, TimestampMillisecondArray,
+        UInt16Array, UInt32Array, UInt64Array, UInt8Array,
     };
+    use arrow::datatypes::{i256, IntervalMonthDayNano};
 
     fn round_trip(batch: &RecordBatch) -> (Vec<Vec<u8>>, Vec<ArrayRef>) {
         let codec = RowCodec::new(&batch.schema(), "test").unwrap();
@@ -762,6 +765,90 @@ mod tests {
                 ) as _,
             ),
             ("null", new_null_array(&DataType::Null, 4)),
+            (
+                "date",
+                Arc::new(Date32Array::from(vec![
+                    Some(-1),
+                    None,
+                    Some(20_000),
+                    Some(0),
+                ])) as _,
+            ),
+            (
+                "time",
+                Arc::new(Time64MicrosecondArray::from(vec![
+                    Some(1),
+                    Some(86_399_999_999),
+                    None,
+                    Some(0),
+                ])) as _,
+            ),
+            (
+                "dur",
+                Arc::new(DurationSecondArray::from(vec![
+                    Some(-7),
+                    Some(7),
+                    None,
+                    Some(0),
+                ])) as _,
+            ),
+            (
+                "u16",
+                Arc::new(UInt16Array::from(vec![
+                    Some(u16::MAX),
+                    None,
+                    Some(0),
+                    Some(1),
+                ])) as _,
+            ),
+            (
+                "u32",
+                Arc::new(UInt32Array::from(vec![
+                    Some(u32::MAX),
+                    None,
+                    Some(0),
+                    Some(1),
+                ])) as _,
+            ),
+            (
+                "f16",
+                cast(
+                    &Float32Array::from(vec![Some(1.5), None, Some(0.0), Some(-2.0)]),
+                    &DataType::Float16,
+                )
+                .unwrap(),
+            ),
+            (
+                "interval",
+                Arc::new(IntervalMonthDayNanoArray::from(vec![
+                    Some(IntervalMonthDayNano::new(1, -2, 3)),
+                    None,
+                    Some(IntervalMonthDayNano::new(0, 0, i64::MAX)),
+                    Some(IntervalMonthDayNano::new(-1, 0, 0)),
+                ])) as _,
+            ),
+            (
+                "dec256",
+                Arc::new(
+                    Decimal256Array::from(vec![
+                        Some(i256::from_i128(-5)),
+                        None,
+                        Some(i256::MAX),
+                        Some(i256::ZERO),
+                    ])
+                    .with_precision_and_scale(76, 3)
+                    .unwrap(),
+                ) as _,
+            ),
+            (
+                "bv",
+                Arc::new(BinaryViewArray::from(vec![
+                    Some(&b"a binary value longer than 12"[..]),
+                    None,
+                    Some(b""),
+                    Some(b"x"),
+                ])) as _,
+            ),
         ])
         .unwrap();
         for batch in [batch.clone(), batch.slice(1, 3)] {
