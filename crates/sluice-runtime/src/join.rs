@@ -34,6 +34,7 @@ use crate::state::{
 };
 use crate::watermark::{EpochMillis, EpochMillisExpr};
 use sluice_state::{StateReader, StateWriter};
+use smallvec::SmallVec;
 
 /// One stored row of a side.
 struct StoredRow {
@@ -45,13 +46,17 @@ struct StoredRow {
     expires: i64,
 }
 
+/// A key's stored rows of one side; most keys of an interval join have
+/// one (q7's bids keyed by price), which then needs no allocation of its own.
+type StoredRows = SmallVec<[StoredRow; 1]>;
+
 /// Encodes a key's stored rows of one side.
 struct StoredRowsCodec {
     rows: Arc<RowCodec>,
 }
 
-impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
-    fn encode(&self, rows: &mut Vec<StoredRow>, out: &mut StateWriter) -> Result<()> {
+impl ValueCodec<StoredRows> for StoredRowsCodec {
+    fn encode(&self, rows: &mut StoredRows, out: &mut StateWriter) -> Result<()> {
         out.u64(rows.len() as u64);
         for row in rows.iter() {
             out.bytes(&row.row);
@@ -61,7 +66,7 @@ impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
         Ok(())
     }
 
-    fn decode(&self, input: &mut StateReader) -> Result<Vec<StoredRow>> {
+    fn decode(&self, input: &mut StateReader) -> Result<StoredRows> {
         (0..input.usize()?)
             .map(|_| {
                 Ok(StoredRow {
@@ -74,8 +79,9 @@ impl ValueCodec<Vec<StoredRow>> for StoredRowsCodec {
             .collect()
     }
 
-    fn heap_size(&self, rows: &Vec<StoredRow>) -> usize {
-        allocated(rows.capacity() * std::mem::size_of::<StoredRow>())
+    fn heap_size(&self, rows: &StoredRows) -> usize {
+        let spilled = if rows.spilled() { rows.capacity() } else { 0 };
+        allocated(spilled * std::mem::size_of::<StoredRow>())
             + rows
                 .iter()
                 .map(|row| allocated(row.row.len()))
@@ -92,7 +98,7 @@ const JOIN_STATE_FORMAT: i64 = 3;
 /// Loads one side of a version 1 join snapshot (an entry per row), keeping
 /// the keys `owner` owns; every row that expires gets its timer back.
 fn restore_side_v1(
-    side: &mut KeyedState<Vec<StoredRow>>,
+    side: &mut KeyedState<StoredRows>,
     chunks: &[&[u8]],
     owner: &KeyOwner,
     converter: &RowConverter,
@@ -121,7 +127,7 @@ fn restore_side_v1(
             if row.expires != i64::MAX {
                 side.register_timer(key, row.expires.saturating_add(1));
             }
-            side.write(key, now, Vec::new)?.push(row);
+            side.write(key, now, StoredRows::new)?.push(row);
         }
         side.enforce_budget()?;
     }
@@ -151,7 +157,7 @@ impl StoreRun {
     /// Stores the run's rows under its key, with a timer per distinct expiry.
     fn store(
         &mut self,
-        side: &mut KeyedState<Vec<StoredRow>>,
+        side: &mut KeyedState<StoredRows>,
         key_rows: &arrow::row::Rows,
         now: Instant,
     ) -> Result<()> {
@@ -166,7 +172,8 @@ impl StoreRun {
                 side.register_timer(key, timer.saturating_add(1));
             }
         }
-        side.write(key, now, Vec::new)?.append(&mut self.rows);
+        side.write(key, now, StoredRows::new)?
+            .extend(self.rows.drain(..));
         Ok(())
     }
 }
@@ -192,7 +199,7 @@ pub struct JoinOperator {
     key_converter: RowConverter,
     /// Whole-row encoders of the left and right inputs.
     row_codecs: [Arc<RowCodec>; 2],
-    sides: [KeyedState<Vec<StoredRow>>; 2],
+    sides: [KeyedState<StoredRows>; 2],
     watermark: i64,
     /// Lookup joins: whether the table side has been fully read.
     table_loaded: bool,
