@@ -583,28 +583,28 @@ impl JoinOperator {
             let mut unmatched: Vec<Box<[u8]>> = Vec::new();
             // A key with several due timers (rows with different expiries)
             // is swept once: the sweep frees every row the watermark passed.
+            // Only keys that keep rows need remembering: a later timer of a
+            // removed key finds nothing.
             let mut swept: crate::FastHashSet<Vec<u8>> = crate::FastHashSet::default();
             for (_, key) in self.sides[side].due_timers(watermark) {
-                if swept.contains(&key) {
+                if !swept.is_empty() && swept.contains(&key) {
                     continue;
                 }
-                let Some(stored) = self.sides[side].get_mut(&key)? else {
+                let kept = self.sides[side].change_or_remove(&key, |stored| {
+                    stored.retain_mut(|row| {
+                        if row.expires >= watermark {
+                            return true;
+                        }
+                        if pads && row.matches == 0 {
+                            unmatched.push(std::mem::take(&mut row.row));
+                        }
+                        false
+                    });
+                    !stored.is_empty()
+                })?;
+                if kept == Some(true) {
                     swept.insert(key);
-                    continue;
-                };
-                stored.retain_mut(|row| {
-                    if row.expires >= watermark {
-                        return true;
-                    }
-                    if pads && row.matches == 0 {
-                        unmatched.push(std::mem::take(&mut row.row));
-                    }
-                    false
-                });
-                if stored.is_empty() {
-                    self.sides[side].remove(&key)?;
                 }
-                swept.insert(key);
             }
             self.sides[side].enforce_budget()?;
             if unmatched.is_empty() {

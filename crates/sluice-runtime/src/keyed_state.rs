@@ -235,6 +235,27 @@ impl<V> KeyedState<V> {
         Ok(&mut slot.value)
     }
 
+    /// Changes `key`'s value with `change` and removes the key when
+    /// `change` returns false, in one lookup; `None` when the key has no
+    /// value, else whether it kept one.
+    pub fn change_or_remove(
+        &mut self,
+        key: &[u8],
+        change: impl FnOnce(&mut V) -> bool,
+    ) -> Result<Option<bool>> {
+        self.load_if_spilled(key)?;
+        let hashbrown::hash_map::EntryRef::Occupied(mut entry) = self.slots.entry_ref(key) else {
+            return Ok(None);
+        };
+        let slot = entry.get_mut();
+        slot.touched = self.clock;
+        let keep = change(&mut slot.value);
+        if !keep {
+            entry.remove();
+        }
+        Ok(Some(keep))
+    }
+
     /// Removes `key`'s value.
     pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
         self.load_if_spilled(key)?;
@@ -652,6 +673,27 @@ mod tests {
             .map(|(t, _)| t)
             .collect();
         assert_eq!(due, vec![0, 1000, 2000]);
+    }
+
+    #[test]
+    fn change_or_remove_changes_keeps_or_drops_a_key() {
+        let mut state = KeyedState::new(&StateConfig::default(), Numbers);
+        let now = Instant::now();
+        state.write(b"a", now, || 1).unwrap();
+        state.write(b"b", now, || 2).unwrap();
+        let keep = |value: &mut u64| {
+            *value += 10;
+            true
+        };
+        assert_eq!(state.change_or_remove(b"a", keep).unwrap(), Some(true));
+        assert_eq!(state.get(b"a"), Some(&11));
+        assert_eq!(
+            state.change_or_remove(b"b", |_| false).unwrap(),
+            Some(false)
+        );
+        assert_eq!(state.get(b"b"), None);
+        assert_eq!(state.change_or_remove(b"c", |_| true).unwrap(), None);
+        assert_eq!(state.len(), 1);
     }
 
     #[test]
