@@ -70,7 +70,7 @@ impl ValueCodec<StoredRows> for StoredRowsCodec {
         (0..input.usize()?)
             .map(|_| {
                 Ok(StoredRow {
-                    row: self.rows.restored(input.bytes()?)?,
+                    row: self.rows.restored(input.bytes()?)?.into(),
                     matches: u32::try_from(input.u64()?)
                         .map_err(|_| bad_state("join match count"))?,
                     expires: input.i64()?,
@@ -112,7 +112,7 @@ fn restore_side_v1(
         for _ in 0..count {
             let key = input.bytes()?;
             let row = StoredRow {
-                row: rows.restored(input.bytes()?)?,
+                row: rows.restored(input.bytes()?)?.into(),
                 matches: u32::try_from(input.u64()?).map_err(|_| bad_state("join match count"))?,
                 expires: input.i64()?,
             };

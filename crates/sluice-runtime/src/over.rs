@@ -97,7 +97,7 @@ fn decode_over_row(input: &mut StateReader, rows: &RowCodec) -> Result<OverRow> 
     let order = input.bytes()?.into();
     let time = input.i64()?;
     let arrival = input.u64()?;
-    let row = rows.restored(input.bytes()?)?;
+    let row = rows.restored(input.bytes()?)?.into();
     let arguments = (0..input.usize()?)
         .map(|_| decode_optional_scalars(input))
         .collect::<Result<Vec<_>>>()?;

@@ -16,6 +16,7 @@
 //! column type outside this list (lists, structs, maps, dictionaries) is
 //! encoded whole in Arrow's row format instead.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -195,18 +196,19 @@ impl RowCodec {
         self.reading_arrow_rows.store(arrow_rows, Ordering::Relaxed);
     }
 
-    /// A row read from a snapshot or spill file, in this codec's encoding.
-    pub(crate) fn restored(&self, row: &[u8]) -> Result<Box<[u8]>> {
+    /// A row read from a snapshot or spill file, in this codec's encoding
+    /// (borrowed unless it had to be converted).
+    pub(crate) fn restored<'r>(&self, row: &'r [u8]) -> Result<Cow<'r, [u8]>> {
         if !self.reading_arrow_rows.load(Ordering::Relaxed) {
-            return Ok(row.into());
+            return Ok(Cow::Borrowed(row));
         }
         let Layout::Compact(layout) = &self.layout else {
-            return Ok(row.into());
+            return Ok(Cow::Borrowed(row));
         };
         let converter = whole_row_converter(&self.schema, self.operator)?;
         let columns = decode_rows(&converter, std::iter::once(row))?;
         let (data, _) = layout.encode(&columns)?;
-        Ok(data.into_boxed_slice())
+        Ok(Cow::Owned(data))
     }
 }
 

@@ -57,7 +57,7 @@ impl ValueCodec<Versions> for VersionsCodec {
         for _ in 0..input.usize()? {
             let start = input.i64()?;
             let row = if input.bool()? {
-                Some(self.rows.restored(input.bytes()?)?)
+                Some(self.rows.restored(input.bytes()?)?.into())
             } else {
                 None
             };
@@ -91,7 +91,7 @@ impl ValueCodec<Vec<(i64, Box<[u8]>)>> for WaitingCodec {
 
     fn decode(&self, input: &mut StateReader) -> Result<Vec<(i64, Box<[u8]>)>> {
         (0..input.usize()?)
-            .map(|_| Ok((input.i64()?, self.rows.restored(input.bytes()?)?)))
+            .map(|_| Ok((input.i64()?, self.rows.restored(input.bytes()?)?.into())))
             .collect()
     }
 
