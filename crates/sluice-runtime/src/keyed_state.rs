@@ -769,6 +769,43 @@ mod tests {
         }
     }
 
+    /// Values are their own heap size in bytes.
+    struct Sizes;
+
+    impl ValueCodec<u64> for Sizes {
+        fn encode(&self, value: &mut u64, out: &mut StateWriter) -> Result<()> {
+            out.u64(*value);
+            Ok(())
+        }
+
+        fn decode(&self, input: &mut StateReader) -> Result<u64> {
+            input.u64()
+        }
+
+        fn heap_size(&self, value: &u64) -> usize {
+            *value as usize
+        }
+    }
+
+    #[test]
+    fn the_size_estimate_sees_the_few_large_keys_of_a_skewed_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = spilling(dir.path(), 1 << 30);
+        let mut state = KeyedState::new(&config, Sizes);
+        let now = Instant::now();
+        // 3 keys of 100 kB among 400 of 16 bytes: 300 kB in all.
+        for key in 0..400u32 {
+            let size = if key % 150 == 0 { 100_000 } else { 16 };
+            state.write(&key.to_be_bytes(), now, || size).unwrap();
+        }
+        state.enforce_budget().unwrap();
+        let estimate = config.spill.as_ref().unwrap().in_memory();
+        assert!(
+            (300_000..400_000).contains(&estimate),
+            "estimate {estimate}"
+        );
+    }
+
     #[test]
     fn spilled_keys_expire_after_the_ttl() {
         let dir = tempfile::tempdir().unwrap();

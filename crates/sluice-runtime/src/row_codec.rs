@@ -18,7 +18,7 @@
 
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{make_array, new_null_array, Array, ArrayData, ArrayRef, AsArray};
 use arrow::buffer::{BooleanBuffer, Buffer, MutableBuffer, NullBuffer};
@@ -128,6 +128,8 @@ pub(crate) struct RowCodec {
     /// its rows are in Arrow's row format and [`RowCodec::restored`]
     /// converts them.
     reading_arrow_rows: AtomicBool,
+    /// The Arrow row decoder for that conversion, built on first use.
+    arrow_rows: OnceLock<RowConverter>,
 }
 
 /// Rows encoded by [`RowCodec::encode`].
@@ -168,6 +170,7 @@ impl RowCodec {
             schema: schema.clone(),
             operator,
             reading_arrow_rows: AtomicBool::new(false),
+            arrow_rows: OnceLock::new(),
         }))
     }
 
@@ -205,8 +208,14 @@ impl RowCodec {
         let Layout::Compact(layout) = &self.layout else {
             return Ok(Cow::Borrowed(row));
         };
-        let converter = whole_row_converter(&self.schema, self.operator)?;
-        let columns = decode_rows(&converter, std::iter::once(row))?;
+        let converter = match self.arrow_rows.get() {
+            Some(converter) => converter,
+            None => {
+                let converter = whole_row_converter(&self.schema, self.operator)?;
+                self.arrow_rows.get_or_init(|| converter)
+            }
+        };
+        let columns = decode_rows(converter, std::iter::once(row))?;
         let (data, _) = layout.encode(&columns)?;
         Ok(Cow::Owned(data))
     }
@@ -264,10 +273,9 @@ enum ColumnValues<'a> {
     Booleans(BooleanBuffer),
     /// Varint payloads (already zigzagged for signed columns).
     Varints(Vec<u64>),
-    /// The column's value buffer, its first row's byte offset, the width.
+    /// The column's values (`width` bytes a row).
     Fixed {
-        buffer: Buffer,
-        start: usize,
+        bytes: Buffer,
         width: usize,
     },
     Bytes(Vec<&'a [u8]>),
@@ -284,14 +292,10 @@ impl<'a> ColumnValues<'a> {
             ColumnLayout::Unsigned(width) => {
                 ColumnValues::Varints(native_integers(array, width, false)?)
             }
-            ColumnLayout::Fixed(width) => {
-                let data = array.to_data();
-                ColumnValues::Fixed {
-                    buffer: first_buffer(&data)?.clone(),
-                    start: data.offset() * width,
-                    width,
-                }
-            }
+            ColumnLayout::Fixed(width) => ColumnValues::Fixed {
+                bytes: value_bytes(array, width)?,
+                width,
+            },
             ColumnLayout::Bytes => ColumnValues::Bytes(byte_values(array)?),
         })
     }
@@ -328,14 +332,10 @@ impl<'a> ColumnValues<'a> {
             ColumnValues::Varints(values) => for_valid(nulls, rows, |row| {
                 cursors[row] += write_varint(&mut data[cursors[row]..], values[row]);
             }),
-            ColumnValues::Fixed {
-                buffer,
-                start,
-                width,
-            } => {
-                let bytes = buffer.as_slice();
+            ColumnValues::Fixed { bytes, width } => {
+                let bytes = bytes.as_slice();
                 for_valid(nulls, rows, |row| {
-                    let (from, to) = (start + row * width, cursors[row]);
+                    let (from, to) = (row * width, cursors[row]);
                     data[to..to + width].copy_from_slice(&bytes[from..from + width]);
                     cursors[row] += width;
                 });
@@ -360,12 +360,7 @@ fn for_valid(nulls: Option<&NullBuffer>, rows: usize, visit: impl FnMut(usize)) 
 
 /// A primitive column's values widened to 64 bits (zigzagged when signed).
 fn native_integers(array: &ArrayRef, width: usize, signed: bool) -> Result<Vec<u64>> {
-    let data = array.to_data();
-    let start = data.offset() * width;
-    let bytes = first_buffer(&data)?
-        .as_slice()
-        .get(start..start + data.len() * width)
-        .ok_or_else(|| SluiceError::Runtime("row encoding: short value buffer".into()))?;
+    let bytes = value_bytes(array, width)?;
     macro_rules! widen {
         ($native:ty) => {
             bytes
@@ -393,11 +388,16 @@ fn native_integers(array: &ArrayRef, width: usize, signed: bool) -> Result<Vec<u
     })
 }
 
-/// The value buffer of a primitive or fixed-size column.
-fn first_buffer(data: &ArrayData) -> Result<&Buffer> {
+/// The values of a primitive or fixed-size column's rows, `width` bytes
+/// each (its value buffer cut to the array's slice).
+fn value_bytes(array: &ArrayRef, width: usize) -> Result<Buffer> {
+    let data = array.to_data();
+    let (start, length) = (data.offset() * width, data.len() * width);
     data.buffers()
         .first()
-        .ok_or_else(|| SluiceError::Runtime("row encoding: column without a value buffer".into()))
+        .filter(|buffer| start + length <= buffer.len())
+        .map(|buffer| buffer.slice_with_length(start, length))
+        .ok_or_else(|| SluiceError::Runtime("row encoding: short value buffer".into()))
 }
 
 /// Every row's bytes of a string or binary column (nulls' are unused).
@@ -445,6 +445,16 @@ impl CompactLayout {
                 "row encoding: {} columns for a {}-column schema",
                 columns.len(),
                 self.columns.len()
+            )));
+        }
+        if let Some((array, expected)) = columns
+            .iter()
+            .zip(&self.types)
+            .find(|(array, expected)| array.data_type() != *expected)
+        {
+            return Err(SluiceError::Runtime(format!(
+                "row encoding: a {} column where the schema has {expected}",
+                array.data_type()
             )));
         }
         let rows = columns.first().map_or(0, |c| c.len());
@@ -926,6 +936,17 @@ mod tests {
         }
         codec.set_reading_arrow_rows(false);
         assert_eq!(&*codec.restored(compact.row(1)).unwrap(), compact.row(1));
+    }
+
+    #[test]
+    fn columns_of_another_type_than_the_schema_are_errors() {
+        let batch =
+            RecordBatch::try_from_iter([("n", Arc::new(Int64Array::from(vec![1])) as ArrayRef)])
+                .unwrap();
+        let codec = RowCodec::new(&batch.schema(), "test").unwrap();
+        let wrong: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
+        let err = codec.encode(&[wrong]).err().unwrap().to_string();
+        assert!(err.contains("Boolean") && err.contains("Int64"), "{err}");
     }
 
     #[test]
