@@ -596,8 +596,11 @@ mod tests {
     use super::*;
     use arrow::row::SortField;
 
-    /// Values are plain numbers.
+    /// Values are plain numbers of 100 heap bytes each.
     struct Numbers;
+
+    /// Values are numbers whose heap size is their value.
+    struct Sizes;
 
     impl ValueCodec<u64> for Numbers {
         fn encode(&self, value: &mut u64, out: &mut StateWriter) -> Result<()> {
@@ -611,6 +614,20 @@ mod tests {
 
         fn heap_size(&self, _: &u64) -> usize {
             100
+        }
+    }
+
+    impl ValueCodec<u64> for Sizes {
+        fn encode(&self, value: &mut u64, out: &mut StateWriter) -> Result<()> {
+            Numbers.encode(value, out)
+        }
+
+        fn decode(&self, input: &mut StateReader) -> Result<u64> {
+            Numbers.decode(input)
+        }
+
+        fn heap_size(&self, value: &u64) -> usize {
+            *value as usize
         }
     }
 
@@ -766,24 +783,6 @@ mod tests {
                 restored.get_mut(key.data()).unwrap(),
                 Some(&mut { expected })
             );
-        }
-    }
-
-    /// Values are their own heap size in bytes.
-    struct Sizes;
-
-    impl ValueCodec<u64> for Sizes {
-        fn encode(&self, value: &mut u64, out: &mut StateWriter) -> Result<()> {
-            out.u64(*value);
-            Ok(())
-        }
-
-        fn decode(&self, input: &mut StateReader) -> Result<u64> {
-            input.u64()
-        }
-
-        fn heap_size(&self, value: &u64) -> usize {
-            *value as usize
         }
     }
 
