@@ -378,10 +378,11 @@ impl RetractingAccumulator {
 
     /// Writes the accumulator's state for a checkpoint; `fresh` is a new
     /// accumulator of the same kind, which takes over (a native
-    /// accumulator's `state()` may drain it).
+    /// accumulator's `state()` may drain it). Without `fresh`, a native
+    /// accumulator may be left drained: only for one about to be dropped.
     pub(crate) fn snapshot(
         &mut self,
-        mut fresh: RetractingAccumulator,
+        fresh: Option<RetractingAccumulator>,
         out: &mut sluice_state::StateWriter,
     ) -> Result<()> {
         match self {
@@ -389,8 +390,10 @@ impl RetractingAccumulator {
                 let state = accumulator.state().map_err(df)?;
                 out.u64(0);
                 out.scalars(&state);
-                fresh.restore_native(&state)?;
-                *self = fresh;
+                if let Some(mut fresh) = fresh {
+                    fresh.restore_native(&state)?;
+                    *self = fresh;
+                }
             }
             RetractingAccumulator::Recomputed { values, .. } => {
                 out.u64(1);

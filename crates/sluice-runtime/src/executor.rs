@@ -526,6 +526,7 @@ impl<'a> TaskBuilder<'a> {
                     .settings
                     .state_memory_budget
                     .map(|budget| SpillArea::new(&plan.settings.spill_dir, budget)),
+                compact_idle_keys: plan.settings.compact_idle_keys,
             },
         })
     }

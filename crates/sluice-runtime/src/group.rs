@@ -357,7 +357,11 @@ struct GroupCodec {
 
 impl ValueCodec<GroupState> for GroupCodec {
     fn encode(&self, state: &mut GroupState, out: &mut StateWriter) -> Result<()> {
-        encode_group(&self.spec, state, out)
+        encode_group(&self.spec, state, out, true)
+    }
+
+    fn encode_dropped(&self, mut state: GroupState, out: &mut StateWriter) -> Result<()> {
+        encode_group(&self.spec, &mut state, out, false)
     }
 
     fn decode(&self, input: &mut StateReader) -> Result<GroupState> {
@@ -379,21 +383,28 @@ impl ValueCodec<GroupState> for GroupCodec {
     }
 }
 
+/// Writes a key's state; unless `keep_usable`, the state is about to be
+/// dropped: its accumulators may be drained, and an emitted row it would
+/// not keep (evaluated again when read back) is not written.
 fn encode_group(
     spec: &GroupAggregate,
     state: &mut GroupState,
     out: &mut StateWriter,
+    keep_usable: bool,
 ) -> Result<()> {
-    // The emitted row is written whether or not it is kept.
+    // Checkpoints write the emitted row whether or not it is kept.
     let emitted = match state.emitted.clone() {
         Some(values) => Some(values),
-        None if state.rows > 0 => Some(state.evaluate()?),
+        None if state.rows > 0 && (keep_usable || state.keeps_emitted()) => Some(state.evaluate()?),
         None => None,
     };
-    let fresh = new_group_state(spec)?.accumulators;
+    let mut fresh = match keep_usable {
+        true => Some(new_group_state(spec)?.accumulators.into_iter()),
+        false => None,
+    };
     out.u64(state.accumulators.len() as u64);
-    for (accumulator, fresh) in state.accumulators.iter_mut().zip(fresh) {
-        accumulator.snapshot(fresh, out)?;
+    for accumulator in &mut state.accumulators {
+        accumulator.snapshot(fresh.as_mut().and_then(Iterator::next), out)?;
     }
     match &emitted {
         None => out.bool(false),

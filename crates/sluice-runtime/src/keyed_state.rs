@@ -1,8 +1,10 @@
 //! [`KeyedState`]: an operator's values by key, with event-time timers, the
-//! idle-key TTL of `table.exec.state.ttl`, checkpoint snapshots, and spilling
-//! to local disk when the job's keyed state outgrows `state.memory-budget`.
+//! idle-key TTL of `table.exec.state.ttl`, checkpoint snapshots, compaction
+//! of idle keys, and spilling to local disk when the job's keyed state
+//! outgrows `state.memory-budget`.
 //!
-//! Values live in a hash map. Every state reports its estimated size to the
+//! Values live in a hash map. Keys untouched for a while are encoded in
+//! memory ([`CompactedKeys`]) unless `state.compact-idle-keys` is off. Every state reports its estimated size to the
 //! job's [`SpillArea`]; once the total exceeds the budget, the state that
 //! grows encodes its least recently used keys (with its [`ValueCodec`], the
 //! same encoding checkpoints use) into a [`SpillTable`] on disk and drops
@@ -18,6 +20,7 @@ use sluice_core::Result;
 use sluice_state::{SpillArea, SpillTable, StateReader, StateWriter};
 
 use crate::aggregate::StateExpiry;
+use crate::compacted_keys::CompactedKeys;
 use crate::state::{bad_state, time_bucket_width, KeyOwner};
 
 /// Keys per checkpoint chunk of a [`KeyedState`]: a chunk whose keys did not
@@ -34,6 +37,12 @@ pub trait ValueCodec<V>: Send {
     fn decode(&self, input: &mut StateReader) -> Result<V>;
     /// Approximate heap bytes `value` owns, for the memory budget.
     fn heap_size(&self, value: &V) -> usize;
+    /// Writes `value`, which is dropped afterwards (compacting or spilling
+    /// it): may skip work that only keeps a value usable. Reads back with
+    /// [`ValueCodec::decode`].
+    fn encode_dropped(&self, mut value: V, out: &mut StateWriter) -> Result<()> {
+        self.encode(&mut value, out)
+    }
 }
 
 /// What every keyed state of a job shares.
@@ -43,6 +52,8 @@ pub struct StateConfig {
     pub ttl: Option<Duration>,
     /// The memory budget and where state beyond it spills (`None`: no budget).
     pub spill: Option<Arc<SpillArea>>,
+    /// Keep idle keys encoded in memory (`state.compact-idle-keys`).
+    pub compact_idle_keys: bool,
 }
 
 /// A key's value. Kept small: a state may hold millions of keys.
@@ -72,6 +83,21 @@ struct Spilled {
     /// Budget checks since the entry size was last estimated.
     checks_since_estimate: u32,
 }
+
+impl Spilled {
+    /// The spill table, created on the first spill.
+    fn table_or_create(&mut self) -> Result<&SpillTable> {
+        if self.table.is_none() {
+            self.table = Some(self.area.table()?);
+        }
+        self.table
+            .as_ref()
+            .ok_or_else(|| bad_state("spill table missing"))
+    }
+}
+
+/// Most bytes of compacted keys copied out at once to be spilled.
+const SPILL_PIECE_BYTES: u64 = 16 << 20;
 
 /// Budget checks between two estimates of the size per key.
 const CHECKS_PER_ESTIMATE: u32 = 16;
@@ -105,6 +131,8 @@ pub struct KeyedState<V> {
     clock: u32,
     /// Write times (in memory and spilled) are milliseconds after this.
     epoch: Instant,
+    /// Idle keys, encoded (`None`: compaction is off).
+    compacted: Option<CompactedKeys>,
     spill: Option<Spilled>,
 }
 
@@ -118,6 +146,7 @@ impl<V> KeyedState<V> {
             codec: Box::new(codec),
             clock: 0,
             epoch: Instant::now(),
+            compacted: config.compact_idle_keys.then(CompactedKeys::new),
             spill: config.spill.clone().map(|area| Spilled {
                 area,
                 table: None,
@@ -135,12 +164,25 @@ impl<V> KeyedState<V> {
         time.saturating_duration_since(self.epoch).as_millis() as u64
     }
 
-    /// Brings `key` into memory if it was spilled; whether it has a value.
-    /// [`KeyedState::get`] sees only keys in memory, so call this first.
+    /// Brings `key` back to its live form if it was compacted or spilled;
+    /// whether it has a value. [`KeyedState::get`] sees only live keys, so
+    /// call this first.
     pub fn load(&mut self, key: &[u8]) -> Result<bool> {
         let now = self.clock;
         if let Some(slot) = self.slots.get_mut(key) {
             slot.touched = now;
+            return Ok(true);
+        }
+        if let Some(entry) = self.compacted.as_mut().and_then(|c| c.take(key)) {
+            let (last_write, value) = decode_spilled(&*self.codec, entry.value())?;
+            self.slots.insert(
+                key.to_vec(),
+                Slot {
+                    value,
+                    last_write,
+                    touched: now,
+                },
+            );
             return Ok(true);
         }
         let Some(spill) = &mut self.spill else {
@@ -177,7 +219,7 @@ impl<V> KeyedState<V> {
         Ok(true)
     }
 
-    /// The value of `key` if it is in memory (see [`KeyedState::load`]).
+    /// The value of `key` if it is live (see [`KeyedState::load`]).
     pub fn get(&self, key: &[u8]) -> Option<&V> {
         self.slots.get(key).map(|slot| &slot.value)
     }
@@ -192,10 +234,10 @@ impl<V> KeyedState<V> {
         }))
     }
 
-    /// [`KeyedState::load`] when some keys are spilled (one lookup less on
-    /// the common path, where nothing is).
+    /// [`KeyedState::load`] when some keys are compacted or spilled (one
+    /// lookup less on the common path, where none is).
     fn load_if_spilled(&mut self, key: &[u8]) -> Result<()> {
-        if self.spilled() > 0 {
+        if self.spilled() > 0 || self.compacted() > 0 {
             self.load(key)?;
         }
         Ok(())
@@ -286,7 +328,7 @@ impl<V> KeyedState<V> {
         due
     }
 
-    /// Removes the keys (in memory and spilled) not written for the TTL,
+    /// Removes the keys (live, compacted and spilled) not written for the TTL,
     /// when a sweep is due at `now`; returns how many.
     pub fn expire_idle(&mut self, now: Instant) -> Result<usize> {
         let Some(ttl) = self.expiry.due(now) else {
@@ -297,6 +339,12 @@ impl<V> KeyedState<V> {
         self.slots
             .retain(|_, slot| now_millis.saturating_sub(slot.last_write) < ttl_millis);
         let mut expired = before - self.slots.len();
+        if let Some(compacted) = &mut self.compacted {
+            expired += compacted.retain(|stored| {
+                spilled_write_millis(stored)
+                    .is_ok_and(|written| now_millis.saturating_sub(written) < ttl_millis)
+            });
+        }
         if let Some(spill) = &mut self.spill {
             if let (Some(table), true) = (&spill.table, spill.count > 0) {
                 let mut idle = Vec::new();
@@ -324,9 +372,9 @@ impl<V> KeyedState<V> {
         Ok(expired)
     }
 
-    /// Number of keys, in memory and spilled.
+    /// Number of keys: live, compacted and spilled.
     pub fn len(&self) -> usize {
-        self.slots.len() + self.spill.as_ref().map_or(0, |s| s.count)
+        self.slots.len() + self.compacted() + self.spilled()
     }
 
     /// Whether no key has a value.
@@ -339,12 +387,19 @@ impl<V> KeyedState<V> {
         self.spill.as_ref().map_or(0, |s| s.count)
     }
 
-    /// Reports this state's memory to the job's budget and, when the job is
-    /// over it, spills this state's least recently used keys. Operators call
-    /// this between batches: a key loaded while a batch is processed stays
-    /// in memory until the batch is done.
+    /// Idle keys kept encoded in memory.
+    pub fn compacted(&self) -> usize {
+        self.compacted.as_ref().map_or(0, CompactedKeys::len)
+    }
+
+    /// Advances the batch clock, compacts keys idle long enough, reports
+    /// this state's memory to the job's budget and, when the job is over
+    /// it, spills this state's least recently used keys (compacted ones
+    /// first). Operators call this between batches: a key loaded while a
+    /// batch is processed stays live until the batch is done.
     pub fn enforce_budget(&mut self) -> Result<()> {
         self.clock = self.clock.wrapping_add(1);
+        self.compact_idle()?;
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
@@ -367,24 +422,96 @@ impl<V> KeyedState<V> {
                 .max(1);
             }
         }
-        let estimate = (self.slots.len() * spill.entry_size) as i64;
-        spill.area.account(estimate - spill.accounted);
-        spill.accounted = estimate;
+        let estimate = self.account_memory();
+        let Some(spill) = &self.spill else {
+            return Ok(());
+        };
         let excess = spill.area.excess();
-        if excess == 0 || self.slots.is_empty() {
+        if excess == 0 || self.slots.len() + self.compacted() == 0 {
             return Ok(());
         }
         // Free the excess plus a twentieth of the budget, so spills come in
         // batches rather than a few keys per call, yet the encoded batch
         // (held next to the values until written) stays small.
-        let to_free = (excess + spill.area.budget() / 20).min(estimate as u64);
-        let victims = to_free
-            .div_ceil(spill.entry_size as u64)
-            .clamp(1, self.slots.len() as u64);
-        self.spill_coldest(victims as usize)
+        let to_free = (excess + spill.area.budget() / 20).min(estimate);
+        let freed = self.spill_compacted(to_free)?;
+        if freed < to_free && !self.slots.is_empty() {
+            let entry_size = self.spill.as_ref().map_or(1, |s| s.entry_size) as u64;
+            let victims = (to_free - freed)
+                .div_ceil(entry_size)
+                .clamp(1, self.slots.len() as u64);
+            self.spill_coldest(victims as usize)?;
+        }
+        Ok(())
     }
 
-    /// Moves the `count` least recently used keys to disk.
+    /// Reports this state's estimated memory (live and compacted keys) to
+    /// the job's budget; returns it.
+    fn account_memory(&mut self) -> u64 {
+        let compacted = self.compacted.as_ref().map_or(0, CompactedKeys::memory);
+        let Some(spill) = &mut self.spill else {
+            return 0;
+        };
+        let estimate = self.slots.len() * spill.entry_size + compacted;
+        spill.area.account(estimate as i64 - spill.accounted);
+        spill.accounted = estimate as i64;
+        estimate as u64
+    }
+
+    /// Encodes the live keys untouched for long enough into the compacted
+    /// keys, when a sweep is due.
+    fn compact_idle(&mut self) -> Result<()> {
+        let Some(compacted) = &mut self.compacted else {
+            return Ok(());
+        };
+        let clock = self.clock;
+        let Some(idle) = compacted.sweep_due(clock, self.slots.len()) else {
+            return Ok(());
+        };
+        let idle_keys = self
+            .slots
+            .extract_if(|_, slot| clock.wrapping_sub(slot.touched) >= idle);
+        for (key, slot) in idle_keys {
+            let mut out = StateWriter::new();
+            self.codec.encode_dropped(slot.value, &mut out)?;
+            compacted.insert(&key, slot.last_write, &out.finish()?);
+        }
+        self.shrink_slots();
+        Ok(())
+    }
+
+    /// Gives back the hash table's memory after many keys left it: its
+    /// empty buckets would keep the memory the keys freed.
+    fn shrink_slots(&mut self) {
+        if self.slots.len() < self.slots.capacity() / 2 {
+            self.slots.shrink_to(self.slots.len() * 5 / 4);
+        }
+    }
+
+    /// Moves compacted keys worth about `bytes` of memory to disk; returns
+    /// the memory freed.
+    fn spill_compacted(&mut self, bytes: u64) -> Result<u64> {
+        let (Some(compacted), Some(spill)) = (&mut self.compacted, &mut self.spill) else {
+            return Ok(0);
+        };
+        let before = compacted.memory();
+        let mut freed = 0;
+        while freed < bytes && !compacted.is_empty() {
+            // A piece at a time: the entries are copied until written.
+            let piece = (bytes - freed).min(SPILL_PIECE_BYTES) as usize;
+            let entries = compacted.take_some(piece);
+            for (key, _) in &entries {
+                *spill.hashes.entry(key_hash(key)).or_default() += 1;
+            }
+            spill.count += entries.len();
+            spill.table_or_create()?.put_all(entries)?;
+            freed = before.saturating_sub(compacted.memory()) as u64;
+        }
+        self.account_memory();
+        Ok(freed)
+    }
+
+    /// Moves the `count` least recently used live keys to disk.
     fn spill_coldest(&mut self, count: usize) -> Result<()> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
@@ -402,38 +529,27 @@ impl<V> KeyedState<V> {
             .collect();
         let mut entries = Vec::with_capacity(victims.len());
         for key in victims {
-            let Some(mut slot) = self.slots.remove(&key) else {
+            let Some(slot) = self.slots.remove(&key) else {
                 continue;
             };
             let mut out = StateWriter::new();
-            self.codec.encode(&mut slot.value, &mut out)?;
+            self.codec.encode_dropped(slot.value, &mut out)?;
             let mut stored = slot.last_write.to_le_bytes().to_vec();
             stored.extend_from_slice(&out.finish()?);
             *spill.hashes.entry(key_hash(&key)).or_default() += 1;
             entries.push((key, stored));
         }
         spill.count += entries.len();
-        // The hash table never shrinks by itself; its empty buckets would
-        // keep the memory the spilled keys freed.
-        if self.slots.len() < self.slots.capacity() / 2 {
-            self.slots.shrink_to(self.slots.len() * 5 / 4);
-        }
-        if spill.table.is_none() {
-            spill.table = Some(spill.area.table()?);
-        }
-        if let Some(table) = &spill.table {
-            table.put_all(entries)?;
-        }
-        let estimate = (self.slots.len() * spill.entry_size) as i64;
-        spill.area.account(estimate - spill.accounted);
-        spill.accounted = estimate;
+        spill.table_or_create()?.put_all(entries)?;
+        self.shrink_slots();
+        self.account_memory();
         Ok(())
     }
 
     /// Encodes the values and timers into checkpoint chunks. Keys are grouped
     /// by their latest timer (keys of one window or expiry time together) or,
     /// without timers, by hash, so unchanged groups give unchanged chunks.
-    /// Spilled keys are read from disk and stay there.
+    /// Compacted and spilled keys are decoded and stay where they are.
     pub fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
         // Each key goes with all its timers into the chunk of its latest
         // timer's time bucket; keys without timers into hash groups.
@@ -448,25 +564,36 @@ impl<V> KeyedState<V> {
             None => HashSet::new(),
         };
         let bucket_width = time_bucket_width(timers_of.values().filter_map(|t| t.last().copied()));
-        let groups = ((self.slots.len() + on_disk.len()) / KEYS_PER_CHUNK_GROUP).max(1) as u64;
-        let mut by_group: BTreeMap<(bool, i64), Vec<Vec<u8>>> = BTreeMap::new();
+        let groups = (self.len() / KEYS_PER_CHUNK_GROUP).max(1) as u64;
+        let compacted = self.compacted.as_ref();
+        let is_compacted = |key: &[u8]| compacted.is_some_and(|c| c.contains(key));
+        // Keys with a value, then keys with only timers.
         let keys = self
             .slots
             .keys()
             .map(Vec::as_slice)
+            .chain(compacted.into_iter().flat_map(CompactedKeys::keys))
             .chain(on_disk.iter().map(Vec::as_slice))
+            .map(|key| (key, true))
             .chain(
                 timers_of
                     .keys()
                     .copied()
-                    .filter(|k| !self.slots.contains_key(*k) && !on_disk.contains(*k)),
+                    .filter(|k| {
+                        !self.slots.contains_key(*k) && !is_compacted(k) && !on_disk.contains(*k)
+                    })
+                    .map(|key| (key, false)),
             );
-        for key in keys {
+        let mut by_group: BTreeMap<(bool, i64), Vec<(Vec<u8>, bool)>> = BTreeMap::new();
+        for (key, has_value) in keys {
             let group = match timers_of.get(key).and_then(|t| t.last()) {
                 Some(time) => (true, time.div_euclid(bucket_width)),
                 None => (false, (key_hash(key) % groups) as i64),
             };
-            by_group.entry(group).or_default().push(key.to_vec());
+            by_group
+                .entry(group)
+                .or_default()
+                .push((key.to_vec(), has_value));
         }
         let mut chunks = Vec::with_capacity(by_group.len());
         for (_, mut keys) in by_group {
@@ -474,11 +601,17 @@ impl<V> KeyedState<V> {
             let mut out = StateWriter::new();
             let with_values: Vec<&Vec<u8>> = keys
                 .iter()
-                .filter(|k| self.slots.contains_key(*k) || on_disk.contains(*k))
+                .filter(|(_, has_value)| *has_value)
+                .map(|(key, _)| key)
                 .collect();
             out.u64(with_values.len() as u64);
             for key in with_values {
                 out.bytes(key);
+                if let Some(stored) = compacted.and_then(|c| c.get(key)) {
+                    let (_, mut value) = decode_spilled(&*self.codec, stored)?;
+                    self.codec.encode(&mut value, &mut out)?;
+                    continue;
+                }
                 match self.slots.get_mut(key) {
                     Some(slot) => self.codec.encode(&mut slot.value, &mut out)?,
                     None => {
@@ -497,7 +630,7 @@ impl<V> KeyedState<V> {
             }
             let timers: Vec<(i64, &[u8])> = keys
                 .iter()
-                .flat_map(|key| {
+                .flat_map(|(key, _)| {
                     timers_of
                         .get(key.as_slice())
                         .into_iter()
@@ -642,8 +775,31 @@ mod tests {
 
     fn spilling(dir: &std::path::Path, budget: u64) -> StateConfig {
         StateConfig {
-            ttl: None,
             spill: Some(SpillArea::new(dir.join("spill"), budget)),
+            ..StateConfig::default()
+        }
+    }
+
+    fn compacting() -> StateConfig {
+        StateConfig {
+            compact_idle_keys: true,
+            ..StateConfig::default()
+        }
+    }
+
+    /// Calls [`KeyedState::enforce_budget`] `batches` times, writing the
+    /// first `busy` keys before each call.
+    fn run_batches(
+        state: &mut KeyedState<u64>,
+        keys: &arrow::row::Rows,
+        busy: usize,
+        batches: u32,
+    ) {
+        for _ in 0..batches {
+            for key in keys.iter().take(busy) {
+                state.get_mut(key.data()).unwrap();
+            }
+            state.enforce_budget().unwrap();
         }
     }
 
@@ -718,7 +874,7 @@ mod tests {
         let ttl = Duration::from_millis(40);
         let config = StateConfig {
             ttl: Some(ttl),
-            spill: None,
+            ..StateConfig::default()
         };
         let mut state = KeyedState::new(&config, Numbers);
         let start = Instant::now();
@@ -827,5 +983,98 @@ mod tests {
         assert_eq!(expired, 99);
         assert_eq!(state.len(), 1);
         assert_eq!(state.spilled(), 0);
+    }
+
+    #[test]
+    fn idle_keys_are_compacted_and_come_back_when_touched() {
+        let (converter, keys) = int_keys((0..10_000).collect());
+        let mut state = KeyedState::new(&compacting(), Numbers);
+        let mut live = KeyedState::new(&StateConfig::default(), Numbers);
+        let now = Instant::now();
+        for (i, key) in keys.iter().enumerate() {
+            for target in [&mut state, &mut live] {
+                target.write(key.data(), now, || i as u64).unwrap();
+                target.register_timer(key.data(), (i as i64 % 7) * 1000);
+            }
+        }
+        // The first 100 keys stay busy; the others go idle.
+        run_batches(&mut state, &keys, 100, 20);
+        assert_eq!(state.compacted(), 9_900);
+        assert_eq!(state.len(), 10_000);
+        assert!(state.get(keys.row(5000).data()).is_none());
+        // Snapshots do not depend on what was compacted.
+        assert_eq!(state.snapshot().unwrap(), live.snapshot().unwrap());
+        // Compacted keys come back, change and go away.
+        assert_eq!(
+            state.get_mut(keys.row(5000).data()).unwrap(),
+            Some(&mut 5000)
+        );
+        *state.write(keys.row(6000).data(), now, || 0).unwrap() += 1;
+        assert_eq!(state.get(keys.row(6000).data()), Some(&6001));
+        assert_eq!(state.remove(keys.row(7000).data()).unwrap(), Some(7000));
+        assert_eq!(state.remove(keys.row(7000).data()).unwrap(), None);
+        assert!(!state.load(keys.row(7000).data()).unwrap());
+        assert!(state.load(keys.row(8000).data()).unwrap());
+        assert_eq!(state.get(keys.row(8000).data()), Some(&8000));
+        assert_eq!(state.len(), 9_999);
+        assert_eq!(state.compacted(), 9_896);
+        // A restore gets every value back.
+        let snapshot = state.snapshot().unwrap();
+        let chunks: Vec<&[u8]> = snapshot.iter().map(Vec::as_slice).collect();
+        let mut restored = KeyedState::new(&compacting(), Numbers);
+        restored
+            .restore(&chunks, &KeyOwner::single(), &converter, now)
+            .unwrap();
+        assert_eq!(restored.snapshot().unwrap(), snapshot);
+        assert_eq!(restored.get(keys.row(6000).data()), Some(&6001));
+        assert_eq!(restored.due_timers(i64::MAX).len(), 10_000);
+    }
+
+    #[test]
+    fn compacted_keys_expire_after_the_ttl_and_spill_before_live_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Duration::from_secs(60);
+        let config = StateConfig {
+            ttl: Some(ttl),
+            compact_idle_keys: true,
+            ..spilling(dir.path(), 4 << 20)
+        };
+        let (_, keys) = int_keys((0..10_000).collect());
+        let mut state = KeyedState::new(&config, Numbers);
+        let start = Instant::now();
+        for key in keys.iter() {
+            state.write(key.data(), start, || 1).unwrap();
+        }
+        run_batches(&mut state, &keys, 10, 20);
+        assert_eq!(state.compacted(), 9_990);
+        // Keys 0..10 are live but not written since; 20..30 come back and
+        // are written again.
+        for key in keys.iter().skip(20).take(10) {
+            state.write(key.data(), start + ttl, || 1).unwrap();
+        }
+        let expired = state
+            .expire_idle(start + ttl + Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(expired, 9_990);
+        assert_eq!((state.len(), state.compacted()), (10, 0));
+
+        // Over the budget, compacted keys go to disk before live ones.
+        let mut state = KeyedState::new(&config, Numbers);
+        for key in keys.iter() {
+            state.write(key.data(), start, || 1).unwrap();
+        }
+        run_batches(&mut state, &keys, 10, 20);
+        // Another state takes the rest of the budget, and one byte more.
+        let area = config.spill.as_ref().unwrap();
+        let others = (area.budget() - area.in_memory() + 1) as i64;
+        area.account(others);
+        state.enforce_budget().unwrap();
+        area.account(-others);
+        assert!(state.spilled() > 0 && state.compacted() > 0);
+        assert_eq!(state.spilled() + state.compacted(), 9_990);
+        for key in keys.iter().take(10) {
+            assert_eq!(state.get(key.data()), Some(&1));
+        }
+        assert_eq!(state.get_mut(keys.row(9_999).data()).unwrap(), Some(&mut 1));
     }
 }

@@ -7,6 +7,7 @@ mod aggregate;
 pub mod assign;
 pub mod batching;
 pub mod checkpoint;
+mod compacted_keys;
 pub mod executor;
 pub mod group;
 mod groups;

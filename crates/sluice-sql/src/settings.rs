@@ -10,7 +10,7 @@ use sluice_core::Result;
 
 /// Keys Sluice reads, with what they do. Other keys are accepted (Flink scripts
 /// carry many that do not apply) and reported as ignored.
-pub const KNOWN_SETTINGS: [(&str, &str); 32] = [
+pub const KNOWN_SETTINGS: [(&str, &str); 33] = [
     (
         "table.exec.state.ttl",
         "drop join and GROUP BY state of keys idle this long (processing time; default 0 = keep)",
@@ -18,6 +18,10 @@ pub const KNOWN_SETTINGS: [(&str, &str); 32] = [
     (
         "state.memory-budget",
         "memory for keyed state (joins, GROUP BY, Top-N, OVER) of the whole job; least recently used keys beyond it spill to local disk (default: a quarter of the machine's or container's memory; 'unlimited' never spills)",
+    ),
+    (
+        "state.compact-idle-keys",
+        "keep keys of joins, GROUP BY, Top-N and OVER state that have been idle for a while encoded in memory, a third to a sixth of their live size, and decode a key when it is touched again (default true)",
     ),
     (
         "state.spill.dir",
@@ -162,6 +166,8 @@ pub struct JobSettings {
     pub state_ttl: Option<Duration>,
     /// Bytes of keyed state kept in memory before keys spill (`None`: no limit).
     pub state_memory_budget: Option<u64>,
+    /// Whether idle keys of keyed state are kept encoded in memory.
+    pub compact_idle_keys: bool,
     /// Where keyed state spills to.
     pub spill_dir: PathBuf,
     /// Dead letter file for late rows, when `table.exec.late-data` = `dlq`.
@@ -408,6 +414,7 @@ impl JobSettings {
             }
         };
         let reuse_sub_plans = options.bool(crate::reuse::REUSE_SUB_PLAN_SETTING, true)?;
+        let compact_idle_keys = options.bool("state.compact-idle-keys", true)?;
         let ignored_keys = pairs
             .keys()
             .filter(|key| !KNOWN_SETTINGS.iter().any(|(known, _)| known == key))
@@ -422,6 +429,7 @@ impl JobSettings {
             held_rows,
             state_ttl,
             state_memory_budget,
+            compact_idle_keys,
             spill_dir,
             late_data_dlq,
             source_idle_timeout,
