@@ -586,5 +586,11 @@ fn report(summary: &JobSummary, elapsed: std::time::Duration) {
             summary.spilled_bytes as f64 / 1e6
         );
     }
+    if summary.compacted_keys > 0 {
+        info!(
+            "keyed state: {} idle keys were compacted in memory",
+            summary.compacted_keys
+        );
+    }
     info!("job finished in {:.2?}", elapsed);
 }

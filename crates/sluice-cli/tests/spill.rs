@@ -1,6 +1,7 @@
 //! Keyed state beyond `state.memory-budget` spills to disk: joins (window
 //! joins' open windows too), GROUP BY and Top-N produce the same output with a tiny budget as without one,
 //! with checkpoints of spilled state on, and after SIGKILLs and restarts.
+//! The same holds for idle keys compacted in memory (`state.compact-idle-keys`).
 
 mod common;
 
@@ -18,8 +19,9 @@ const TINY_BUDGET: &str = "32kb";
 
 /// Writes the script of `query` into `$DIR/<name>.sql`, sinking into
 /// `$DIR/<name>-out` (as a changelog for updating queries), checkpointing
-/// every 100 ms, with `budget` as the memory budget.
-fn script(ws: &Workspace, query: &str, name: &str, budget: &str) -> PathBuf {
+/// every 100 ms, with `budget` as the memory budget and `settings` (more
+/// `SET` statements).
+fn script(ws: &Workspace, query: &str, name: &str, budget: &str, settings: &str) -> PathBuf {
     let format = if updating(query) {
         "debezium-json"
     } else {
@@ -32,6 +34,7 @@ fn script(ws: &Workspace, query: &str, name: &str, budget: &str) -> PathBuf {
          SET 'execution.checkpointing.interval' = '100ms';
          SET 'state.memory-budget' = '{budget}';
          SET 'sluice.batch.size' = '1024';
+         {settings}
          {}\n{}",
         nexmark_file_source(&ws.path("events").display().to_string()),
         nexmark_query(query, &sink)
@@ -41,7 +44,7 @@ fn script(ws: &Workspace, query: &str, name: &str, budget: &str) -> PathBuf {
 
 /// Queries whose result is a changelog.
 fn updating(query: &str) -> bool {
-    matches!(query, "q4" | "q9")
+    matches!(query, "q4" | "q9" | "q17" | "q18")
 }
 
 fn sluice(ws: &Workspace, script: &Path) -> Command {
@@ -55,8 +58,14 @@ fn sluice(ws: &Workspace, script: &Path) -> Command {
 }
 
 /// Runs to the end; returns the output rows and stderr.
-fn run(ws: &Workspace, query: &str, name: &str, budget: &str) -> (Vec<String>, String) {
-    let script = script(ws, query, name, budget);
+fn run(
+    ws: &Workspace,
+    query: &str,
+    name: &str,
+    budget: &str,
+    settings: &str,
+) -> (Vec<String>, String) {
+    let script = script(ws, query, name, budget, settings);
     let output = sluice(ws, &script).output().expect("run sluice");
     ok(&output);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
@@ -84,10 +93,10 @@ fn spilled_state_gives_the_same_output_and_recovers_after_kills() {
         ("q20", TINY_BUDGET),
         ("q5", "1kb"),
     ] {
-        let (expected, stderr) = run(&ws, query, &format!("{query}-memory"), "unlimited");
+        let (expected, stderr) = run(&ws, query, &format!("{query}-memory"), "unlimited", "");
         assert!(!expected.is_empty(), "{query} wrote nothing");
         assert!(!stderr.contains("spilled"), "{query}: {stderr}");
-        let (got, stderr) = run(&ws, query, &format!("{query}-spill"), budget);
+        let (got, stderr) = run(&ws, query, &format!("{query}-spill"), budget, "");
         assert!(
             stderr.contains("spilled") && stderr.contains("MB to disk"),
             "{query} did not spill: {stderr}"
@@ -109,21 +118,58 @@ fn spilled_state_gives_the_same_output_and_recovers_after_kills() {
         // (q5 is over within the kill delays, and a finished job reruns.)
         if matches!(query, "q20" | "q4") {
             let name = format!("{query}-spill-crash");
-            let script = script(&ws, query, &name, budget);
-            for delay in [700, 1300] {
-                let child = sluice(&ws, &script)
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("spawn");
-                kill_after(child, Duration::from_millis(delay));
-            }
-            let output = sluice(&ws, &script).output().expect("run sluice");
-            ok(&output);
+            let script = script(&ws, query, &name, budget, "");
+            run_with_kills(&ws, &script, &[700, 1300]);
             assert_eq!(
                 rows(&ws, query, &name),
                 expected,
                 "{query}: rows differ after kills with spilled state"
             );
         }
+    }
+}
+
+/// Kills the job at each of `delays`, then runs it to the end from its
+/// checkpoints.
+fn run_with_kills(ws: &Workspace, script: &Path, delays: &[u64]) {
+    for &delay in delays {
+        let child = sluice(ws, script)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        kill_after(child, Duration::from_millis(delay));
+    }
+    let output = sluice(ws, script).output().expect("run sluice");
+    ok(&output);
+}
+
+#[test]
+fn compacted_idle_keys_give_the_same_output_and_recover_after_kills() {
+    let ws = Workspace::new();
+    write_nexmark_events(&ws, 200_000, "'first-event.rate' = '1000', 'seed' = '5'");
+    // GROUP BY (q17, aggregating batch by batch, so that keys go idle
+    // within the run), Top-N (q18) and a regular join (q20). (Unit tests
+    // cover compacted keys spilling to disk.)
+    let compacting = "SET 'sluice.batch.held-rows' = '0';";
+    let off = "SET 'sluice.batch.held-rows' = '0'; SET 'state.compact-idle-keys' = 'false';";
+    for query in ["q17", "q18", "q20"] {
+        let (expected, stderr) = run(&ws, query, &format!("{query}-live"), "unlimited", off);
+        assert!(!expected.is_empty(), "{query} wrote nothing");
+        assert!(!stderr.contains("compacted"), "{query}: {stderr}");
+        let name = format!("{query}-compacted");
+        let (got, stderr) = run(&ws, query, &name, "unlimited", compacting);
+        assert!(
+            stderr.contains("idle keys were compacted in memory"),
+            "{query} compacted no key: {stderr}"
+        );
+        assert_eq!(got, expected, "{query}: rows differ with compaction");
+        let name = format!("{query}-compacted-crash");
+        let script = script(&ws, query, &name, "unlimited", compacting);
+        run_with_kills(&ws, &script, &[900, 1600]);
+        assert_eq!(
+            rows(&ws, query, &name),
+            expected,
+            "{query}: rows differ after kills with compacted state"
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! one by one, rows in their own allocations, a hash-map slot sized for the
 //! largest value kind. Most keys of a large state are idle: an auction that
 //! closed, a bidder who left. Encoded with the state's codec (the bytes a
-//! checkpoint or a spill writes), one allocation holds the key and its value,
-//! at a third to a sixth of the memory. A compacted key is decoded back when
+//! checkpoint or a spill writes) and packed into pages with no allocation
+//! per key, an idle key takes a third to a sixth of the memory. A compacted key is decoded back when
 //! the operator touches it again.
 //!
 //! How long a key must be idle adapts: when many compacted keys come back
@@ -14,10 +14,10 @@
 //! they are compacted; when few do, shorter.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
-
-use crate::keyed_state::allocated;
 
 /// States with fewer keys in their live form are not compacted: too small
 /// to matter.
@@ -28,15 +28,34 @@ const FIRST_IDLE_BATCHES: u32 = 16;
 const IDLE_BATCHES: (u32, u32) = (2, 1 << 16);
 /// Compactions between two adjustments of the idle time.
 const ADJUST_EVERY: u64 = 4096;
+/// Bytes of a page of entries (a larger entry gets a page of its own).
+const PAGE_BYTES: usize = 1 << 20;
 
-/// Idle keys, encoded. Each entry is one allocation: the key's length (four
-/// bytes), the key, then the stored value (write time and encoded value, as
-/// spilled to disk).
+/// Where an entry starts: its page (high 32 bits) and offset in the page.
+type Location = u64;
+
+/// Entries packed one after the other: no allocation, rounding or pointer
+/// per key.
+#[derive(Default)]
+struct Page {
+    data: Vec<u8>,
+    /// Bytes of entries taken out.
+    dead: usize,
+    /// Entries still held.
+    live: u32,
+}
+
+/// Idle keys, encoded, packed into pages. An entry is the key's length
+/// (LEB128), the key, the stored value's length and the stored value: write
+/// time (eight bytes) and encoded value, as spilled to disk.
 pub(crate) struct CompactedKeys {
-    entries: HashTable<Box<[u8]>>,
+    locations: HashTable<Location>,
+    pages: Vec<Page>,
+    /// Pages emptied, for reuse.
+    free_pages: Vec<u32>,
+    /// The page new entries go to.
+    open_page: Option<u32>,
     hasher: foldhash::fast::RandomState,
-    /// Bytes the entries' allocations take.
-    entry_bytes: usize,
     /// Batches a key must go untouched before it is compacted.
     idle_batches: u32,
     /// The batch clock at the last sweep.
@@ -44,35 +63,77 @@ pub(crate) struct CompactedKeys {
     /// Keys compacted and keys decoded back since the last adjustment.
     compacted: u64,
     revived: u64,
+    /// Keys compacted by every state of the job.
+    compacted_in_job: Arc<AtomicU64>,
 }
 
-/// A key taken out of [`CompactedKeys`].
-pub(crate) struct CompactedEntry(Box<[u8]>);
+/// A key's stored value, taken out of [`CompactedKeys`].
+pub(crate) struct CompactedEntry(Vec<u8>);
 
 impl CompactedEntry {
     /// The stored value: write time and encoded value.
     pub(crate) fn value(&self) -> &[u8] {
-        entry_value(&self.0)
+        &self.0
     }
 }
 
-/// The key of an entry.
-fn entry_key(entry: &[u8]) -> &[u8] {
-    let length = u32::from_le_bytes([entry[0], entry[1], entry[2], entry[3]]) as usize;
-    &entry[4..4 + length]
+fn write_length(out: &mut Vec<u8>, mut value: usize) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
 }
 
-/// The stored value of an entry.
-fn entry_value(entry: &[u8]) -> &[u8] {
-    &entry[4 + entry_key(entry).len()..]
+fn length_size(value: usize) -> usize {
+    (usize::BITS - (value | 1).leading_zeros()).div_ceil(7) as usize
+}
+
+/// A length written by [`write_length`] at the start of `bytes`, and the
+/// bytes after it.
+fn read_length(bytes: &[u8]) -> (usize, &[u8]) {
+    let mut value = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        value |= ((byte & 0x7f) as usize) << (7 * i);
+        if byte & 0x80 == 0 {
+            return (value, &bytes[i + 1..]);
+        }
+    }
+    (value, &[])
+}
+
+/// The entry starting `bytes`: its key, its stored value and its size.
+fn parse_entry(bytes: &[u8]) -> (&[u8], &[u8], usize) {
+    let (key_length, rest) = read_length(bytes);
+    let (key, rest) = rest.split_at(key_length);
+    let (value_length, rest) = read_length(rest);
+    let size = bytes.len() - rest.len() + value_length;
+    (key, &rest[..value_length], size)
+}
+
+fn location(page: u32, offset: usize) -> Location {
+    (u64::from(page) << 32) | offset as u64
+}
+
+fn page_of(location: Location) -> usize {
+    (location >> 32) as usize
+}
+
+/// The entry at `location`: key, stored value and size.
+fn entry_at(pages: &[Page], location: Location) -> (&[u8], &[u8], usize) {
+    parse_entry(&pages[page_of(location)].data[location as u32 as usize..])
 }
 
 impl CompactedKeys {
-    pub(crate) fn new() -> Self {
+    /// No keys; `compacted_in_job` counts the keys compacted.
+    pub(crate) fn new(compacted_in_job: Arc<AtomicU64>) -> Self {
         CompactedKeys {
-            entries: HashTable::new(),
+            compacted_in_job,
+            locations: HashTable::new(),
+            pages: Vec::new(),
+            free_pages: Vec::new(),
+            open_page: None,
             hasher: foldhash::fast::RandomState::default(),
-            entry_bytes: 0,
             idle_batches: FIRST_IDLE_BATCHES,
             last_sweep: 0,
             compacted: 0,
@@ -82,113 +143,202 @@ impl CompactedKeys {
 
     /// Keys held.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.locations.len()
     }
 
     /// Whether no key is held.
     pub(crate) fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.locations.is_empty()
     }
 
-    /// Memory the entries and the table take.
+    /// Memory the pages and the table take.
     pub(crate) fn memory(&self) -> usize {
-        self.entry_bytes + self.entries.capacity() * (std::mem::size_of::<Box<[u8]>>() + 1)
+        self.pages.iter().map(|p| p.data.capacity()).sum::<usize>()
+            + self.locations.capacity() * (std::mem::size_of::<Location>() + 1)
+    }
+
+    /// The page with room for `size` more bytes, opened if need be.
+    fn page_with_room(&mut self, size: usize) -> u32 {
+        if let Some(open) = self.open_page {
+            let data = &self.pages[open as usize].data;
+            if data.capacity() - data.len() >= size {
+                return open;
+            }
+        }
+        let page = Page {
+            data: Vec::with_capacity(size.max(PAGE_BYTES)),
+            ..Page::default()
+        };
+        let index = match self.free_pages.pop() {
+            Some(index) => {
+                self.pages[index as usize] = page;
+                index
+            }
+            None => {
+                self.pages.push(page);
+                (self.pages.len() - 1) as u32
+            }
+        };
+        self.open_page = Some(index);
+        index
     }
 
     /// Keeps `key`, which must not be held already, with its write time and
     /// encoded value (stored as a spill stores them).
     pub(crate) fn insert(&mut self, key: &[u8], write_time: u64, encoded: &[u8]) {
-        let length = u32::try_from(key.len()).unwrap_or(u32::MAX);
-        let mut entry = Vec::with_capacity(4 + key.len() + 8 + encoded.len());
-        entry.extend_from_slice(&length.to_le_bytes());
-        entry.extend_from_slice(key);
-        entry.extend_from_slice(&write_time.to_le_bytes());
-        entry.extend_from_slice(encoded);
-        self.entry_bytes += allocated(entry.len());
+        let value_length = 8 + encoded.len();
+        let size = length_size(key.len()) + key.len() + length_size(value_length) + value_length;
+        let page = self.page_with_room(size);
+        let data = &mut self.pages[page as usize].data;
+        let offset = data.len();
+        write_length(data, key.len());
+        data.extend_from_slice(key);
+        write_length(data, value_length);
+        data.extend_from_slice(&write_time.to_le_bytes());
+        data.extend_from_slice(encoded);
+        self.pages[page as usize].live += 1;
         let hash = self.hasher.hash_one(key);
-        let hasher = &self.hasher;
-        self.entries
-            .insert_unique(hash, entry.into_boxed_slice(), |entry| {
-                hasher.hash_one(entry_key(entry))
+        let (pages, hasher) = (&self.pages, &self.hasher);
+        self.locations
+            .insert_unique(hash, location(page, offset), |&at| {
+                hasher.hash_one(entry_at(pages, at).0)
             });
         self.compacted += 1;
+        self.compacted_in_job.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes `key`, returning its entry (see [`CompactedKeys::insert`]).
+    /// Where `key` is held.
+    fn find(&self, key: &[u8]) -> Option<Location> {
+        let hash = self.hasher.hash_one(key);
+        self.locations
+            .find(hash, |&at| entry_at(&self.pages, at).0 == key)
+            .copied()
+    }
+
+    /// Counts the entry at `location`, of `size` bytes, as taken out; frees
+    /// its page once the page holds no entry.
+    fn release(&mut self, location: Location, size: usize) {
+        let index = page_of(location);
+        let page = &mut self.pages[index];
+        page.dead += size;
+        page.live -= 1;
+        if page.live == 0 && self.open_page != Some(index as u32) {
+            *page = Page::default();
+            self.free_pages.push(index as u32);
+        }
+    }
+
+    /// Removes `key`, returning its stored value.
     pub(crate) fn take(&mut self, key: &[u8]) -> Option<CompactedEntry> {
         let hash = self.hasher.hash_one(key);
-        let entry = self
-            .entries
-            .find_entry(hash, |entry| entry_key(entry) == key)
+        let pages = &self.pages;
+        let at = self
+            .locations
+            .find_entry(hash, |&at| entry_at(pages, at).0 == key)
             .ok()?
             .remove()
             .0;
-        self.entry_bytes -= allocated(entry.len());
+        let (_, value, size) = entry_at(&self.pages, at);
+        let value = CompactedEntry(value.to_vec());
+        self.release(at, size);
         self.revived += 1;
-        Some(CompactedEntry(entry))
+        Some(value)
     }
 
     /// Whether `key` is held.
     pub(crate) fn contains(&self, key: &[u8]) -> bool {
-        let hash = self.hasher.hash_one(key);
-        self.entries
-            .find(hash, |entry| entry_key(entry) == key)
-            .is_some()
+        self.find(key).is_some()
     }
 
     /// The stored value of `key`.
     pub(crate) fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let hash = self.hasher.hash_one(key);
-        self.entries
-            .find(hash, |entry| entry_key(entry) == key)
-            .map(|entry| entry_value(entry))
+        self.find(key).map(|at| entry_at(&self.pages, at).1)
     }
 
     /// Keys held.
     pub(crate) fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.entries.iter().map(|entry| entry_key(entry))
+        self.locations.iter().map(|&at| entry_at(&self.pages, at).0)
+    }
+
+    /// Removes the entries `remove` picks, handing each (key, stored value)
+    /// to it; returns how many were removed.
+    fn remove_where(&mut self, mut remove: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
+        let mut removed = Vec::new();
+        let pages = &self.pages;
+        self.locations.retain(|&mut at| {
+            let (key, value, size) = entry_at(pages, at);
+            let take = remove(key, value);
+            if take {
+                removed.push((at, size));
+            }
+            !take
+        });
+        for &(at, size) in &removed {
+            self.release(at, size);
+        }
+        self.collect_garbage();
+        removed.len()
     }
 
     /// Keeps the keys whose stored value `keep` accepts; returns how many
     /// were dropped.
     pub(crate) fn retain(&mut self, mut keep: impl FnMut(&[u8]) -> bool) -> usize {
-        let before = self.entries.len();
-        let mut freed = 0;
-        self.entries.retain(|entry| {
-            let kept = keep(entry_value(entry));
-            if !kept {
-                freed += allocated(entry.len());
-            }
-            kept
-        });
-        self.entry_bytes -= freed;
-        self.shrink();
-        before - self.entries.len()
+        self.remove_where(|_, value| !keep(value))
     }
 
-    /// Removes up to `bytes` worth of keys, as (key, stored value) pairs.
+    /// Removes keys worth about `bytes` of memory, as (key, stored value) pairs.
     pub(crate) fn take_some(&mut self, bytes: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
         let mut taken = Vec::new();
         let mut freed = 0;
-        self.entries.retain(|entry| {
+        self.remove_where(|key, value| {
             if freed >= bytes {
-                return true;
+                return false;
             }
-            freed += allocated(entry.len());
-            taken.push((entry_key(entry).to_vec(), entry_value(entry).to_vec()));
-            false
+            freed += key.len() + value.len();
+            taken.push((key.to_vec(), value.to_vec()));
+            true
         });
-        self.entry_bytes -= freed;
-        self.shrink();
         taken
     }
 
-    fn shrink(&mut self) {
-        if self.entries.len() < self.entries.capacity() / 2 {
-            let hasher = &self.hasher;
-            self.entries.shrink_to(self.entries.len() * 5 / 4, |entry| {
-                hasher.hash_one(entry_key(entry))
-            });
+    /// Moves the entries of pages that are mostly taken out to the open
+    /// page, freeing those pages, and gives back spare table memory.
+    fn collect_garbage(&mut self) {
+        for index in 0..self.pages.len() {
+            let page = &self.pages[index];
+            if self.open_page == Some(index as u32)
+                || page.live == 0
+                || page.dead * 2 <= page.data.len()
+            {
+                continue;
+            }
+            let data = std::mem::take(&mut self.pages[index].data);
+            let mut offset = 0;
+            while offset < data.len() {
+                let (key, _, size) = parse_entry(&data[offset..]);
+                let old = location(index as u32, offset);
+                let hash = self.hasher.hash_one(key);
+                if self.locations.find(hash, |&at| at == old).is_some() {
+                    let page = self.page_with_room(size);
+                    let target = &mut self.pages[page as usize];
+                    let new = location(page, target.data.len());
+                    target.data.extend_from_slice(&data[offset..offset + size]);
+                    target.live += 1;
+                    if let Some(at) = self.locations.find_mut(hash, |&at| at == old) {
+                        *at = new;
+                    }
+                }
+                offset += size;
+            }
+            self.pages[index] = Page::default();
+            self.free_pages.push(index as u32);
+        }
+        if self.locations.len() < self.locations.capacity() / 2 {
+            let (pages, hasher) = (&self.pages, &self.hasher);
+            self.locations
+                .shrink_to(self.locations.len() * 5 / 4, |&at| {
+                    hasher.hash_one(entry_at(pages, at).0)
+                });
         }
     }
 
@@ -202,6 +352,7 @@ impl CompactedKeys {
             return None;
         }
         self.last_sweep = clock;
+        self.collect_garbage();
         if self.compacted >= ADJUST_EVERY {
             // Over a quarter came back: wait longer. Under a sixteenth: shorter.
             if self.revived * 4 > self.compacted {
@@ -227,7 +378,7 @@ mod tests {
 
     #[test]
     fn entries_keep_keys_and_values_apart() {
-        let mut keys = CompactedKeys::new();
+        let mut keys = CompactedKeys::new(Arc::default());
         keys.insert(b"a", 1, b"value of a");
         keys.insert(b"", 2, b"value of the empty key");
         keys.insert(b"bb", 3, b"");
@@ -253,12 +404,11 @@ mod tests {
             [(b"".to_vec(), stored(2, b"value of the empty key"))]
         );
         assert!(keys.is_empty());
-        assert_eq!(keys.entry_bytes, 0);
     }
 
     #[test]
     fn the_idle_time_grows_when_keys_come_back_and_shrinks_when_they_do_not() {
-        let mut keys = CompactedKeys::new();
+        let mut keys = CompactedKeys::new(Arc::default());
         assert_eq!(keys.sweep_due(100, MIN_LIVE_KEYS - 1), None);
         assert_eq!(keys.sweep_due(100, MIN_LIVE_KEYS), Some(FIRST_IDLE_BATCHES));
         // Not again until a quarter of the idle time has passed.
@@ -282,5 +432,43 @@ mod tests {
             keys.sweep_due(6, MIN_LIVE_KEYS),
             Some(FIRST_IDLE_BATCHES / 2)
         );
+    }
+
+    #[test]
+    fn pages_mostly_taken_out_are_freed_and_their_entries_moved() {
+        let mut keys = CompactedKeys::new(Arc::default());
+        let value = [7u8; 100];
+        for key in 0..30_000u32 {
+            keys.insert(&key.to_be_bytes(), u64::from(key), &value);
+        }
+        assert!(keys.pages.len() >= 3);
+        let full = keys.memory();
+        // Three keys in four go; what is left packs into fewer pages.
+        assert_eq!(keys.retain(|stored| stored[0] % 4 == 0), 22_500);
+        assert!(keys.memory() < full / 2, "{} of {full}", keys.memory());
+        assert_eq!(keys.len(), 7_500);
+        for key in (0..30_000u32).step_by(4) {
+            let stored = keys.get(&key.to_be_bytes()).expect("a kept key");
+            assert_eq!(stored[..8], u64::from(key).to_le_bytes());
+            assert_eq!(stored[8..], value);
+        }
+        assert!(!keys.contains(&1u32.to_be_bytes()));
+        // Freed pages are used again.
+        for key in 30_000..60_000u32 {
+            keys.insert(&key.to_be_bytes(), 0, &value);
+        }
+        assert_eq!(keys.len(), 37_500);
+        assert!(keys.memory() < full * 3 / 2);
+    }
+
+    #[test]
+    fn lengths_round_trip() {
+        for value in [0, 1, 127, 128, 300, 16_383, 16_384, usize::MAX] {
+            let mut out = Vec::new();
+            write_length(&mut out, value);
+            assert_eq!(out.len(), length_size(value));
+            out.push(42);
+            assert_eq!(read_length(&out), (value, &[42u8][..]));
+        }
     }
 }

@@ -74,6 +74,8 @@ pub struct JobSummary {
     pub resumed_from: Option<u64>,
     /// Bytes of keyed state spilled to disk beyond `state.memory-budget`.
     pub spilled_bytes: u64,
+    /// Idle keys of keyed state compacted in memory (`state.compact-idle-keys`).
+    pub compacted_keys: u64,
 }
 
 /// Rows a source emitted and rejected.
@@ -376,6 +378,7 @@ pub async fn run_job_checkpointed(
             .spill
             .as_ref()
             .map_or(0, |area| area.spilled_bytes()),
+        compacted_keys: state_config.compacted_keys.load(Ordering::Relaxed),
         late_records: late_records.count(),
         late_by_operator: late_records.per_operator(),
         checkpoints: checkpoint_stats,
@@ -527,6 +530,7 @@ impl<'a> TaskBuilder<'a> {
                     .state_memory_budget
                     .map(|budget| SpillArea::new(&plan.settings.spill_dir, budget)),
                 compact_idle_keys: plan.settings.compact_idle_keys,
+                compacted_keys: Arc::default(),
             },
         })
     }

@@ -213,13 +213,19 @@ impl Operator for GroupAggregateOperator {
             end += batch.num_rows();
             batch_ends.push(end);
         }
+        // The held batches are dropped once put together, before the
+        // aggregation's own arrays take memory.
         let batch = match held.len() {
             0 => return Ok(()),
             1 => held
                 .into_iter()
                 .next()
                 .ok_or_else(|| SluiceError::Runtime("a GROUP BY lost its held batch".into()))?,
-            _ => ChangeBatch::concat(&held)?,
+            _ => {
+                let batch = ChangeBatch::concat(&held)?;
+                drop(held);
+                batch
+            }
         };
         self.aggregate(batch, &batch_ends, out)
     }

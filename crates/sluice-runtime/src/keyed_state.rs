@@ -12,6 +12,7 @@
 //! touches it. Timers and the set of spilled key hashes stay in memory.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -54,6 +55,8 @@ pub struct StateConfig {
     pub spill: Option<Arc<SpillArea>>,
     /// Keep idle keys encoded in memory (`state.compact-idle-keys`).
     pub compact_idle_keys: bool,
+    /// Keys compacted so far, by every state of the job.
+    pub compacted_keys: Arc<AtomicU64>,
 }
 
 /// A key's value. Kept small: a state may hold millions of keys.
@@ -95,6 +98,9 @@ impl Spilled {
             .ok_or_else(|| bad_state("spill table missing"))
     }
 }
+
+/// A key of a checkpoint chunk, and whether it has a value (or only timers).
+type ChunkKey = (Vec<u8>, bool);
 
 /// Most bytes of compacted keys copied out at once to be spilled.
 const SPILL_PIECE_BYTES: u64 = 16 << 20;
@@ -146,7 +152,9 @@ impl<V> KeyedState<V> {
             codec: Box::new(codec),
             clock: 0,
             epoch: Instant::now(),
-            compacted: config.compact_idle_keys.then(CompactedKeys::new),
+            compacted: config
+                .compact_idle_keys
+                .then(|| CompactedKeys::new(config.compacted_keys.clone())),
             spill: config.spill.clone().map(|area| Spilled {
                 area,
                 table: None,
@@ -494,18 +502,17 @@ impl<V> KeyedState<V> {
         let (Some(compacted), Some(spill)) = (&mut self.compacted, &mut self.spill) else {
             return Ok(0);
         };
-        let before = compacted.memory();
         let mut freed = 0;
         while freed < bytes && !compacted.is_empty() {
             // A piece at a time: the entries are copied until written.
             let piece = (bytes - freed).min(SPILL_PIECE_BYTES) as usize;
             let entries = compacted.take_some(piece);
-            for (key, _) in &entries {
+            for (key, value) in &entries {
                 *spill.hashes.entry(key_hash(key)).or_default() += 1;
+                freed += (key.len() + value.len()) as u64;
             }
             spill.count += entries.len();
             spill.table_or_create()?.put_all(entries)?;
-            freed = before.saturating_sub(compacted.memory()) as u64;
         }
         self.account_memory();
         Ok(freed)
@@ -584,7 +591,8 @@ impl<V> KeyedState<V> {
                     })
                     .map(|key| (key, false)),
             );
-        let mut by_group: BTreeMap<(bool, i64), Vec<(Vec<u8>, bool)>> = BTreeMap::new();
+        // Chunk group → keys, each with whether it has a value.
+        let mut by_group: BTreeMap<(bool, i64), Vec<ChunkKey>> = BTreeMap::new();
         for (key, has_value) in keys {
             let group = match timers_of.get(key).and_then(|t| t.last()) {
                 Some(time) => (true, time.div_euclid(bucket_width)),
