@@ -616,8 +616,7 @@ impl<V> KeyedState<V> {
             for key in with_values {
                 out.bytes(key);
                 if let Some(stored) = compacted.and_then(|c| c.get(key)) {
-                    let (_, mut value) = decode_spilled(&*self.codec, stored)?;
-                    self.codec.encode(&mut value, &mut out)?;
+                    write_stored(&*self.codec, stored, &mut out)?;
                     continue;
                 }
                 match self.slots.get_mut(key) {
@@ -631,8 +630,7 @@ impl<V> KeyedState<V> {
                         let stored = table
                             .get(key)?
                             .ok_or_else(|| bad_state("spilled key vanished while snapshotting"))?;
-                        let (_, mut value) = decode_spilled(&*self.codec, &stored)?;
-                        self.codec.encode(&mut value, &mut out)?;
+                        write_stored(&*self.codec, &stored, &mut out)?;
                     }
                 }
             }
@@ -723,6 +721,19 @@ fn spilled_write_millis(stored: &[u8]) -> Result<u64> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad_state("truncated spilled value"))?;
     Ok(u64::from_le_bytes(bytes))
+}
+
+/// Writes a compacted or spilled value into a checkpoint chunk: its bytes
+/// as they are where they allow it, else decoded and encoded again.
+fn write_stored<V>(codec: &dyn ValueCodec<V>, stored: &[u8], out: &mut StateWriter) -> Result<()> {
+    let encoded = stored
+        .get(8..)
+        .ok_or_else(|| bad_state("truncated spilled value"))?;
+    if !out.append_encoded(encoded)? {
+        let (_, mut value) = decode_spilled(codec, stored)?;
+        codec.encode(&mut value, out)?;
+    }
+    Ok(())
 }
 
 /// A spilled value and its write time (ms after the state's epoch).

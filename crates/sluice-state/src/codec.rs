@@ -103,6 +103,20 @@ impl StateWriter {
         }
     }
 
+    /// Appends the value encoded alone in `chunk` (by a writer with no
+    /// other content) as if it had been written here: its body bytes, with
+    /// no decoding. Returns false, appending nothing, when `chunk` has
+    /// pooled values or an older version, which must be decoded and
+    /// written again.
+    pub fn append_encoded(&mut self, chunk: &[u8]) -> Result<bool> {
+        let reader = StateReader::new(chunk)?;
+        if reader.version != CODEC_VERSION || !reader.pools.is_empty() {
+            return Ok(false);
+        }
+        self.body.extend_from_slice(reader.body);
+        Ok(true)
+    }
+
     /// The encoded chunk.
     pub fn finish(self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.body.len() + 64);
@@ -282,6 +296,36 @@ impl<'a> StateReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_encoded_alone_appends_as_if_written_in_place() {
+        let write_value = |out: &mut StateWriter| {
+            out.bytes(b"row");
+            out.scalar(&ScalarValue::Int64(Some(42)));
+        };
+        let mut alone = StateWriter::new();
+        write_value(&mut alone);
+        let alone = alone.finish().unwrap();
+        let (mut appended, mut written) = (StateWriter::new(), StateWriter::new());
+        for out in [&mut appended, &mut written] {
+            out.u64(7);
+        }
+        assert!(appended.append_encoded(&alone).unwrap());
+        write_value(&mut written);
+        assert_eq!(appended.finish().unwrap(), written.finish().unwrap());
+
+        // Pooled values are not copied: they index the value's own pools.
+        let mut pooled = StateWriter::new();
+        pooled.scalar(&ScalarValue::List(ScalarValue::new_list_nullable(
+            &[ScalarValue::Int32(Some(1))],
+            &arrow::datatypes::DataType::Int32,
+        )));
+        let pooled = pooled.finish().unwrap();
+        let mut out = StateWriter::new();
+        assert!(!out.append_encoded(&pooled).unwrap());
+        assert!(out.body.is_empty());
+        assert!(out.append_encoded(b"not a chunk").is_err());
+    }
 
     #[test]
     fn round_trips_integers_bytes_and_scalars() {
