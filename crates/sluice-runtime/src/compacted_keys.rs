@@ -6,8 +6,9 @@
 //! largest value kind. Most keys of a large state are idle: an auction that
 //! closed, a bidder who left. Encoded with the state's codec (the bytes a
 //! checkpoint or a spill writes) and packed into pages with no allocation
-//! per key, an idle key takes a third to a sixth of the memory. A compacted key is decoded back when
-//! the operator touches it again.
+//! per key, an idle key takes a third of the memory (aggregate accumulators)
+//! to 0.7 of it (stored rows, already compact). A compacted key is decoded
+//! back when the operator touches it again.
 //!
 //! How long a key must be idle adapts: when many compacted keys come back
 //! (the work of encoding them was wasted), keys must stay idle longer before

@@ -21,7 +21,7 @@ pub const KNOWN_SETTINGS: [(&str, &str); 33] = [
     ),
     (
         "state.compact-idle-keys",
-        "keep keys of joins, GROUP BY, Top-N and OVER state that have been idle for a while encoded in memory, a third to a sixth of their live size, and decode a key when it is touched again (default true)",
+        "keep keys of joins, GROUP BY, Top-N and OVER state that have been idle for a while encoded in memory, a third of their live size for aggregates, 0.7 for stored rows, and decode a key when it is touched again (default true)",
     ),
     (
         "state.spill.dir",
