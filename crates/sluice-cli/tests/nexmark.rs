@@ -944,3 +944,68 @@ fn q6_over_an_updating_input_matches_a_direct_computation() {
         assert_eq!(got, sorted(expected.clone()));
     }
 }
+
+/// An updating `GROUP BY` over an updating input with a few keys, so that
+/// held batches are aggregated as they come rather than put together:
+/// COUNT, SUM, MIN and MAX of the prices in each auction's changing top
+/// three (a Top-N, which retracts rows that drop out), by auction id
+/// modulo 2, against a direct computation.
+#[test]
+fn group_by_over_an_updating_input_with_few_keys_matches_a_direct_computation() {
+    use std::collections::BTreeMap;
+    let ws = Workspace::new();
+    let events = generate_events(&ws);
+    let mut prices: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for bid in bids(&events) {
+        prices
+            .entry(bid["auction"].as_i64().expect("auction"))
+            .or_default()
+            .push(bid["price"].as_i64().expect("price"));
+    }
+    let mut buckets: BTreeMap<i64, (i64, i64, i64, i64)> = BTreeMap::new();
+    for (auction, mut prices) in prices {
+        prices.sort_unstable_by(|a, b| b.cmp(a));
+        let bucket = buckets
+            .entry(auction % 2)
+            .or_insert((0, 0, i64::MAX, i64::MIN));
+        for &price in prices.iter().take(3) {
+            bucket.0 += 1;
+            bucket.1 += price;
+            bucket.2 = bucket.2.min(price);
+            bucket.3 = bucket.3.max(price);
+        }
+    }
+    let expected: Vec<String> = buckets
+        .iter()
+        .map(|(bucket, (bids, total, lowest, highest))| {
+            format!(
+                r#"{{"bucket":{bucket},"bids":{bids},"total":{total},"lowest":{lowest},"highest":{highest}}}"#
+            )
+        })
+        .collect();
+    for parallelism in ["1", "2"] {
+        let out = format!("out-buckets-{parallelism}");
+        let job = format!(
+            "SET 'sluice.batch.size' = '4096';
+             SET 'sluice.batch.held-rows' = '16384';
+             {}
+             CREATE TABLE buckets (bucket BIGINT, bids BIGINT, total BIGINT, lowest BIGINT, highest BIGINT)
+             WITH ('connector' = 'filesystem', 'path' = '$DIR/{out}', 'format' = 'debezium-json');
+             INSERT INTO buckets
+             SELECT auction % 2 AS bucket, COUNT(*) AS bids, SUM(price) AS total,
+                    MIN(price) AS lowest, MAX(price) AS highest
+             FROM (SELECT auction, price,
+                          ROW_NUMBER() OVER (PARTITION BY auction ORDER BY price DESC) AS rn
+                   FROM bid)
+             WHERE rn <= 3
+             GROUP BY auction % 2;",
+            nexmark_file_source(&format!("{}/events", ws.dir.path().display())),
+        );
+        ok(&ws.run(&job, &["-p", parallelism]));
+        assert_eq!(
+            materialize_changelog(&ws.path(&out)),
+            sorted(expected.clone()),
+            "parallelism {parallelism}"
+        );
+    }
+}

@@ -5,6 +5,11 @@
 //! as Flink's group aggregation does. Unchanged results emit nothing. Over an
 //! updating input, `-U`/`-D` rows are taken back out of the accumulators, and
 //! a key whose rows are all taken back emits `-D`.
+//!
+//! While more input is ready, the operator holds batches back and emits each
+//! changed key once for all of them (see [`HoldPolicy`]): put together and
+//! aggregated at once when batches have many keys, aggregated as they come
+//! (only the emission waits) when they have few.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -68,9 +73,19 @@ pub struct GroupAggregateOperator {
     spec: Arc<GroupAggregate>,
     converter: RowConverter,
     groups: KeyedState<GroupState>,
-    /// Input batches held back to be aggregated together (see `flush`).
+    /// Keys changed since the last emission, in order of first change, each
+    /// with the row it emitted before (`None`: a new key).
+    pending: Vec<(Vec<u8>, Option<Vec<ScalarValue>>)>,
+    /// The keys in `pending`.
+    pending_keys: crate::FastHashSet<Vec<u8>>,
+    /// Input batches held back to be put together and aggregated at once
+    /// (unless aggregated as they come, see [`HoldPolicy`]).
     held: Vec<ChangeBatch>,
+    /// Input batches and rows since the last emission.
+    held_batches: usize,
     held_rows: usize,
+    /// Keys each of those batches changed, summed (see [`HoldPolicy::record`]).
+    updates_alone: usize,
     hold: HoldPolicy,
 }
 
@@ -81,6 +96,11 @@ const HOLD_GAIN: f64 = 1.5;
 
 /// Aggregations one by one between two trials of holding, once it did not pay.
 const PROBE_EVERY: u32 = 64;
+
+/// Input rows per key update of a batch from which held batches are
+/// aggregated as they come rather than put together (see
+/// [`HoldPolicy::aggregate_as_they_come`]).
+const ROWS_PER_UPDATE_TO_AGGREGATE_AS_THEY_COME: f64 = 256.0;
 
 /// Whether an updating `GROUP BY` holds rows back. Holding pays when keys
 /// recur across batches: gathered, each is updated and emitted once instead
@@ -99,6 +119,8 @@ struct HoldPolicy {
     since_trial: u32,
     /// The next aggregation gathers batches to measure the gain again.
     trial: bool,
+    /// Moving average of input rows per key update of a batch alone.
+    rows_per_update: Option<f64>,
 }
 
 impl HoldPolicy {
@@ -108,7 +130,18 @@ impl HoldPolicy {
             gain: None,
             since_trial: 0,
             trial: false,
+            rows_per_update: None,
         }
+    }
+
+    /// Whether batches are better aggregated as they come than put together
+    /// first: when a key update covers many rows (a few keys per batch),
+    /// updating per batch costs next to nothing, and putting the batches
+    /// together (a copy of all held rows, and argument arrays over all of
+    /// them) costs memory.
+    fn aggregate_as_they_come(&self) -> bool {
+        self.rows_per_update
+            .is_some_and(|rows| rows >= ROWS_PER_UPDATE_TO_AGGREGATE_AS_THEY_COME)
     }
 
     /// Whether to go on holding with `held_rows` rows held.
@@ -116,9 +149,17 @@ impl HoldPolicy {
         held_rows < self.max_rows && (self.trial || self.gain.is_none_or(|g| g >= HOLD_GAIN))
     }
 
-    /// Records an aggregation of `batches` input batches whose keys, counted
-    /// once per batch, were `updates_alone`, and once in all, `updates`.
-    fn record(&mut self, batches: usize, updates_alone: usize, updates: usize) {
+    /// Records an aggregation of `batches` input batches of `rows` rows
+    /// whose keys, counted once per batch, were `updates_alone`, and once in
+    /// all, `updates`.
+    fn record(&mut self, batches: usize, rows: usize, updates_alone: usize, updates: usize) {
+        if updates_alone > 0 {
+            let per_update = rows as f64 / updates_alone as f64;
+            self.rows_per_update = Some(
+                self.rows_per_update
+                    .map_or(per_update, |r| 0.75 * r + 0.25 * per_update),
+            );
+        }
         if batches > 1 && updates > 0 {
             let gain = updates_alone as f64 / updates as f64;
             self.gain = Some(self.gain.map_or(gain, |g| 0.75 * g + 0.25 * gain));
@@ -145,8 +186,12 @@ impl GroupAggregateOperator {
             converter: key_converter(&spec.keys, &spec.input_schema)?,
             groups: KeyedState::new(state, GroupCodec { spec: spec.clone() }),
             spec,
+            pending: Vec::new(),
+            pending_keys: Default::default(),
             held: Vec::new(),
+            held_batches: 0,
             held_rows: 0,
+            updates_alone: 0,
             hold: HoldPolicy::new(max_held_rows),
         })
     }
@@ -192,8 +237,17 @@ impl Operator for GroupAggregateOperator {
         if batch.num_rows() == 0 {
             return Ok(());
         }
+        if self.held_batches == 0 {
+            // Expired keys are gone before this batch can see them.
+            self.groups.expire_idle(Instant::now())?;
+        }
+        self.held_batches += 1;
         self.held_rows += batch.num_rows();
-        self.held.push(batch);
+        if self.hold.aggregate_as_they_come() {
+            self.aggregate(&batch, &[batch.num_rows()])?;
+        } else {
+            self.held.push(batch);
+        }
         if !self.hold.keep_holding(self.held_rows) {
             self.flush(out)?;
         }
@@ -201,33 +255,52 @@ impl Operator for GroupAggregateOperator {
     }
 
     fn holds_rows(&self) -> bool {
-        !self.held.is_empty()
+        self.held_batches > 0
     }
 
     fn flush(&mut self, out: &mut Vec<Message>) -> Result<()> {
-        self.held_rows = 0;
-        let held = std::mem::take(&mut self.held);
-        let mut batch_ends = Vec::with_capacity(held.len());
-        let mut end = 0;
-        for batch in &held {
-            end += batch.num_rows();
-            batch_ends.push(end);
+        if self.held_batches == 0 {
+            return Ok(());
         }
-        // The held batches are dropped once put together, before the
-        // aggregation's own arrays take memory.
-        let batch = match held.len() {
-            0 => return Ok(()),
-            1 => held
-                .into_iter()
-                .next()
-                .ok_or_else(|| SluiceError::Runtime("a GROUP BY lost its held batch".into()))?,
-            _ => {
-                let batch = ChangeBatch::concat(&held)?;
-                drop(held);
-                batch
+        self.aggregate_held()?;
+        self.hold.record(
+            self.held_batches,
+            self.held_rows,
+            self.updates_alone,
+            self.pending.len(),
+        );
+        (self.held_batches, self.held_rows, self.updates_alone) = (0, 0, 0);
+        self.pending_keys.clear();
+        let mut changes = Vec::new();
+        for (key, previous) in std::mem::take(&mut self.pending) {
+            let Some(state) = self.groups.get_mut(&key)? else {
+                continue;
+            };
+            if state.rows <= 0 {
+                if let Some(previous) = previous {
+                    changes.push((RowKind::Delete, key.clone(), previous));
+                }
+                self.groups.remove(&key)?;
+                continue;
             }
-        };
-        self.aggregate(batch, &batch_ends, out)
+            let values = state.evaluate()?;
+            if state.keeps_emitted() {
+                state.emitted = Some(values.clone());
+            }
+            match previous {
+                Some(previous) if previous == values => {}
+                None => changes.push((RowKind::Insert, key, values)),
+                Some(previous) => {
+                    changes.push((RowKind::UpdateBefore, key.clone(), previous));
+                    changes.push((RowKind::UpdateAfter, key, values));
+                }
+            }
+        }
+        self.groups.enforce_budget()?;
+        if !changes.is_empty() {
+            out.push(Message::Data(self.output(changes)?));
+        }
+        Ok(())
     }
 
     fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
@@ -249,33 +322,53 @@ impl Operator for GroupAggregateOperator {
 }
 
 impl GroupAggregateOperator {
-    /// Aggregates a batch (input batches ending at rows `batch_ends`, put
-    /// together) and emits the changed results.
-    fn aggregate(
-        &mut self,
-        batch: ChangeBatch,
-        batch_ends: &[usize],
-        out: &mut Vec<Message>,
-    ) -> Result<()> {
-        // Expired keys are gone before this batch can see them.
+    /// Adds a batch's rows to (and takes its retractions out of) the
+    /// accumulators of their keys; `flush` emits the results, once per
+    /// changed key however many batches changed it.
+    /// Puts the held batches together and aggregates them.
+    fn aggregate_held(&mut self) -> Result<()> {
+        let held = std::mem::take(&mut self.held);
+        let mut batch_ends = Vec::with_capacity(held.len());
+        let mut end = 0;
+        for batch in &held {
+            end += batch.num_rows();
+            batch_ends.push(end);
+        }
+        // The held batches are dropped once put together, before the
+        // aggregation's own arrays take memory.
+        let batch = match held.len() {
+            0 => return Ok(()),
+            1 => held
+                .into_iter()
+                .next()
+                .ok_or_else(|| SluiceError::Runtime("a GROUP BY lost its held batch".into()))?,
+            _ => {
+                let batch = ChangeBatch::concat(&held)?;
+                drop(held);
+                batch
+            }
+        };
+        self.aggregate(&batch, &batch_ends)
+    }
+
+    /// Aggregates `batch`, input batches ending at rows `batch_ends` put
+    /// together (see [`GroupAggregateOperator::aggregate_held`]).
+    fn aggregate(&mut self, batch: &ChangeBatch, batch_ends: &[usize]) -> Result<()> {
         let now = Instant::now();
-        self.groups.expire_idle(now)?;
-        let rows = batch.num_rows();
         let inputs = AggregateInputs::evaluate(
             &self.spec.keys,
             &self.spec.aggregates,
             &self.converter,
-            &batch,
+            batch,
         )?;
 
         // Added and retracted rows per key, keys in order of first appearance;
         // and the key updates the input batches would have made one by one.
         let mut order: Vec<&[u8]> = Vec::new();
         let mut indices: crate::FastHashMap<&[u8], KeyRows> = Default::default();
-        let mut updates_alone = 0;
         let mut start = 0;
         for (number, &end) in batch_ends.iter().enumerate() {
-            for row in start..end.min(rows) {
+            for row in start..end.min(batch.num_rows()) {
                 let key = inputs.key(row);
                 let retract = usize::from(!batch.kind(row).is_addition());
                 let entry = indices.entry(key).or_insert_with(|| {
@@ -284,14 +377,12 @@ impl GroupAggregateOperator {
                 });
                 if entry.last_batch != Some(number) {
                     entry.last_batch = Some(number);
-                    updates_alone += 1;
+                    self.updates_alone += 1;
                 }
                 entry.rows[retract].push(row as u32);
             }
             start = end;
         }
-        self.hold
-            .record(batch_ends.len(), updates_alone, order.len());
 
         let lists: Vec<&[Vec<u32>; 2]> = order.iter().map(|key| &indices[key].rows).collect();
         let regroup = |side: usize| {
@@ -305,44 +396,26 @@ impl GroupAggregateOperator {
             None
         };
 
-        let mut changes = Vec::new();
         for (group, (key, lists)) in order.into_iter().zip(lists).enumerate() {
             let [added_rows, retracted_rows] = lists;
-            if added_rows.is_empty() && !self.groups.load(key)? {
+            let pending = self.pending_keys.contains(key);
+            if added_rows.is_empty() && !pending && !self.groups.load(key)? {
                 // Retractions of a key this operator does not hold (expired).
                 continue;
             }
             let spec = &self.spec;
             let state = self.groups.try_write(key, now, || new_group_state(spec))?;
-            let previous = state.take_emitted()?;
+            if !pending {
+                // A key's state stays until `flush`, even with no rows left.
+                let previous = state.take_emitted()?;
+                self.pending_keys.insert(key.to_vec());
+                self.pending.push((key.to_vec(), previous));
+            }
             added.apply(&mut state.accumulators, group, false)?;
             if let Some(retracted) = &retracted {
                 retracted.apply(&mut state.accumulators, group, true)?;
             }
             state.rows += added_rows.len() as i64 - retracted_rows.len() as i64;
-            if state.rows <= 0 {
-                if let Some(previous) = previous {
-                    changes.push((RowKind::Delete, key.to_vec(), previous));
-                }
-                self.groups.remove(key)?;
-                continue;
-            }
-            let values = state.evaluate()?;
-            if state.keeps_emitted() {
-                state.emitted = Some(values.clone());
-            }
-            match previous {
-                Some(previous) if previous == values => {}
-                None => changes.push((RowKind::Insert, key.to_vec(), values)),
-                Some(previous) => {
-                    changes.push((RowKind::UpdateBefore, key.to_vec(), previous));
-                    changes.push((RowKind::UpdateAfter, key.to_vec(), values));
-                }
-            }
-        }
-        self.groups.enforce_budget()?;
-        if !changes.is_empty() {
-            out.push(Message::Data(self.output(changes)?));
         }
         Ok(())
     }
@@ -464,25 +537,40 @@ mod tests {
         assert!(hold.keep_holding(999));
         assert!(!hold.keep_holding(1000));
         // Gathered batches updated 5 times fewer keys: go on holding.
-        hold.record(4, 500, 100);
+        hold.record(4, 4000, 500, 100);
         assert!(hold.keep_holding(10));
         // A batch alone (the input had nothing more ready) says nothing.
-        hold.record(1, 50, 50);
+        hold.record(1, 1000, 50, 50);
         assert!(hold.keep_holding(10));
         // Gathering stops paying: aggregate batch by batch...
         for _ in 0..10 {
-            hold.record(4, 110, 100);
+            hold.record(4, 4000, 110, 100);
         }
         assert!(!hold.keep_holding(10));
         for _ in 0..PROBE_EVERY - 1 {
-            hold.record(1, 10, 10);
+            hold.record(1, 1000, 10, 10);
             assert!(!hold.keep_holding(10));
         }
         // ...and try holding again now and then.
-        hold.record(1, 10, 10);
+        hold.record(1, 1000, 10, 10);
         assert!(hold.keep_holding(10));
-        hold.record(4, 110, 100);
+        hold.record(4, 4000, 110, 100);
         assert!(!hold.keep_holding(10));
+    }
+
+    #[test]
+    fn batches_with_few_keys_are_aggregated_as_they_come() {
+        let mut hold = HoldPolicy::new(100_000);
+        // Unmeasured: held batches are put together.
+        assert!(!hold.aggregate_as_they_come());
+        // One key per batch of 8192 rows.
+        hold.record(4, 32_768, 4, 1);
+        assert!(hold.aggregate_as_they_come());
+        // About eight rows per key update.
+        for _ in 0..20 {
+            hold.record(4, 32_768, 4_000, 1_000);
+        }
+        assert!(!hold.aggregate_as_they_come());
     }
 
     #[test]
@@ -490,7 +578,7 @@ mod tests {
         let mut hold = HoldPolicy::new(0);
         assert!(!hold.keep_holding(0));
         for _ in 0..2 * PROBE_EVERY {
-            hold.record(1, 10, 10);
+            hold.record(1, 1000, 10, 10);
             assert!(!hold.keep_holding(0));
         }
     }
