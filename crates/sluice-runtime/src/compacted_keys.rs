@@ -346,14 +346,16 @@ impl CompactedKeys {
     /// Whether a sweep for idle keys is due at batch `clock` for a state
     /// with `live_keys` keys in their live form; if so, how many batches a
     /// key must have gone untouched to be compacted.
+    /// (Pages mostly taken out are collected then too.)
     pub(crate) fn sweep_due(&mut self, clock: u32, live_keys: usize) -> Option<u32> {
-        if live_keys < MIN_LIVE_KEYS
-            || clock.wrapping_sub(self.last_sweep) < (self.idle_batches / 4).max(1)
-        {
+        if clock.wrapping_sub(self.last_sweep) < (self.idle_batches / 4).max(1) {
             return None;
         }
         self.last_sweep = clock;
         self.collect_garbage();
+        if live_keys < MIN_LIVE_KEYS {
+            return None;
+        }
         if self.compacted >= ADJUST_EVERY {
             // Over a quarter came back: wait longer. Under a sixteenth: shorter.
             if self.revived * 4 > self.compacted {
@@ -411,20 +413,20 @@ mod tests {
     fn the_idle_time_grows_when_keys_come_back_and_shrinks_when_they_do_not() {
         let mut keys = CompactedKeys::new(Arc::default());
         assert_eq!(keys.sweep_due(100, MIN_LIVE_KEYS - 1), None);
-        assert_eq!(keys.sweep_due(100, MIN_LIVE_KEYS), Some(FIRST_IDLE_BATCHES));
+        assert_eq!(keys.sweep_due(104, MIN_LIVE_KEYS), Some(FIRST_IDLE_BATCHES));
         // Not again until a quarter of the idle time has passed.
-        assert_eq!(keys.sweep_due(101, MIN_LIVE_KEYS), None);
+        assert_eq!(keys.sweep_due(105, MIN_LIVE_KEYS), None);
         // Half of the compacted keys came back.
         keys.compacted = ADJUST_EVERY;
         keys.revived = ADJUST_EVERY / 2;
         assert_eq!(
-            keys.sweep_due(104, MIN_LIVE_KEYS),
+            keys.sweep_due(108, MIN_LIVE_KEYS),
             Some(2 * FIRST_IDLE_BATCHES)
         );
         // Next to none came back.
         keys.compacted = ADJUST_EVERY;
         keys.revived = 1;
-        assert_eq!(keys.sweep_due(112, MIN_LIVE_KEYS), Some(FIRST_IDLE_BATCHES));
+        assert_eq!(keys.sweep_due(116, MIN_LIVE_KEYS), Some(FIRST_IDLE_BATCHES));
         // The clock may wrap.
         keys.compacted = ADJUST_EVERY;
         keys.last_sweep = u32::MAX - 1;

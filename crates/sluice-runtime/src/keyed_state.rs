@@ -182,15 +182,7 @@ impl<V> KeyedState<V> {
             return Ok(true);
         }
         if let Some(entry) = self.compacted.as_mut().and_then(|c| c.take(key)) {
-            let (last_write, value) = decode_spilled(&*self.codec, entry.value())?;
-            self.slots.insert(
-                key.to_vec(),
-                Slot {
-                    value,
-                    last_write,
-                    touched: now,
-                },
-            );
+            self.revive(key, entry.value())?;
             return Ok(true);
         }
         let Some(spill) = &mut self.spill else {
@@ -209,22 +201,29 @@ impl<V> KeyedState<V> {
         let Some(stored) = table.get(key)? else {
             return Ok(false);
         };
-        let (last_write, value) = decode_spilled(&*self.codec, &stored)?;
         table.remove(key)?;
         *copies -= 1;
         if *copies == 0 {
             spill.hashes.remove(&hash);
         }
         spill.count -= 1;
+        self.revive(key, &stored)?;
+        Ok(true)
+    }
+
+    /// Makes `key` live again from its `stored` value (see [`decode_spilled`]).
+    fn revive(&mut self, key: &[u8], stored: &[u8]) -> Result<()> {
+        let (last_write, value) = decode_spilled(&*self.codec, stored)?;
+        let touched = self.clock;
         self.slots.insert(
             key.to_vec(),
             Slot {
                 value,
                 last_write,
-                touched: now,
+                touched,
             },
         );
-        Ok(true)
+        Ok(())
     }
 
     /// The value of `key` if it is live (see [`KeyedState::load`]).
@@ -556,7 +555,8 @@ impl<V> KeyedState<V> {
     /// Encodes the values and timers into checkpoint chunks. Keys are grouped
     /// by their latest timer (keys of one window or expiry time together) or,
     /// without timers, by hash, so unchanged groups give unchanged chunks.
-    /// Compacted and spilled keys are decoded and stay where they are.
+    /// Compacted and spilled keys stay where they are; their encoded bytes
+    /// are copied (decoded and encoded again only if they pool values).
     pub fn snapshot(&mut self) -> Result<Vec<Vec<u8>>> {
         // Each key goes with all its timers into the chunk of its latest
         // timer's time bucket; keys without timers into hash groups.
