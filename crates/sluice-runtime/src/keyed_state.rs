@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arrow::row::RowConverter;
+use hashbrown::hash_map::EntryRef;
 use sluice_core::Result;
 use sluice_state::{SpillArea, SpillTable, StateReader, StateWriter};
 
@@ -176,54 +177,26 @@ impl<V> KeyedState<V> {
     /// whether it has a value. [`KeyedState::get`] sees only live keys, so
     /// call this first.
     pub fn load(&mut self, key: &[u8]) -> Result<bool> {
-        let now = self.clock;
-        if let Some(slot) = self.slots.get_mut(key) {
-            slot.touched = now;
-            return Ok(true);
-        }
-        if let Some(entry) = self.compacted.as_mut().and_then(|c| c.take(key)) {
-            self.revive(key, entry.value())?;
-            return Ok(true);
-        }
-        let Some(spill) = &mut self.spill else {
-            return Ok(false);
-        };
-        if spill.count == 0 {
-            return Ok(false);
-        }
-        let hash = key_hash(key);
-        let Some(copies) = spill.hashes.get_mut(&hash) else {
-            return Ok(false);
-        };
-        let Some(table) = &spill.table else {
-            return Ok(false);
-        };
-        let Some(stored) = table.get(key)? else {
-            return Ok(false);
-        };
-        table.remove(key)?;
-        *copies -= 1;
-        if *copies == 0 {
-            spill.hashes.remove(&hash);
-        }
-        spill.count -= 1;
-        self.revive(key, &stored)?;
-        Ok(true)
-    }
-
-    /// Makes `key` live again from its `stored` value (see [`decode_spilled`]).
-    fn revive(&mut self, key: &[u8], stored: &[u8]) -> Result<()> {
-        let (last_write, value) = decode_spilled(&*self.codec, stored)?;
         let touched = self.clock;
-        self.slots.insert(
-            key.to_vec(),
-            Slot {
-                value,
-                last_write,
-                touched,
-            },
-        );
-        Ok(())
+        match self.slots.entry_ref(key) {
+            EntryRef::Occupied(mut slot) => {
+                slot.get_mut().touched = touched;
+                Ok(true)
+            }
+            EntryRef::Vacant(vacant) => {
+                match take_evicted(&mut self.compacted, &mut self.spill, &*self.codec, key)? {
+                    Some((last_write, value)) => {
+                        vacant.insert(Slot {
+                            value,
+                            last_write,
+                            touched,
+                        });
+                        Ok(true)
+                    }
+                    None => Ok(false),
+                }
+            }
+        }
     }
 
     /// The value of `key` if it is live (see [`KeyedState::load`]).
@@ -231,23 +204,26 @@ impl<V> KeyedState<V> {
         self.slots.get(key).map(|slot| &slot.value)
     }
 
-    /// The value of `key` for reading and changing, without refreshing its TTL.
+    /// The value of `key` for reading and changing, without refreshing its
+    /// TTL (brought back if compacted or spilled).
     pub fn get_mut(&mut self, key: &[u8]) -> Result<Option<&mut V>> {
-        self.load_if_spilled(key)?;
-        let now = self.clock;
-        Ok(self.slots.get_mut(key).map(|slot| {
-            slot.touched = now;
-            &mut slot.value
-        }))
-    }
-
-    /// [`KeyedState::load`] when some keys are compacted or spilled (one
-    /// lookup less on the common path, where none is).
-    fn load_if_spilled(&mut self, key: &[u8]) -> Result<()> {
-        if self.spilled() > 0 || self.compacted() > 0 {
-            self.load(key)?;
-        }
-        Ok(())
+        let touched = self.clock;
+        // One lookup, on a hit and on a miss alike.
+        let slot = match self.slots.entry_ref(key) {
+            EntryRef::Occupied(slot) => slot.into_mut(),
+            EntryRef::Vacant(vacant) => {
+                match take_evicted(&mut self.compacted, &mut self.spill, &*self.codec, key)? {
+                    Some((last_write, value)) => vacant.insert(Slot {
+                        value,
+                        last_write,
+                        touched,
+                    }),
+                    None => return Ok(None),
+                }
+            }
+        };
+        slot.touched = touched;
+        Ok(Some(&mut slot.value))
     }
 
     /// The value of `key` for writing (created with `default` when absent);
@@ -268,16 +244,26 @@ impl<V> KeyedState<V> {
         now: Instant,
         default: impl FnOnce() -> Result<V>,
     ) -> Result<&mut V> {
-        self.load_if_spilled(key)?;
         let (touched, now) = (self.clock, self.millis(now));
-        // One lookup; the owned key is allocated only for a key not seen before.
+        // One lookup; the owned key is allocated only for a key not live.
         let slot = match self.slots.entry_ref(key) {
-            hashbrown::hash_map::EntryRef::Occupied(slot) => slot.into_mut(),
-            hashbrown::hash_map::EntryRef::Vacant(vacant) => vacant.insert(Slot {
-                value: default()?,
-                last_write: now,
-                touched,
-            }),
+            EntryRef::Occupied(slot) => slot.into_mut(),
+            EntryRef::Vacant(vacant) => {
+                let slot =
+                    match take_evicted(&mut self.compacted, &mut self.spill, &*self.codec, key)? {
+                        Some((last_write, value)) => Slot {
+                            value,
+                            last_write,
+                            touched,
+                        },
+                        None => Slot {
+                            value: default()?,
+                            last_write: now,
+                            touched,
+                        },
+                    };
+                vacant.insert(slot)
+            }
         };
         slot.last_write = now;
         slot.touched = touched;
@@ -292,23 +278,43 @@ impl<V> KeyedState<V> {
         key: &[u8],
         change: impl FnOnce(&mut V) -> bool,
     ) -> Result<Option<bool>> {
-        self.load_if_spilled(key)?;
-        let hashbrown::hash_map::EntryRef::Occupied(mut entry) = self.slots.entry_ref(key) else {
-            return Ok(None);
-        };
-        let slot = entry.get_mut();
-        slot.touched = self.clock;
-        let keep = change(&mut slot.value);
-        if !keep {
-            entry.remove();
+        let touched = self.clock;
+        match self.slots.entry_ref(key) {
+            EntryRef::Occupied(mut entry) => {
+                let slot = entry.get_mut();
+                slot.touched = touched;
+                let keep = change(&mut slot.value);
+                if !keep {
+                    entry.remove();
+                }
+                Ok(Some(keep))
+            }
+            EntryRef::Vacant(vacant) => {
+                let Some((last_write, mut value)) =
+                    take_evicted(&mut self.compacted, &mut self.spill, &*self.codec, key)?
+                else {
+                    return Ok(None);
+                };
+                let keep = change(&mut value);
+                if keep {
+                    vacant.insert(Slot {
+                        value,
+                        last_write,
+                        touched,
+                    });
+                }
+                Ok(Some(keep))
+            }
         }
-        Ok(Some(keep))
     }
 
     /// Removes `key`'s value.
     pub fn remove(&mut self, key: &[u8]) -> Result<Option<V>> {
-        self.load_if_spilled(key)?;
-        Ok(self.slots.remove(key).map(|slot| slot.value))
+        if let Some(slot) = self.slots.remove(key) {
+            return Ok(Some(slot.value));
+        }
+        let evicted = take_evicted(&mut self.compacted, &mut self.spill, &*self.codec, key)?;
+        Ok(evicted.map(|(_, value)| value))
     }
 
     /// Asks for `key` to be returned by [`KeyedState::due_timers`] once the
@@ -721,6 +727,42 @@ fn spilled_write_millis(stored: &[u8]) -> Result<u64> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad_state("truncated spilled value"))?;
     Ok(u64::from_le_bytes(bytes))
+}
+
+/// Takes `key` out of the compacted keys or the spill table: its write time
+/// and decoded value (`None`: neither holds it).
+fn take_evicted<V>(
+    compacted: &mut Option<CompactedKeys>,
+    spill: &mut Option<Spilled>,
+    codec: &dyn ValueCodec<V>,
+    key: &[u8],
+) -> Result<Option<(u64, V)>> {
+    if let Some(compacted) = compacted.as_mut().filter(|c| !c.is_empty()) {
+        if let Some(entry) = compacted.take(key) {
+            return decode_spilled(codec, entry.value()).map(Some);
+        }
+    }
+    let Some(spill) = spill.as_mut().filter(|s| s.count > 0) else {
+        return Ok(None);
+    };
+    let hash = key_hash(key);
+    let Some(copies) = spill.hashes.get_mut(&hash) else {
+        return Ok(None);
+    };
+    let Some(table) = &spill.table else {
+        return Ok(None);
+    };
+    let Some(stored) = table.get(key)? else {
+        return Ok(None);
+    };
+    let taken = decode_spilled(codec, &stored)?;
+    table.remove(key)?;
+    *copies -= 1;
+    if *copies == 0 {
+        spill.hashes.remove(&hash);
+    }
+    spill.count -= 1;
+    Ok(Some(taken))
 }
 
 /// Writes a compacted or spilled value into a checkpoint chunk: its bytes
