@@ -75,9 +75,7 @@ pub struct GroupAggregateOperator {
     groups: KeyedState<GroupState>,
     /// Keys changed since the last emission, in order of first change, each
     /// with the row it emitted before (`None`: a new key).
-    pending: Vec<(Vec<u8>, Option<Vec<ScalarValue>>)>,
-    /// The keys in `pending`.
-    pending_keys: crate::FastHashSet<Vec<u8>>,
+    pending: indexmap::IndexMap<Vec<u8>, Option<Vec<ScalarValue>>, foldhash::fast::RandomState>,
     /// Input batches held back to be put together and aggregated at once
     /// (unless aggregated as they come, see [`HoldPolicy`]).
     held: Vec<ChangeBatch>,
@@ -186,8 +184,7 @@ impl GroupAggregateOperator {
             converter: key_converter(&spec.keys, &spec.input_schema)?,
             groups: KeyedState::new(state, GroupCodec { spec: spec.clone() }),
             spec,
-            pending: Vec::new(),
-            pending_keys: Default::default(),
+            pending: Default::default(),
             held: Vec::new(),
             held_batches: 0,
             held_rows: 0,
@@ -270,9 +267,8 @@ impl Operator for GroupAggregateOperator {
             self.pending.len(),
         );
         (self.held_batches, self.held_rows, self.updates_alone) = (0, 0, 0);
-        self.pending_keys.clear();
         let mut changes = Vec::new();
-        for (key, previous) in std::mem::take(&mut self.pending) {
+        for (key, previous) in self.pending.drain(..) {
             let Some(state) = self.groups.get_mut(&key)? else {
                 continue;
             };
@@ -398,7 +394,7 @@ impl GroupAggregateOperator {
 
         for (group, (key, lists)) in order.into_iter().zip(lists).enumerate() {
             let [added_rows, retracted_rows] = lists;
-            let pending = self.pending_keys.contains(key);
+            let pending = self.pending.contains_key(key);
             if added_rows.is_empty() && !pending && !self.groups.load(key)? {
                 // Retractions of a key this operator does not hold (expired).
                 continue;
@@ -408,8 +404,7 @@ impl GroupAggregateOperator {
             if !pending {
                 // A key's state stays until `flush`, even with no rows left.
                 let previous = state.take_emitted()?;
-                self.pending_keys.insert(key.to_vec());
-                self.pending.push((key.to_vec(), previous));
+                self.pending.insert(key.to_vec(), previous);
             }
             added.apply(&mut state.accumulators, group, false)?;
             if let Some(retracted) = &retracted {

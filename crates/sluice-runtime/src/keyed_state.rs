@@ -485,9 +485,8 @@ impl<V> KeyedState<V> {
             .slots
             .extract_if(|_, slot| clock.wrapping_sub(slot.touched) >= idle);
         for (key, slot) in idle_keys {
-            let mut out = StateWriter::new();
-            self.codec.encode_dropped(slot.value, &mut out)?;
-            compacted.insert(&key, slot.last_write, &out.finish()?);
+            let encoded = encode_evicted(&*self.codec, slot.value)?;
+            compacted.insert(&key, slot.last_write, &encoded);
         }
         self.shrink_slots();
         Ok(())
@@ -544,10 +543,8 @@ impl<V> KeyedState<V> {
             let Some(slot) = self.slots.remove(&key) else {
                 continue;
             };
-            let mut out = StateWriter::new();
-            self.codec.encode_dropped(slot.value, &mut out)?;
             let mut stored = slot.last_write.to_le_bytes().to_vec();
-            stored.extend_from_slice(&out.finish()?);
+            stored.extend_from_slice(&encode_evicted(&*self.codec, slot.value)?);
             *spill.hashes.entry(key_hash(&key)).or_default() += 1;
             entries.push((key, stored));
         }
@@ -727,6 +724,13 @@ fn spilled_write_millis(stored: &[u8]) -> Result<u64> {
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| bad_state("truncated spilled value"))?;
     Ok(u64::from_le_bytes(bytes))
+}
+
+/// Encodes a value leaving memory (compacted or spilled) as a chunk of its own.
+fn encode_evicted<V>(codec: &dyn ValueCodec<V>, value: V) -> Result<Vec<u8>> {
+    let mut out = StateWriter::new();
+    codec.encode_dropped(value, &mut out)?;
+    out.finish()
 }
 
 /// Takes `key` out of the compacted keys or the spill table: its write time
