@@ -588,8 +588,8 @@ fn report(summary: &JobSummary, elapsed: std::time::Duration) {
     }
     if summary.compacted_keys > 0 {
         info!(
-            "keyed state: {} idle keys were compacted in memory",
-            summary.compacted_keys
+            "keyed state: {} idle keys were compacted in memory, {} of them compressed",
+            summary.compacted_keys, summary.compressed_keys
         );
     }
     info!("job finished in {:.2?}", elapsed);

@@ -76,6 +76,8 @@ pub struct JobSummary {
     pub spilled_bytes: u64,
     /// Idle keys of keyed state compacted in memory (`state.compact-idle-keys`).
     pub compacted_keys: u64,
+    /// Of those, keys whose value was compressed (`state.compress-idle-keys`).
+    pub compressed_keys: u64,
 }
 
 /// Rows a source emitted and rejected.
@@ -379,6 +381,7 @@ pub async fn run_job_checkpointed(
             .as_ref()
             .map_or(0, |area| area.spilled_bytes()),
         compacted_keys: state_config.compacted_keys.load(Ordering::Relaxed),
+        compressed_keys: state_config.compressed_keys.load(Ordering::Relaxed),
         late_records: late_records.count(),
         late_by_operator: late_records.per_operator(),
         checkpoints: checkpoint_stats,
@@ -530,7 +533,9 @@ impl<'a> TaskBuilder<'a> {
                     .state_memory_budget
                     .map(|budget| SpillArea::new(&plan.settings.spill_dir, budget)),
                 compact_idle_keys: plan.settings.compact_idle_keys,
+                compress_idle_keys: plan.settings.compress_idle_keys,
                 compacted_keys: Arc::default(),
+                compressed_keys: Arc::default(),
             },
         })
     }

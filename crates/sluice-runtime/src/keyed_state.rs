@@ -56,8 +56,12 @@ pub struct StateConfig {
     pub spill: Option<Arc<SpillArea>>,
     /// Keep idle keys encoded in memory (`state.compact-idle-keys`).
     pub compact_idle_keys: bool,
+    /// Compress the values of compacted keys (`state.compress-idle-keys`).
+    pub compress_idle_keys: bool,
     /// Keys compacted so far, by every state of the job.
     pub compacted_keys: Arc<AtomicU64>,
+    /// Of those, keys whose value was compressed.
+    pub compressed_keys: Arc<AtomicU64>,
 }
 
 /// A key's value. Kept small: a state may hold millions of keys.
@@ -153,9 +157,14 @@ impl<V> KeyedState<V> {
             codec: Box::new(codec),
             clock: 0,
             epoch: Instant::now(),
-            compacted: config
-                .compact_idle_keys
-                .then(|| CompactedKeys::new(config.compacted_keys.clone())),
+            compacted: config.compact_idle_keys.then(|| {
+                CompactedKeys::new(
+                    config.compacted_keys.clone(),
+                    config
+                        .compress_idle_keys
+                        .then(|| config.compressed_keys.clone()),
+                )
+            }),
             spill: config.spill.clone().map(|area| Spilled {
                 area,
                 table: None,
@@ -353,10 +362,7 @@ impl<V> KeyedState<V> {
             .retain(|_, slot| now_millis.saturating_sub(slot.last_write) < ttl_millis);
         let mut expired = before - self.slots.len();
         if let Some(compacted) = &mut self.compacted {
-            expired += compacted.retain(|stored| {
-                spilled_write_millis(stored)
-                    .is_ok_and(|written| now_millis.saturating_sub(written) < ttl_millis)
-            });
+            expired += compacted.retain(|written| now_millis.saturating_sub(written) < ttl_millis);
         }
         if let Some(spill) = &mut self.spill {
             if let (Some(table), true) = (&spill.table, spill.count > 0) {
@@ -510,11 +516,11 @@ impl<V> KeyedState<V> {
         while freed < bytes && !compacted.is_empty() {
             // A piece at a time: the entries are copied until written.
             let piece = (bytes - freed).min(SPILL_PIECE_BYTES) as usize;
-            let entries = compacted.take_some(piece);
-            for (key, value) in &entries {
+            let (entries, taken) = compacted.take_some(piece)?;
+            for (key, _) in &entries {
                 *spill.hashes.entry(key_hash(key)).or_default() += 1;
-                freed += (key.len() + value.len()) as u64;
             }
+            freed += taken as u64;
             spill.count += entries.len();
             spill.table_or_create()?.put_all(entries)?;
         }
@@ -618,8 +624,8 @@ impl<V> KeyedState<V> {
             out.u64(with_values.len() as u64);
             for key in with_values {
                 out.bytes(key);
-                if let Some(stored) = compacted.and_then(|c| c.get(key)) {
-                    write_stored(&*self.codec, stored, &mut out)?;
+                if let Some(stored) = compacted.map(|c| c.get(key)).transpose()?.flatten() {
+                    write_stored(&*self.codec, &stored, &mut out)?;
                     continue;
                 }
                 match self.slots.get_mut(key) {
@@ -742,7 +748,7 @@ fn take_evicted<V>(
     key: &[u8],
 ) -> Result<Option<(u64, V)>> {
     if let Some(compacted) = compacted.as_mut().filter(|c| !c.is_empty()) {
-        if let Some(entry) = compacted.take(key) {
+        if let Some(entry) = compacted.take(key)? {
             return decode_spilled(codec, entry.value()).map(Some);
         }
     }
@@ -826,6 +832,37 @@ mod tests {
 
         fn heap_size(&self, value: &u64) -> usize {
             *value as usize
+        }
+    }
+
+    /// Values are numbers encoded with 600 bytes of text that compress.
+    struct Padded;
+
+    impl Padded {
+        fn text(value: u64) -> Vec<u8> {
+            format!("https://www.nexmark.com/item.htm?query={value}|")
+                .repeat(12)
+                .into_bytes()
+        }
+    }
+
+    impl ValueCodec<u64> for Padded {
+        fn encode(&self, value: &mut u64, out: &mut StateWriter) -> Result<()> {
+            out.u64(*value);
+            out.bytes(&Padded::text(*value));
+            Ok(())
+        }
+
+        fn decode(&self, input: &mut StateReader) -> Result<u64> {
+            let value = input.u64()?;
+            match input.bytes()? == Padded::text(value) {
+                true => Ok(value),
+                false => Err(bad_state("padding differs")),
+            }
+        }
+
+        fn heap_size(&self, _: &u64) -> usize {
+            600
         }
     }
 
@@ -1052,9 +1089,29 @@ mod tests {
 
     #[test]
     fn idle_keys_are_compacted_and_come_back_when_touched() {
+        check_compaction(&compacting(), || Numbers);
+    }
+
+    #[test]
+    fn compressed_idle_keys_come_back_the_same() {
+        let config = StateConfig {
+            compress_idle_keys: true,
+            ..compacting()
+        };
+        check_compaction(&config, || Padded);
+        // All but the values the dictionary is made of.
+        let compressed = config
+            .compressed_keys
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(compressed > 9_800, "{compressed}");
+    }
+
+    /// Compacts 9,900 of 10,000 keys, touches some, and checks snapshots
+    /// against a state that compacts nothing.
+    fn check_compaction<C: ValueCodec<u64> + 'static>(config: &StateConfig, codec: impl Fn() -> C) {
         let (converter, keys) = int_keys((0..10_000).collect());
-        let mut state = KeyedState::new(&compacting(), Numbers);
-        let mut live = KeyedState::new(&StateConfig::default(), Numbers);
+        let mut state = KeyedState::new(config, codec());
+        let mut live = KeyedState::new(&StateConfig::default(), codec());
         let now = Instant::now();
         for (i, key) in keys.iter().enumerate() {
             for target in [&mut state, &mut live] {
@@ -1086,7 +1143,7 @@ mod tests {
         // A restore gets every value back.
         let snapshot = state.snapshot().unwrap();
         let chunks: Vec<&[u8]> = snapshot.iter().map(Vec::as_slice).collect();
-        let mut restored = KeyedState::new(&compacting(), Numbers);
+        let mut restored = KeyedState::new(config, codec());
         restored
             .restore(&chunks, &KeyOwner::single(), &converter, now)
             .unwrap();

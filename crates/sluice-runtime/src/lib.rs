@@ -26,6 +26,7 @@ pub mod temporal_join;
 pub mod topn;
 pub mod trace;
 pub mod upsert;
+mod value_compression;
 pub mod watermark;
 pub mod window;
 pub mod window_join;
