@@ -80,6 +80,9 @@ pub(crate) struct CompactedKeys {
     compressed_in_job: Arc<AtomicU64>,
 }
 
+/// A key and its stored value (write time and encoded value).
+pub(crate) type KeyAndValue = (Vec<u8>, Vec<u8>);
+
 /// A key's stored value, taken out of [`CompactedKeys`].
 pub(crate) struct CompactedEntry(Vec<u8>);
 
@@ -367,7 +370,7 @@ impl CompactedKeys {
 
     /// Removes keys taking about `bytes` of memory: (key, stored value)
     /// pairs, and the memory they took.
-    pub(crate) fn take_some(&mut self, bytes: usize) -> Result<(Vec<(Vec<u8>, Vec<u8>)>, usize)> {
+    pub(crate) fn take_some(&mut self, bytes: usize) -> Result<(Vec<KeyAndValue>, usize)> {
         let mut taken = Vec::new();
         let mut freed = 0;
         let mut failure = None;
