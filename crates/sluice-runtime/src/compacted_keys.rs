@@ -10,8 +10,8 @@
 //! to 0.7 of it (stored rows, already compact). A compacted key is decoded
 //! back when the operator touches it again.
 //!
-//! Values are compressed with zstd against a dictionary of the state's first
-//! values ([`ValueCompressor`]) unless `state.compress-idle-keys` is off.
+//! Values of 512 bytes or more are compressed with LZ4 against a dictionary
+//! of the state's first values ([`ValueCompressor`]) unless `state.compress-idle-keys` is off.
 //!
 //! How long a key must be idle adapts: when many compacted keys come back
 //! (the work of encoding them was wasted), keys must stay idle longer before
@@ -56,8 +56,8 @@ struct Page {
 /// Idle keys, encoded, packed into pages. An entry is the key's length
 /// (LEB128), the key, the in-page value's length (times two, plus one if it
 /// is compressed) and the in-page value: write time (eight bytes), then the
-/// encoded value as spilled to disk, or its length (LEB128) and its zstd
-/// frame.
+/// encoded value as spilled to disk, or its length (LEB128) and its LZ4
+/// block.
 pub(crate) struct CompactedKeys {
     locations: HashTable<Location>,
     pages: Vec<Page>,

@@ -5,8 +5,7 @@
 //! of a few kilobytes), too small for a compressor to find much in on its
 //! own. Compressed against a dictionary holding the first values the state
 //! compacted, text that repeats from key to key (URLs, names, channels)
-//! costs a few bytes: Nexmark bids take 1.6x less, one row at a time or
-//! many. Each value stays compressed on its own, so a key is still decoded
+//! costs a few bytes: a Nexmark auction's bids take 1.6x less. Each value stays compressed on its own, so a key is still decoded
 //! alone when it is touched again. LZ4 over zstd: zstd (level 1, same
 //! dictionary) took 2.1x less but cost 2.5x the time, a third of q20's run.
 
